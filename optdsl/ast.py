@@ -1,0 +1,149 @@
+"""The syntax tree: frozen dataclasses, each with its Span."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .diagnostics import Span
+
+
+@dataclass(frozen=True)
+class Node:
+    span: Span = field(compare=False, repr=False)
+
+
+# ---- expressions -------------------------------------------------------------
+@dataclass(frozen=True)
+class Num(Node):
+    value: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Bool(Node):
+    value: bool
+
+
+@dataclass(frozen=True)
+class Name(Node):
+    id: str
+
+
+@dataclass(frozen=True)
+class Index(Node):
+    target: Name
+    index: int
+
+
+@dataclass(frozen=True)
+class Call(Node):
+    func: str
+    args: tuple["Expr", ...]
+
+
+@dataclass(frozen=True)
+class Unary(Node):
+    op: str  # '-' or 'not'
+    operand: "Expr"
+
+
+@dataclass(frozen=True)
+class Binary(Node):
+    op: str  # + - * / ^ and or
+    left: "Expr"
+    right: "Expr"
+
+
+@dataclass(frozen=True)
+class Compare(Node):
+    """A comparison chain, ``0 <= x < 1``, evaluated as in Python."""
+    operands: tuple["Expr", ...]
+    ops: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Ternary(Node):
+    cond: "Expr"
+    then: "Expr"
+    other: "Expr"
+
+
+Expr = Num | Bool | Name | Index | Call | Unary | Binary | Compare | Ternary
+
+
+# ---- statements --------------------------------------------------------------
+@dataclass(frozen=True)
+class Assign(Node):
+    target: str
+    target_span: Span = field(compare=False, repr=False)
+    value: Expr = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class If(Node):
+    cond: Expr
+    then: tuple["Stmt", ...]
+    other: tuple["Stmt", ...]
+
+
+Stmt = Assign | If
+
+
+# ---- declarations ------------------------------------------------------------
+@dataclass(frozen=True)
+class Hyper(Node):
+    name: str
+    default: tuple[float, ...] | float
+    is_tuple: bool
+    where: Expr | None
+
+
+@dataclass(frozen=True)
+class Flag(Node):
+    name: str
+    default: bool
+
+
+@dataclass(frozen=True)
+class State(Node):
+    name: str
+    shape: str            # 'tensor' or 'scalar'
+    init: float | str     # a number, 'zeros', 'empty' or a hyper's name
+    cond: Expr | None
+
+
+@dataclass(frozen=True)
+class Require(Node):
+    cond: Expr
+    message: str
+
+
+@dataclass(frozen=True)
+class Spec(Node):
+    name: str
+    doc: str
+    hypers: tuple[Hyper, ...]
+    flags: tuple[Flag, ...]
+    states: tuple[State, ...]
+    requires: tuple[Require, ...]
+    body: tuple[Stmt, ...]
+    source: str = field(compare=False, repr=False, default="")
+
+
+def walk(expr: Expr):
+    """Every sub-expression, pre-order, without recursion (deep input must not blow the stack)."""
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        yield e
+        if isinstance(e, Index):
+            stack.append(e.target)
+        elif isinstance(e, Call):
+            stack.extend(reversed(e.args))
+        elif isinstance(e, Unary):
+            stack.append(e.operand)
+        elif isinstance(e, Binary):
+            stack.extend((e.right, e.left))
+        elif isinstance(e, Compare):
+            stack.extend(reversed(e.operands))
+        elif isinstance(e, Ternary):
+            stack.extend((e.other, e.then, e.cond))

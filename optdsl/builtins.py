@@ -1,0 +1,76 @@
+"""The one table of operations: for each Op, its spec-level name and arity and
+its form in every backend. Emitters look forms up here and never decide math.
+
+Columns:
+  host    -- Python float math (hypers, step, bias corrections), IEEE-safe helpers
+             from optdsl.runtime where plain Python would raise or go complex;
+  torch   -- an out-of-place torch expression on tensors;
+  foreach -- the torch._foreach_* op on tensor lists (None: per-tensor fallback);
+  triton  -- a Triton expression on fp32 blocks;
+  numpy   -- float64 NumPy, for the IR interpreter (the semantic oracle).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .ir import Op
+
+
+@dataclass(frozen=True)
+class Form:
+    host: str
+    torch: str
+    foreach: str | None
+    triton: str
+    numpy: str
+
+
+OPS: dict[Op, Form] = {
+    Op.NEG:   Form("(-{0})", "(-{0})", "_foreach_neg", "(-{0})", "(-{0})"),
+    Op.NOT:   Form("(not {0})", "torch.logical_not({0})", None, "({0} == 0)", "np.logical_not({0})"),
+    Op.SQRT:  Form("_rt.sqrt({0})", "torch.sqrt({0})", "_foreach_sqrt", "tl.sqrt_rn({0})", "np.sqrt({0})"),
+    Op.RSQRT: Form("_rt.rsqrt({0})", "torch.rsqrt({0})", "_foreach_rsqrt", "tl.div_rn(1.0, tl.sqrt_rn({0}))", "(1.0 / np.sqrt({0}))"),
+    Op.ABS:   Form("abs({0})", "torch.abs({0})", "_foreach_abs", "tl.abs({0})", "np.abs({0})"),
+    Op.SIGN:  Form("_rt.sign({0})", "torch.sign({0})", "_foreach_sign", "_sign({0})", "np.sign({0})"),
+    Op.EXP:   Form("_rt.exp({0})", "torch.exp({0})", "_foreach_exp", "tl.exp({0})", "np.exp({0})"),
+    Op.LOG:   Form("_rt.log({0})", "torch.log({0})", "_foreach_log", "tl.log({0})", "np.log({0})"),
+    Op.COPY:  Form("{0}", "torch.clone({0})", "_foreach_clone", "{0}", "np.array({0}, copy=True)"),
+    Op.ADD:   Form("({0} + {1})", "({0} + {1})", "_foreach_add", "({0} + {1})", "({0} + {1})"),
+    Op.SUB:   Form("({0} - {1})", "({0} - {1})", "_foreach_sub", "({0} - {1})", "({0} - {1})"),
+    Op.MUL:   Form("({0} * {1})", "({0} * {1})", "_foreach_mul", "({0} * {1})", "({0} * {1})"),
+    Op.DIV:   Form("_rt.div({0}, {1})", "({0} / {1})", "_foreach_div", "tl.div_rn({0}, {1})", "({0} / {1})"),
+    Op.POW:   Form("_rt.pow({0}, {1})", "torch.pow({0}, {1})", "_foreach_pow", "_pow({0}, {1})", "np.power({0}, {1})"),
+    Op.MIN:   Form("_rt.minimum({0}, {1})", "torch.minimum({0}, {1})", "_foreach_minimum", "_minimum({0}, {1})", "np.minimum({0}, {1})"),
+    Op.MAX:   Form("_rt.maximum({0}, {1})", "torch.maximum({0}, {1})", "_foreach_maximum", "_maximum({0}, {1})", "np.maximum({0}, {1})"),
+    Op.LT:    Form("({0} < {1})", "({0} < {1})", None, "({0} < {1})", "({0} < {1})"),
+    Op.LE:    Form("({0} <= {1})", "({0} <= {1})", None, "({0} <= {1})", "({0} <= {1})"),
+    Op.GT:    Form("({0} > {1})", "({0} > {1})", None, "({0} > {1})", "({0} > {1})"),
+    Op.GE:    Form("({0} >= {1})", "({0} >= {1})", None, "({0} >= {1})", "({0} >= {1})"),
+    Op.EQ:    Form("({0} == {1})", "({0} == {1})", None, "({0} == {1})", "({0} == {1})"),
+    Op.NE:    Form("({0} != {1})", "({0} != {1})", None, "({0} != {1})", "({0} != {1})"),
+    Op.AND:   Form("({0} and {1})", "torch.logical_and({0}, {1})", None, "({0} & {1})", "np.logical_and({0}, {1})"),
+    Op.OR:    Form("({0} or {1})", "torch.logical_or({0}, {1})", None, "({0} | {1})", "np.logical_or({0}, {1})"),
+    Op.WHERE: Form("({1} if {0} else {2})", "torch.where({0}, {1}, {2})", None, "tl.where({0}, {1}, {2})", "np.where({0}, {1}, {2})"),
+    Op.LERP:  Form("_rt.lerp({0}, {1}, {2})", "torch.lerp({0}, {1}, {2})", "_foreach_lerp", "_lerp({0}, {1}, {2})", "_lerp({0}, {1}, {2})"),
+    Op.CLAMP: Form("_rt.clamp({0}, {1}, {2})", "torch.clamp({0}, {1}, {2})", None, "_minimum(_maximum({0}, {1}), {2})", "np.minimum(np.maximum({0}, {1}), {2})"),
+}
+
+# Spec-level function names -> (Op, arity). `x ? a : b` and `where(x, a, b)` are the same Op.
+FUNCTIONS: dict[str, tuple[Op, int]] = {
+    "sqrt": (Op.SQRT, 1), "rsqrt": (Op.RSQRT, 1), "abs": (Op.ABS, 1), "sign": (Op.SIGN, 1),
+    "exp": (Op.EXP, 1), "log": (Op.LOG, 1),
+    "min": (Op.MIN, 2), "max": (Op.MAX, 2), "pow": (Op.POW, 2),
+    "clamp": (Op.CLAMP, 3), "lerp": (Op.LERP, 3), "where": (Op.WHERE, 3),
+}
+# Functions whose argument is a state's name, not a value.
+STATE_PREDICATES: dict[str, Op] = {"is_empty": Op.IS_EMPTY}
+
+BINARY_SYMBOLS: dict[str, Op] = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV, "^": Op.POW,
+                                 "and": Op.AND, "or": Op.OR}
+COMPARE_SYMBOLS: dict[str, Op] = {"<": Op.LT, "<=": Op.LE, ">": Op.GT, ">=": Op.GE, "==": Op.EQ, "!=": Op.NE}
+
+# Inputs every update block can read.
+INPUTS: dict[str, Op] = {"param": Op.PARAM, "grad": Op.GRAD, "step": Op.STEP}
+
+missing = set(Op) - set(OPS) - {Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY}
+assert not missing, f"ops without backend forms: {missing}"

@@ -1,0 +1,318 @@
+"""Stage 2: the checker. Name resolution, kinds, types, scoping, flag and state
+guards. It collects every error and raises once (CompileError)."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from . import ast
+from .builtins import FUNCTIONS, INPUTS, STATE_PREDICATES
+from .diagnostics import Reporter, Span
+from .ir import Kind, Type
+from .names import RESERVED, plural, problem_with_class_name, problem_with_name
+
+MAX_TUPLE = 8
+
+
+@dataclass(frozen=True)
+class Sym:
+    kind: Kind
+    type: Type
+
+
+@dataclass
+class Local:
+    kind: Kind
+    type: Type
+
+
+def _did_you_mean(name: str, candidates) -> str:
+    close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _conjuncts(e: ast.Expr) -> list[ast.Expr]:
+    out, stack = [], [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, ast.Binary) and x.op == "and":
+            stack.extend((x.right, x.left))
+        else:
+            out.append(x)
+    return out
+
+
+class Checker:
+    def __init__(self, spec: ast.Spec):
+        self.spec = spec
+        self.r = Reporter(spec.source)
+        self.hypers = {h.name: h for h in spec.hypers}
+        self.flags = {f.name: f for f in spec.flags}
+        self.states = {s.name: s for s in spec.states}
+        self.param_stored = False
+
+    # ---- declarations ---------------------------------------------------------
+    def check(self) -> None:
+        spec = self.spec
+        if (why := problem_with_class_name(spec.name)):
+            self.r.error(spec.span, why)
+        if not spec.doc.isprintable():
+            self.r.error(spec.span, "the doc string must be printable text on one line")
+        seen: dict[str, Span] = {}
+        for decl in (*spec.hypers, *spec.flags, *spec.states):
+            if decl.name in seen:
+                self.r.error(decl.span, f"'{decl.name}' is declared twice (first at line {seen[decl.name].line})")
+                continue
+            seen[decl.name] = decl.span
+            if (why := problem_with_name(decl.name)):
+                self.r.error(decl.span, why)
+        for s in spec.states:
+            derived = plural(s.name)
+            if derived in seen or derived in RESERVED:
+                self.r.error(s.span, f"state '{s.name}' would be stored in a list named '{derived}', which clashes with another name")
+        for h in spec.hypers:
+            if h.is_tuple and len(h.default) > MAX_TUPLE:
+                self.r.error(h.span, f"a hyper tuple has at most {MAX_TUPLE} entries")
+            if h.where is not None:
+                self.expect(h.where, Type.BOOL, max_kind=Kind.HOST, what="a `where` condition", locals_={})
+        for s in spec.states:
+            self.check_state(s)
+        for req in spec.requires:
+            self.expect(req.cond, Type.BOOL, max_kind=Kind.HOST, what="a `require` condition", locals_={})
+            if not req.message.isprintable():
+                self.r.error(req.span, "a `require` message must be printable text on one line")
+        self.block(spec.body, {}, guards=[])
+        if not self.param_stored:
+            self.r.error(spec.span, "the update block never assigns 'param'")
+        self.r.raise_if_any()
+
+    def check_state(self, s: ast.State) -> None:
+        if s.shape not in ("tensor", "scalar"):
+            self.r.error(s.span, f"unknown state shape '{s.shape}' (expected 'scalar'; tensor state needs no annotation)")
+        if isinstance(s.init, str):
+            if s.init in ("zeros", "empty"):
+                if s.init == "empty" and s.shape == "scalar":
+                    self.r.error(s.span, "scalar state cannot start `empty`; give it a number")
+            elif s.init in self.hypers:
+                if self.hypers[s.init].is_tuple:
+                    self.r.error(s.span, f"state '{s.name}' cannot start from tuple hyper '{s.init}'")
+            else:
+                options = {"zeros", "empty", *self.hypers}
+                self.r.error(s.span, f"unknown initial value '{s.init}' for state '{s.name}'{_did_you_mean(s.init, options)}")
+        if s.cond is not None:
+            self.expect(s.cond, Type.BOOL, max_kind=Kind.HOST, what="a state's `if` condition", locals_={})
+
+    # ---- statements -------------------------------------------------------------
+    def block(self, stmts, locals_: dict[str, Local], guards: list[ast.Expr]) -> dict[str, Local]:
+        for st in stmts:
+            if isinstance(st, ast.Assign):
+                self.assign(st, locals_, guards)
+            else:
+                cond = self.expect(st.cond, Type.BOOL, max_kind=Kind.TENSOR_SCALAR, what="the condition of `if`",
+                                   locals_=locals_, guards=guards)
+                if cond is not None and cond.kind is Kind.TENSOR:
+                    self.r.error(st.cond.span, "the condition of `if` varies per element; use `c ? a : b` for an elementwise select")
+                then = self.block(st.then, dict(locals_), guards + _conjuncts(st.cond))
+                other = self.block(st.other, dict(locals_), guards)
+                for name in set(then) | set(other):
+                    a, b = then.get(name), other.get(name)
+                    before = locals_.get(name)
+                    if a and b:
+                        locals_[name] = Local(max(a.kind, b.kind), a.type if a.type is b.type else None)
+                    elif before and (a or b):
+                        locals_[name] = Local(max(before.kind, (a or b).kind), before.type)
+        return locals_
+
+    def assign(self, st: ast.Assign, locals_: dict[str, Local], guards) -> None:
+        t = st.target
+        value = self.infer(st.value, locals_, guards)
+        if t in self.hypers or t in self.flags:
+            what = "hyper" if t in self.hypers else "flag"
+            self.r.error(st.target_span, f"cannot assign to {what} '{t}': hypers and flags are read-only in `update`")
+            return
+        if t in ("grad", "step"):
+            self.r.error(st.target_span, f"cannot assign to input '{t}'; bind a new name, e.g. `g = ...`")
+            return
+        if t == "param" or t in self.states:
+            self.param_stored |= t == "param"
+            if value is not None and value.type is Type.BOOL:
+                self.r.error(st.value.span, f"cannot store a boolean in '{t}'")
+            if t in self.states:
+                s = self.states[t]
+                self.require_guard(s, st.target_span, guards)
+                if s.shape == "scalar" and value is not None and value.kind is Kind.TENSOR:
+                    self.r.error(st.value.span, f"scalar state '{t}' needs a per-tensor value, but this expression varies per element")
+            return
+        if (why := problem_with_name(t)):
+            self.r.error(st.target_span, why)
+            return
+        if value is None:
+            locals_[t] = Local(Kind.TENSOR, None)  # poisoned: later uses stay quiet, the first error said it all
+            return
+        prev = locals_.get(t)
+        if prev is not None and prev.type is None:
+            prev = None
+        if prev is not None and prev.type is not value.type:
+            self.r.error(st.target_span, f"'{t}' was a {prev.type.value}, and is assigned a {value.type.value} here")
+        locals_[t] = Local(value.kind, value.type)
+
+    def require_guard(self, s: ast.State, span: Span, guards) -> None:
+        if s.cond is None:
+            return
+        needed = _conjuncts(s.cond)
+        if not all(any(n == g for g in guards) for n in needed):
+            self.r.error(span, f"state '{s.name}' exists only if {_source(self.spec.source, s.cond.span)}; "
+                               f"use it inside `if {_source(self.spec.source, s.cond.span)} {{ ... }}` or `... ? {s.name} : ...`")
+
+    # ---- expressions --------------------------------------------------------------
+    def expect(self, e, typ: Type, max_kind: Kind, what: str, locals_, guards=()) -> Sym | None:
+        sym = self.infer(e, locals_, list(guards))
+        if sym is None:
+            return None
+        if sym.type is not typ:
+            self.r.error(e.span, f"{what} must be a {typ.value}, not a {sym.type.value}")
+        elif sym.kind > max_kind and max_kind < Kind.TENSOR_SCALAR:
+            self.r.error(e.span, f"{what} may use only hypers, flags and numbers, but this depends on "
+                                 f"{'per-element values' if sym.kind is Kind.TENSOR else 'the step or per-tensor state'}")
+        return sym
+
+    def infer(self, e: ast.Expr, locals_: dict[str, Local], guards) -> Sym | None:
+        """Kind and type of an expression, or None after reporting an error in it."""
+        if isinstance(e, ast.Num):
+            return Sym(Kind.CONST, Type.NUM)
+        if isinstance(e, ast.Bool):
+            return Sym(Kind.CONST, Type.BOOL)
+        if isinstance(e, ast.Name):
+            return self.name(e, locals_, guards)
+        if isinstance(e, ast.Index):
+            h = self.hypers.get(e.target.id)
+            if h is None or not h.is_tuple:
+                what = "is not a tuple hyper" if (h or e.target.id in locals_ or e.target.id in self.states
+                                                  or e.target.id in INPUTS or e.target.id in self.flags) else "is unknown"
+                self.r.error(e.span, f"only tuple hypers can be indexed; '{e.target.id}' {what}"
+                             + ("" if h or what != "is unknown" else _did_you_mean(e.target.id, self.hypers)))
+                return None
+            if e.index >= len(h.default):
+                self.r.error(e.span, f"index {e.index} is out of range: '{h.name}' has {len(h.default)} entries")
+                return None
+            return Sym(Kind.HOST, Type.NUM)
+        if isinstance(e, ast.Call):
+            return self.call(e, locals_, guards)
+        if isinstance(e, ast.Unary):
+            inner = self.infer(e.operand, locals_, guards)
+            if inner is None:
+                return None
+            want = Type.BOOL if e.op == "not" else Type.NUM
+            if inner.type is not want:
+                self.r.error(e.operand.span, f"operand of `{e.op}` must be a {want.value}")
+                return None
+            return inner
+        if isinstance(e, ast.Binary):
+            logic = e.op in ("and", "or")
+            left = self.infer(e.left, locals_, guards)
+            right_guards = guards + _conjuncts(e.left) if e.op == "and" else guards
+            right = self.infer(e.right, locals_, right_guards)
+            if left is None or right is None:
+                return None
+            want = Type.BOOL if logic else Type.NUM
+            for side, sym in ((e.left, left), (e.right, right)):
+                if sym.type is not want:
+                    self.r.error(side.span, f"operands of `{e.op}` must be {'booleans' if logic else 'numbers'}")
+                    return None
+            return Sym(max(left.kind, right.kind), want)
+        if isinstance(e, ast.Compare):
+            syms = [self.infer(x, locals_, guards) for x in e.operands]
+            if any(s is None for s in syms):
+                return None
+            for x, s in zip(e.operands, syms):
+                if s.type is not Type.NUM:
+                    self.r.error(x.span, "comparisons take numbers; combine booleans with `and`, `or`, `not`")
+                    return None
+            return Sym(max(s.kind for s in syms), Type.BOOL)
+        if isinstance(e, ast.Ternary):
+            return self.select(e.cond, e.then, e.other, e.span, locals_, guards)
+        raise AssertionError(f"unhandled node {type(e).__name__}")
+
+    def select(self, cond, then, other, span, locals_, guards) -> Sym | None:
+        c = self.infer(cond, locals_, guards)
+        a = self.infer(then, locals_, guards + _conjuncts(cond))
+        b = self.infer(other, locals_, guards)
+        if c is None or a is None or b is None:
+            return None
+        if c.type is not Type.BOOL:
+            self.r.error(cond.span, "the condition of `?:` must be a boolean")
+            return None
+        if a.type is not b.type:
+            self.r.error(span, f"both branches of `?:` must have one type, not {a.type.value} and {b.type.value}")
+            return None
+        return Sym(max(c.kind, a.kind, b.kind), a.type)
+
+    def name(self, e: ast.Name, locals_, guards) -> Sym | None:
+        n = e.id
+        if n in locals_:
+            if locals_[n].type is None:
+                return None
+            return Sym(locals_[n].kind, locals_[n].type)
+        if n in INPUTS:
+            if n == "step":
+                return Sym(Kind.TENSOR_SCALAR, Type.NUM)
+            return Sym(Kind.TENSOR, Type.NUM)
+        if n in self.states:
+            s = self.states[n]
+            self.require_guard(s, e.span, guards)
+            return Sym(Kind.TENSOR_SCALAR if s.shape == "scalar" else Kind.TENSOR, Type.NUM)
+        if n in self.hypers:
+            if self.hypers[n].is_tuple:
+                self.r.error(e.span, f"'{n}' is a tuple; use one entry, e.g. {n}[0]")
+                return None
+            return Sym(Kind.HOST, Type.NUM)
+        if n in self.flags:
+            return Sym(Kind.HOST, Type.BOOL)
+        if n in FUNCTIONS or n in STATE_PREDICATES:
+            self.r.error(e.span, f"'{n}' is a function; call it, e.g. {n}(...)")
+            return None
+        options = {*locals_, *INPUTS, *self.states, *self.hypers, *self.flags}
+        self.r.error(e.span, f"unknown name '{n}'{_did_you_mean(n, options)}")
+        return None
+
+    def call(self, e: ast.Call, locals_, guards) -> Sym | None:
+        if e.func in STATE_PREDICATES:
+            if len(e.args) != 1 or not isinstance(e.args[0], ast.Name) or e.args[0].id not in self.states:
+                self.r.error(e.span, f"{e.func}() takes the name of a state")
+                return None
+            s = self.states[e.args[0].id]
+            if s.init != "empty":
+                self.r.error(e.args[0].span, f"{e.func}({s.name}) is always false: '{s.name}' does not start `empty`")
+            self.require_guard(s, e.args[0].span, guards)
+            return Sym(Kind.TENSOR_SCALAR, Type.BOOL)
+        if e.func not in FUNCTIONS:
+            self.r.error(e.span, f"unknown function '{e.func}'{_did_you_mean(e.func, {*FUNCTIONS, *STATE_PREDICATES})}")
+            for a in e.args:
+                self.infer(a, locals_, guards)
+            return None
+        _, arity = FUNCTIONS[e.func]
+        if len(e.args) != arity:
+            self.r.error(e.span, f"{e.func}() takes {arity} argument{'s' if arity != 1 else ''}, got {len(e.args)}")
+            return None
+        if e.func == "where":
+            return self.select(e.args[0], e.args[1], e.args[2], e.span, locals_, guards)
+        syms = [self.infer(a, locals_, guards) for a in e.args]
+        if any(s is None for s in syms):
+            return None
+        for a, s in zip(e.args, syms):
+            if s.type is not Type.NUM:
+                self.r.error(a.span, f"arguments of {e.func}() must be numbers")
+                return None
+        return Sym(max(s.kind for s in syms), Type.NUM)
+
+
+def _source(source: str, span: Span) -> str:
+    lines = source.splitlines()
+    if span.line != span.end_line or span.line > len(lines):
+        return "its condition"
+    return lines[span.line - 1][span.col - 1:span.end_col - 1]
+
+
+def check(spec: ast.Spec) -> ast.Spec:
+    Checker(spec).check()
+    return spec

@@ -1,0 +1,39 @@
+"""The pipeline, end to end: text -> AST -> checked AST -> IR -> optimised IR -> sources."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from .check import check
+from .ir import Program, verify
+from .lower import lower
+from .parse import parse
+from .passes import optimize
+
+
+@dataclass(frozen=True)
+class Compiled:
+    program: Program
+    eager_source: str
+    triton_source: str
+    spec_hash: str
+
+
+def spec_hash(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def compile_ir(source: str, file: str = "<spec>", verify_ir: bool = False) -> Program:
+    program = lower(check(parse(source, file)))
+    if verify_ir:
+        verify(program)
+    return optimize(program, check=verify_ir)
+
+
+def compile_spec(source: str, file: str = "<spec>", verify_ir: bool = False) -> Compiled:
+    from .emit.pymodule import emit_eager_module
+    from .emit.triton import emit_triton_module
+    program = compile_ir(source, file, verify_ir)
+    digest = spec_hash(source)
+    name = file.rsplit("/", 1)[-1]
+    return Compiled(program, emit_eager_module(program, name, digest), emit_triton_module(program, name, digest), digest)

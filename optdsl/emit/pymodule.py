@@ -1,0 +1,131 @@
+"""Assemble the generated eager module (templates/eager.py.jinja) from the IR."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import jinja2
+
+from ..ir import Kind, Program, Type
+from ..names import ident, literal, module_name, plural
+from ..passes import hoist_host
+from ..resources import data_dir
+from .common import Writer
+from .eager import ForeachEmitter, LoopEmitter
+from .host import columns, emit_per_tensor_function, host_expr, per_tensor_inputs, scalar_states
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
+    )
+
+
+def _indent(text: str, levels: int) -> str:
+    pad = "    " * levels
+    return "\n".join(pad + line if line else "" for line in text.splitlines())
+
+
+def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
+    fn = module_name(p.name)
+    hoisted = hoist_host(p, Kind.TENSOR_SCALAR)
+    cols = columns(hoisted)
+    tensor_states = [s for s in p.states if s.kind is Kind.TENSOR]
+    state_lists = [{"name": ident(s.name), "plural": plural(ident(s.name))} for s in p.states]
+    hyper_names = [ident(h.name) for h in p.hypers] + [ident(f.name) for f in p.flags]
+
+    # __init__: positional hypers then flags, as torch.optim orders them
+    init_args = [f"{ident(h.name)}={literal(h.default)}" for h in p.hypers]
+    init_args += [f"{ident(f.name)}: bool = {literal(f.default)}" for f in p.flags]
+    v = Writer(2)
+    for h in p.hypers:
+        for cond, message, (name, index) in h.checks:
+            shown = ident(name) if index is None else f"{ident(name)}[{int(index)}]"
+            v.line(f"if not {host_expr(cond)}:")
+            with v.indent():
+                prefix = message.replace("{}", "\x00").replace("{", "{{").replace("}", "}}").replace("\x00", "{" + shown + "}")
+                v.line(f"raise ValueError(f{literal(prefix)})")
+    for cond, message in p.requires:
+        v.line(f"if not {host_expr(cond)}:")
+        with v.indent():
+            v.line(f"raise ValueError({literal(message)})")
+
+    # _active_states
+    a = Writer(2)
+    for name in hyper_names:
+        a.line(f"{name} = group[{literal(name)}]")
+    a.line("active = {}")
+    for s in p.states:
+        if s.kind is Kind.TENSOR_SCALAR:
+            init = f"({literal('scalar')}, {host_expr_init(s.init)})"
+        elif s.init in ("zeros", "empty"):
+            init = literal(s.init)
+        else:
+            init = f"({literal('fill')}, {host_expr_init(s.init)})"
+        if s.cond is not None:
+            a.line(f"if {host_expr(s.cond)}:")
+            with a.indent():
+                a.line(f"active[{literal(s.name)}] = {init}")
+        else:
+            a.line(f"active[{literal(s.name)}] = {init}")
+    a.line("return active")
+
+    signature_parts = ["params", "grads"] + [s["plural"] for s in state_lists]
+    if p.uses_step:
+        signature_parts.append("state_steps")
+    signature = ", ".join(signature_parts) + ", *, " + ", ".join(hyper_names) if hyper_names else ", ".join(signature_parts)
+
+    loop = Writer(2)
+    LoopEmitter(p).body(p.body, loop)
+
+    fe = ForeachEmitter(hoisted, cols)
+    fe.w.level = 1
+    fe.body(hoisted.body)
+    fc = Writer(1)
+    for j, c in enumerate(cols):
+        if c.kind is Kind.TENSOR_SCALAR and c.type is Type.NUM:
+            fc.line(f"{ident(c.name)} = _rt.column(per_tensor, {j})")
+        else:
+            fc.line(f"{ident(c.name)} = per_tensor[0][{j}]")
+    uniform = [j for j, c in enumerate(cols) if c.kind is Kind.TENSOR_SCALAR and c.type is Type.BOOL]
+
+    inputs = []
+    if p.uses_step:
+        inputs.append("steps")
+    inputs += [f"[_rt.value(t) for t in {plural(ident(n))}]" for n in scalar_states(p)]
+    inputs += [f"[t is None for t in {plural(ident(s.name))}]" for s in p.states if s.init == "empty"]
+    wb = Writer(1)
+    for k, n in enumerate(scalar_states(p)):
+        wb.line(f"for t, value in zip({plural(ident(n))}, _rt.column(per_tensor, {len(cols) + k})):")
+        with wb.indent():
+            wb.line("t.fill_(value)")
+
+    doc = p.doc or p.name
+    return environment().get_template("eager.py.jinja").render(
+        source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name), fn=fn,
+        doc_text=_doc_line(doc), doc_literal=literal(doc),
+        state_names=literal(tuple(s.name for s in p.states)),
+        empty_states=literal(tuple(s.name for s in p.states if s.init == "empty")),
+        uses_step=p.uses_step, uses_step_literal=literal(p.uses_step), init_args=init_args, validation=v.text() or "        pass",
+        default_names=hyper_names, active_states=a.text(), state_lists=state_lists,
+        tensor_states=[{"name": ident(s.name), "plural": plural(ident(s.name))} for s in tensor_states],
+        empty_state_lists=[{"plural": plural(ident(s.name))} for s in p.states if s.init == "empty"],
+        hyper_names=hyper_names, signature=signature, loop_body=loop.text() or "        pass",
+        per_tensor_fn=emit_per_tensor_function(hoisted, f"_{fn}_per_tensor"),
+        per_tensor_inputs=", ".join(inputs),
+        per_tensor_kwargs=", ".join(f"{n}={n}" for n in hyper_names),
+        uniform_columns=literal(tuple(uniform)) if uniform else "",
+        foreach_columns=fc.text(), foreach_body=fe.w.text(), scalar_writeback=wb.text(),
+    )
+
+
+def host_expr_init(init) -> str:
+    if isinstance(init, str):
+        return ident(init)
+    return literal(float(init))
+
+
+def _doc_line(doc: str) -> str:
+    # the module docstring is a literal; keep only characters that cannot end it
+    return doc.replace("\\", "/").replace('"""', "'''")

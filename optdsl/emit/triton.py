@@ -1,0 +1,209 @@
+"""IR -> the fused Triton kernel module (templates/triton.py.jinja).
+
+All host math is hoisted (passes.hoist_host) into a per-tensor host function;
+the kernel sees group-level numbers as scalar arguments, group-level booleans as
+constexprs (so a flag's dead branch is never compiled), and per-tensor values
+as columns of a small table."""
+from __future__ import annotations
+
+from ..ir import Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_stmts, walk_values
+from ..names import ident, literal, module_name
+from ..passes import hoist_host
+from .common import Writer, float_literal, render
+from .host import columns, emit_per_tensor_function, host_expr, is_device_stmt, scalar_states
+from .pymodule import environment
+
+
+class KernelEmitter:
+    def __init__(self, p: Program):
+        self.p = p
+        self.cols = columns(p)
+        self.col_index = {c.name: j for j, c in enumerate(self.cols)}
+        self.table_cols = [c for c in self.cols if c.kind is Kind.TENSOR_SCALAR]
+        self.scalar_args: dict[str, str] = {}     # kernel arg -> launcher source
+        self.constexprs: dict[str, str] = {}      # kernel constexpr -> launcher source
+        self.tensor_states = [s for s in p.states if s.kind is Kind.TENSOR]
+
+    # ---- leaves ----------------------------------------------------------------
+    def leaf(self, v: Value) -> str:
+        if v.op is Op.CONST:
+            return float_literal(v.arg) if not isinstance(v.arg, bool) else ("True" if v.arg else "False")
+        if v.op is Op.PARAM:
+            return "param"
+        if v.op is Op.GRAD:
+            return "grad"
+        if v.op is Op.STATE:
+            return ident(str(v.arg))
+        if v.op is Op.HYPER:
+            name, index = v.arg  # type: ignore[misc]
+            arg = ident(name) if index is None else f"{ident(name)}_{int(index)}"
+            self.scalar_args[arg] = ident(name) if index is None else f"{ident(name)}[{int(index)}]"
+            return arg
+        if v.op is Op.FLAG:
+            name = ident(str(v.arg)).upper()
+            self.constexprs[name] = f"bool({ident(str(v.arg))})"
+            return name
+        if v.op is Op.VAR:
+            name = str(v.arg)
+            if name in self.col_index:
+                col = self.cols[self.col_index[name]]
+                if col.kind is Kind.HOST:
+                    if col.type is Type.BOOL:
+                        const = ident(name).upper()
+                        self.constexprs[const] = f"bool(head[{self.col_index[name]}])"
+                        return const
+                    self.scalar_args[ident(name)] = f"head[{self.col_index[name]}]"
+                return ident(name)
+            return ident(name)
+        raise AssertionError(f"{v.op.name} cannot appear in a kernel")
+
+    def expr(self, v: Value) -> str:
+        if v.op is Op.WHERE and v.args[0].kind is Kind.HOST:
+            # a constexpr condition: only the taken side is compiled
+            return f"({self.expr(v.args[1])} if {self.expr(v.args[0])} else {self.expr(v.args[2])})"
+        if v.op is Op.POW and v.args[1].op is Op.CONST and v.args[1].arg == 2.0:
+            x = self.expr(v.args[0])
+            return f"({x} * {x})"
+        if not v.args:
+            return self.leaf(v)
+        from ..builtins import OPS
+        return OPS[v.op].triton.format(*(self.expr(a) for a in v.args))
+
+    # ---- statements --------------------------------------------------------------
+    def body(self, stmts: tuple[Stmt, ...], w: Writer) -> bool:
+        wrote = False
+        for s in stmts:
+            if not is_device_stmt(s, self.p):
+                continue
+            if isinstance(s, Let):
+                w.line(f"{ident(s.name)} = {self.expr(s.value)}")
+                wrote = True
+            elif isinstance(s, Store):
+                w.line(f"{ident(s.target)} = {self.expr(s.value)}")
+                wrote = True
+            else:
+                mark = len(w.lines)
+                w.line(f"if {self.expr(s.cond)}:")
+                with w.indent():
+                    then = self.body(s.then, w)
+                    if not then:
+                        w.line("pass")
+                if s.other:
+                    w.line("else:")
+                    with w.indent():
+                        other = self.body(s.other, w)
+                    if not other:
+                        w.lines.pop()
+                else:
+                    other = False
+                if not then and not other:
+                    del w.lines[mark:]
+                else:
+                    wrote = True
+        return wrote
+
+    def stored(self) -> list[str]:
+        out = []
+        for s in walk_stmts(self.p.body):
+            if isinstance(s, Store) and is_device_stmt(s, self.p) and s.target not in out:
+                out.append(s.target)
+        return out
+
+
+def stream_condition(emitter: KernelEmitter, cond: Value | None) -> str:
+    return "True" if cond is None else host_expr(cond)
+
+
+def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
+    hoisted = hoist_host(p, Kind.HOST)
+    k = KernelEmitter(hoisted)
+    fn = module_name(p.name)
+    streams = ["param", "grad"] + [ident(s.name) for s in k.tensor_states]
+
+    body = Writer(1)
+    k.body(hoisted.body, body)
+    stored = k.stored()
+    read = _reads(hoisted, k)
+
+    loads = Writer(1)
+    for s in streams:
+        if s not in read and s not in stored:
+            continue
+        state = next((st for st in k.tensor_states if st.name == s), None)
+        line = f"{s} = load_stream({s}_ptrs, t, offs, mask, {s.upper()}_DTYPE)"
+        if state is not None and state.cond is not None:
+            has = f"HAS_{s.upper()}"
+            k.constexprs[has] = f"{literal(s)} in streams"
+            loads.line(f"if {has}:")
+            with loads.indent():
+                loads.line(line)
+        else:
+            loads.line(line)
+
+    stores = Writer(1)
+    for s in stored:
+        line = f"store_stream({s}_ptrs, t, offs, {s}, mask, {s.upper()}_DTYPE)"
+        state = next((st for st in k.tensor_states if st.name == s), None)
+        if state is not None and state.cond is not None:
+            stores.line(f"if HAS_{s.upper()}:")
+            with stores.indent():
+                stores.line(line)
+        else:
+            stores.line(line)
+
+    column_loads = []
+    for j, c in enumerate(k.table_cols):
+        load = f"tl.load(table + t * N_COLUMNS + {j})"
+        column_loads.append(f"{ident(c.name)} = {load} != 0" if c.type is Type.BOOL else f"{ident(c.name)} = {load}")
+
+    bytes_per_element = describe_traffic(streams, read, stored, k)
+
+    hyper_names = [ident(h.name) for h in p.hypers] + [ident(f.name) for f in p.flags]
+    host_fn_name = f"_{fn}_host_values"
+    writeback = [(n, len(k.cols) + i) for i, n in enumerate(scalar_states(p))]
+    stream_active = [(ident(s.name), stream_condition(k, s.cond)) for s in k.tensor_states if s.name in read or s.name in stored]
+    return environment().get_template("triton.py.jinja").render(
+        source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
+        bytes_per_element=bytes_per_element, kernel_name=f"_{fn}_kernel",
+        streams_literal=literal(tuple(streams)), stored_literal=literal(tuple(stored)),
+        streams=streams, scalar_args=list(k.scalar_args), constexprs=list(k.constexprs),
+        column_loads=column_loads, loads=loads.text(), body=body.text() or "    pass", stores=stores.text(),
+        host_fn=emit_per_tensor_function(hoisted, host_fn_name), host_fn_name=host_fn_name,
+        scalar_writeback=writeback, hyper_names=hyper_names, stream_active=stream_active,
+        table_columns=literal(tuple(k.col_index[c.name] for c in k.table_cols)),
+        scalar_sources=list(k.scalar_args.values()), constexpr_sources=list(k.constexprs.items()),
+        n_columns=max(1, len(k.table_cols)),
+        empty_streams=[ident(s.name) for s in k.tensor_states if s.init == "empty"],
+    )
+
+
+def traffic(streams, read, stored, k: KernelEmitter) -> tuple[int, int]:
+    """fp32 bytes per element, always and with every conditional state present."""
+    optional = {st.name for st in k.tensor_states if st.cond is not None}
+    moved = [(s, (s in read or s in stored) + (s in stored)) for s in streams]
+    base = 4 * sum(n for s, n in moved if s not in optional)
+    return base, 4 * sum(n for _, n in moved)
+
+
+def describe_traffic(streams, read, stored, k: KernelEmitter) -> str:
+    base, full = traffic(streams, read, stored, k)
+    loaded = [s for s in streams if s in read or s in stored]
+    text = f"{base} B (reads {', '.join(loaded)}; writes {', '.join(stored)})"
+    return text if full == base else text + f"; {full} B with every optional state"
+
+
+def _reads(p: Program, k: KernelEmitter) -> set[str]:
+    out: set[str] = set()
+    for s in walk_stmts(p.body):
+        if not is_device_stmt(s, p):
+            continue
+        values = (s.cond,) if isinstance(s, If) else (s.value,)
+        for v in values:
+            for n in walk_values(v):
+                if n.op is Op.PARAM:
+                    out.add("param")
+                elif n.op is Op.GRAD:
+                    out.add("grad")
+                elif n.op is Op.STATE:
+                    out.add(str(n.arg))
+    return out

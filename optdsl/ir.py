@@ -1,0 +1,317 @@
+"""The IR: one value node type over a closed Op enum, plus three statement forms.
+
+Values are frozen and hash-consed by structure, so CSE is dictionary lookup.
+Every value has a *kind* (where it lives and how often it is computed) and a
+*type* (number or boolean), both inferred, never written by a spec author."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Iterator
+
+
+class Kind(enum.IntEnum):
+    """Ordered: an operation's kind is the max of its operands' kinds."""
+    CONST = 0          # literals
+    HOST = 1           # hypers, flags and math on them: once per group, on the host, float64
+    TENSOR_SCALAR = 2  # one value per parameter tensor (step, scalar state), computed on the host
+    TENSOR = 3         # elementwise, shape of the parameter
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Type(enum.Enum):
+    NUM = "number"
+    BOOL = "boolean"
+
+
+class Op(enum.Enum):
+    # leaves
+    CONST = enum.auto()     # arg: float | bool
+    HYPER = enum.auto()     # arg: (name, index | None)
+    FLAG = enum.auto()      # arg: name
+    STEP = enum.auto()
+    PARAM = enum.auto()
+    GRAD = enum.auto()
+    STATE = enum.auto()     # arg: name
+    VAR = enum.auto()       # arg: name of a Let
+    IS_EMPTY = enum.auto()  # arg: state name; true until the state is first stored
+    # unary
+    NEG = enum.auto()
+    NOT = enum.auto()
+    SQRT = enum.auto()
+    RSQRT = enum.auto()
+    ABS = enum.auto()
+    SIGN = enum.auto()
+    EXP = enum.auto()
+    LOG = enum.auto()
+    COPY = enum.auto()      # a fresh copy: breaks aliasing before an in-place store
+    # binary
+    ADD = enum.auto()
+    SUB = enum.auto()
+    MUL = enum.auto()
+    DIV = enum.auto()
+    POW = enum.auto()
+    MIN = enum.auto()
+    MAX = enum.auto()
+    LT = enum.auto()
+    LE = enum.auto()
+    GT = enum.auto()
+    GE = enum.auto()
+    EQ = enum.auto()
+    NE = enum.auto()
+    AND = enum.auto()
+    OR = enum.auto()
+    # ternary
+    WHERE = enum.auto()     # (cond, then, other)
+    LERP = enum.auto()      # (start, end, weight)
+    CLAMP = enum.auto()     # (x, lo, hi)
+
+
+LEAF = frozenset({Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY})
+UNARY = frozenset({Op.NEG, Op.NOT, Op.SQRT, Op.RSQRT, Op.ABS, Op.SIGN, Op.EXP, Op.LOG, Op.COPY})
+BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MIN, Op.MAX,
+                    Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR})
+TERNARY = frozenset({Op.WHERE, Op.LERP, Op.CLAMP})
+COMPARE = frozenset({Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE})
+LOGIC = frozenset({Op.AND, Op.OR, Op.NOT})
+ARITY = {**{op: 0 for op in LEAF}, **{op: 1 for op in UNARY}, **{op: 2 for op in BINARY}, **{op: 3 for op in TERNARY}}
+assert set(ARITY) == set(Op), "every Op belongs to exactly one group"
+
+
+@dataclass(frozen=True)
+class Value:
+    op: Op
+    args: tuple["Value", ...] = ()
+    arg: object = None
+    kind: Kind = Kind.CONST
+    type: Type = Type.NUM
+
+    def __repr__(self) -> str:
+        return format_value(self)
+
+
+def const(x: float | bool) -> Value:
+    return Value(Op.CONST, (), x, Kind.CONST, Type.BOOL if isinstance(x, bool) else Type.NUM)
+
+
+def apply(op: Op, *args: Value) -> Value:
+    """Build an operation node, inferring its kind and type."""
+    kind = max((a.kind for a in args), default=Kind.CONST)
+    if op in COMPARE or op in LOGIC:
+        typ = Type.BOOL
+    elif op is Op.WHERE:
+        typ = args[1].type
+    else:
+        typ = Type.NUM
+    return Value(op, tuple(args), None, kind, typ)
+
+
+# ---- statements --------------------------------------------------------------
+@dataclass(frozen=True)
+class Let:
+    """Bind a local name. Host-kind lets are computed on the host, never per element."""
+    name: str
+    value: Value
+
+
+@dataclass(frozen=True)
+class Store:
+    """Write a state (or the parameter): `target` is 'param' or a state name."""
+    target: str
+    value: Value
+
+
+@dataclass(frozen=True)
+class If:
+    cond: Value
+    then: tuple["Stmt", ...]
+    other: tuple["Stmt", ...] = ()
+
+
+Stmt = Let | Store | If
+
+
+@dataclass(frozen=True)
+class HyperInfo:
+    name: str
+    default: float | tuple[float, ...]
+    arity: int                  # 0 for a scalar, n for an n-tuple
+    checks: tuple[tuple[str, str], ...] = ()   # (python condition source, message f-string source)
+
+
+@dataclass(frozen=True)
+class FlagInfo:
+    name: str
+    default: bool
+
+
+@dataclass(frozen=True)
+class StateInfo:
+    name: str
+    kind: Kind                  # TENSOR or TENSOR_SCALAR
+    init: float | str           # number, 'zeros', 'empty', or a hyper name
+    cond: Value | None          # the state exists only where this host condition holds
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    doc: str
+    hypers: tuple[HyperInfo, ...]
+    flags: tuple[FlagInfo, ...]
+    states: tuple[StateInfo, ...]
+    requires: tuple[tuple[str, str], ...]   # (python condition source, message)
+    body: tuple[Stmt, ...]
+    uses_step: bool = True
+    source_file: str = field(default="<spec>", compare=False)
+
+    def state(self, name: str) -> StateInfo:
+        return next(s for s in self.states if s.name == name)
+
+
+# ---- traversal -----------------------------------------------------------------
+def walk_values(v: Value) -> Iterator[Value]:
+    """Every node of a value DAG once, children before parents."""
+    seen: set[int] = set()
+    stack: list[tuple[Value, bool]] = [(v, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if id(node) in seen:
+            continue
+        if expanded or not node.args:
+            seen.add(id(node))
+            yield node
+            continue
+        stack.append((node, True))
+        stack.extend((a, False) for a in reversed(node.args))
+
+
+def walk_stmts(stmts: tuple[Stmt, ...]) -> Iterator[Stmt]:
+    for s in stmts:
+        yield s
+        if isinstance(s, If):
+            yield from walk_stmts(s.then)
+            yield from walk_stmts(s.other)
+
+
+def stmt_values(s: Stmt) -> tuple[Value, ...]:
+    return (s.cond,) if isinstance(s, If) else (s.value,)
+
+
+def map_values(stmts: tuple[Stmt, ...], fn) -> tuple[Stmt, ...]:
+    """Rebuild statements with fn applied to every top-level value."""
+    out: list[Stmt] = []
+    for s in stmts:
+        if isinstance(s, Let):
+            out.append(Let(s.name, fn(s.value)))
+        elif isinstance(s, Store):
+            out.append(Store(s.target, fn(s.value)))
+        else:
+            out.append(If(fn(s.cond), map_values(s.then, fn), map_values(s.other, fn)))
+    return tuple(out)
+
+
+def rebuild(v: Value, fn) -> Value:
+    """Bottom-up rewrite: fn(node_with_rewritten_children) -> node. Iterative, memoised."""
+    memo: dict[int, Value] = {}
+    for node in walk_values(v):
+        if node.args:
+            new_args = tuple(memo[id(a)] for a in node.args)
+            if any(n is not o for n, o in zip(new_args, node.args)):
+                node2 = Value(node.op, new_args, node.arg, node.kind, node.type) if node.op in LEAF else apply(node.op, *new_args)
+            else:
+                node2 = node
+        else:
+            node2 = node
+        memo[id(node)] = fn(node2)
+    return memo[id(v)]
+
+
+# ---- printing and verification ----------------------------------------------------
+_SYMBOL = {Op.ADD: "+", Op.SUB: "-", Op.MUL: "*", Op.DIV: "/", Op.POW: "^", Op.LT: "<", Op.LE: "<=",
+           Op.GT: ">", Op.GE: ">=", Op.EQ: "==", Op.NE: "!=", Op.AND: "and", Op.OR: "or"}
+
+
+def format_value(v: Value) -> str:
+    if v.op is Op.CONST:
+        return repr(v.arg)
+    if v.op is Op.HYPER:
+        name, index = v.arg  # type: ignore[misc]
+        return name if index is None else f"{name}[{index}]"
+    if v.op in (Op.FLAG, Op.STATE, Op.VAR):
+        return str(v.arg)
+    if v.op is Op.IS_EMPTY:
+        return f"is_empty({v.arg})"
+    if v.op in (Op.STEP, Op.PARAM, Op.GRAD):
+        return v.op.name.lower()
+    if v.op in _SYMBOL:
+        return f"({format_value(v.args[0])} {_SYMBOL[v.op]} {format_value(v.args[1])})"
+    if v.op is Op.NEG:
+        return f"-{format_value(v.args[0])}"
+    return f"{v.op.name.lower()}({', '.join(format_value(a) for a in v.args)})"
+
+
+def format_program(p: Program) -> str:
+    lines: list[str] = []
+
+    def emit(stmts, indent):
+        for s in stmts:
+            pad = "  " * indent
+            if isinstance(s, Let):
+                lines.append(f"{pad}let {s.name}: {s.value.kind.label} = {format_value(s.value)}")
+            elif isinstance(s, Store):
+                lines.append(f"{pad}store {s.target} = {format_value(s.value)}")
+            else:
+                lines.append(f"{pad}if {format_value(s.cond)}:")
+                emit(s.then, indent + 1)
+                if s.other:
+                    lines.append(f"{pad}else:")
+                    emit(s.other, indent + 1)
+    emit(p.body, 0)
+    return "\n".join(lines)
+
+
+class IRError(AssertionError):
+    pass
+
+
+def verify(p: Program) -> Program:
+    """Structural invariants every pass must keep. Tests switch this on after each pass."""
+    states = {s.name: s for s in p.states}
+    defined: set[str] = set()
+
+    def check_value(v: Value) -> None:
+        for node in walk_values(v):
+            if len(node.args) != ARITY[node.op]:
+                raise IRError(f"{node.op.name} has {len(node.args)} operands, expected {ARITY[node.op]}")
+            if node.op is Op.VAR and node.arg not in defined:
+                raise IRError(f"use of undefined local {node.arg!r}")
+            if node.op in (Op.STATE, Op.IS_EMPTY) and node.arg not in states:
+                raise IRError(f"unknown state {node.arg!r}")
+            if node.args:
+                want = max(a.kind for a in node.args)
+                if node.kind != want:
+                    raise IRError(f"{node.op.name} has kind {node.kind.label}, operands say {want.label}")
+
+    def check_block(stmts, scope: set[str]):
+        for s in stmts:
+            for v in stmt_values(s):
+                check_value(v)
+            if isinstance(s, Let):
+                defined.add(s.name)
+            elif isinstance(s, Store):
+                if s.target != "param" and s.target not in states:
+                    raise IRError(f"store to unknown target {s.target!r}")
+                if s.target in states and states[s.target].kind is Kind.TENSOR_SCALAR and s.value.kind is Kind.TENSOR:
+                    raise IRError(f"scalar state {s.target!r} stored from a tensor value")
+            else:
+                if s.cond.type is not Type.BOOL or s.cond.kind is Kind.TENSOR:
+                    raise IRError("if-condition must be a host or tensor_scalar boolean")
+                check_block(s.then, scope)
+                check_block(s.other, scope)
+
+    check_block(p.body, set())
+    return p

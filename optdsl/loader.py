@@ -1,0 +1,88 @@
+"""`optdsl.load(path_or_text)`: compile a spec and import the class it produces.
+
+Cached by content hash, in memory and on disk (the kernel must live in a real
+file for Triton), so a second load of the same text costs a dictionary lookup."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import threading
+from pathlib import Path
+
+from .build import atomic_write
+from .compiler import compile_spec, spec_hash
+from .names import module_name
+from .resources import data_dir
+
+_LOADED: dict[str, type] = {}
+_LOCK = threading.Lock()
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("OPTDSL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "optdsl")
+    return Path(root)
+
+
+def _read(path_or_text) -> tuple[str, str]:
+    if isinstance(path_or_text, os.PathLike):
+        p = Path(path_or_text)
+        return p.read_text(encoding="utf-8"), p.name
+    if not isinstance(path_or_text, str):
+        raise TypeError(f"optdsl.load takes a path or spec text, not {type(path_or_text).__name__}")
+    text = path_or_text
+    if "\n" not in text and "{" not in text and len(text) < 4096:
+        p = Path(text)
+        if p.suffix == ".opt" or p.exists():
+            return p.read_text(encoding="utf-8"), p.name
+    return text, "<spec>"
+
+
+def import_module_file(name: str, path: Path):
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def load(path_or_text) -> type:
+    """The torch.optim.Optimizer subclass a spec defines. Raises CompileError on a bad spec."""
+    text, file = _read(path_or_text)
+    digest = spec_hash(text)
+    with _LOCK:
+        if digest in _LOADED:
+            return _LOADED[digest]
+        compiled = compile_spec(text, file)
+        mod = module_name(compiled.program.name)
+        folder = cache_dir() / digest[:32]
+        eager, kernel = folder / f"{mod}.py", folder / f"{mod}_triton.py"
+        for path, source in ((eager, compiled.eager_source), (kernel, compiled.triton_source)):
+            if not path.exists() or path.read_text(encoding="utf-8") != source:
+                atomic_write(path, source)
+        module = import_module_file(f"optdsl._loaded.{mod}_{digest[:12]}", eager)
+        cls = getattr(module, compiled.program.name)
+        _LOADED[digest] = cls
+        return cls
+
+
+def shipped() -> dict[str, str]:
+    """Class name -> module name of every optimizer in generated/."""
+    registry = import_module_file("optdsl.generated", data_dir("generated") / "__init__.py")
+    return dict(registry.OPTIMIZERS)
+
+
+def import_shipped(class_name: str) -> type:
+    modules = shipped()
+    if class_name not in modules:
+        raise AttributeError(f"optdsl.optim has no optimizer {class_name!r}; shipped: {', '.join(sorted(modules))}")
+    mod = modules[class_name]
+    module = import_module_file(f"optdsl.generated.{mod}", data_dir("generated") / f"{mod}.py")
+    return getattr(module, class_name)

@@ -1,0 +1,201 @@
+"""Stage 3: checked AST -> IR.
+
+Resolves names to IR leaves and builtins to Ops, turns hyper `where` clauses into
+checks with torch's wording, and breaks aliasing: a local that still refers to a
+state (or the parameter) when that state is overwritten in place gets a COPY."""
+from __future__ import annotations
+
+from . import ast
+from .builtins import BINARY_SYMBOLS, COMPARE_SYMBOLS, FUNCTIONS, INPUTS, STATE_PREDICATES
+from .ir import (Kind, Let, Op, Program, Stmt, Store, Type, Value, apply, const,
+                 FlagInfo, HyperInfo, If, StateInfo, walk_values)
+
+# torch.optim's wording for invalid hypers; `{}` is the offending value's source.
+TORCH_MESSAGES = {
+    ("lr", None): "Invalid learning rate: {}",
+    ("eps", None): "Invalid epsilon value: {}",
+    ("weight_decay", None): "Invalid weight_decay value: {}",
+    ("momentum", None): "Invalid momentum value: {}",
+    ("betas", 0): "Invalid beta parameter at index 0: {}",
+    ("betas", 1): "Invalid beta parameter at index 1: {}",
+}
+
+
+def hyper_message(name: str, index: int | None) -> str:
+    if (name, index) in TORCH_MESSAGES:
+        return TORCH_MESSAGES[(name, index)]
+    if index is None:
+        return f"Invalid {name} value: {{}}"
+    return f"Invalid {name} parameter at index {index}: {{}}"
+
+
+def _conjuncts(e: ast.Expr) -> list[ast.Expr]:
+    if isinstance(e, ast.Binary) and e.op == "and":
+        return _conjuncts(e.left) + _conjuncts(e.right)
+    return [e]
+
+
+class Lowerer:
+    def __init__(self, spec: ast.Spec):
+        self.spec = spec
+        self.hypers = {h.name: h for h in spec.hypers}
+        self.flags = {f.name for f in spec.flags}
+        self.states = {s.name: s for s in spec.states}
+        self.uses_step = False
+
+    # ---- expressions ------------------------------------------------------------
+    def expr(self, e: ast.Expr, env: dict[str, Value]) -> Value:
+        if isinstance(e, ast.Num):
+            return const(e.value)
+        if isinstance(e, ast.Bool):
+            return const(e.value)
+        if isinstance(e, ast.Name):
+            n = e.id
+            if n in env:
+                return env[n]
+            if n in INPUTS:
+                self.uses_step |= n == "step"
+                kind = Kind.TENSOR_SCALAR if n == "step" else Kind.TENSOR
+                return Value(INPUTS[n], (), None, kind, Type.NUM)
+            if n in self.states:
+                s = self.states[n]
+                return Value(Op.STATE, (), n, Kind.TENSOR_SCALAR if s.shape == "scalar" else Kind.TENSOR, Type.NUM)
+            if n in self.hypers:
+                return Value(Op.HYPER, (), (n, None), Kind.HOST, Type.NUM)
+            if n in self.flags:
+                return Value(Op.FLAG, (), n, Kind.HOST, Type.BOOL)
+            raise AssertionError(f"unresolved name {n!r} survived the checker")
+        if isinstance(e, ast.Index):
+            return Value(Op.HYPER, (), (e.target.id, e.index), Kind.HOST, Type.NUM)
+        if isinstance(e, ast.Unary):
+            return apply(Op.NEG if e.op == "-" else Op.NOT, self.expr(e.operand, env))
+        if isinstance(e, ast.Binary):
+            return apply(BINARY_SYMBOLS[e.op], self.expr(e.left, env), self.expr(e.right, env))
+        if isinstance(e, ast.Compare):
+            operands = [self.expr(x, env) for x in e.operands]
+            out = None
+            for (a, b), op in zip(zip(operands, operands[1:]), e.ops):
+                c = apply(COMPARE_SYMBOLS[op], a, b)
+                out = c if out is None else apply(Op.AND, out, c)
+            return out  # type: ignore[return-value]
+        if isinstance(e, ast.Ternary):
+            return apply(Op.WHERE, self.expr(e.cond, env), self.expr(e.then, env), self.expr(e.other, env))
+        if isinstance(e, ast.Call):
+            if e.func in STATE_PREDICATES:
+                return Value(STATE_PREDICATES[e.func], (), e.args[0].id, Kind.TENSOR_SCALAR, Type.BOOL)
+            op, _ = FUNCTIONS[e.func]
+            return apply(op, *(self.expr(a, env) for a in e.args))
+        raise AssertionError(f"unhandled node {type(e).__name__}")
+
+    # ---- statements ---------------------------------------------------------------
+    def block(self, stmts, env: dict[str, Value], names: dict[str, Value]) -> list[Stmt]:
+        """`env` maps a local to the VAR that reads it; `names` maps it to its defining value (for alias tracking)."""
+        out: list[Stmt] = []
+        for st in stmts:
+            if isinstance(st, ast.Assign):
+                value = self.expr(st.value, env)
+                t = st.target
+                if t == "param" or t in self.states:
+                    out.extend(self.break_aliases(t, names))
+                    out.append(Store(t, value))
+                else:
+                    out.append(Let(t, value))
+                    names[t] = value
+                    env[t] = Value(Op.VAR, (), t, value.kind, value.type)
+            else:
+                cond = self.expr(st.cond, env)
+                env_a, names_a = dict(env), dict(names)
+                env_b, names_b = dict(env), dict(names)
+                then = self.block(st.then, env_a, names_a)
+                other = self.block(st.other, env_b, names_b)
+                out.append(If(cond, tuple(then), tuple(other)))
+                for n in set(env_a) | set(env_b):
+                    a, b = env_a.get(n), env_b.get(n)
+                    if a is not None and b is not None:
+                        kind = max(a.kind, b.kind)
+                        env[n] = Value(Op.VAR, (), n, kind, a.type)
+                        # after the join a local may alias whatever either branch left in it
+                        names[n] = apply(Op.WHERE, cond, names_a[n], names_b[n])
+        return out
+
+    def break_aliases(self, target: str, names: dict[str, Value]) -> list[Stmt]:
+        copies = []
+        for local, value in names.items():
+            if target in _aliases(value):
+                copies.append(Let(local, apply(Op.COPY, Value(Op.VAR, (), local, value.kind, value.type))))
+                names[local] = Value(Op.COPY, (), None, value.kind, value.type)
+        return copies
+
+    # ---- declarations ---------------------------------------------------------------
+    def hyper_info(self, h: ast.Hyper) -> HyperInfo:
+        checks = []
+        if h.where is not None:
+            for c in _conjuncts(h.where):
+                nodes = list(ast.walk(c))
+                indexed = {id(x.target) for x in nodes if isinstance(x, ast.Index)}
+                refs = sorted({(x.target.id, x.index) if isinstance(x, ast.Index) else (x.id, None)
+                               for x in nodes if isinstance(x, ast.Index)
+                               or (isinstance(x, ast.Name) and id(x) not in indexed)},
+                              key=lambda r: (r[0] != h.name, r[0], -1 if r[1] is None else r[1]))
+                name, index = refs[0] if refs else (h.name, None)
+                checks.append((self.expr(c, {}), hyper_message(name, index), (name, index)))
+        arity = len(h.default) if h.is_tuple else 0
+        return HyperInfo(h.name, h.default, arity, tuple(checks))
+
+    def lower(self) -> Program:
+        spec = self.spec
+        states = tuple(
+            StateInfo(s.name, Kind.TENSOR_SCALAR if s.shape == "scalar" else Kind.TENSOR, s.init,
+                      self.expr(s.cond, {}) if s.cond is not None else None)
+            for s in spec.states)
+        requires = tuple((self.expr(r.cond, {}), r.message) for r in spec.requires)
+        body = tuple(_drop_dead_copies(self.block(spec.body, {}, {})))
+        return Program(
+            name=spec.name, doc=spec.doc,
+            hypers=tuple(self.hyper_info(h) for h in spec.hypers),
+            flags=tuple(FlagInfo(f.name, f.default) for f in spec.flags),
+            states=states, requires=requires, body=body,
+            uses_step=self.uses_step, source_file=spec.span.file,
+        )
+
+
+def _aliases(v: Value) -> set[str]:
+    """Targets a local may share storage with (state names, 'param'): a bare reference, or either side of a host select."""
+    if v.op is Op.STATE:
+        return {str(v.arg)}
+    if v.op is Op.PARAM:
+        return {"param"}
+    if v.op is Op.WHERE and v.args[0].kind < Kind.TENSOR:
+        return _aliases(v.args[1]) | _aliases(v.args[2])
+    return set()
+
+
+def _drop_dead_copies(stmts: list[Stmt]) -> list[Stmt]:
+    """A COPY is needed only if its local is read after the copy."""
+    from .ir import walk_stmts, stmt_values
+    flat = list(walk_stmts(tuple(stmts)))
+
+    def read_after(local: str, position: int) -> bool:
+        for s in flat[position + 1:]:
+            if any(n.op is Op.VAR and n.arg == local for v in stmt_values(s) for n in walk_values(v)):
+                return True
+        return False
+
+    def keep(s: Stmt) -> bool:
+        if isinstance(s, Let) and s.value.op is Op.COPY and s.value.args[0].op is Op.VAR:
+            return read_after(s.name, next(i for i, f in enumerate(flat) if f is s))
+        return True
+
+    def filt(block) -> list[Stmt]:
+        out = []
+        for s in block:
+            if isinstance(s, If):
+                out.append(If(s.cond, tuple(filt(s.then)), tuple(filt(s.other))))
+            elif keep(s):
+                out.append(s)
+        return out
+    return filt(stmts)
+
+
+def lower(spec: ast.Spec) -> Program:
+    return Lowerer(spec).lower()

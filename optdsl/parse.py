@@ -1,0 +1,352 @@
+"""Stage 1: text -> AST.
+
+Lark LALR with positions on every node. Syntax errors become Diagnostics: the
+parser state at the error is matched against a table of example mistakes
+(lark's ``match_examples``) to give a message a person can act on."""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+from lark import Lark, Token, Transformer_NonRecursive, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from . import ast
+from .diagnostics import CompileError, Diagnostic, Span
+from .resources import data_path
+
+# Deeper expressions are rejected before any recursive pass sees them.
+MAX_DEPTH = 200
+MAX_SOURCE_BYTES = 1 << 20
+
+# label -> example mistakes; the label is the message. Tested in tests/test_diagnostics.py.
+SYNTAX_EXAMPLES: dict[str, list[str]] = {
+    "a spec must start with `optimizer Name \"doc\"`": [
+        "hyper lr = 1", "update {}", "Adam", "optimizer", "optimizer 3",
+    ],
+    "expected a declaration (hyper, flag, state, require) or the `update { ... }` block": [
+        "optimizer A lr = 1", "optimizer A \"d\" hyper lr = 1 lr", "optimizer A \"d\" \"e\"",
+    ],
+    "the spec ends before its `update { ... }` block": [
+        "optimizer A", "optimizer A \"d\"", "optimizer A \"d\" hyper lr = 1",
+    ],
+    "expected a hyper declaration `hyper name = default [where condition]`": [
+        "optimizer A hyper", "optimizer A hyper 1", "optimizer A hyper lr", "optimizer A hyper lr 1",
+    ],
+    "a hyper's default must be a number or a tuple of numbers": [
+        "optimizer A hyper lr =", "optimizer A hyper lr = x", "optimizer A hyper lr = (1)",
+        "optimizer A hyper lr = ()", "optimizer A hyper lr = true", "optimizer A hyper lr = (1,",
+        "optimizer A hyper lr = (1, x)", "optimizer A hyper lr = (1 2)",
+    ],
+    "a flag's default must be `true` or `false`": [
+        "optimizer A flag f", "optimizer A flag f =", "optimizer A flag f = 1", "optimizer A flag",
+        "optimizer A flag f = x",
+    ],
+    "expected a state declaration `state name [: scalar] = zeros | empty | number | hyper [if condition]`": [
+        "optimizer A state", "optimizer A state m", "optimizer A state m =", "optimizer A state m :",
+        "optimizer A state m : scalar", "optimizer A state m = (1, 2)", "optimizer A state m : 1",
+    ],
+    "a `require` needs a condition, `else` and a message in double quotes": [
+        "optimizer A require", "optimizer A require x", "optimizer A require x else",
+        "optimizer A require x else y",
+    ],
+    "expected `{` to open the update block": [
+        "optimizer A update", "optimizer A update x", "optimizer A update (",
+    ],
+    "expected a statement: an assignment `name = expression` or `if condition { ... }`": [
+        "optimizer A update { 1 }", "optimizer A update { x }", "optimizer A update { x = 1 y }",
+        "optimizer A update { + }", "optimizer A update { x == 1 }", "optimizer A update { else }",
+        "optimizer A update { x = 1 ( }",
+    ],
+    "unclosed block: expected `}`": [
+        "optimizer A update {", "optimizer A update { x = 1", "optimizer A update { if c { x = 1 }",
+    ],
+    "expected an expression": [
+        "optimizer A update { x = }", "optimizer A update { x = 1 + }", "optimizer A update { x = * 2 }",
+        "optimizer A update { x = f(1, ) }", "optimizer A update { x = c ? }", "optimizer A update { x = c ? 1 : }",
+        "optimizer A update { x = (}", "optimizer A update { x = not }", "optimizer A update { x = 1 < }",
+        "optimizer A update { x = - }", "optimizer A update { x = 2 ^ }", "optimizer A update { x = a and }",
+        "optimizer A update { x = (1 + 2 }", "optimizer A update { if { } }", "optimizer A update { x = f(, }",
+        "optimizer A hyper lr = 1 where", "optimizer A update { x = ( ) }",
+    ],
+    "expected `:` in a conditional expression `c ? a : b`": [
+        "optimizer A update { x = c ? 1 }", "optimizer A update { x = c ? 1 2 }",
+    ],
+    "expected `)`": [
+        "optimizer A update { x = (1 }", "optimizer A update { x = f(1 2) }", "optimizer A update { x = (1 1) }",
+        "optimizer A update { x = f(1 }",
+    ],
+    "an index must be a non-negative integer literal, `name[0]`": [
+        "optimizer A update { x = b[] }", "optimizer A update { x = b[x] }", "optimizer A update { x = b[1.5] }",
+        "optimizer A update { x = b[-1] }", "optimizer A update { x = b[0 }",
+    ],
+    "expected `{` after the condition of `if`": [
+        "optimizer A update { if c x = 1 }", "optimizer A update { if c }", "optimizer A update { if c else }",
+    ],
+    "expected `{` or `if` after `else`": [
+        "optimizer A update { if c { } else x = 1 }", "optimizer A update { if c { } else }",
+    ],
+    "unexpected text after the update block": [
+        "optimizer A update { } x", "optimizer A update { } }", "optimizer A update { } update { }",
+    ],
+    "expected a name": [
+        "optimizer A update { = 1 }",
+    ],
+}
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    grammar = data_path("grammars", "optdsl.lark").read_text()
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+def _span(file: str, meta_or_token) -> Span:
+    m = meta_or_token
+    if getattr(m, "empty", False):
+        return Span(file, 1, 1, 1, 1)
+    return Span(file, m.line, m.column, m.end_line, m.end_column)
+
+
+class _Builder(Transformer_NonRecursive):
+    """Lark tree -> ast nodes. Iterative, so deep input cannot overflow the stack here."""
+
+    def __init__(self, file: str, source: str):
+        super().__init__()
+        self.file = file
+        self.source = source
+
+    def _s(self, x) -> Span:
+        return _span(self.file, x)
+
+    # literals
+    @v_args(meta=True)
+    def number(self, meta, children):
+        tok: Token = children[0]
+        return ast.Num(self._s(meta), float(tok), str(tok))
+
+    @v_args(meta=True)
+    def neg_number(self, meta, children):
+        n: ast.Num = children[0]
+        return ast.Num(self._s(meta), -n.value, "-" + n.text)
+
+    @v_args(meta=True)
+    def tuple_lit(self, meta, children):
+        return ("tuple", self._s(meta), tuple(children))
+
+    @v_args(meta=True)
+    def bool_lit(self, meta, children):
+        return ast.Bool(self._s(meta), children[0] == "true")
+
+    @v_args(meta=True)
+    def name(self, meta, children):
+        return ast.Name(self._s(meta), str(children[0]))
+
+    @v_args(meta=True)
+    def index(self, meta, children):
+        tok, idx = children
+        return ast.Index(self._s(meta), ast.Name(self._s(tok), str(tok)), int(idx))
+
+    @v_args(meta=True)
+    def call(self, meta, children):
+        func, *args = children
+        return ast.Call(self._s(meta), str(func), tuple(a for a in args if a is not None))
+
+    @v_args(meta=True)
+    def neg(self, meta, children):
+        return ast.Unary(self._s(meta), "-", children[0])
+
+    @v_args(meta=True)
+    def not_(self, meta, children):
+        return ast.Unary(self._s(meta), "not", children[0])
+
+    @v_args(meta=True)
+    def pow(self, meta, children):
+        return ast.Binary(self._s(meta), "^", children[0], children[1])
+
+    @v_args(meta=True)
+    def binary(self, meta, children):
+        left, op, right = children
+        return ast.Binary(self._s(meta), str(op), left, right)
+
+    def _chain(self, meta, children, op):
+        out = children[0]
+        for right in children[1:]:
+            out = ast.Binary(out.span.to(right.span), op, out, right)
+        return out
+
+    @v_args(meta=True)
+    def or_(self, meta, children):
+        return self._chain(meta, children, "or")
+
+    @v_args(meta=True)
+    def and_(self, meta, children):
+        return self._chain(meta, children, "and")
+
+    @v_args(meta=True)
+    def compare(self, meta, children):
+        if len(children) == 1:
+            return children[0]
+        return ast.Compare(self._s(meta), tuple(children[0::2]), tuple(str(t) for t in children[1::2]))
+
+    @v_args(meta=True)
+    def ternary(self, meta, children):
+        return ast.Ternary(self._s(meta), *children)
+
+    # statements
+    @v_args(meta=True)
+    def assign(self, meta, children):
+        tok, value = children
+        return ast.Assign(self._s(meta), str(tok), self._s(tok), value)
+
+    @v_args(meta=True)
+    def block(self, meta, children):
+        return tuple(children)
+
+    @v_args(meta=True)
+    def if_stmt(self, meta, children):
+        cond, then, *rest = children
+        other: tuple = ()
+        if rest:
+            other = rest[0] if isinstance(rest[0], tuple) else (rest[0],)
+        return ast.If(self._s(meta), cond, then, other)
+
+    # declarations
+    @v_args(meta=True)
+    def header(self, meta, children):
+        name = children[0]
+        doc = str(children[1])[1:-1] if len(children) > 1 else ""
+        return ("header", self._s(name), str(name), doc)
+
+    @v_args(meta=True)
+    def hyper(self, meta, children):
+        tok, value, *where = children
+        if isinstance(value, tuple):
+            default: float | tuple = tuple(n.value for n in value[2])
+            is_tuple = True
+        else:
+            default, is_tuple = value.value, False
+        return ast.Hyper(self._s(tok), str(tok), default, is_tuple, where[0] if where else None)
+
+    @v_args(meta=True)
+    def flag(self, meta, children):
+        tok, value = children
+        return ast.Flag(self._s(tok), str(tok), str(value) == "true")
+
+    @v_args(meta=True)
+    def state(self, meta, children):
+        tok, *rest = children
+        shape = "tensor"
+        if isinstance(rest[0], tuple) and rest[0][0] == "shape":
+            shape = rest.pop(0)[1]
+        init = rest[0]
+        cond = rest[1] if len(rest) > 1 else None
+        init_value = init.value if isinstance(init, ast.Num) else str(init)
+        return ast.State(self._s(tok), str(tok), shape, init_value, cond)
+
+    def state_shape(self, children):
+        return ("shape", str(children[0]), self._s(children[0]))
+
+    @v_args(meta=True)
+    def require(self, meta, children):
+        cond, message = children
+        return ast.Require(self._s(meta), cond, str(message)[1:-1])
+
+    @v_args(meta=True)
+    def update(self, meta, children):
+        return ("update", children[0])
+
+    @v_args(meta=True)
+    def start(self, meta, children):
+        _, span, name, doc = children[0]
+        decls = children[1:-1]
+        body = children[-1][1]
+        return ast.Spec(
+            span, name, doc,
+            hypers=tuple(d for d in decls if isinstance(d, ast.Hyper)),
+            flags=tuple(d for d in decls if isinstance(d, ast.Flag)),
+            states=tuple(d for d in decls if isinstance(d, ast.State)),
+            requires=tuple(d for d in decls if isinstance(d, ast.Require)),
+            body=body, source=self.source,
+        )
+
+
+def _describe(tok: Token | None) -> str:
+    if tok is None or tok.type == "$END":
+        return "the end of the file"
+    text = str(tok)
+    if len(text) > 30:
+        text = text[:27] + "..."
+    return f"`{text}`" if text.isprintable() else repr(text)
+
+
+def _syntax_diagnostic(err: UnexpectedInput, file: str, source: str) -> Diagnostic:
+    line, col = max(1, err.line if err.line not in (None, -1) else 1), max(1, err.column if err.column not in (None, -1) else 1)
+    if isinstance(err, UnexpectedCharacters):
+        ch = source[err.pos_in_stream] if err.pos_in_stream < len(source) else ""
+        what = repr(ch) if not ch.isprintable() else f"`{ch}`"
+        if ch == '"' or ch == "'":
+            msg = "unterminated or misplaced string: strings are only allowed as docs and messages, in double quotes, on one line"
+        else:
+            msg = f"unexpected character {what}"
+        return Diagnostic(Span(file, line, col, line, col + 1), msg)
+    if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
+        lines = source.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+    label = None
+    try:
+        label = err.match_examples(_parser().parse, SYNTAX_EXAMPLES, use_accepts=True)
+    except Exception:  # an example that itself fails oddly must not hide the user's error
+        label = None
+    tok = getattr(err, "token", None)
+    found = f"found {_describe(tok)}"
+    msg = f"{label}; {found}" if label else f"unexpected {_describe(tok)}"
+    width = len(str(tok)) if tok is not None and tok.type != "$END" else 1
+    return Diagnostic(Span(file, line, col, line, col + max(1, width)), msg)
+
+
+def _check_depth(tree: Tree, file: str) -> None:
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = node.meta
+            span = _span(file, meta)
+            raise CompileError([Diagnostic(span, f"expression nested too deeply (more than {MAX_DEPTH} levels)")])
+        for child in node.children:
+            if isinstance(child, Tree):
+                stack.append((child, depth + 1))
+
+
+def parse(source: str, file: str = "<spec>") -> ast.Spec:
+    """Parse spec text. Raises CompileError (never another exception) on bad input."""
+    if not isinstance(source, str):
+        raise TypeError("spec source must be a str")
+    if len(source.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
+        raise CompileError([Diagnostic(Span(file, 1, 1, 1, 1), f"spec is larger than {MAX_SOURCE_BYTES} bytes")], source)
+    if source.startswith("\ufeff"):
+        source = source[1:]
+    if "\x00" in source:
+        pos = source.index("\x00")
+        line = source.count("\n", 0, pos) + 1
+        col = pos - (source.rfind("\n", 0, pos) + 1) + 1
+        raise CompileError([Diagnostic(Span(file, line, col, line, col + 1), "NUL byte in spec text")], source)
+    try:
+        tree = _parser().parse(source)
+    except UnexpectedInput as err:
+        raise CompileError([_syntax_diagnostic(err, file, source)], source) from None
+    try:
+        _check_depth(tree, file)
+    except CompileError as err:
+        raise CompileError(err.diagnostics, source) from None
+    try:
+        spec = _Builder(file, source).transform(tree)
+    except VisitError as err:  # unwrap at the boundary: the user sees our diagnostic, not lark's wrapper
+        if isinstance(err.orig_exc, CompileError):
+            raise CompileError(err.orig_exc.diagnostics, source) from None
+        raise err.orig_exc from None
+    for h in spec.hypers:
+        values = h.default if h.is_tuple else (h.default,)
+        if not all(math.isfinite(v) for v in values):
+            raise CompileError([Diagnostic(h.span, f"default of hyper '{h.name}' is not a finite number")], source)
+    return spec

@@ -1,0 +1,165 @@
+"""Stage 4: IR -> IR passes, plain functions run in order (sqlglot style).
+
+fold_constants  evaluates const-only math once, at build time;
+hoist_host      names every host-computed part of an elementwise expression, so
+                backends compute it once per group (host) or per tensor
+                (tensor_scalar), never per element."""
+from __future__ import annotations
+
+import math
+
+from .ir import (Kind, Let, Op, Program, Stmt, Store, Type, Value, If, apply, const, map_values, rebuild,
+                 walk_values, verify)
+
+
+def _fold_node(v: Value) -> Value:
+    if v.op in (Op.CONST,) or v.kind is not Kind.CONST or not v.args or v.op is Op.COPY:
+        return v
+    a = [x.arg for x in v.args]
+    try:
+        if v.op is Op.WHERE:
+            return v.args[1] if a[0] else v.args[2]
+        fn = {
+            Op.NEG: lambda x: -x, Op.NOT: lambda x: not x, Op.ABS: abs,
+            Op.ADD: lambda x, y: x + y, Op.SUB: lambda x, y: x - y, Op.MUL: lambda x, y: x * y,
+            Op.DIV: lambda x, y: x / y, Op.POW: lambda x, y: float(x ** y),
+            Op.SQRT: math.sqrt, Op.EXP: math.exp, Op.LOG: math.log,
+            Op.MIN: min, Op.MAX: max,
+            Op.LT: lambda x, y: x < y, Op.LE: lambda x, y: x <= y, Op.GT: lambda x, y: x > y,
+            Op.GE: lambda x, y: x >= y, Op.EQ: lambda x, y: x == y, Op.NE: lambda x, y: x != y,
+            Op.AND: lambda x, y: x and y, Op.OR: lambda x, y: x or y,
+        }.get(v.op)
+        if fn is None:
+            return v
+        out = fn(*a)
+    except (ArithmeticError, ValueError, TypeError):
+        return v  # leave it to run time, where IEEE rules apply per backend
+    if isinstance(out, bool):
+        return const(out)
+    if isinstance(out, (int, float)) and math.isfinite(out):
+        return const(float(out))
+    return v
+
+
+def _simplify(v: Value) -> Value:
+    """Algebraic identities that are exact in IEEE arithmetic."""
+    v = _fold_node(v)
+    if v.op is Op.WHERE and v.args[0].op is Op.CONST:
+        return v.args[1] if v.args[0].arg else v.args[2]
+    if v.op is Op.AND:
+        for x, y in ((v.args[0], v.args[1]), (v.args[1], v.args[0])):
+            if x.op is Op.CONST:
+                return y if x.arg else const(False)
+    if v.op is Op.OR:
+        for x, y in ((v.args[0], v.args[1]), (v.args[1], v.args[0])):
+            if x.op is Op.CONST:
+                return const(True) if x.arg else y
+    return v
+
+
+def fold_constants(p: Program) -> Program:
+    body = map_values(p.body, lambda v: rebuild(v, _simplify))
+    return _replace(p, body=_prune(body))
+
+
+def _prune(stmts: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
+    """Drop `if` statements whose condition folded to a constant."""
+    out: list[Stmt] = []
+    for s in stmts:
+        if isinstance(s, If):
+            if s.cond.op is Op.CONST:
+                out.extend(_prune(s.then if s.cond.arg else s.other))
+                continue
+            s = If(s.cond, _prune(s.then), _prune(s.other))
+        out.append(s)
+    return tuple(out)
+
+
+def specialize(p: Program, values: dict[tuple[Op, object], bool | float]) -> Program:
+    """Replace leaves (e.g. a flag, is_empty(x)) with constants, then fold."""
+    def sub(v: Value) -> Value:
+        key = (v.op, v.arg)
+        if not v.args and key in values:
+            return const(values[key])
+        return v
+    body = map_values(p.body, lambda v: rebuild(v, sub))
+    return fold_constants(_replace(p, body=body))
+
+
+def hoist_host(p: Program, min_kind: Kind = Kind.HOST) -> Program:
+    """Give every maximal host-computed sub-expression of an elementwise value (and
+    every `if` condition) of kind >= min_kind a Let of its own, placed just before
+    its statement. Hyper and flag leaves stay where they are: every backend can
+    read them directly. The foreach path hoists only per-tensor values (min_kind
+    TENSOR_SCALAR, lists of floats); the kernel hoists all host math."""
+    counter = [0]
+
+    def fresh() -> str:
+        counter[0] += 1
+        return f"_h{counter[0]}"
+
+    def hoist_value(v: Value, out: list[Stmt], memo: dict[Value, Value]) -> Value:
+        if v.kind is not Kind.TENSOR:
+            return v
+        def visit(node: Value) -> Value:
+            if node.kind is Kind.TENSOR or node.kind < min_kind or \
+                    not node.args and node.op in (Op.CONST, Op.VAR, Op.HYPER, Op.FLAG):
+                return node
+            if node in memo:
+                return memo[node]
+            name = fresh()
+            out.append(Let(name, node))
+            ref = Value(Op.VAR, (), name, node.kind, node.type)
+            memo[node] = ref
+            return ref
+        return _rebuild_top_down(v, visit)
+
+    def block(stmts: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
+        out: list[Stmt] = []
+        memo: dict[Value, Value] = {}
+        for s in stmts:
+            if isinstance(s, Let):
+                out.append(Let(s.name, hoist_value(s.value, out, memo)))
+                memo.clear()  # a rebound local may change what a memoised host value means
+            elif isinstance(s, Store):
+                out.append(Store(s.target, hoist_value(s.value, out, memo)))
+                memo.clear()
+            else:
+                cond = s.cond
+                if cond.op not in (Op.VAR, Op.CONST, Op.FLAG) and cond.kind >= min_kind:
+                    name = fresh()
+                    out.append(Let(name, cond))
+                    cond = Value(Op.VAR, (), name, cond.kind, cond.type)
+                out.append(If(cond, block(s.then), block(s.other)))
+                memo.clear()
+        return tuple(out)
+
+    return _replace(p, body=block(p.body))
+
+
+def _rebuild_top_down(v: Value, visit) -> Value:
+    """Replace maximal non-tensor subtrees (visit decides), rebuilding tensor nodes above them."""
+    if v.kind is not Kind.TENSOR:
+        return visit(v)
+    if not v.args:
+        return v
+    new_args = tuple(_rebuild_top_down(a, visit) for a in v.args)
+    if all(n is o for n, o in zip(new_args, v.args)):
+        return v
+    return apply(v.op, *new_args)
+
+
+def _replace(p: Program, **changes) -> Program:
+    from dataclasses import replace
+    return replace(p, **changes)
+
+
+PIPELINE = (fold_constants,)
+
+
+def optimize(p: Program, check: bool = False) -> Program:
+    for step in PIPELINE:
+        p = step(p)
+        if check:
+            verify(p)
+    return p
