@@ -1,0 +1,98 @@
+"""The `optdsl` command: build, check, verify, bench, fuzz."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .diagnostics import CompileError
+
+
+def cmd_build(args) -> int:
+    from .build import build
+    stale = build(check=args.check)
+    if args.check:
+        if stale:
+            print("generated/ is stale; run `optdsl build`. Out of date: " + ", ".join(stale), file=sys.stderr)
+            return 1
+        print("generated/ is up to date")
+        return 0
+    print(f"wrote {len(stale)} file(s)" + (": " + ", ".join(stale) if stale else " (all up to date)"))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .compiler import compile_spec
+    status = 0
+    for name in args.files:
+        path = Path(name)
+        try:
+            source = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            print(f"{name}:1:1: error: not UTF-8 text ({err.reason} at byte {err.start})", file=sys.stderr)
+            status = 1
+            continue
+        except OSError as err:
+            print(f"{name}: error: {err.strerror}", file=sys.stderr)
+            status = 1
+            continue
+        try:
+            compiled = compile_spec(source, name)
+        except CompileError as err:
+            print(err.render(), file=sys.stderr)
+            status = 1
+            continue
+        print(f"{name}: ok ({compiled.program.name}: {len(compiled.program.hypers)} hypers, "
+              f"{len(compiled.program.flags)} flags, {len(compiled.program.states)} states)")
+    return status
+
+
+def cmd_verify(args) -> int:
+    from .verify import main
+    return main(args.specs, args.steps)
+
+
+def cmd_bench(args) -> int:
+    from .bench import main
+    return main(args)
+
+
+def cmd_fuzz(args) -> int:
+    from .fuzz.cli import main
+    return main(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="optdsl", description="A compiler for optimizers: .opt spec -> torch.optim class + fused Triton kernel.")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="regenerate generated/ from specs/")
+    b.add_argument("--check", action="store_true", help="exit 1 if generated/ is stale, write nothing")
+    b.set_defaults(func=cmd_build)
+    c = sub.add_parser("check", help="parse and check spec files, printing diagnostics")
+    c.add_argument("files", nargs="+")
+    c.set_defaults(func=cmd_check)
+    v = sub.add_parser("verify", help="every path of every spec against its reference; prints a table")
+    v.add_argument("specs", nargs="*", help="spec class names (default: all)")
+    v.add_argument("--steps", type=int, default=200)
+    v.set_defaults(func=cmd_verify)
+    be = sub.add_parser("bench", help="step-time ratios against torch, measured side by side (CPU)")
+    be.add_argument("specs", nargs="*")
+    be.add_argument("--repeat", type=int, default=30, help="timed steps per measurement")
+    be.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is reported")
+    be.set_defaults(func=cmd_bench)
+    f = sub.add_parser("fuzz", help="random programs through every backend; text mutations through the checker")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--count", type=int, default=100)
+    f.add_argument("--time", type=float, default=None, help="stop after this many seconds")
+    f.add_argument("--mode", choices=("programs", "text", "both"), default="both")
+    f.set_defaults(func=cmd_fuzz)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
