@@ -56,25 +56,27 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "expected a statement: an assignment `name = expression` or `if condition { ... }`": [
         "optimizer A update { 1 }", "optimizer A update { x }", "optimizer A update { x = 1 y }",
         "optimizer A update { + }", "optimizer A update { x == 1 }", "optimizer A update { else }",
-        "optimizer A update { x = 1 ( }",
     ],
     "unclosed block: expected `}`": [
-        "optimizer A update {", "optimizer A update { x = 1", "optimizer A update { if c { x = 1 }",
+        "optimizer A update {", "optimizer A update { if c { x = 1 }",
+        "optimizer A update { x = y", "optimizer A update { x = f(y)", "optimizer A update { x = y[0]",
     ],
     "expected an expression": [
         "optimizer A update { x = }", "optimizer A update { x = 1 + }", "optimizer A update { x = * 2 }",
         "optimizer A update { x = f(1, ) }", "optimizer A update { x = c ? }", "optimizer A update { x = c ? 1 : }",
         "optimizer A update { x = (}", "optimizer A update { x = not }", "optimizer A update { x = 1 < }",
         "optimizer A update { x = - }", "optimizer A update { x = 2 ^ }", "optimizer A update { x = a and }",
-        "optimizer A update { x = (1 + 2 }", "optimizer A update { if { } }", "optimizer A update { x = f(, }",
+        "optimizer A update { if { } }", "optimizer A update { x = f(, }",
+        "optimizer A hyper lr = 1 where update {", "optimizer A require update {",
         "optimizer A hyper lr = 1 where", "optimizer A update { x = ( ) }",
     ],
     "expected `:` in a conditional expression `c ? a : b`": [
         "optimizer A update { x = c ? 1 }", "optimizer A update { x = c ? 1 2 }",
     ],
     "expected `)`": [
-        "optimizer A update { x = (1 }", "optimizer A update { x = f(1 2) }", "optimizer A update { x = (1 1) }",
-        "optimizer A update { x = f(1 }",
+        "optimizer A update { x = (1 }",
+        "optimizer A update { x = f(1 }", "optimizer A update { x = f(y 2) }", "optimizer A update { x = f(y z) }",
+        "optimizer A update { x = (y 2) }", "optimizer A update { x = f(y }",
     ],
     "an index must be a non-negative integer literal, `name[0]`": [
         "optimizer A update { x = b[] }", "optimizer A update { x = b[x] }", "optimizer A update { x = b[1.5] }",

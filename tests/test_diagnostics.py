@@ -1,0 +1,233 @@
+"""A table of malformed specs and the diagnostic each must produce (lark-style:
+the table is the specification of our error messages). Every entry must end in
+a CompileError with file:line:col, the source line and a caret -- never a traceback."""
+import pytest
+
+from optdsl.compiler import compile_spec
+from optdsl.diagnostics import CompileError
+
+CASES = [
+    ('hyper lr = 1\nupdate { param = param }',
+     'a spec must start with `optimizer Name "doc"`', 1, 1),
+    ('optimizer',
+     'a spec must start with `optimizer Name "doc"`', 1, 10),
+    ('optimizer adam "x" update { param = param }',
+     "an optimizer's name is a CamelCase ASCII identifier (letters and digits, starting upper-case)", 1, 11),
+    ('optimizer A "x" hyper lr = 1 lr update { param = param }',
+     'expected a declaration (hyper, flag, state, require) or the `update { ... }` block', 1, 30),
+    ('optimizer A "x" hyper update { param = param }',
+     'expected a hyper declaration `hyper name = default [where condition]`', 1, 30),
+    ('optimizer A "x" hyper lr update { param = param }',
+     'expected a hyper declaration `hyper name = default [where condition]`', 1, 26),
+    ('optimizer A "x" hyper lr = update { param = param }',
+     "a hyper's default must be a number or a tuple of numbers", 1, 28),
+    ('optimizer A "x" hyper lr = x update { param = param }',
+     "a hyper's default must be a number or a tuple of numbers", 1, 28),
+    ('optimizer A "x" hyper lr = (1) update { param = param }',
+     "a hyper's default must be a number or a tuple of numbers", 1, 30),
+    ('optimizer A "x" hyper lr = 1 where update { param = param }',
+     'expected an expression', 1, 43),
+    ('optimizer A "x" hyper lr = 1e999 update { param = param }',
+     "default of hyper 'lr' is not a finite number", 1, 23),
+    ('optimizer A "x" flag f update { param = param }',
+     "a flag's default must be `true` or `false`", 1, 24),
+    ('optimizer A "x" flag f = 1 update { param = param }',
+     "a flag's default must be `true` or `false`", 1, 26),
+    ('optimizer A "x" state update { param = param }',
+     'expected a state declaration `state name [: scalar] = zeros | empty | number | hyper [if condition]`', 1, 30),
+    ('optimizer A "x" state m update { param = param }',
+     'expected a state declaration `state name [: scalar] = zeros | empty | number | hyper [if condition]`', 1, 25),
+    ('optimizer A "x" state m = (1, 2) update { param = param }',
+     'expected a state declaration `state name [: scalar] = zeros | empty | number | hyper [if condition]`', 1, 27),
+    ('optimizer A "x" state m = ones update { param = param }',
+     "unknown initial value 'ones' for state 'm'", 1, 23),
+    ('optimizer A "x" state m : matrix = zeros update { param = param }',
+     "unknown state shape 'matrix' (expected 'scalar'; tensor state needs no annotation)", 1, 23),
+    ('optimizer A "x" state m : scalar = empty update { param = param }',
+     'scalar state cannot start `empty`; give it a number', 1, 23),
+    ('optimizer A "x" require update { param = param }',
+     'expected an expression', 1, 32),
+    ('optimizer A "x" require true else update { param = param }',
+     'a `require` needs a condition, `else` and a message in double quotes', 1, 35),
+    ('optimizer A "x" update',
+     'expected `{` to open the update block', 1, 23),
+    ('optimizer A "x" update { param = param',
+     'unclosed block: expected `}`', 1, 39),
+    ('optimizer A "x" update { param = }',
+     'expected an expression', 1, 34),
+    ('optimizer A "x" update { param = param + }',
+     'expected an expression', 1, 42),
+    ('optimizer A "x" update { param = (param }',
+     'expected `)`', 1, 41),
+    ('optimizer A "x" update { param = f(param 2) }',
+     'expected `)`', 1, 42),
+    ('optimizer A "x" update { param = param ? 1 }',
+     'expected `:` in a conditional expression `c ? a : b`', 1, 44),
+    ('optimizer A "x" update { x = b[] param = param }',
+     'an index must be a non-negative integer literal, `name[0]`', 1, 32),
+    ('optimizer A "x" update { if true param = param }',
+     'expected `{` after the condition of `if`', 1, 34),
+    ('optimizer A "x" update { if true { } else param = param }',
+     'expected `{` or `if` after `else`', 1, 43),
+    ('optimizer A "x" update { param = param } extra',
+     'unexpected text after the update block', 1, 42),
+    ('optimizer A "x" update { param = param $ 2 }',
+     'unexpected character `$`', 1, 40),
+    ('optimizer A "x" update { param = \'p\' }',
+     'unterminated or misplaced string: strings are only allowed as docs and messages, in double quotes, on one line', 1, 34),
+    ('optimizer A "x" update { = param }',
+     'expected a name', 1, 26),
+    ('optimizer A "x" update { param = paramm }',
+     "unknown name 'paramm' (did you mean 'param'?)", 1, 34),
+    ('optimizer A "x" hyper lr = 1 update { param = param - lrr * grad }',
+     "unknown name 'lrr' (did you mean 'lr'?)", 1, 55),
+    ('optimizer A "x" update { param = sqrtt(param) }',
+     "unknown function 'sqrtt' (did you mean 'sqrt'?)", 1, 34),
+    ('optimizer A "x" update { param = sqrt(param, grad) }',
+     'sqrt() takes 1 argument, got 2', 1, 34),
+    ('optimizer A "x" update { param = sqrt }',
+     "'sqrt' is a function; call it, e.g. sqrt(...)", 1, 34),
+    ('optimizer A "x" hyper b = (1, 2) update { param = param * b }',
+     "'b' is a tuple; use one entry, e.g. b[0]", 1, 59),
+    ('optimizer A "x" hyper b = (1, 2) update { param = param * b[2] }',
+     "index 2 is out of range: 'b' has 2 entries", 1, 59),
+    ('optimizer A "x" hyper lr = 1 update { param = param * lr[0] }',
+     "only tuple hypers can be indexed; 'lr' is not a tuple hyper", 1, 55),
+    ('optimizer A "x" hyper lr = 1 update { lr = 2 param = param }',
+     "cannot assign to hyper 'lr': hypers and flags are read-only in `update`", 1, 39),
+    ('optimizer A "x" flag f = true update { f = false param = param }',
+     "cannot assign to flag 'f': hypers and flags are read-only in `update`", 1, 40),
+    ('optimizer A "x" update { grad = param param = param }',
+     "cannot assign to input 'grad'; bind a new name, e.g. `g = ...`", 1, 26),
+    ('optimizer A "x" update { step = 1 param = param }',
+     "cannot assign to input 'step'; bind a new name, e.g. `g = ...`", 1, 26),
+    ('optimizer A "x" update { g = grad }',
+     "the update block never assigns 'param'", 1, 11),
+    ('optimizer A "x" flag f = true update { param = f ? param : 1 > 2 }',
+     'both branches of `?:` must have one type, not number and boolean', 1, 48),
+    ('optimizer A "x" update { param = param + (grad > 0) }',
+     'operands of `+` must be numbers', 1, 43),
+    ('optimizer A "x" update { if grad > 0 { param = param } }',
+     'the condition of `if` varies per element; use `c ? a : b` for an elementwise select', 1, 29),
+    ('optimizer A "x" update { if 3 { param = param } }',
+     'the condition of `if` must be a boolean, not a number', 1, 29),
+    ('optimizer A "x" flag f = false state v = zeros if f update { param = param - v }',
+     "state 'v' exists only if f; use it inside `if f { ... }` or `... ? v : ...`", 1, 78),
+    ('optimizer A "x" flag f = false state v = zeros if f update { v = grad param = param }',
+     "state 'v' exists only if f; use it inside `if f { ... }` or `... ? v : ...`", 1, 62),
+    ('optimizer A "x" hyper lr = 1 where lr > grad update { param = param }',
+     'a `where` condition may use only hypers, flags and numbers, but this depends on per-element values', 1, 36),
+    ('optimizer A "x" hyper lr = 1 where lr update { param = param }',
+     'a `where` condition must be a boolean, not a number', 1, 36),
+    ('optimizer A "x" require step > 1 else "no" update { param = param }',
+     'a `require` condition may use only hypers, flags and numbers, but this depends on the step or per-tensor state', 1, 25),
+    ('optimizer A "x" state s: scalar = 1 update { s = grad param = param }',
+     "scalar state 's' needs a per-tensor value, but this expression varies per element", 1, 50),
+    ('optimizer A "x" hyper lr = 1 hyper lr = 2 update { param = param }',
+     "'lr' is declared twice (first at line 1)", 1, 36),
+    ('optimizer A "x" hyper torch = 1 update { param = param }',
+     "'torch' is reserved (it would shadow a Python or generated-code name)", 1, 23),
+    ('optimizer A "x" hyper class = 1 update { param = param }',
+     "'class' is reserved (it would shadow a Python or generated-code name)", 1, 23),
+    ('optimizer A "x" hyper Lr = 1 update { param = param }',
+     "names are lower-case ASCII letters, digits and '_', starting with a letter", 1, 23),
+    ('optimizer A "x" state grad = zeros update { param = param }',
+     "'grad' is a word of the language", 1, 23),
+    ('optimizer A "x" state m = zeros update { param = param - is_empty(m) }',
+     'operands of `-` must be numbers', 1, 58),
+    ('optimizer A "x" update { param = is_empty(grad) ? param : param }',
+     'is_empty() takes the name of a state', 1, 34),
+    ('optimizer A "x" update { x = not 1 param = param }',
+     'operand of `not` must be a boolean', 1, 34),
+    ('optimizer A "x" flag f = true update { param = param * (f and 1) }',
+     'operands of `and` must be booleans', 1, 63),
+    ('optimizer A "x" update { if true { x = 1 } param = param * x }',
+     "unknown name 'x'", 1, 60),
+    ('optimizer A "x" update { param = param } optimizer B "y" update { param = param }',
+     'unexpected text after the update block', 1, 42),
+    ('optimizer A "bad\ndoc" update { param = param }',
+     'unterminated or misplaced string: strings are only allowed as docs and messages, in double quotes, on one line', 1, 13),
+    ('optimizer A "x" update { x = 1 x = x > 0 param = param }\n',
+     "'x' was a number, and is assigned a boolean here", 1, 32),
+]
+
+
+@pytest.mark.parametrize("source, message, line, col", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_malformed_spec_gets_a_positioned_diagnostic(source, message, line, col):
+    with pytest.raises(CompileError) as info:
+        compile_spec(source, "t.opt")
+    first = info.value.diagnostics[0]
+    assert message in first.message
+    assert (first.span.line, first.span.col) == (line, col)
+    rendered = info.value.render().splitlines()
+    assert rendered[0].startswith(f"t.opt:{line}:{col}: error: ")
+    # the source line and a caret under the culprit
+    assert len(rendered) >= 3 and rendered[2].lstrip().startswith("^")
+    assert rendered[2].index("^") - 2 == col - 1 or len(source.splitlines()[line - 1]) > 120
+
+
+def test_table_covers_at_least_forty_specs():
+    assert len(CASES) >= 40
+
+
+def test_every_syntax_example_maps_to_its_own_message():
+    from optdsl.parse import SYNTAX_EXAMPLES
+    for label, examples in SYNTAX_EXAMPLES.items():
+        for example in examples:
+            with pytest.raises(CompileError) as info:
+                compile_spec(example, "ex.opt")
+            assert info.value.diagnostics[0].message.startswith(label), (example, info.value.diagnostics[0].message)
+
+
+def test_semantic_errors_are_collected_and_reported_together():
+    source = """optimizer A "x"
+hyper lr = 1
+update {
+  g = gradd
+  m = lrr * 2
+  param = param - sqrtt(g)
+}
+"""
+    with pytest.raises(CompileError) as info:
+        compile_spec(source, "multi.opt")
+    messages = [d.message for d in info.value.diagnostics]
+    assert len(messages) == 3
+    assert "unknown name 'gradd' (did you mean 'grad'?)" in messages[0]
+    assert "unknown name 'lrr' (did you mean 'lr'?)" in messages[1]
+    assert "unknown function 'sqrtt' (did you mean 'sqrt'?)" in messages[2]
+    assert [d.span.line for d in info.value.diagnostics] == [4, 5, 6]
+
+
+def test_rendering_shows_line_and_caret_under_the_name():
+    source = 'optimizer A "x"\nupdate {\n  param = param - exp_avgg\n}\n'
+    with pytest.raises(CompileError) as info:
+        compile_spec(source, "adam.opt")
+    assert info.value.render() == (
+        "adam.opt:3:19: error: unknown name 'exp_avgg'\n"
+        "    param = param - exp_avgg\n"
+        "                    ^~~~~~~~"
+    )
+
+
+def test_too_deep_nesting_is_a_diagnostic_not_a_recursion_error():
+    source = 'optimizer A "x" update { param = param + ' + "(" * 5000 + "grad" + ")" * 5000 + " }"
+    with pytest.raises(CompileError) as info:
+        compile_spec(source, "deep.opt")
+    assert "nested too deeply" in info.value.diagnostics[0].message
+    long_sum = 'optimizer A "x" update { param = param' + " + grad" * 5000 + " }"
+    with pytest.raises(CompileError) as info:
+        compile_spec(long_sum, "long.opt")
+    assert "nested too deeply" in info.value.diagnostics[0].message
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "\x00", "optimizer A \"x\" update { param = param \x00 }",
+                                  "\ufeffoptimizer", "optimizer A \"x\" update { param = param }\r\n\r\n" + "}" * 3])
+def test_odd_inputs_end_in_a_diagnostic(text):
+    with pytest.raises(CompileError) as info:
+        compile_spec(text, "odd.opt")
+    assert info.value.diagnostics[0].span.line >= 1
+
+
+def test_crlf_and_bom_are_accepted():
+    source = '\ufeffoptimizer A "x"\r\nhyper lr = 0.1\r\nupdate {\r\n  param = param - lr * grad\r\n}\r\n'
+    assert compile_spec(source, "crlf.opt").program.name == "A"
