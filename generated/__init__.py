@@ -2,8 +2,16 @@
 """Every shipped optimizer: class name -> module in this folder."""
 
 OPTIMIZERS = {
+    'ASGD': 'asgd',
+    'Adadelta': 'adadelta',
+    'Adagrad': 'adagrad',
     'Adam': 'adam',
     'AdamW': 'adamw',
+    'Adamax': 'adamax',
     'Lion': 'lion',
+    'NAdam': 'nadam',
+    'RAdam': 'radam',
+    'RMSprop': 'rmsprop',
+    'Rprop': 'rprop',
     'SGD': 'sgd',
 }

@@ -21,6 +21,7 @@ class Adam(_rt.GeneratedOptimizer):
     _state_names = ('exp_avg', 'exp_avg_sq', 'max_exp_avg_sq')
     _empty_states = frozenset(())
     _uses_step = True
+    _foreach_lr_per_tensor = True
 
     def __init__(
         self,
@@ -38,6 +39,7 @@ class Adam(_rt.GeneratedOptimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ):
+        _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not ((0.0 <= betas[0]) and (betas[0] < 1.0)):
@@ -48,8 +50,8 @@ class Adam(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid epsilon value: {eps}')
         if not (weight_decay >= 0.0):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
-        if capturable or differentiable:
-            raise ValueError("Adam: capturable=True and differentiable=True are not supported by optdsl yet")
+        if differentiable:
+            raise ValueError("Adam: differentiable=True is not supported by optdsl yet")
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -98,6 +100,7 @@ class Adam(_rt.GeneratedOptimizer):
             decoupled_weight_decay=group["decoupled_weight_decay"],
             foreach=group["foreach"],
             fused=group["fused"],
+            capturable=group["capturable"],
         )
 
 
@@ -111,6 +114,7 @@ def adam(
     *,
     foreach: bool | None = None,
     fused: bool | None = None,
+    capturable: bool = False,
     lr,
     betas,
     eps,
@@ -121,6 +125,7 @@ def adam(
 ):
     """Functional Adam: one step over a list of parameters."""
     foreach, fused = _rt.default_foreach(params, foreach, fused)
+    lr = _rt.to_scalar(lr)
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
@@ -143,10 +148,13 @@ def adam(
         amsgrad=amsgrad,
         maximize=maximize,
         decoupled_weight_decay=decoupled_weight_decay,
+        capturable=capturable,
     )
 
 
-def _single_tensor_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
+def _single_tensor_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay, capturable=False):
+    if capturable:
+        _rt.check_capturable(params, state_steps, supports_xla=True)
     for i, param in enumerate(params):
         grad = grads[i]
         exp_avg = exp_avgs[i]
@@ -156,7 +164,7 @@ def _single_tensor_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s
             param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq = _rt.real_views(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
         step_t = state_steps[i]
         step_t += 1
-        step = _rt.value(step_t)
+        step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)
         if (weight_decay != 0.0):
             if decoupled_weight_decay:
@@ -172,7 +180,10 @@ def _single_tensor_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s
             torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
         v = (max_exp_avg_sq if amsgrad else exp_avg_sq)
         denom = torch.sqrt(v).div_(_rt.sqrt(bias_correction2)).add_(eps)
-        param.addcdiv_(exp_avg, denom, value=(-step_size))
+        if capturable:
+            _rt.addcdiv_(param, exp_avg, denom, (-step_size))
+        else:
+            param.addcdiv_(exp_avg, denom, value=(-step_size))
 
 
 def _adam_per_tensor(step, *, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
@@ -186,10 +197,12 @@ def _adam_per_tensor(step, *, lr, betas, eps, weight_decay, amsgrad, maximize, d
     return (_h1, step_size)
 
 
-def _multi_tensor_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
+def _multi_tensor_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay, capturable=False):
     if len(params) == 0:
         return
-    steps = [_rt.value(s) + 1 for s in state_steps]
+    if capturable:
+        _rt.check_capturable(params, state_steps, supports_xla=False)
+    steps = _rt.host_values(state_steps, capturable, 1)
     per_tensor = _rt.per_tensor(_adam_per_tensor, [steps], dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled_weight_decay), len(params))
     torch._foreach_add_(state_steps, 1)
     original_params = params
@@ -212,18 +225,18 @@ def _multi_tensor_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, st
     denom = torch._foreach_sqrt(v)
     torch._foreach_div_(denom, _h1)
     torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(params, exp_avgs, denom, [-x for x in step_size])
+    _rt.foreach_addcdiv_(params, exp_avgs, denom, [-x for x in step_size])
 
 
 
-def _fused_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
+def _fused_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay, capturable=False):
     if len(params) == 0:
         return
     reason = _rt.fused_available(params)
     if reason is not None:
         raise RuntimeError(f"Adam: {reason}")
     torch._foreach_add_(state_steps, 1)
-    steps = [_rt.value(s) for s in state_steps]
+    steps = _rt.host_values(state_steps, capturable)
     kernels = _rt.import_sibling(__file__, "_triton")
     kernels.launch(
         params,
@@ -231,4 +244,5 @@ def _fused_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_ste
         {"exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs, "max_exp_avg_sq": max_exp_avg_sqs},
         [steps],
         dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled_weight_decay),
+        capturable=capturable,
     )

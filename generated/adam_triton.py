@@ -2,7 +2,8 @@
 # spec sha256: a2d4acc136bfbe4d35cda54c139b3fa3cc6e6d63c5c95e55c3e09ef346ebf84b
 """Fused Triton kernel for Adam: one launch per parameter group, whatever
 the number of tensors. A flat work list maps each program to (tensor, first
-element); per-tensor host values (bias corrections, ...) come from a small table;
+element); host values (bias corrections, hypers, ...) come from a small table in
+device memory, one row per tensor (capturable: built on the device, no .item());
 math is fp32, loads upcast and stores round to nearest even.
 
 Bytes moved per element (fp32 streams): 28 B (reads param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq; writes param, exp_avg, exp_avg_sq, max_exp_avg_sq); 36 B with every optional state.
@@ -30,12 +31,6 @@ def _adam_kernel(
     work_tensor,
     work_start,
     table,
-    _h2,
-    weight_decay,
-    _h3,
-    betas_1,
-    _h4,
-    eps,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
     DECOUPLED_WEIGHT_DECAY: tl.constexpr,
@@ -53,8 +48,14 @@ def _adam_kernel(
     t = tl.load(work_tensor + pid)
     offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
     mask = offs < tl.load(numels + t)
-    _h5 = tl.load(table + t * N_COLUMNS + 0)
-    step_size = tl.load(table + t * N_COLUMNS + 1)
+    _h2 = tl.load(table + 0)
+    weight_decay = tl.load(table + 1)
+    _h3 = tl.load(table + 2)
+    betas_1 = tl.load(table + 3)
+    _h4 = tl.load(table + 4)
+    eps = tl.load(table + 5)
+    _h5 = tl.load(table + 6 + t * N_COLUMNS + 0)
+    step_size = tl.load(table + 6 + t * N_COLUMNS + 1)
     param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
     grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
     exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
@@ -102,8 +103,10 @@ def _adam_host_values(step, *, lr, betas, eps, weight_decay, amsgrad, maximize, 
     return (_h1, _h2, _h3, _h4, _h5, step_size)
 
 
-def launch(params, grads, states, inputs, hypers):
-    """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket."""
+def launch(params, grads, states, inputs, hypers, capturable=False):
+    """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket.
+    With capturable=True the inputs (steps, scalar states) are device tensors and the host
+    values stay on the device: the table is stacked there, nothing is read back."""
     rows = _rt.per_tensor(_adam_host_values, inputs, hypers, len(params))
     lr = hypers["lr"]
     betas = hypers["betas"]
@@ -123,8 +126,9 @@ def launch(params, grads, states, inputs, hypers):
         view, copies = _krt.flat_views(streams, index, STORED)
         numels, work_tensor, work_start = _krt.work_list(view["param"], block, device)
         ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
-        table = _krt.value_table([rows[i] for i in index], (4, 5), device)
         head = rows[index[0]]
+        table = _krt.value_table([rows[i] for i in index], (4, 5), device,
+                                 (head[1], weight_decay, head[2], betas[1], head[3], eps, ))
         _adam_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
             ptrs.get("grad", numels),
@@ -135,12 +139,6 @@ def launch(params, grads, states, inputs, hypers):
             work_tensor,
             work_start,
             table,
-            head[1],
-            weight_decay,
-            head[2],
-            betas[1],
-            head[3],
-            eps,
             MAXIMIZE=bool(maximize),
             _H1=bool(head[0]),
             DECOUPLED_WEIGHT_DECAY=bool(decoupled_weight_decay),

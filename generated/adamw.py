@@ -21,6 +21,7 @@ class AdamW(_rt.GeneratedOptimizer):
     _state_names = ('exp_avg', 'exp_avg_sq', 'max_exp_avg_sq')
     _empty_states = frozenset(())
     _uses_step = True
+    _foreach_lr_per_tensor = True
 
     def __init__(
         self,
@@ -37,6 +38,7 @@ class AdamW(_rt.GeneratedOptimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ):
+        _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not ((0.0 <= betas[0]) and (betas[0] < 1.0)):
@@ -47,8 +49,8 @@ class AdamW(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid epsilon value: {eps}')
         if not (weight_decay >= 0.0):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
-        if capturable or differentiable:
-            raise ValueError("AdamW: capturable=True and differentiable=True are not supported by optdsl yet")
+        if differentiable:
+            raise ValueError("AdamW: differentiable=True is not supported by optdsl yet")
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -94,6 +96,7 @@ class AdamW(_rt.GeneratedOptimizer):
             maximize=group["maximize"],
             foreach=group["foreach"],
             fused=group["fused"],
+            capturable=group["capturable"],
         )
 
 
@@ -107,6 +110,7 @@ def adamw(
     *,
     foreach: bool | None = None,
     fused: bool | None = None,
+    capturable: bool = False,
     lr,
     betas,
     eps,
@@ -116,6 +120,7 @@ def adamw(
 ):
     """Functional AdamW: one step over a list of parameters."""
     foreach, fused = _rt.default_foreach(params, foreach, fused)
+    lr = _rt.to_scalar(lr)
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
@@ -137,10 +142,13 @@ def adamw(
         weight_decay=weight_decay,
         amsgrad=amsgrad,
         maximize=maximize,
+        capturable=capturable,
     )
 
 
-def _single_tensor_adamw(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, amsgrad, maximize):
+def _single_tensor_adamw(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, amsgrad, maximize, capturable=False):
+    if capturable:
+        _rt.check_capturable(params, state_steps, supports_xla=True)
     for i, param in enumerate(params):
         grad = grads[i]
         exp_avg = exp_avgs[i]
@@ -150,7 +158,7 @@ def _single_tensor_adamw(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, 
             param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq = _rt.real_views(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
         step_t = state_steps[i]
         step_t += 1
-        step = _rt.value(step_t)
+        step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)
         if (weight_decay != 0.0):
             param.mul_((1.0 - (lr * weight_decay)))
@@ -163,7 +171,10 @@ def _single_tensor_adamw(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, 
             torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
         v = (max_exp_avg_sq if amsgrad else exp_avg_sq)
         denom = torch.sqrt(v).div_(_rt.sqrt(bias_correction2)).add_(eps)
-        param.addcdiv_(exp_avg, denom, value=(-step_size))
+        if capturable:
+            _rt.addcdiv_(param, exp_avg, denom, (-step_size))
+        else:
+            param.addcdiv_(exp_avg, denom, value=(-step_size))
 
 
 def _adamw_per_tensor(step, *, lr, betas, eps, weight_decay, amsgrad, maximize):
@@ -177,10 +188,12 @@ def _adamw_per_tensor(step, *, lr, betas, eps, weight_decay, amsgrad, maximize):
     return (_h1, step_size)
 
 
-def _multi_tensor_adamw(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, amsgrad, maximize):
+def _multi_tensor_adamw(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, amsgrad, maximize, capturable=False):
     if len(params) == 0:
         return
-    steps = [_rt.value(s) + 1 for s in state_steps]
+    if capturable:
+        _rt.check_capturable(params, state_steps, supports_xla=False)
+    steps = _rt.host_values(state_steps, capturable, 1)
     per_tensor = _rt.per_tensor(_adamw_per_tensor, [steps], dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize), len(params))
     torch._foreach_add_(state_steps, 1)
     original_params = params
@@ -200,18 +213,18 @@ def _multi_tensor_adamw(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, s
     denom = torch._foreach_sqrt(v)
     torch._foreach_div_(denom, _h1)
     torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(params, exp_avgs, denom, [-x for x in step_size])
+    _rt.foreach_addcdiv_(params, exp_avgs, denom, [-x for x in step_size])
 
 
 
-def _fused_adamw(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, amsgrad, maximize):
+def _fused_adamw(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, amsgrad, maximize, capturable=False):
     if len(params) == 0:
         return
     reason = _rt.fused_available(params)
     if reason is not None:
         raise RuntimeError(f"AdamW: {reason}")
     torch._foreach_add_(state_steps, 1)
-    steps = [_rt.value(s) for s in state_steps]
+    steps = _rt.host_values(state_steps, capturable)
     kernels = _rt.import_sibling(__file__, "_triton")
     kernels.launch(
         params,
@@ -219,4 +232,5 @@ def _fused_adamw(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_st
         {"exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs, "max_exp_avg_sq": max_exp_avg_sqs},
         [steps],
         dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize),
+        capturable=capturable,
     )

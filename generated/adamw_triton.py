@@ -2,7 +2,8 @@
 # spec sha256: 4b395b2a10e31368083fd66dce374ccffa2e43f69ad135cb28e96e90c92d60d4
 """Fused Triton kernel for AdamW: one launch per parameter group, whatever
 the number of tensors. A flat work list maps each program to (tensor, first
-element); per-tensor host values (bias corrections, ...) come from a small table;
+element); host values (bias corrections, hypers, ...) come from a small table in
+device memory, one row per tensor (capturable: built on the device, no .item());
 math is fp32, loads upcast and stores round to nearest even.
 
 Bytes moved per element (fp32 streams): 28 B (reads param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq; writes param, exp_avg, exp_avg_sq, max_exp_avg_sq); 36 B with every optional state.
@@ -30,11 +31,6 @@ def _adamw_kernel(
     work_tensor,
     work_start,
     table,
-    _h2,
-    _h3,
-    betas_1,
-    _h4,
-    eps,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
     AMSGRAD: tl.constexpr,
@@ -51,8 +47,13 @@ def _adamw_kernel(
     t = tl.load(work_tensor + pid)
     offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
     mask = offs < tl.load(numels + t)
-    _h5 = tl.load(table + t * N_COLUMNS + 0)
-    step_size = tl.load(table + t * N_COLUMNS + 1)
+    _h2 = tl.load(table + 0)
+    _h3 = tl.load(table + 1)
+    betas_1 = tl.load(table + 2)
+    _h4 = tl.load(table + 3)
+    eps = tl.load(table + 4)
+    _h5 = tl.load(table + 5 + t * N_COLUMNS + 0)
+    step_size = tl.load(table + 5 + t * N_COLUMNS + 1)
     param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
     grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
     exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
@@ -96,8 +97,10 @@ def _adamw_host_values(step, *, lr, betas, eps, weight_decay, amsgrad, maximize)
     return (_h1, _h2, _h3, _h4, _h5, step_size)
 
 
-def launch(params, grads, states, inputs, hypers):
-    """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket."""
+def launch(params, grads, states, inputs, hypers, capturable=False):
+    """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket.
+    With capturable=True the inputs (steps, scalar states) are device tensors and the host
+    values stay on the device: the table is stacked there, nothing is read back."""
     rows = _rt.per_tensor(_adamw_host_values, inputs, hypers, len(params))
     lr = hypers["lr"]
     betas = hypers["betas"]
@@ -116,8 +119,9 @@ def launch(params, grads, states, inputs, hypers):
         view, copies = _krt.flat_views(streams, index, STORED)
         numels, work_tensor, work_start = _krt.work_list(view["param"], block, device)
         ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
-        table = _krt.value_table([rows[i] for i in index], (4, 5), device)
         head = rows[index[0]]
+        table = _krt.value_table([rows[i] for i in index], (4, 5), device,
+                                 (head[1], head[2], betas[1], head[3], eps, ))
         _adamw_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
             ptrs.get("grad", numels),
@@ -128,11 +132,6 @@ def launch(params, grads, states, inputs, hypers):
             work_tensor,
             work_start,
             table,
-            head[1],
-            head[2],
-            betas[1],
-            head[3],
-            eps,
             MAXIMIZE=bool(maximize),
             _H1=bool(head[0]),
             AMSGRAD=bool(amsgrad),

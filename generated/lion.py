@@ -21,6 +21,7 @@ class Lion(_rt.GeneratedOptimizer):
     _state_names = ('exp_avg',)
     _empty_states = frozenset(())
     _uses_step = False
+    _foreach_lr_per_tensor = False
 
     def __init__(
         self,
@@ -35,6 +36,7 @@ class Lion(_rt.GeneratedOptimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ):
+        _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
         if not (lr > 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not ((0.0 <= betas[0]) and (betas[0] <= 1.0)):
@@ -43,8 +45,8 @@ class Lion(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid beta parameter at index 1: {betas[1]}')
         if not (weight_decay >= 0.0):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
-        if capturable or differentiable:
-            raise ValueError("Lion: capturable=True and differentiable=True are not supported by optdsl yet")
+        if differentiable:
+            raise ValueError("Lion: differentiable=True is not supported by optdsl yet")
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -78,6 +80,7 @@ class Lion(_rt.GeneratedOptimizer):
             maximize=group["maximize"],
             foreach=group["foreach"],
             fused=group["fused"],
+            capturable=group["capturable"],
         )
 
 
@@ -88,6 +91,7 @@ def lion(
     *,
     foreach: bool | None = None,
     fused: bool | None = None,
+    capturable: bool = False,
     lr,
     betas,
     weight_decay,
@@ -95,6 +99,7 @@ def lion(
 ):
     """Functional Lion: one step over a list of parameters."""
     foreach, fused = _rt.default_foreach(params, foreach, fused)
+    lr = _rt.to_scalar(lr)
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
@@ -111,10 +116,11 @@ def lion(
         betas=betas,
         weight_decay=weight_decay,
         maximize=maximize,
+        capturable=capturable,
     )
 
 
-def _single_tensor_lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maximize):
+def _single_tensor_lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maximize, capturable=False):
     for i, param in enumerate(params):
         grad = grads[i]
         exp_avg = exp_avgs[i]
@@ -123,7 +129,10 @@ def _single_tensor_lion(params, grads, exp_avgs, *, lr, betas, weight_decay, max
         g = ((-grad) if maximize else grad)
         param.mul_((1.0 - (lr * weight_decay)))
         direction = torch.mul(exp_avg, betas[0]).add_(g, alpha=(1.0 - betas[0])).sign_()
-        param.add_(direction, alpha=(-lr))
+        if capturable:
+            _rt.add_(param, direction, (-lr))
+        else:
+            param.add_(direction, alpha=(-lr))
         exp_avg.mul_(betas[1]).add_(g, alpha=(1.0 - betas[1]))
 
 
@@ -132,7 +141,7 @@ def _lion_per_tensor(*, lr, betas, weight_decay, maximize):
     return ()
 
 
-def _multi_tensor_lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maximize):
+def _multi_tensor_lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maximize, capturable=False):
     if len(params) == 0:
         return
     per_tensor = _rt.per_tensor(_lion_per_tensor, [], dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize), len(params))
@@ -145,13 +154,13 @@ def _multi_tensor_lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maxi
     direction = torch._foreach_mul(exp_avgs, betas[0])
     torch._foreach_add_(direction, g, alpha=(1.0 - betas[0]))
     torch._foreach_sign_(direction)
-    torch._foreach_add_(params, direction, alpha=(-lr))
+    _rt.foreach_add_(params, direction, (-lr))
     torch._foreach_mul_(exp_avgs, betas[1])
     torch._foreach_add_(exp_avgs, g, alpha=(1.0 - betas[1]))
 
 
 
-def _fused_lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maximize):
+def _fused_lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maximize, capturable=False):
     if len(params) == 0:
         return
     reason = _rt.fused_available(params)
@@ -164,4 +173,5 @@ def _fused_lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maximize):
         {"exp_avg": exp_avgs},
         [],
         dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize),
+        capturable=capturable,
     )

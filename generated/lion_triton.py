@@ -2,7 +2,8 @@
 # spec sha256: ea406803bd2ddd8b8ce5fa35b0076cf2fef435c50d7b82dc75d70215edd3dfc6
 """Fused Triton kernel for Lion: one launch per parameter group, whatever
 the number of tensors. A flat work list maps each program to (tensor, first
-element); per-tensor host values (bias corrections, ...) come from a small table;
+element); host values (bias corrections, hypers, ...) come from a small table in
+device memory, one row per tensor (capturable: built on the device, no .item());
 math is fp32, loads upcast and stores round to nearest even.
 
 Bytes moved per element (fp32 streams): 20 B (reads param, grad, exp_avg; writes param, exp_avg).
@@ -28,12 +29,6 @@ def _lion_kernel(
     work_tensor,
     work_start,
     table,
-    _h1,
-    betas_0,
-    _h2,
-    lr,
-    betas_1,
-    _h3,
     MAXIMIZE: tl.constexpr,
     PARAM_DTYPE: tl.constexpr,
     GRAD_DTYPE: tl.constexpr,
@@ -45,6 +40,12 @@ def _lion_kernel(
     t = tl.load(work_tensor + pid)
     offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
     mask = offs < tl.load(numels + t)
+    _h1 = tl.load(table + 0)
+    betas_0 = tl.load(table + 1)
+    _h2 = tl.load(table + 2)
+    lr = tl.load(table + 3)
+    betas_1 = tl.load(table + 4)
+    _h3 = tl.load(table + 5)
     param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
     grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
     exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
@@ -68,8 +69,10 @@ def _lion_host_values(*, lr, betas, weight_decay, maximize):
     return (_h1, _h2, _h3)
 
 
-def launch(params, grads, states, inputs, hypers):
-    """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket."""
+def launch(params, grads, states, inputs, hypers, capturable=False):
+    """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket.
+    With capturable=True the inputs (steps, scalar states) are device tensors and the host
+    values stay on the device: the table is stacked there, nothing is read back."""
     rows = _rt.per_tensor(_lion_host_values, inputs, hypers, len(params))
     lr = hypers["lr"]
     betas = hypers["betas"]
@@ -83,8 +86,9 @@ def launch(params, grads, states, inputs, hypers):
         view, copies = _krt.flat_views(streams, index, STORED)
         numels, work_tensor, work_start = _krt.work_list(view["param"], block, device)
         ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
-        table = _krt.value_table([rows[i] for i in index], (), device)
         head = rows[index[0]]
+        table = _krt.value_table([rows[i] for i in index], (), device,
+                                 (head[0], betas[0], head[1], lr, betas[1], head[2], ))
         _lion_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
             ptrs.get("grad", numels),
@@ -93,12 +97,6 @@ def launch(params, grads, states, inputs, hypers):
             work_tensor,
             work_start,
             table,
-            head[0],
-            betas[0],
-            head[1],
-            lr,
-            betas[1],
-            head[2],
             MAXIMIZE=bool(maximize),
             PARAM_DTYPE=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
             GRAD_DTYPE=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,

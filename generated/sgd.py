@@ -21,6 +21,7 @@ class SGD(_rt.GeneratedOptimizer):
     _state_names = ('momentum_buffer',)
     _empty_states = frozenset(('momentum_buffer',))
     _uses_step = False
+    _foreach_lr_per_tensor = False
 
     def __init__(
         self,
@@ -37,6 +38,7 @@ class SGD(_rt.GeneratedOptimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ):
+        _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not (momentum >= 0.0):
@@ -45,8 +47,8 @@ class SGD(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
         if not ((not nesterov) or ((momentum > 0.0) and (dampening == 0.0))):
             raise ValueError('Nesterov momentum requires a momentum and zero dampening')
-        if capturable or differentiable:
-            raise ValueError("SGD: capturable=True and differentiable=True are not supported by optdsl yet")
+        if differentiable:
+            raise ValueError("SGD: differentiable=True is not supported by optdsl yet")
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -87,6 +89,7 @@ class SGD(_rt.GeneratedOptimizer):
             maximize=group["maximize"],
             foreach=group["foreach"],
             fused=group["fused"],
+            capturable=group["capturable"],
         )
 
 
@@ -97,6 +100,7 @@ def sgd(
     *,
     foreach: bool | None = None,
     fused: bool | None = None,
+    capturable: bool = False,
     lr,
     momentum,
     dampening,
@@ -106,6 +110,7 @@ def sgd(
 ):
     """Functional SGD: one step over a list of parameters."""
     foreach, fused = _rt.default_foreach(params, foreach, fused)
+    lr = _rt.to_scalar(lr)
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
@@ -124,10 +129,11 @@ def sgd(
         weight_decay=weight_decay,
         nesterov=nesterov,
         maximize=maximize,
+        capturable=capturable,
     )
 
 
-def _single_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
+def _single_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov, maximize, capturable=False):
     for i, param in enumerate(params):
         grad = grads[i]
         momentum_buffer = momentum_buffers[i]
@@ -138,11 +144,15 @@ def _single_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampeni
             g = torch.add(g, param, alpha=weight_decay)
         if (momentum != 0.0):
             if momentum_buffer is None:
-                momentum_buffer = momentum_buffers[i] = _rt.like_param(torch.clone(g).detach(), params[i])
+                momentum_buffer = torch.clone(g).detach()
+                momentum_buffers[i] = _rt.like_param(momentum_buffer, params[i])
             else:
                 momentum_buffer.mul_(momentum).add_(g, alpha=(1.0 - dampening))
             g = (torch.add(g, momentum_buffer, alpha=momentum) if nesterov else momentum_buffer)
-        param.add_(g, alpha=(-lr))
+        if capturable:
+            _rt.add_(param, g, (-lr))
+        else:
+            param.add_(g, alpha=(-lr))
 
 
 def _sgd_per_tensor(momentum_buffer_is_empty, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
@@ -153,13 +163,13 @@ def _sgd_per_tensor(momentum_buffer_is_empty, *, lr, momentum, dampening, weight
     return (_h1,)
 
 
-def _multi_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
+def _multi_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov, maximize, capturable=False):
     if len(params) == 0:
         return
     per_tensor = _rt.per_tensor(_sgd_per_tensor, [[t is None for t in momentum_buffers]], dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize), len(params))
     if not all(_rt.uniform(_rt.column(per_tensor, j)) for j in (0,)):
         # tensors disagree on a per-tensor branch: take them one at a time
-        return _single_tensor_sgd(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+        return _single_tensor_sgd(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, capturable=capturable)
     momentum_buffers_out = momentum_buffers   # states this step creates are stored here, as the caller's tensors
     original_params = params
     if any(torch.is_complex(p) for p in params):
@@ -173,14 +183,24 @@ def _multi_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampenin
             momentum_buffers = [torch.clone(t).detach() for t in g]
             momentum_buffers_out[:] = [_rt.like_param(t, p) for t, p in zip(momentum_buffers, original_params)]
         else:
-            torch._foreach_mul_(momentum_buffers, momentum)
-            torch._foreach_add_(momentum_buffers, g, alpha=(1.0 - dampening))
+            if any(t is None for t in momentum_buffers):
+                _t3 = torch._foreach_mul(momentum_buffers, momentum)
+                torch._foreach_add_(_t3, g, alpha=(1.0 - dampening))
+                for _j, _t in enumerate(_t3):
+                    if momentum_buffers[_j] is None:
+                        momentum_buffers[_j] = torch.clone(_t).detach()
+                        momentum_buffers_out[_j] = _rt.like_param(momentum_buffers[_j], original_params[_j])
+                    else:
+                        momentum_buffers[_j].copy_(_t)
+            else:
+                torch._foreach_mul_(momentum_buffers, momentum)
+                torch._foreach_add_(momentum_buffers, g, alpha=(1.0 - dampening))
         g = (torch._foreach_add(g, momentum_buffers, alpha=momentum) if nesterov else momentum_buffers)
-    torch._foreach_add_(params, g, alpha=(-lr))
+    _rt.foreach_add_(params, g, (-lr))
 
 
 
-def _fused_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
+def _fused_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov, maximize, capturable=False):
     if len(params) == 0:
         return
     reason = _rt.fused_available(params)
@@ -193,4 +213,5 @@ def _fused_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weig
         {"momentum_buffer": momentum_buffers},
         [[t is None for t in momentum_buffers]],
         dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize),
+        capturable=capturable,
     )

@@ -2,7 +2,8 @@
 # spec sha256: 975dd93adad69a45bb9d1726e1c41399a1f5416174609e4280e44663cb4213d6
 """Fused Triton kernel for SGD: one launch per parameter group, whatever
 the number of tensors. A flat work list maps each program to (tensor, first
-element); per-tensor host values (bias corrections, ...) come from a small table;
+element); host values (bias corrections, hypers, ...) come from a small table in
+device memory, one row per tensor (capturable: built on the device, no .item());
 math is fp32, loads upcast and stores round to nearest even.
 
 Bytes moved per element (fp32 streams): 12 B (reads param, grad, momentum_buffer; writes momentum_buffer, param); 20 B with every optional state.
@@ -28,10 +29,6 @@ def _sgd_kernel(
     work_tensor,
     work_start,
     table,
-    weight_decay,
-    momentum,
-    _h4,
-    lr,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
     _H2: tl.constexpr,
@@ -47,7 +44,11 @@ def _sgd_kernel(
     t = tl.load(work_tensor + pid)
     offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
     mask = offs < tl.load(numels + t)
-    _h3 = tl.load(table + t * N_COLUMNS + 0) != 0
+    weight_decay = tl.load(table + 0)
+    momentum = tl.load(table + 1)
+    _h4 = tl.load(table + 2)
+    lr = tl.load(table + 3)
+    _h3 = tl.load(table + 4 + t * N_COLUMNS + 0) != 0
     param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
     grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
     if HAS_MOMENTUM_BUFFER:
@@ -70,16 +71,20 @@ def _sgd_host_values(momentum_buffer_is_empty, *, lr, momentum, dampening, weigh
     _h2 = False
     _h3 = False
     _h4 = 0.0
+    _stored_momentum_buffer = False
     _h1 = (weight_decay != 0.0)
     _h2 = (momentum != 0.0)
     if _h2:
         _h3 = momentum_buffer_is_empty
         _h4 = (1.0 - dampening)
-    return (_h1, _h2, _h3, _h4)
+        _stored_momentum_buffer = True
+    return (_h1, _h2, _h3, _h4, _stored_momentum_buffer)
 
 
-def launch(params, grads, states, inputs, hypers):
-    """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket."""
+def launch(params, grads, states, inputs, hypers, capturable=False):
+    """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket.
+    With capturable=True the inputs (steps, scalar states) are device tensors and the host
+    values stay on the device: the table is stacked there, nothing is read back."""
     rows = _rt.per_tensor(_sgd_host_values, inputs, hypers, len(params))
     lr = hypers["lr"]
     momentum = hypers["momentum"]
@@ -91,6 +96,7 @@ def launch(params, grads, states, inputs, hypers):
     if (momentum != 0.0):
         streams["momentum_buffer"] = states["momentum_buffer"]
     if "momentum_buffer" in streams:
+        _new_momentum_buffer = [t is None for t in streams["momentum_buffer"]]
         _krt.allocate_empty(streams["momentum_buffer"], params)
     for index in _krt.buckets(params, list(streams.values())):
         device = params[index[0]].device
@@ -98,8 +104,9 @@ def launch(params, grads, states, inputs, hypers):
         view, copies = _krt.flat_views(streams, index, STORED)
         numels, work_tensor, work_start = _krt.work_list(view["param"], block, device)
         ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
-        table = _krt.value_table([rows[i] for i in index], (2,), device)
         head = rows[index[0]]
+        table = _krt.value_table([rows[i] for i in index], (2,), device,
+                                 (weight_decay, momentum, head[3], lr, ))
         _sgd_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
             ptrs.get("grad", numels),
@@ -108,10 +115,6 @@ def launch(params, grads, states, inputs, hypers):
             work_tensor,
             work_start,
             table,
-            weight_decay,
-            momentum,
-            head[3],
-            lr,
             MAXIMIZE=bool(maximize),
             _H1=bool(head[0]),
             _H2=bool(head[1]),
@@ -125,4 +128,8 @@ def launch(params, grads, states, inputs, hypers):
         )
         _krt.LAUNCHES[0] += 1
         _krt.copy_back(copies)
+    if "momentum_buffer" in streams:   # allocated for the kernel, but no store to it was reached: still empty
+        for i, stored in enumerate(_rt.column(rows, 4)):
+            if _new_momentum_buffer[i] and not stored:
+                streams["momentum_buffer"][i] = None
     return rows

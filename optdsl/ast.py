@@ -109,12 +109,19 @@ class State(Node):
     shape: str            # 'tensor' or 'scalar'
     init: float | str     # a number, 'zeros', 'empty' or a hyper's name
     cond: Expr | None
+    key: str | None = None  # the state_dict key, when it is not the name (`key "sum"`)
 
 
 @dataclass(frozen=True)
 class Require(Node):
     cond: Expr
     message: str
+
+
+@dataclass(frozen=True)
+class Keep(Node):
+    """`keep step`: the step count is kept in the state even where the update never reads it."""
+    name: str
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,7 @@ class Spec(Node):
     requires: tuple[Require, ...]
     body: tuple[Stmt, ...]
     source: str = field(compare=False, repr=False, default="")
+    keeps: tuple[Keep, ...] = ()
 
 
 def walk(expr: Expr):

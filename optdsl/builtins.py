@@ -31,7 +31,7 @@ OPS: dict[Op, Form] = {
     Op.SQRT:  Form("_rt.sqrt({0})", "torch.sqrt({0})", "_foreach_sqrt", "tl.sqrt_rn({0})", "np.sqrt({0})"),
     Op.RSQRT: Form("_rt.rsqrt({0})", "torch.rsqrt({0})", "_foreach_rsqrt", "tl.div_rn(1.0, tl.sqrt_rn({0}))", "(1.0 / np.sqrt({0}))"),
     Op.ABS:   Form("abs({0})", "torch.abs({0})", "_foreach_abs", "tl.abs({0})", "np.abs({0})"),
-    Op.SIGN:  Form("_rt.sign({0})", "torch.sign({0})", "_foreach_sign", "_sign({0})", "np.sign({0})"),
+    Op.SIGN:  Form("_rt.sign({0})", "torch.sign({0})", "_foreach_sign", "_sign({0})", "np.nan_to_num(np.sign({0}), nan=0.0)"),
     Op.EXP:   Form("_rt.exp({0})", "torch.exp({0})", "_foreach_exp", "tl.exp({0})", "np.exp({0})"),
     Op.LOG:   Form("_rt.log({0})", "torch.log({0})", "_foreach_log", "tl.log({0})", "np.log({0})"),
     Op.COPY:  Form("{0}", "torch.clone({0})", "_foreach_clone", "{0}", "np.array({0}, copy=True)"),

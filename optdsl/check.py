@@ -9,7 +9,7 @@ from . import ast
 from .builtins import FUNCTIONS, INPUTS, STATE_PREDICATES
 from .diagnostics import Reporter, Span
 from .ir import Kind, Type
-from .names import RESERVED, plural, problem_with_class_name, problem_with_name
+from .names import message_parts, problem_with_class_name, problem_with_derived_name, problem_with_name, state_list_names
 
 MAX_TUPLE = 8
 
@@ -50,6 +50,7 @@ class Checker:
         self.flags = {f.name: f for f in spec.flags}
         self.states = {s.name: s for s in spec.states}
         self.param_stored = False
+        self.list_names: dict[str, str | None] = {}
 
     # ---- declarations ---------------------------------------------------------
     def check(self) -> None:
@@ -64,12 +65,23 @@ class Checker:
                 self.r.error(decl.span, f"'{decl.name}' is declared twice (first at line {seen[decl.name].line})")
                 continue
             seen[decl.name] = decl.span
-            if (why := problem_with_name(decl.name)):
+            if (why := problem_with_name(decl.name) or self.derived_clash(decl.name)):
                 self.r.error(decl.span, why)
+        self.list_names = state_list_names([s.name for s in spec.states], seen)
         for s in spec.states:
-            derived = plural(s.name)
-            if derived in seen or derived in RESERVED:
-                self.r.error(s.span, f"state '{s.name}' would be stored in a list named '{derived}', which clashes with another name")
+            if self.list_names.get(s.name) is None:
+                self.r.error(s.span, f"state '{s.name}' needs a list named '{s.name}s' or '{s.name}_list' in generated "
+                                     "code, and both clash with other names")
+        keys: dict[str, ast.State] = {}
+        for s in spec.states:
+            key = s.key if s.key is not None else s.name
+            if s.key is not None and (not s.key or not s.key.isprintable()):
+                self.r.error(s.span, "a state's key must be non-empty printable text on one line")
+            elif key == "step":
+                self.r.error(s.span, "the key 'step' is the parameter's step count; give this state another key")
+            elif key in keys:
+                self.r.error(s.span, f"state '{s.name}' is stored under the key '{key}', as is state '{keys[key].name}'")
+            keys.setdefault(key, s)
         for h in spec.hypers:
             if h.is_tuple and len(h.default) > MAX_TUPLE:
                 self.r.error(h.span, f"a hyper tuple has at most {MAX_TUPLE} entries")
@@ -77,14 +89,41 @@ class Checker:
                 self.expect(h.where, Type.BOOL, max_kind=Kind.HOST, what="a `where` condition", locals_={})
         for s in spec.states:
             self.check_state(s)
+        for keep in spec.keeps:
+            if keep.name != "step":
+                self.r.error(keep.span, f"only the step count can be kept (`keep step`), not '{keep.name}'")
         for req in spec.requires:
             self.expect(req.cond, Type.BOOL, max_kind=Kind.HOST, what="a `require` condition", locals_={})
             if not req.message.isprintable():
                 self.r.error(req.span, "a `require` message must be printable text on one line")
+            else:
+                self.check_message(req)
         self.block(spec.body, {}, guards=[])
         if not self.param_stored:
             self.r.error(spec.span, "the update block never assigns 'param'")
         self.r.raise_if_any()
+
+    def check_message(self, req: ast.Require) -> None:
+        """`{name}` / `{name[0]}` in a message show a hyper's or flag's value, as torch's messages do."""
+        try:
+            parts = message_parts(req.message)
+        except ValueError as err:
+            self.r.error(req.span, f"in the `require` message: {err}")
+            return
+        for part in parts:
+            if isinstance(part, str):
+                continue
+            name, index = part
+            h = self.hypers.get(name)
+            if h is None and name not in self.flags:
+                self.r.error(req.span, f"the `require` message shows '{{{name}}}', which is not a hyper or flag"
+                                       f"{_did_you_mean(name, {*self.hypers, *self.flags})}")
+            elif index is not None and (h is None or not h.is_tuple or index >= len(h.default)):
+                self.r.error(req.span, f"the `require` message shows '{name}[{index}]', which is not an entry of a tuple hyper")
+
+    def derived_clash(self, name: str) -> str | None:
+        return problem_with_derived_name(name, ["param", "grad", *self.states],
+                                         {h.name: len(h.default) for h in self.spec.hypers if h.is_tuple})
 
     def check_state(self, s: ast.State) -> None:
         if s.shape not in ("tensor", "scalar"):
@@ -143,8 +182,13 @@ class Checker:
                 if s.shape == "scalar" and value is not None and value.kind is Kind.TENSOR:
                     self.r.error(st.value.span, f"scalar state '{t}' needs a per-tensor value, but this expression varies per element")
             return
-        if (why := problem_with_name(t)):
+        if (why := problem_with_name(t) or self.derived_clash(t)):
             self.r.error(st.target_span, why)
+            return
+        if t in self.list_names.values():
+            owner = next(n for n, v in self.list_names.items() if v == t)
+            self.r.error(st.target_span, f"'{t}' is the name generated code gives the list of state '{owner}'; choose another name")
+            locals_[t] = Local(Kind.TENSOR, None)   # poisoned: later uses stay quiet
             return
         if value is None:
             locals_[t] = Local(Kind.TENSOR, None)  # poisoned: later uses stay quiet, the first error said it all
@@ -307,7 +351,7 @@ class Checker:
 
 
 def _source(source: str, span: Span) -> str:
-    lines = source.splitlines()
+    lines = source.split("\n")
     if span.line != span.end_line or span.line > len(lines):
         return "its condition"
     return lines[span.line - 1][span.col - 1:span.end_col - 1]

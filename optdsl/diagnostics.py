@@ -5,6 +5,7 @@ rendered as ``file:line:col: error: message`` followed by the source line and a
 caret line under the culprit (sqlglot/lark style)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -31,20 +32,30 @@ class Diagnostic:
     severity: str = "error"
 
     def render(self, source: str | None) -> str:
-        head = f"{self.span.file}:{self.span.line}:{self.span.col}: {self.severity}: {self.message}"
+        head = f"{self.span.file}:{self.span.line}:{self.span.col}: {self.severity}: {_shorten(self.message)}"
         if not source or self.span.line <= 0:
             return head
-        lines = source.splitlines()
+        lines = source.split("\n")   # as the parser counts lines
         if self.span.line > len(lines):
             return head
-        text = _printable(lines[self.span.line - 1])
+        text = _printable(lines[self.span.line - 1].rstrip("\r"))
         # Very long lines are cut around the culprit so the caret stays readable.
         start = max(0, self.span.col - 60) if len(text) > 120 else 0
         shown = text[start:start + 120]
         width = (self.span.end_col - self.span.col) if self.span.end_line == self.span.line else 1
         width = max(1, min(width, len(shown) - (self.span.col - 1 - start)))
-        caret = " " * (self.span.col - 1 - start) + "^" + "~" * (width - 1)
+        caret = " " * max(0, min(self.span.col - 1 - start, len(shown))) + "^" + "~" * (width - 1)
         return f"{head}\n  {shown}\n  {caret}"
+
+
+def _shorten(message: str, limit: int = 40) -> str:
+    """Quoted names and long numbers in a message cut to `limit` characters: a 100,000-character
+    identifier must not make a 100,000-character diagnostic."""
+    def cut(m: re.Match) -> str:
+        q, body = m.group(1), m.group(2)
+        return f"{q}{body[:limit - 3]}...{q}"
+    message = re.sub(r"(['`])([^'`]{%d,})\1" % (limit + 1), cut, message)
+    return re.sub(r"\d{%d,}" % (limit + 1), lambda m: m.group(0)[:limit - 3] + "...", message)
 
 
 def _printable(line: str) -> str:

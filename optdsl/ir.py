@@ -154,6 +154,16 @@ class StateInfo:
     kind: Kind                  # TENSOR or TENSOR_SCALAR
     init: float | str           # number, 'zeros', 'empty', or a hyper name
     cond: Value | None          # the state exists only where this host condition holds
+    key: str | None = None      # the state_dict key where it is not `name` (Adagrad's "sum")
+    list_name: str | None = None  # the per-group list in generated code; None: the plural of `name`
+
+    @property
+    def storage_key(self) -> str:
+        return self.key if self.key is not None else self.name
+
+    @property
+    def list(self) -> str:
+        return self.list_name if self.list_name is not None else self.name + "s"
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,10 @@ class Program:
 
     def state(self, name: str) -> StateInfo:
         return next(s for s in self.states if s.name == name)
+
+    def list_name(self, name: str) -> str:
+        """The name of state `name`'s per-group list in generated code."""
+        return self.state(name).list
 
 
 # ---- traversal -----------------------------------------------------------------

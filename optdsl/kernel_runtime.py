@@ -11,7 +11,7 @@ LAUNCHES = [0]   # kernel launches since import; tests read it
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 _CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
-_CACHE_SIZE = 64
+_CACHE_SIZE = 256
 
 
 def block_size(device: torch.device) -> int:
@@ -45,12 +45,39 @@ def work_list(tensors: list[torch.Tensor], block: int, device):
 
 
 def pointer_table(tensors: list[torch.Tensor], device) -> torch.Tensor:
-    return torch.tensor([t.data_ptr() for t in tensors], dtype=torch.int64).to(device)
+    """Addresses of the tensors, on the device: cached while they are the same (so a step
+    replayed from a CUDA graph copies nothing from the host)."""
+    key = ("ptrs", tuple(t.data_ptr() for t in tensors), str(device))
+    hit = _CACHE.get(key)
+    if hit is not None:
+        _CACHE.move_to_end(key)
+        return hit
+    out = torch.tensor(key[1], dtype=torch.int64).to(device)
+    _CACHE[key] = out
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return out
 
 
-def value_table(rows: list[tuple], columns: list[int], device) -> torch.Tensor:
-    data = [[float(r[j]) for j in columns] for r in rows] if columns else [[0.0] for _ in rows]
-    return torch.tensor(data, dtype=torch.float32).reshape(len(rows), max(1, len(columns))).to(device)
+def value_table(rows: list[tuple], columns: list[int], device, group: tuple = ()) -> torch.Tensor:
+    """The kernel's fp32 host-value table, flat: the group-level values, then per tensor a row of
+    its per-tensor columns of `rows` (at least one, so a row is never empty).
+
+    Numbers are rounded to fp32 on the host and copied over once. Where any value is a tensor
+    (capturable: computed on the device from the step tensors, or a Tensor lr) the table is
+    stacked on the device instead: fills and copies between device tensors, never .item(), so
+    a CUDA graph can capture it."""
+    cells = list(group)
+    for r in rows:
+        cells += [r[j] for j in columns] or [0.0]
+    if not any(isinstance(x, torch.Tensor) for x in cells):
+        return torch.tensor([float(x) for x in cells], dtype=torch.float32).to(device)
+
+    def cell(x) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            return x.to(device=device, dtype=torch.float32).reshape(())
+        return torch.full((), float(x), dtype=torch.float32, device=device)
+    return torch.stack([cell(x) for x in cells])
 
 
 def real_contiguous(t: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from . import ast
 from .builtins import BINARY_SYMBOLS, COMPARE_SYMBOLS, FUNCTIONS, INPUTS, STATE_PREDICATES
+from .names import state_list_names
 from .ir import (Kind, Let, Op, Program, Stmt, Store, Type, Value, apply, const,
                  FlagInfo, HyperInfo, If, StateInfo, walk_values)
 
@@ -70,7 +71,12 @@ class Lowerer:
         if isinstance(e, ast.Unary):
             return apply(Op.NEG if e.op == "-" else Op.NOT, self.expr(e.operand, env))
         if isinstance(e, ast.Binary):
-            return apply(BINARY_SYMBOLS[e.op], self.expr(e.left, env), self.expr(e.right, env))
+            left, right = self.expr(e.left, env), self.expr(e.right, env)
+            if e.op == "and" and left.kind < Kind.TENSOR and right.kind is Kind.TENSOR and self.reads_guarded(right):
+                # `flag and m > 0` with state m kept only if flag: m must not be read where flag is false,
+                # so this is `flag ? m > 0 : false`, which every backend evaluates one side of
+                return apply(Op.WHERE, left, right, const(False))
+            return apply(BINARY_SYMBOLS[e.op], left, right)
         if isinstance(e, ast.Compare):
             operands = [self.expr(x, env) for x in e.operands]
             out = None
@@ -86,6 +92,10 @@ class Lowerer:
             op, _ = FUNCTIONS[e.func]
             return apply(op, *(self.expr(a, env) for a in e.args))
         raise AssertionError(f"unhandled node {type(e).__name__}")
+
+    def reads_guarded(self, v: Value) -> bool:
+        """v reads a tensor state that exists only where its condition holds."""
+        return any(n.op is Op.STATE and self.states[n.arg].cond is not None for n in walk_values(v))
 
     # ---- statements ---------------------------------------------------------------
     def block(self, stmts, env: dict[str, Value], names: dict[str, Value]) -> list[Stmt]:
@@ -144,9 +154,12 @@ class Lowerer:
 
     def lower(self) -> Program:
         spec = self.spec
+        declared = {d.name for d in (*spec.hypers, *spec.flags, *spec.states)}
+        lists = state_list_names([s.name for s in spec.states], declared)
         states = tuple(
             StateInfo(s.name, Kind.TENSOR_SCALAR if s.shape == "scalar" else Kind.TENSOR, s.init,
-                      self.expr(s.cond, {}) if s.cond is not None else None)
+                      self.expr(s.cond, {}) if s.cond is not None else None,
+                      key=s.key, list_name=lists[s.name])
             for s in spec.states)
         requires = tuple((self.expr(r.cond, {}), r.message) for r in spec.requires)
         body = tuple(_drop_dead_copies(self.block(spec.body, {}, {})))
@@ -155,7 +168,7 @@ class Lowerer:
             hypers=tuple(self.hyper_info(h) for h in spec.hypers),
             flags=tuple(FlagInfo(f.name, f.default) for f in spec.flags),
             states=states, requires=requires, body=body,
-            uses_step=self.uses_step, source_file=spec.span.file,
+            uses_step=self.uses_step or any(k.name == "step" for k in spec.keeps), source_file=spec.span.file,
         )
 
 

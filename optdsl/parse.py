@@ -45,10 +45,14 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "expected a state declaration `state name [: scalar] = zeros | empty | number | hyper [if condition]`": [
         "optimizer A state", "optimizer A state m", "optimizer A state m =", "optimizer A state m :",
         "optimizer A state m : scalar", "optimizer A state m = (1, 2)", "optimizer A state m : 1",
+        "optimizer A state m = zeros key", "optimizer A state m = zeros key m", "optimizer A state m = zeros key 1",
     ],
     "a `require` needs a condition, `else` and a message in double quotes": [
         "optimizer A require", "optimizer A require x", "optimizer A require x else",
         "optimizer A require x else y",
+    ],
+    "expected `keep step`": [
+        "optimizer A keep", "optimizer A keep 1", "optimizer A keep (",
     ],
     "expected `{` to open the update block": [
         "optimizer A update", "optimizer A update x", "optimizer A update (",
@@ -147,7 +151,10 @@ class _Builder(Transformer_NonRecursive):
     @v_args(meta=True)
     def index(self, meta, children):
         tok, idx = children
-        return ast.Index(self._s(meta), ast.Name(self._s(tok), str(tok)), int(idx))
+        digits = str(idx).lstrip("0") or "0"
+        if len(digits) > 9:   # int() of thousands of digits raises; no tuple is that long
+            raise CompileError([Diagnostic(self._s(idx), "an index must be a small non-negative integer, `name[0]`")])
+        return ast.Index(self._s(meta), ast.Name(self._s(tok), str(tok)), int(digits))
 
     @v_args(meta=True)
     def call(self, meta, children):
@@ -241,18 +248,28 @@ class _Builder(Transformer_NonRecursive):
         shape = "tensor"
         if isinstance(rest[0], tuple) and rest[0][0] == "shape":
             shape = rest.pop(0)[1]
-        init = rest[0]
-        cond = rest[1] if len(rest) > 1 else None
+        init = rest.pop(0)
+        key = None
+        if rest and isinstance(rest[0], tuple) and rest[0][0] == "key":
+            key = rest.pop(0)[1]
+        cond = rest[0] if rest else None
         init_value = init.value if isinstance(init, ast.Num) else str(init)
-        return ast.State(self._s(tok), str(tok), shape, init_value, cond)
+        return ast.State(self._s(tok), str(tok), shape, init_value, cond, key)
 
     def state_shape(self, children):
         return ("shape", str(children[0]), self._s(children[0]))
+
+    def state_key(self, children):
+        return ("key", str(children[0])[1:-1])
 
     @v_args(meta=True)
     def require(self, meta, children):
         cond, message = children
         return ast.Require(self._s(meta), cond, str(message)[1:-1])
+
+    @v_args(meta=True)
+    def keep(self, meta, children):
+        return ast.Keep(self._s(children[0]), str(children[0]))
 
     @v_args(meta=True)
     def update(self, meta, children):
@@ -270,6 +287,7 @@ class _Builder(Transformer_NonRecursive):
             states=tuple(d for d in decls if isinstance(d, ast.State)),
             requires=tuple(d for d in decls if isinstance(d, ast.Require)),
             body=body, source=self.source,
+            keeps=tuple(d for d in decls if isinstance(d, ast.Keep)),
         )
 
 
@@ -293,8 +311,9 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, source: str) -> Diagnost
             msg = f"unexpected character {what}"
         return Diagnostic(Span(file, line, col, line, col + 1), msg)
     if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
-        lines = source.splitlines() or [""]
-        line, col = len(lines), len(lines[-1]) + 1
+        # lines as lark counts them (by "\n" only: a lone "\r" or "\u2028" does not end one)
+        lines = (source[:-1] if source.endswith("\n") else source).split("\n")
+        line, col = len(lines), len(lines[-1].rstrip("\r")) + 1
     label = None
     try:
         label = err.match_examples(_parser().parse, SYNTAX_EXAMPLES, use_accepts=True)
@@ -302,15 +321,23 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, source: str) -> Diagnost
         label = None
     tok = getattr(err, "token", None)
     found = f"found {_describe(tok)}"
-    msg = f"{label}; {found}" if label else f"unexpected {_describe(tok)}"
+    msg = f"{label}; {found}" if label else (
+        "unexpected end of the file" if tok is None or tok.type == "$END" else f"unexpected {_describe(tok)}")
     width = len(str(tok)) if tok is not None and tok.type != "$END" else 1
     return Diagnostic(Span(file, line, col, line, col + max(1, width)), msg)
+
+
+# rules whose children are a flat chain (`a or b or c`, `a < b < c`): the checker and the IR see a
+# nested tree, one level per operator
+_CHAINS = frozenset({"or_", "and_", "compare"})
 
 
 def _check_depth(tree: Tree, file: str) -> None:
     stack = [(tree, 1)]
     while stack:
         node, depth = stack.pop()
+        if node.data in _CHAINS and len(node.children) > 2:
+            depth += len(node.children) // (2 if node.data == "compare" else 1)
         if depth > MAX_DEPTH:
             meta = node.meta
             span = _span(file, meta)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from .ir import (Kind, Let, Op, Program, Stmt, Store, Type, Value, If, apply, const, map_values, rebuild,
+from .ir import (walk_stmts, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, apply, const, map_values, rebuild,
                  walk_values, verify)
 
 
@@ -24,6 +24,11 @@ def _fold_node(v: Value) -> Value:
             Op.ADD: lambda x, y: x + y, Op.SUB: lambda x, y: x - y, Op.MUL: lambda x, y: x * y,
             Op.DIV: lambda x, y: x / y, Op.POW: lambda x, y: float(x ** y),
             Op.SQRT: math.sqrt, Op.EXP: math.exp, Op.LOG: math.log,
+            # as optdsl.runtime computes them on the host
+            Op.RSQRT: lambda x: 1.0 / (x ** 0.5) if x >= 0 else math.nan,
+            Op.SIGN: lambda x: 0.0 if x == 0 or x != x else math.copysign(1.0, x),
+            Op.CLAMP: lambda x, lo, hi: min(max(x, lo), hi),
+            Op.LERP: lambda a, b, w: a + w * (b - a) if abs(w) < 0.5 else b - (b - a) * (1 - w),
             Op.MIN: min, Op.MAX: max,
             Op.LT: lambda x, y: x < y, Op.LE: lambda x, y: x <= y, Op.GT: lambda x, y: x > y,
             Op.GE: lambda x, y: x >= y, Op.EQ: lambda x, y: x == y, Op.NE: lambda x, y: x != y,
@@ -59,7 +64,36 @@ def _simplify(v: Value) -> Value:
 
 def fold_constants(p: Program) -> Program:
     body = map_values(p.body, lambda v: rebuild(v, _simplify))
-    return _replace(p, body=_prune(body))
+    return _replace(p, body=_rekind(_prune(body), {}))
+
+
+def _rekind(stmts: tuple[Stmt, ...], env: dict[str, Kind]) -> tuple[Stmt, ...]:
+    """Folding can lower a local's kind (`v = c ? param : 0.5` with c folded to false is a
+    number, no longer a tensor): give each read of a local the kind of the values that reach
+    it (the highest, after an `if`), so backends never treat a number as a tensor."""
+    def fix(v: Value) -> Value:
+        def leaf(n: Value) -> Value:
+            if n.op is Op.VAR and n.arg in env and env[n.arg] != n.kind:
+                return Value(Op.VAR, (), n.arg, env[n.arg], n.type)
+            return n
+        return rebuild(v, leaf)
+
+    out: list[Stmt] = []
+    for s in stmts:
+        if isinstance(s, Let):
+            s = Let(s.name, fix(s.value))
+            env[s.name] = s.value.kind
+        elif isinstance(s, Store):
+            s = Store(s.target, fix(s.value))
+        else:
+            then_env, other_env = dict(env), dict(env)
+            s = If(fix(s.cond), _rekind(s.then, then_env), _rekind(s.other, other_env))
+            for name in set(then_env) | set(other_env):
+                kinds = [e[name] for e in (then_env, other_env) if name in e]
+                if len(kinds) == 2 or name in env:
+                    env[name] = max(kinds + ([env[name]] if name in env and len(kinds) < 2 else []))
+        out.append(s)
+    return tuple(out)
 
 
 def _prune(stmts: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
@@ -93,17 +127,31 @@ def hoist_host(p: Program, min_kind: Kind = Kind.HOST) -> Program:
     read them directly. The foreach path hoists only per-tensor values (min_kind
     TENSOR_SCALAR, lists of floats); the kernel hoists all host math."""
     counter = [0]
+    # A host local bound more than once is read by device code (through a column, by name) at
+    # the value it has where it is read, so such reads are hoisted too.
+    bound = [s.name for s in walk_stmts(p.body) if isinstance(s, Let)]
+    rebound = {n for n in bound if bound.count(n) > 1}
+
+    def reads_rebound(node: Value) -> bool:
+        return bool(rebound) and any(n.op is Op.VAR and n.arg in rebound for n in walk_values(node))
 
     def fresh() -> str:
         counter[0] += 1
         return f"_h{counter[0]}"
 
-    def hoist_value(v: Value, out: list[Stmt], memo: dict[Value, Value]) -> Value:
-        if v.kind is not Kind.TENSOR:
+    def effective(node: Value) -> Kind:
+        # math on numbers that folding left alone (`rsqrt(2)`) is computed on the host like a hyper's
+        return max(node.kind, Kind.HOST) if node.args and node.kind is Kind.CONST else node.kind
+
+    def hoist_value(v: Value, out: list[Stmt], memo: dict[Value, Value], whole: bool = False) -> Value:
+        if v.kind is not Kind.TENSOR and not whole:
             return v
         def visit(node: Value) -> Value:
-            if node.kind is Kind.TENSOR or node.kind < min_kind or \
-                    not node.args and node.op in (Op.CONST, Op.VAR, Op.HYPER, Op.FLAG):
+            if node.kind is Kind.TENSOR or not node.args and node.op in (Op.CONST, Op.HYPER, Op.FLAG):
+                return node
+            if reads_rebound(node):
+                pass
+            elif effective(node) < min_kind or node.op is Op.VAR:
                 return node
             if node in memo:
                 return memo[node]
@@ -122,11 +170,13 @@ def hoist_host(p: Program, min_kind: Kind = Kind.HOST) -> Program:
                 out.append(Let(s.name, hoist_value(s.value, out, memo)))
                 memo.clear()  # a rebound local may change what a memoised host value means
             elif isinstance(s, Store):
-                out.append(Store(s.target, hoist_value(s.value, out, memo)))
+                # a host value stored into a tensor (`param = lr`) is hoisted whole
+                whole = s.target == "param" or p.state(s.target).kind is Kind.TENSOR
+                out.append(Store(s.target, hoist_value(s.value, out, memo, whole)))
                 memo.clear()
             else:
                 cond = s.cond
-                if cond.op not in (Op.VAR, Op.CONST, Op.FLAG) and cond.kind >= min_kind:
+                if cond.op not in (Op.VAR, Op.CONST, Op.FLAG) and effective(cond) >= min_kind or reads_rebound(cond):
                     name = fresh()
                     out.append(Let(name, cond))
                     cond = Value(Op.VAR, (), name, cond.kind, cond.type)

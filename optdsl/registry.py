@@ -45,6 +45,10 @@ class Entry:
     torch_class: type | None = None                  # a torch.optim class whose state_dict is interchangeable
     reference_foreach: bool = False                  # the reference takes foreach= (torch.optim classes)
     bench: bool = False                              # in the CPU benchmark's torch-equivalent table
+    wave: int = 1                                    # CATALOG.md's wave (tests select by it)
+    # Why our foreach path is compared with the reference's for-loop path, not its foreach path,
+    # where those two disagree beyond tolerance themselves ("" : compare foreach with foreach).
+    foreach_against_loop: str = ""
 
     def combos(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
@@ -60,6 +64,15 @@ class Entry:
         if self.reference_foreach:
             kwargs["foreach"] = foreach
         return self.reference(params, **kwargs)
+
+    def reference_path(self, path: str) -> bool:
+        """Whether our `path` is compared with the reference's foreach path (else its for-loop)."""
+        return path == "foreach" and self.reference_foreach and not self.foreach_against_loop
+
+    def reference_label(self, path: str) -> str:
+        if self.reference_foreach and path == "foreach" and self.foreach_against_loop:
+            return f"{self.reference_name} (loop)"
+        return self.reference_name
 
     def make(self, params, combo: dict, path: str):
         from . import optim
@@ -79,6 +92,20 @@ def _lion_reference(params, maximize=False, **kw):
     if maximize:
         raise ValueError("lion_pytorch.Lion has no maximize")
     return lion_pytorch.Lion(params, **kw)
+
+
+def fraction(grid: dict[str, tuple], *aliases: tuple[str, tuple[str, ...]]) -> Callable[[dict], bool]:
+    """A `valid` filter that keeps a regular two-level fractional factorial of `grid`: each alias
+    (k, (a, b, c, ...)) sets factor k's level (index in its grid entry) to the parity of the levels
+    of a, b, c, ...; the other factors are crossed in full. With aliases over three or more factors
+    every pair of factors still meets in all four level combinations (resolution IV or more), in
+    half (one alias) or a quarter (two) of the runs."""
+    def level(combo: dict, key: str) -> int:
+        return grid[key].index(combo[key])
+
+    def valid(combo: dict) -> bool:
+        return all(level(combo, k) == sum(level(combo, j) for j in js) % 2 for k, js in aliases)
+    return valid
 
 
 REGISTRY: dict[str, Entry] = {}
@@ -114,4 +141,73 @@ register(Entry(
     "Lion", _lion_reference, "lion_pytorch.Lion",
     grid={"weight_decay": (0.0, 0.1), "betas": ((0.9, 0.99), (0.95, 0.98))},
     base={"lr": 1e-3},
+))
+
+
+# ---- wave 2: the rest of torch.optim's elementwise family ------------------------------------
+# Grids of at most 16 combinations: two levels per hyper and flag, fractional where a spec has
+# five or six (see `fraction`), so every hyper and flag, and every pair of them, is exercised.
+
+_ADAGRAD = {"lr_decay": (0.0, 0.01), "initial_accumulator_value": (0.0, 0.1), "eps": (1e-10, 1e-3),
+            "weight_decay": (0.0, 0.1), "maximize": (False, True)}
+register(Entry(
+    "Adagrad", torch.optim.Adagrad, "torch.optim.Adagrad", grid=_ADAGRAD, base={"lr": 0.01},
+    valid=fraction(_ADAGRAD, ("maximize", ("lr_decay", "initial_accumulator_value", "eps", "weight_decay"))),
+    torch_class=torch.optim.Adagrad, reference_foreach=True, bench=True, wave=2,
+))
+_RMSPROP = {"alpha": (0.99, 0.9), "eps": (1e-8, 1e-3), "weight_decay": (0.0, 0.1), "momentum": (0.0, 0.9),
+            "centered": (False, True), "maximize": (False, True)}
+register(Entry(
+    "RMSprop", torch.optim.RMSprop, "torch.optim.RMSprop", grid=_RMSPROP, base={"lr": 0.01},
+    valid=fraction(_RMSPROP, ("centered", ("alpha", "eps", "weight_decay")),
+                   ("maximize", ("eps", "weight_decay", "momentum"))),
+    torch_class=torch.optim.RMSprop, reference_foreach=True, bench=True, wave=2,
+))
+_ADADELTA = {"lr": (1.0, 0.1), "rho": (0.9, 0.5), "eps": (1e-6, 1e-3), "weight_decay": (0.0, 0.1),
+             "maximize": (False, True)}
+register(Entry(
+    "Adadelta", torch.optim.Adadelta, "torch.optim.Adadelta", grid=_ADADELTA,
+    valid=fraction(_ADADELTA, ("maximize", ("lr", "rho", "eps", "weight_decay"))),
+    torch_class=torch.optim.Adadelta, reference_foreach=True, bench=True, wave=2,
+))
+register(Entry(
+    "Adamax", torch.optim.Adamax, "torch.optim.Adamax",
+    grid={"betas": ((0.9, 0.999), (0.8, 0.9)), "eps": (1e-8, 1e-3), "weight_decay": (0.0, 0.1),
+          "maximize": (False, True)},
+    base={"lr": 0.01},
+    torch_class=torch.optim.Adamax, reference_foreach=True, bench=True, wave=2,
+))
+register(Entry(
+    "NAdam", torch.optim.NAdam, "torch.optim.NAdam",
+    grid={"momentum_decay": (4e-3, 0.1), "decoupled_weight_decay": (False, True), "weight_decay": (0.0, 0.1),
+          "maximize": (False, True)},
+    base={"lr": 0.01},
+    torch_class=torch.optim.NAdam, reference_foreach=True, bench=True, wave=2,
+))
+register(Entry(
+    # rho_t > 5 from step 6 on (betas[1] = 0.999): both sides of the host branch run
+    "RAdam", torch.optim.RAdam, "torch.optim.RAdam",
+    grid={"decoupled_weight_decay": (False, True), "weight_decay": (0.0, 0.1), "maximize": (False, True)},
+    base={"lr": 0.01},
+    torch_class=torch.optim.RAdam, reference_foreach=True, bench=True, wave=2,
+))
+register(Entry(
+    # the second step_sizes pair is tight enough that both bounds of the clamp are reached
+    "Rprop", torch.optim.Rprop, "torch.optim.Rprop",
+    grid={"etas": ((0.5, 1.2), (0.3, 1.5)), "step_sizes": ((1e-6, 50.0), (1e-4, 0.02)), "maximize": (False, True)},
+    base={"lr": 0.01},
+    torch_class=torch.optim.Rprop, reference_foreach=True, bench=True, wave=2,
+))
+_ASGD = {"lambd": (1e-4, 1e-2), "alpha": (0.75, 0.5), "t0": (0.0, 50.0), "weight_decay": (0.0, 0.1),
+         "maximize": (False, True)}
+register(Entry(
+    # t0 small (torch's default is 1e6): averaging starts at step 2 or after step 51
+    "ASGD", torch.optim.ASGD, "torch.optim.ASGD", grid=_ASGD, base={"lr": 0.01},
+    valid=fraction(_ASGD, ("maximize", ("lambd", "alpha", "t0", "weight_decay"))),
+    torch_class=torch.optim.ASGD, reference_foreach=True, bench=True, wave=2,
+    foreach_against_loop=(
+        "torch's own ASGD paths differ by up to 1.6e-5 after 200 steps (lambd=1e-4): its for-loop "
+        "rounds the decay factor 1 - lambd * eta to float32 every step, a bias of the same sign each "
+        "step, where its foreach path computes param - eta * (grad + lambd * param). Our paths all "
+        "follow the for-loop, bit for bit on the loop path."),
 ))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import struct
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -16,14 +17,43 @@ from torch import Tensor
 from torch.optim.optimizer import Optimizer, _default_to_fused_or_foreach, _get_scalar_dtype
 
 # ---- host math: float64, IEEE results instead of Python exceptions or complex numbers ----
+#
+# Host values are Python floats in eager mode. They are 0-d tensors in two cases, and every
+# helper below then stays in torch ops (no .item(), no Python branch on a tensor):
+#   * capturable=True: `step` (and a Tensor `lr`) live on the parameter's device, so the
+#     host math runs there too and the step can be captured in a CUDA graph;
+#   * under torch.compile: `value()` hands back the traced tensor, as torch.optim's
+#     `_get_value` does, so reading `step` is no graph break.
+# With floats the helpers are what they always were, so eager numerics do not change.
+
+
+def compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def _any_tensor(*xs) -> bool:
+    return any(isinstance(x, Tensor) for x in xs)
 
 
 def value(x: Any) -> Any:
-    return x.item() if isinstance(x, Tensor) else x
+    """A host number from a 0-d tensor (a step, a scalar state): .item() in eager mode, the
+    tensor itself while torch.compile traces (torch.optim's `_get_value`)."""
+    if isinstance(x, Tensor) and not compiling():
+        return x.item()
+    return x
+
+
+def _like(x, t: Tensor) -> Tensor:
+    """x as a 0-d tensor on t's device (a fill, never a host-to-device copy: capturable-safe)."""
+    if isinstance(x, Tensor):
+        return x
+    return torch.full((), x, dtype=t.dtype if t.is_floating_point() else torch.float32, device=t.device)
 
 
 def sqrt(x: float) -> float:
     # `x ** 0.5` is what torch.optim writes for bias_correction2_sqrt; keep its rounding
+    if isinstance(x, Tensor):
+        return x ** 0.5   # NaN below zero, as the float branch
     return x ** 0.5 if x >= 0 else math.nan
 
 
@@ -32,6 +62,8 @@ def rsqrt(x: float) -> float:
 
 
 def div(a: float, b: float) -> float:
+    if _any_tensor(a, b):
+        return a / b   # tensors divide by zero the IEEE way already
     try:
         return a / b
     except ZeroDivisionError:
@@ -41,6 +73,8 @@ def div(a: float, b: float) -> float:
 
 
 def pow(a: float, b: float) -> float:  # noqa: A001 - mirrors the builtin's name on purpose
+    if _any_tensor(a, b):
+        return a ** b
     try:
         out = a ** b
     except ZeroDivisionError:
@@ -51,6 +85,8 @@ def pow(a: float, b: float) -> float:  # noqa: A001 - mirrors the builtin's name
 
 
 def exp(x: float) -> float:
+    if isinstance(x, Tensor):
+        return torch.exp(x)
     try:
         return math.exp(x)
     except OverflowError:
@@ -58,20 +94,30 @@ def exp(x: float) -> float:
 
 
 def log(x: float) -> float:
+    if isinstance(x, Tensor):
+        return torch.log(x)
     if x > 0:
         return math.log(x)
     return -math.inf if x == 0 else math.nan
 
 
 def sign(x: float) -> float:
-    return 0.0 if x == 0 else math.copysign(1.0, x) if x == x else x
+    if isinstance(x, Tensor):
+        return torch.sign(x)
+    return 0.0 if x == 0 or x != x else math.copysign(1.0, x)   # torch.sign: 0 for NaN
 
 
 def minimum(a: float, b: float) -> float:
+    if _any_tensor(a, b):
+        t = a if isinstance(a, Tensor) else b
+        return torch.minimum(_like(a, t), _like(b, t))   # NaN from either side, as below
     return a if a != a else b if b != b else min(a, b)
 
 
 def maximum(a: float, b: float) -> float:
+    if _any_tensor(a, b):
+        t = a if isinstance(a, Tensor) else b
+        return torch.maximum(_like(a, t), _like(b, t))
     return a if a != a else b if b != b else max(a, b)
 
 
@@ -81,7 +127,135 @@ def clamp(x: float, lo: float, hi: float) -> float:
 
 def lerp(a: float, b: float, w: float) -> float:
     # torch's formula, exact at both ends
+    if _any_tensor(a, b, w):
+        return torch.where(abs(w) < 0.5, a + w * (b - a), b - (b - a) * (1 - w))
     return a + w * (b - a) if abs(w) < 0.5 else b - (b - a) * (1 - w)
+
+
+_F32 = struct.Struct("f")
+
+
+def f32(x: float) -> float:
+    """x rounded to float32 (to nearest even), as a float: what a scalar state's 0-d float32
+    tensor holds after `fill_(x)`. Overflow gives inf, as the tensor would."""
+    if isinstance(x, Tensor):
+        return x.to(torch.float32)
+    try:
+        return _F32.unpack(_F32.pack(x))[0]
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def where(cond, a, b):
+    """A host select; a per-tensor condition that is a tensor (capturable, torch.compile) selects with torch.where."""
+    if isinstance(cond, Tensor):
+        return torch.where(cond, a, b)
+    return a if cond else b
+
+
+# ---- in-place updates whose scale may be a device scalar ---------------------------------
+#
+# torch's `alpha=` / `value=` arguments are Python numbers. A 0-d CPU tensor passes as one
+# (torch reads it); a device tensor would be read with a synchronising .item(), which a CUDA
+# graph cannot capture. Where a scale may be a device tensor (capturable: step-dependent
+# values, a Tensor lr), the generated code calls these, which fold the scale into a tensor
+# operand instead. With numbers they are the plain torch call, bit for bit.
+
+
+def device_scalar(s) -> bool:
+    """A scale that must stay on its device: a non-CPU tensor outside torch.compile (which handles it itself)."""
+    return isinstance(s, Tensor) and s.device.type != "cpu" and not compiling()
+
+
+def _tensor_scales(scalars) -> bool:
+    """Per-tensor scales that are tensors (capturable, or traced by torch.compile): a foreach
+    call cannot take them as its scalar list (its Tensor form wants a CPU tensor, and fails on
+    fake tensors), so they are folded into a tensor operand with _foreach_mul."""
+    return isinstance(scalars, (list, tuple)) and _any_tensor(*scalars)
+
+
+def add_(x: Tensor, y: Tensor, alpha) -> Tensor:
+    """x += alpha * y"""
+    if device_scalar(alpha):
+        return x.add_(y * alpha)
+    return x.add_(y, alpha=alpha)
+
+
+def add(x: Tensor, y: Tensor, alpha) -> Tensor:
+    """x + alpha * y"""
+    if device_scalar(alpha):
+        return torch.add(x, y * alpha)
+    return torch.add(x, y, alpha=alpha)
+
+
+def addcmul_(x: Tensor, y: Tensor, z: Tensor, value) -> Tensor:
+    """x += value * y * z"""
+    if device_scalar(value):
+        return x.addcmul_(y * value, z)
+    return x.addcmul_(y, z, value=value)
+
+
+def addcdiv_(x: Tensor, y: Tensor, z: Tensor, value) -> Tensor:
+    """x += value * y / z"""
+    if device_scalar(value):
+        return x.addcdiv_(y * value, z)
+    return x.addcdiv_(y, z, value=value)
+
+
+def foreach_add_(xs, ys, alpha) -> None:
+    """xs += alpha * ys, alpha one number for the group"""
+    if device_scalar(alpha):
+        torch._foreach_add_(xs, torch._foreach_mul(ys, alpha))
+    else:
+        torch._foreach_add_(xs, ys, alpha=alpha)
+
+
+def foreach_add_scaled_(xs, ys, alphas) -> None:
+    """xs[i] += alphas[i] * ys[i], one number per tensor (ASGD's `param - eta * g`), rounded as the
+    loop path's `add_(y, alpha=a)`: one foreach call where every tensor has the same number (the
+    usual case: one step count for the group), else one add_ per tensor."""
+    if _tensor_scales(alphas):
+        torch._foreach_add_(xs, torch._foreach_mul(ys, list(alphas)))
+    elif all(a == alphas[0] for a in alphas):
+        torch._foreach_add_(xs, ys, alpha=alphas[0])
+    else:
+        for x, y, a in zip(xs, ys, alphas):
+            x.add_(y, alpha=a)
+
+
+def foreach_add_scaled(xs, ys, alphas):
+    """xs[i] + alphas[i] * ys[i], rounded as the loop path's `torch.add(x, y, alpha=a)`."""
+    if _tensor_scales(alphas):
+        return torch._foreach_add(xs, torch._foreach_mul(ys, list(alphas)))
+    if all(a == alphas[0] for a in alphas):
+        return torch._foreach_add(xs, ys, alpha=alphas[0])
+    return [torch.add(x, y, alpha=a) for x, y, a in zip(xs, ys, alphas)]
+
+
+def foreach_add(xs, ys, alpha):
+    if device_scalar(alpha):
+        return torch._foreach_add(xs, torch._foreach_mul(ys, alpha))
+    return torch._foreach_add(xs, ys, alpha=alpha)
+
+
+def foreach_addcmul_(xs, ys, zs, value) -> None:
+    """xs += value * ys * zs; value one number, or one per tensor"""
+    if _tensor_scales(value) or device_scalar(value):
+        torch._foreach_addcmul_(xs, torch._foreach_mul(ys, value), zs)
+    elif isinstance(value, (list, tuple)):
+        torch._foreach_addcmul_(xs, ys, zs, list(value))
+    else:
+        torch._foreach_addcmul_(xs, ys, zs, value=value)
+
+
+def foreach_addcdiv_(xs, ys, zs, value) -> None:
+    """xs += value * ys / zs; value one number, or one per tensor"""
+    if _tensor_scales(value) or device_scalar(value):
+        torch._foreach_addcdiv_(xs, torch._foreach_mul(ys, value), zs)
+    elif isinstance(value, (list, tuple)):
+        torch._foreach_addcdiv_(xs, ys, zs, list(value))
+    else:
+        torch._foreach_addcdiv_(xs, ys, zs, value=value)
 
 
 # ---- tensors -----------------------------------------------------------------------------
@@ -101,14 +275,70 @@ def real_view_lists(*lists):
 
 
 def per_tensor(fn: Callable, inputs: list[list], kwargs: dict, n: int) -> list[tuple]:
-    """fn(*row, **kwargs) for each tensor; tensors sharing inputs (the usual case: one step) share one call."""
+    """fn(*row, **kwargs) for each tensor; tensors sharing inputs (the usual case: one step) share one call.
+    Rows holding tensors (capturable steps, values traced by torch.compile) are computed one by one."""
     memo: dict[tuple, tuple] = {}
     out = []
     for row in (zip(*inputs) if inputs else [()] * n):
+        if _any_tensor(*row):
+            out.append(fn(*row, **kwargs))
+            continue
         if row not in memo:
             memo[row] = fn(*row, **kwargs)
         out.append(memo[row])
     return out
+
+
+def host_values(tensors: list[Tensor], capturable: bool, offset: float = 0.0) -> list:
+    """What the host math reads from 0-d state tensors (steps, scalar states): the tensors
+    themselves when capturable (the math stays on the device) or while torch.compile traces;
+    else Python numbers, fetched in one transfer when they live on one device that is not the
+    CPU (a state_dict loaded into a fused group puts steps there, as torch.optim does)."""
+    if any(t is None for t in tensors):   # a conditional scalar state its group does not keep
+        return [None if t is None else host_values([t], capturable, offset)[0] for t in tensors]
+    if capturable or compiling():
+        return [t + offset for t in tensors] if offset else list(tensors)
+    if tensors and tensors[0].device.type != "cpu" and all(t.device == tensors[0].device for t in tensors):
+        return [v + offset for v in torch.stack(tensors).tolist()]
+    return [t.item() + offset for t in tensors]
+
+
+def check_capturable(params: list[Tensor], state_steps: list[Tensor], supports_xla: bool,
+                     scalar_states: dict[str, list[Tensor]] | None = None) -> None:
+    """torch.optim's check, with its wording: params, steps and scalar states (NAdam's
+    mu_products, ASGD's mus and etas) on one device of a kind that supports capturable (the
+    list is torch's own, read at call time)."""
+    if compiling():
+        return
+    from torch.optim import optimizer as _optimizer
+    devices = _optimizer._get_capturable_supported_devices(supports_xla=supports_xla)
+    scalar_states = scalar_states or {}
+    columns = [params, *scalar_states.values(), state_steps]
+    ok = all(len({t.device.type for t in row}) == 1 and row[0].device.type in devices for row in zip(*columns))
+    if not ok:
+        names = ["params", *scalar_states, "state_steps"]
+        listed = " and ".join(names) if len(names) == 2 else ", ".join(names[:-1]) + ", and " + names[-1]
+        raise AssertionError(f"If capturable=True, {listed} must be on supported devices: {devices}.")
+
+
+def check_tensor_lr(lr, foreach, capturable, per_tensor_lr: bool) -> None:
+    """torch.optim's checks on a Tensor lr, in torch.optim.Adam's order and words. torch.optim.Adam
+    and AdamW refuse a Tensor lr with foreach=True unless capturable: their foreach path takes
+    the per-tensor step sizes `lr / bias_correction1` as a list of numbers. The generated rule is
+    structural -- refuse where the foreach path folds lr into a per-tensor host value
+    (`per_tensor_lr`, decided by the emitter) -- so it also refuses Adagrad, Adamax and NAdam,
+    which torch accepts (a known difference; the foreach helpers below could take it)."""
+    if not isinstance(lr, Tensor):
+        return
+    if foreach and not capturable and per_tensor_lr:
+        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+    if lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
+
+
+def to_scalar(x):
+    """torch.optim's `_to_scalar`: a 1-element tensor hyper becomes 0-d."""
+    return x.squeeze() if isinstance(x, Tensor) and x.dim() != 0 else x
 
 
 def uniform(values: list) -> bool:
@@ -166,9 +396,25 @@ class GeneratedOptimizer(Optimizer):
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
+            if not self._uses_step:
+                continue
+            for p in group["params"]:   # a pickled checkpoint from an old torch keeps `step` as a number
+                p_state = self.state.get(p, {})
+                if len(p_state) != 0 and "step" in p_state and not torch.is_tensor(p_state["step"]):
+                    p_state["step"] = self._new_step(float(p_state["step"]), p, group)
 
     def _active_states(self, group) -> dict[str, Any]:
         raise NotImplementedError
+
+    @staticmethod
+    def _on_device(group) -> bool:
+        """Where torch.optim keeps `step` and scalar states on the parameter's device: capturable."""
+        return bool(group.get("capturable"))
+
+    def _new_step(self, value: float, p: Tensor, group) -> Tensor:
+        if self._on_device(group):
+            return torch.full((), value, dtype=_get_scalar_dtype(is_fused=group.get("fused")), device=p.device)
+        return torch.tensor(value, dtype=_get_scalar_dtype())
 
     def _new_state(self, kind, p: Tensor, group) -> Tensor | None:
         if kind == "zeros":
@@ -177,46 +423,76 @@ class GeneratedOptimizer(Optimizer):
             return None
         what, fill = kind
         if what == "fill":
-            return torch.full_like(p, fill, memory_format=torch.preserve_format)
-        return torch.tensor(float(fill), dtype=_get_scalar_dtype())   # ("scalar", value)
+            if isinstance(fill, Tensor):   # a hyper given as a Tensor (Rprop's step_size = lr): copied, never read back
+                out = torch.empty_like(p, memory_format=torch.preserve_format)
+                (torch.view_as_real(out) if torch.is_complex(p) else out).copy_(fill.detach().reshape(()))
+                return out
+            # a complex parameter is optimized as its real view: every real component starts at
+            # `fill` (torch.optim: `complex(initial_accumulator_value, initial_accumulator_value)`)
+            value = complex(fill, fill) if torch.is_complex(p) else fill
+            return torch.full_like(p, value, memory_format=torch.preserve_format)
+        # ("scalar", value): one number per parameter, on its device when capturable (as torch's NAdam mu_product)
+        device = p.device if self._on_device(group) else torch.device("cpu")
+        if isinstance(fill, Tensor):
+            return fill.detach().reshape(()).to(device=device, dtype=_get_scalar_dtype(), copy=True)
+        return torch.full((), float(fill), dtype=_get_scalar_dtype(), device=device)
 
-    def _init_group(self, group):
-        params, grads, steps = [], [], []
-        lists: dict[str, list] = {name: [] for name in self._state_names}
+    def _param_label(self, group, i: int) -> str:
+        g = next(k for k, own in enumerate(self.param_groups) if own is group)
+        names = group.get("param_names")
+        name = f" {names[i]!r}" if names and i < len(names) else ""
+        return f"parameter{name} (param_groups[{g}]['params'][{i}], shape {tuple(group['params'][i].shape)})"
+
+    def _init_group(self, group, params, grads, state_steps, *state_lists) -> bool:
+        """Lazy state init, torch.optim's shape: fills `params`, `grads`, `state_steps` and one list
+        per name in `_state_names` (None where a state is off), returns whether a param is complex.
+        Under torch.compile, dynamo runs this eagerly (it recognises `_init_group`), so it may do
+        anything Python can."""
+        has_complex = False
         active = self._active_states(group)
-        for p in group["params"]:
+        for i, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients "
-                                   f"(parameter of shape {tuple(p.shape)} in group {self.param_groups.index(group)})")
-            if torch.is_complex(p) and not self._supports_complex:
-                raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients: "
+                                   f"{self._param_label(group, i)} has a sparse gradient")
+            if torch.is_complex(p):
+                if not self._supports_complex:
+                    raise RuntimeError(f"{type(self).__name__} does not support complex parameters: "
+                                       f"{self._param_label(group, i)} is {p.dtype}")
+                has_complex = True
             params.append(p)
             grads.append(p.grad)
             state = self.state[p]
             if self._uses_step and "step" not in state:
-                state["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
-            for name in self._state_names:
+                state["step"] = self._new_step(0.0, p, group)
+            for name, out in zip(self._state_names, state_lists):
                 if name in active and name not in state:
                     init = self._new_state(active[name], p, group)
                     if init is not None:
                         state[name] = init
-                lists[name].append(state.get(name) if name in active else None)
+                out.append(state.get(name) if name in active else None)
             if self._uses_step:
-                steps.append(state["step"])
-        return params, grads, lists, steps
+                state_steps.append(state["step"])
+        return has_complex
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One optimization step; `closure` re-evaluates the model and returns the loss."""
+        self._accelerator_graph_capture_health_check()
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params, grads, lists, steps = self._init_group(group)
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            steps: list[Tensor] = []
+            state_lists: list[list] = [[] for _ in self._state_names]
+            self._init_group(group, params, grads, steps, *state_lists)
             if not params:
                 continue
+            lists = dict(zip(self._state_names, state_lists))
             self._update(group, params, grads, lists, steps)
             for name in self._empty_states:   # states created by this step
                 for p, t in zip(params, lists[name]):
@@ -233,35 +509,55 @@ class GeneratedOptimizer(Optimizer):
 
 
 def check_state_dict(opt: GeneratedOptimizer, state_dict: dict[str, Any]) -> None:
-    """Refuse, before changing anything, a state_dict this optimizer cannot continue from."""
+    """Refuse, before changing anything, a state_dict this optimizer cannot continue from: another
+    optimizer's (state keys it does not keep, or lacks ones it needs) or one for other parameters
+    (group sizes, state shapes). torch.optim's wording where torch.optim has a check."""
     name = type(opt).__name__
     if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
-        raise ValueError(f"{name}.load_state_dict: expected a dict with 'state' and 'param_groups'")
+        raise ValueError(f"{name}.load_state_dict: expected a dict with 'state' and 'param_groups' "
+                         f"(what Optimizer.state_dict() returns), got {type(state_dict).__name__}"
+                         + (f" with keys {sorted(map(str, state_dict))}" if isinstance(state_dict, dict) else ""))
     groups = state_dict["param_groups"]
     if len(groups) != len(opt.param_groups):
-        raise ValueError(f"{name}.load_state_dict: loaded state dict has {len(groups)} parameter groups, "
-                         f"this optimizer has {len(opt.param_groups)}")
-    ids = {}
+        raise ValueError("loaded state dict has a different number of parameter groups")
+    ids: dict[Any, tuple[Tensor, dict]] = {}
     for g_saved, g_own in zip(groups, opt.param_groups):
         if len(g_saved["params"]) != len(g_own["params"]):
-            raise ValueError(f"{name}.load_state_dict: loaded state dict contains a parameter group "
+            raise ValueError("loaded state dict contains a parameter group "
                              "that doesn't match the size of optimizer's group")
-        ids.update(zip(g_saved["params"], g_own["params"]))
-    known = set(opt._state_names) | {"step"}
+        for key, p in zip(g_saved["params"], g_own["params"]):
+            ids[key] = (p, g_saved)
+    known = set(opt._state_names) | ({"step"} if opt._uses_step else set())
     for key, entry in state_dict["state"].items():
-        p = ids.get(key)
-        if p is None:
-            raise ValueError(f"{name}.load_state_dict: state for parameter id {key!r} matches no parameter")
-        unknown = sorted(set(entry) - known)
+        if key not in ids:
+            continue   # torch.optim keeps state that matches no parameter as it is
+        p, g_saved = ids[key]
+        if not isinstance(entry, dict):
+            raise ValueError(f"{name}.load_state_dict: the state of parameter {key!r} is a {type(entry).__name__}, "
+                             "expected a dict of tensors")
+        unknown = sorted(map(str, set(entry) - known))
         if unknown:
-            raise ValueError(f"{name}.load_state_dict: state of parameter {key!r} has keys {unknown} that "
-                             f"{name} does not use (expected some of {sorted(known)}); is this another optimizer's state_dict?")
+            raise ValueError(f"{name}.load_state_dict: the state of parameter {key!r} has {unknown}, which {name} "
+                             f"does not keep ({name} keeps {sorted(known)}); is this another optimizer's state_dict?")
+        try:
+            active = opt._active_states({**opt.defaults, **g_saved})
+        except Exception:   # a group this optimizer cannot read: judge the keys alone
+            active = {}
+        if entry:
+            needed = {n for n, kind in active.items() if kind != "empty"} | ({"step"} if opt._uses_step else set())
+            missing = sorted(needed - set(entry))
+            if missing:
+                raise ValueError(f"{name}.load_state_dict: the state of parameter {key!r} lacks {missing}, which {name} "
+                                 f"needs to continue (it has {sorted(map(str, entry))}); is this another optimizer's state_dict?")
         for k, t in entry.items():
-            if k == "step" or not isinstance(t, Tensor) or t.dim() == 0:
+            if k == "step" or not isinstance(t, Tensor):
                 continue
-            if t.shape != p.shape:
-                raise ValueError(f"{name}.load_state_dict: state '{k}' of parameter {key!r} has shape "
-                                 f"{tuple(t.shape)}, the parameter has shape {tuple(p.shape)}")
+            scalar = isinstance(active.get(k), tuple) and active[k][0] == "scalar"
+            want = () if scalar else tuple(p.shape)
+            if tuple(t.shape) != want and not (scalar and t.numel() == 1):
+                raise ValueError(f"{name}.load_state_dict: state {k!r} of parameter {key!r} has shape {tuple(t.shape)}, "
+                                 f"expected {want}" + ("" if scalar else " (the parameter's shape)")
+                                 + "; was this state_dict saved for other parameters?")
 
 
 def default_foreach(params: list[Tensor], foreach, fused) -> tuple[bool, bool]:

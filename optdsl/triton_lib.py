@@ -41,7 +41,8 @@ def store_stream(ptrs, t, offs, x, mask, DTYPE: tl.constexpr):
 
 @triton.jit
 def _sign(x):
-    return tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, x * 0.0))
+    # torch.sign: 0 for NaN and for -0.0
+    return tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, 0.0))
 
 
 @triton.jit
@@ -63,5 +64,10 @@ def _lerp(a, b, w):
 
 @triton.jit
 def _pow(x, y):
-    # libdevice pow does not run in the interpreter; x^y = 2^(y*log2 x), exact sign rules for x <= 0 aside
-    return tl.where(y == 0.0, 1.0, tl.where(y == 1.0, x, tl.where(y == 2.0, x * x, tl.exp2(y * tl.log2(x)))))
+    # libdevice pow does not run in the interpreter: |x|^y = 2^(y*log2|x|), with torch.pow's sign
+    # rules for a negative base (an integer exponent: the sign of x^y; any other: NaN)
+    r = tl.exp2(y * tl.log2(tl.abs(x)))
+    y_int = y == tl.floor(y)
+    odd = y_int & ((y - 2.0 * tl.floor(y * 0.5)) == 1.0)
+    r = tl.where(x < 0, tl.where(y_int, tl.where(odd, -r, r), float("nan")), r)
+    return tl.where(y == 0.0, 1.0, tl.where(y == 1.0, x, tl.where(y == 2.0, x * x, r)))

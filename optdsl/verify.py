@@ -44,7 +44,7 @@ def run_pair(entry: Entry, combo: dict, path: str, steps: int, seed: int = 0, ag
     theirs = [p.clone().requires_grad_() for p in base]
     opt_a = entry.make(ours, combo, path)
     if against == "reference":
-        opt_b = entry.make_reference(theirs, combo, foreach=(path == "foreach"))
+        opt_b = entry.make_reference(theirs, combo, foreach=entry.reference_path(path))
     else:
         opt_b = entry.make(theirs, combo, "loop")
     g = torch.Generator().manual_seed(seed + 1)
@@ -75,6 +75,28 @@ def compare(xs, ys, dtype=torch.float32):
     return max_abs, max_rel, identical, total, ok
 
 
+def with_state(ours, theirs, opt_a, opt_b, check_keys: bool):
+    """The parameters, then every state tensor both optimizers keep under the same key (ASGD's
+    average `ax`, NAdam's `mu_product`, the `step` counts, ...), as two aligned lists. With
+    check_keys (a torch.optim reference, whose state_dict ours must load), differing key sets
+    or a differently shaped or typed state raise."""
+    xs, ys = list(ours), list(theirs)
+    for a, b in zip(ours, theirs):
+        sa, sb = opt_a.state.get(a, {}), opt_b.state.get(b, {})
+        if check_keys and set(sa) != set(sb):
+            raise AssertionError(f"state keys differ: ours {sorted(sa)}, the reference's {sorted(sb)}")
+        for key in sorted(set(sa) & set(sb)):
+            x, y = sa[key], sb[key]
+            if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+                continue
+            if check_keys and (x.shape != y.shape or x.dtype != y.dtype):
+                raise AssertionError(f"state '{key}': ours is {x.dtype} {tuple(x.shape)}, "
+                                     f"the reference's {y.dtype} {tuple(y.shape)}")
+            xs.append(x)
+            ys.append(y)
+    return xs, ys
+
+
 def flags_text(combo: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in combo.items()) or "-"
 
@@ -85,10 +107,12 @@ def verify_entry(entry: Entry, steps: int, paths=("loop", "foreach", "fused")) -
         for path in paths:
             for against in (("reference",) if path == "loop" else ("reference", "loop")):
                 try:
-                    ours, theirs, _, _ = run_pair(entry, combo, path, steps, against=against)
-                    max_abs, max_rel, same, total, ok = compare(ours, theirs)
+                    ours, theirs, opt_a, opt_b = run_pair(entry, combo, path, steps, against=against)
+                    xs, ys = with_state(ours, theirs, opt_a, opt_b,
+                                        check_keys=entry.torch_class is not None or against == "loop")
+                    max_abs, max_rel, same, total, ok = compare(xs, ys)
                     rows.append(Row(entry.name, path, flags_text(combo),
-                                    entry.reference_name if against == "reference" else "loop path",
+                                    entry.reference_label(path) if against == "reference" else "loop path",
                                     steps, max_abs, max_rel, same, total, ok))
                 except Exception as exc:  # a crash is a FAIL row, with its reason, not a lost table
                     rows.append(Row(entry.name, path, flags_text(combo), against, steps, float("nan"),

@@ -10,7 +10,7 @@ from ..names import ident, literal
 from .common import Writer, float_literal, render
 
 
-def host_leaf(v: Value, scalar_state=lambda n: f"_rt.value({n})", is_empty=lambda n: f"({n} is None)") -> str:
+def host_leaf(v: Value, scalar_state=lambda n: f"({n} if capturable else _rt.value({n}))", is_empty=lambda n: f"({n} is None)") -> str:
     if v.op is Op.CONST:
         return float_literal(v.arg)
     if v.op is Op.HYPER:
@@ -29,6 +29,47 @@ def host_leaf(v: Value, scalar_state=lambda n: f"_rt.value({n})", is_empty=lambd
 
 def host_expr(v: Value, **leaf_options) -> str:
     return render(v, "host", lambda x: host_leaf(x, **leaf_options))
+
+
+# Stores `s = s (op) h` to a scalar state that torch.optim writes in place (`mu_product *= mu`).
+INPLACE_SCALAR = {Op.ADD: "add_", Op.SUB: "sub_", Op.MUL: "mul_", Op.DIV: "div_"}
+
+
+def _reads_state(v: Value, name: str) -> bool:
+    return any(n.op is Op.STATE and n.arg == name for n in walk_values(v))
+
+
+def scalar_store(target: str, v: Value) -> tuple[Op, Value] | None:
+    """How a store to scalar state `target` rounds. A scalar state is a 0-d float32 tensor:
+
+    * `s = s + h`, `h + s`, `s - h`, `s * h`, `h * s`, `s / h` (h not reading s) is the tensor's
+      own in-place op, as torch.optim writes it (`mu_product *= mu`): float32 arithmetic, h
+      rounded to float32 first. Returns (op, h).
+    * anything else is computed on the host in float64 and rounded to float32 once, when
+      stored (`eta.copy_(torch.as_tensor(lr / ...))`). Returns None.
+
+    Every path (the loop's tensor ops, the per-tensor host function of the foreach and fused
+    paths) follows this rule, so they agree bit for bit, and with torch."""
+    if v.op not in INPLACE_SCALAR:
+        return None
+    a, b = v.args
+    is_s = lambda x: x.op is Op.STATE and x.arg == target  # noqa: E731
+    if is_s(a) and not _reads_state(b, target):
+        return v.op, b
+    if v.op in (Op.ADD, Op.MUL) and is_s(b) and not _reads_state(a, target):
+        return v.op, a
+    return None
+
+
+def scalar_store_host(target: str, v: Value, **leaf_options) -> str:
+    """Host source of the float32 value a store leaves in scalar state `target` (see scalar_store)."""
+    form = scalar_store(target, v)
+    if form is None:
+        return f"_rt.f32({host_expr(v, **leaf_options)})"
+    op, h = form
+    from ..builtins import OPS
+    current = host_leaf(Value(Op.STATE, (), target, Kind.TENSOR_SCALAR, Type.NUM), **leaf_options)
+    return f"_rt.f32({OPS[op].host.format(current, f'_rt.f32({host_expr(h, **leaf_options)})')})"
 
 
 @dataclass(frozen=True)
@@ -50,6 +91,19 @@ def is_device_stmt(s: Stmt, p: Program) -> bool:
 def columns(p: Program) -> list[Column]:
     """Host VARs read by device statements (hoisted IR), in first-use order."""
     host_lets = {s.name: s.value for s in walk_stmts(p.body) if isinstance(s, Let) and s.value.kind < Kind.TENSOR}
+    # a host value computed under a per-tensor condition (`if is_empty(m)`, `if step > 5`) differs
+    # between tensors like a per-tensor one: it is read per tensor too
+    per_tensor: set[str] = set()
+
+    def under(stmts, inside: bool) -> None:
+        for s in stmts:
+            if isinstance(s, Let) and inside:
+                per_tensor.add(s.name)
+            elif isinstance(s, If):
+                deeper = inside or s.cond.kind >= Kind.TENSOR_SCALAR
+                under(s.then, deeper)
+                under(s.other, deeper)
+    under(p.body, False)
     out: dict[str, Column] = {}
 
     def visit(stmts):
@@ -58,7 +112,8 @@ def columns(p: Program) -> list[Column]:
                 continue
             if isinstance(s, If):
                 if _has_device(s.then, p) or _has_device(s.other, p):
-                    _add(s.cond)
+                    for n in walk_values(s.cond):   # a host condition reads host locals too
+                        _add(n)
                 visit(s.then)
                 visit(s.other)
             else:
@@ -67,7 +122,9 @@ def columns(p: Program) -> list[Column]:
 
     def _add(n: Value):
         if n.op is Op.VAR and n.arg in host_lets and n.arg not in out:
-            out[n.arg] = Column(str(n.arg), host_lets[n.arg].kind, n.type)
+            # math on numbers left unfolded (kind const) is a group-level host value like a hyper's
+            floor = Kind.TENSOR_SCALAR if n.arg in per_tensor else Kind.HOST
+            out[n.arg] = Column(str(n.arg), max(host_lets[n.arg].kind, floor), n.type)
     visit(p.body)
     return list(out.values())
 
@@ -89,9 +146,21 @@ def scalar_states(p: Program) -> list[str]:
     return [s.name for s in p.states if s.kind is Kind.TENSOR_SCALAR]
 
 
-def emit_per_tensor_function(p: Program, fn_name: str) -> str:
-    """def _<name>_per_tensor(step, ..., *, hypers, flags) -> (columns..., new scalar states...)"""
+def first_stored(p: Program) -> list[str]:
+    """`empty` tensor states: the fused path asks the host function whether a store to each is reached."""
+    return [s.name for s in p.states if s.init == "empty" and s.kind is Kind.TENSOR]
+
+
+def emit_per_tensor_function(p: Program, fn_name: str, track_stores: bool = False) -> str:
+    """def _<name>_per_tensor(step, ..., *, hypers, flags) -> (columns..., new scalar states...
+    [, whether a store to each `empty` state is reached, with track_stores])"""
     cols = columns(p)
+    tracked = set(first_stored(p)) if track_stores else set()
+    # `is_empty(x)` read after a store to x is false there: the host function follows the stores
+    flat = list(walk_stmts(p.body))
+    reread = {s.target for i, s in enumerate(flat) if isinstance(s, Store) and s.target in first_stored(p)
+              and any(n.op is Op.IS_EMPTY and n.arg == s.target for t in flat[i + 1:] for v in stmt_values(t)
+                      for n in walk_values(v))}
     w = Writer()
     params = per_tensor_inputs(p)
     kw = [h.name for h in p.hypers] + [f.name for f in p.flags]
@@ -101,6 +170,9 @@ def emit_per_tensor_function(p: Program, fn_name: str) -> str:
         w.line('"""Host math for one tensor (its step, its scalar state): float64, once per tensor, never per element."""')
         for c in cols:  # columns not computed on a branch not taken read as 0
             w.line(f"{ident(c.name)} = {'False' if c.type is Type.BOOL else '0.0'}")
+        for name in first_stored(p):
+            if name in tracked:
+                w.line(f"_stored_{ident(name)} = False")
 
         def block(stmts):
             emitted = False
@@ -109,14 +181,20 @@ def emit_per_tensor_function(p: Program, fn_name: str) -> str:
                     w.line(f"{ident(s.name)} = {host_expr(s.value, scalar_state=lambda n: n, is_empty=lambda n: n + '_is_empty')}")
                     emitted = True
                 elif isinstance(s, Store) and s.target != "param" and p.state(s.target).kind is Kind.TENSOR_SCALAR:
-                    w.line(f"{ident(s.target)} = {host_expr(s.value, scalar_state=lambda n: n, is_empty=lambda n: n + '_is_empty')}")
+                    w.line(f"{ident(s.target)} = {scalar_store_host(s.target, s.value, scalar_state=lambda n: n, is_empty=lambda n: n + '_is_empty')}")
+                    emitted = True
+                elif isinstance(s, Store) and s.target in tracked | reread:
+                    if s.target in tracked:
+                        w.line(f"_stored_{ident(s.target)} = True")
+                    if s.target in reread:
+                        w.line(f"{ident(s.target)}_is_empty = False")
                     emitted = True
                 elif isinstance(s, If) and _has_host(s):
                     w.line(f"if {host_expr(s.cond, scalar_state=lambda n: n, is_empty=lambda n: n + '_is_empty')}:")
                     with w.indent():
                         if not block(s.then):
                             w.line("pass")
-                    if _has_host_block(s.other, p):
+                    if _has_host_block(s.other, p, tracked | reread):
                         w.line("else:")
                         with w.indent():
                             block(s.other)
@@ -124,19 +202,73 @@ def emit_per_tensor_function(p: Program, fn_name: str) -> str:
             return emitted
 
         def _has_host(s: If) -> bool:
-            return _has_host_block(s.then, p) or _has_host_block(s.other, p)
+            return _has_host_block(s.then, p, tracked | reread) or _has_host_block(s.other, p, tracked | reread)
         block(p.body)
         results = [ident(c.name) for c in cols] + [ident(n) for n in scalar_states(p)]
+        results += [f"_stored_{ident(n)}" for n in first_stored(p) if n in tracked]
         w.line(f"return ({', '.join(results)}{',' if len(results) == 1 else ''})")
     return w.text()
 
 
-def _has_host_block(stmts, p: Program) -> bool:
+def _has_host_block(stmts, p: Program, tracked=frozenset()) -> bool:
     for s in stmts:
+        if isinstance(s, Store) and s.target in tracked:
+            return True
         if isinstance(s, Let) and s.value.kind < Kind.TENSOR:
             return True
         if isinstance(s, Store) and s.target != "param" and p.state(s.target).kind is Kind.TENSOR_SCALAR:
             return True
-        if isinstance(s, If) and (_has_host_block(s.then, p) or _has_host_block(s.other, p)):
+        if isinstance(s, If) and (_has_host_block(s.then, p, tracked) or _has_host_block(s.other, p, tracked)):
             return True
     return False
+
+
+# ---- host values that may be tensors ---------------------------------------------------------
+#
+# A host value is a Python float in eager mode, but a 0-d tensor where it depends on `step` or a
+# scalar state and the step is capturable (the math stays on the device) or traced by
+# torch.compile, or where it depends on a hyper torch.optim accepts as a Tensor (`lr`). Emitters
+# pass such values as `alpha=` / `value=` through runtime helpers that keep a device tensor on
+# its device (optdsl.runtime.add_, addcdiv_, foreach_addcdiv_, ...).
+
+TENSOR_HYPERS = frozenset({"lr"})
+
+
+def _depends(v: Value, names: set[str], leaf) -> bool:
+    return any(leaf(n) or (n.op is Op.VAR and n.arg in names) for n in walk_values(v))
+
+
+def _dependents(p: Program, leaf) -> set[str]:
+    """Host locals whose value depends on a leaf for which leaf(node) holds (through other locals)."""
+    names: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for s in walk_stmts(p.body):
+            if isinstance(s, Let) and s.value.kind < Kind.TENSOR and s.name not in names \
+                    and _depends(s.value, names, leaf):
+                names.add(s.name)
+                changed = True
+    return names
+
+
+def _tensor_leaf(n: Value) -> bool:
+    return (n.op is Op.STEP or (n.op is Op.STATE and n.kind is Kind.TENSOR_SCALAR)
+            or (n.op is Op.HYPER and n.arg[0] in TENSOR_HYPERS))
+
+
+def tensor_capable(p: Program) -> set[str]:
+    """Host locals that may hold a tensor at run time (see above)."""
+    return _dependents(p, _tensor_leaf)
+
+
+def may_be_tensor(v: Value, names: set[str]) -> bool:
+    return v.kind is not Kind.CONST and _depends(v, names, _tensor_leaf)
+
+
+def lr_reaches_per_tensor_column(p: Program) -> bool:
+    """Whether the foreach path (hoisted IR `p`) folds `lr` into a per-tensor host column, as
+    Adam's step size `lr / bias_correction1`: such a column is a list of Python numbers, so a
+    Tensor lr needs capturable=True there (torch.optim.Adam's rule)."""
+    lr_names = _dependents(p, lambda n: n.op is Op.HYPER and n.arg[0] in TENSOR_HYPERS)
+    return any(c.kind is Kind.TENSOR_SCALAR and c.name in lr_names for c in columns(p))

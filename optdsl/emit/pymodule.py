@@ -6,12 +6,13 @@ from functools import lru_cache
 import jinja2
 
 from ..ir import Kind, Program, Type
-from ..names import ident, literal, module_name, plural
+from ..names import ident, literal, message_parts, message_source, module_name
 from ..passes import hoist_host
 from ..resources import data_dir
 from .common import Writer
 from .eager import ForeachEmitter, LoopEmitter
-from .host import columns, emit_per_tensor_function, host_expr, per_tensor_inputs, scalar_states
+from .host import (columns, emit_per_tensor_function, host_expr, lr_reaches_per_tensor_column, per_tensor_inputs,
+                   scalar_states)
 
 
 @lru_cache(maxsize=1)
@@ -32,7 +33,7 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     hoisted = hoist_host(p, Kind.TENSOR_SCALAR)
     cols = columns(hoisted)
     tensor_states = [s for s in p.states if s.kind is Kind.TENSOR]
-    state_lists = [{"name": ident(s.name), "plural": plural(ident(s.name))} for s in p.states]
+    state_lists = [{"name": ident(s.name), "plural": ident(s.list), "key": s.storage_key} for s in p.states]
     hyper_names = [ident(h.name) for h in p.hypers] + [ident(f.name) for f in p.flags]
 
     # __init__: positional hypers then flags, as torch.optim orders them
@@ -49,7 +50,9 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     for cond, message in p.requires:
         v.line(f"if not {host_expr(cond)}:")
         with v.indent():
-            v.line(f"raise ValueError({literal(message)})")
+            shown = message_source(message_parts(message),
+                                   lambda ref: ident(ref[0]) if ref[1] is None else f"{ident(ref[0])}[{int(ref[1])}]")
+            v.line(f"raise ValueError({shown})")
 
     # _active_states
     a = Writer(2)
@@ -66,15 +69,15 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         if s.cond is not None:
             a.line(f"if {host_expr(s.cond)}:")
             with a.indent():
-                a.line(f"active[{literal(s.name)}] = {init}")
+                a.line(f"active[{literal(s.storage_key)}] = {init}")
         else:
-            a.line(f"active[{literal(s.name)}] = {init}")
+            a.line(f"active[{literal(s.storage_key)}] = {init}")
     a.line("return active")
 
     signature_parts = ["params", "grads"] + [s["plural"] for s in state_lists]
     if p.uses_step:
         signature_parts.append("state_steps")
-    signature = ", ".join(signature_parts) + ", *, " + ", ".join(hyper_names) if hyper_names else ", ".join(signature_parts)
+    signature = ", ".join(signature_parts) + ", *, " + "".join(f"{n}, " for n in hyper_names) + "capturable=False"
 
     loop = Writer(2)
     LoopEmitter(p).body(p.body, loop)
@@ -93,34 +96,43 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     inputs = []
     if p.uses_step:
         inputs.append("steps")
-    inputs += [f"[_rt.value(t) for t in {plural(ident(n))}]" for n in scalar_states(p)]
-    inputs += [f"[t is None for t in {plural(ident(s.name))}]" for s in p.states if s.init == "empty"]
+    inputs += [f"_rt.host_values({ident(p.list_name(n))}, capturable)" for n in scalar_states(p)]
+    inputs += [f"[t is None for t in {ident(s.list)}]" for s in p.states if s.init == "empty"]
     wb = Writer(1)
     for k, n in enumerate(scalar_states(p)):
-        wb.line(f"for t, value in zip({plural(ident(n))}, _rt.column(per_tensor, {len(cols) + k})):")
+        wb.line(f"for t, value in zip({ident(p.list_name(n))}, _rt.column(per_tensor, {len(cols) + k})):")
         with wb.indent():
-            wb.line("t.fill_(value)")
+            wb.line("if t is not None:   # None: a conditional state this group does not keep")
+            with wb.indent():
+                wb.line("t.fill_(value)")
 
     doc = p.doc or p.name
     return environment().get_template("eager.py.jinja").render(
         source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name), fn=fn,
         doc_text=_doc_line(doc), doc_literal=literal(doc),
-        state_names=literal(tuple(s.name for s in p.states)),
-        empty_states=literal(tuple(s.name for s in p.states if s.init == "empty")),
+        state_names=literal(tuple(s.storage_key for s in p.states)),
+        empty_states=literal(tuple(s.storage_key for s in p.states if s.init == "empty")),
         uses_step=p.uses_step, uses_step_literal=literal(p.uses_step), init_args=init_args, validation=v.text() or "        pass",
         default_names=hyper_names, active_states=a.text(), state_lists=state_lists,
-        tensor_states=[{"name": ident(s.name), "plural": plural(ident(s.name))} for s in tensor_states],
-        empty_state_lists=[{"plural": plural(ident(s.name))} for s in p.states if s.init == "empty"],
+        tensor_states=[{"name": ident(s.name), "plural": ident(s.list)} for s in tensor_states],
+        empty_state_lists=[{"plural": ident(s.list)} for s in p.states if s.init == "empty"],
         hyper_names=hyper_names, signature=signature, loop_body=loop.text() or "        pass",
         per_tensor_fn=emit_per_tensor_function(hoisted, f"_{fn}_per_tensor"),
         per_tensor_inputs=", ".join(inputs),
         per_tensor_kwargs=", ".join(f"{n}={n}" for n in hyper_names),
         uniform_columns=literal(tuple(uniform)) if uniform else "",
         foreach_columns=fc.text(), foreach_body=fe.w.text(), scalar_writeback=wb.text(),
+        has_lr=any(h.name == "lr" for h in p.hypers),
+        capturable_scalars="".join([", scalar_states={"] + [
+            f"{literal(ident(p.list_name(n)))}: {ident(p.list_name(n))}" + (", " if k + 1 < len(scalar_states(p)) else "")
+            for k, n in enumerate(scalar_states(p))] + ["}"]) if scalar_states(p) else "",
+        foreach_lr_per_tensor=literal(lr_reaches_per_tensor_column(hoisted)),
     )
 
 
 def host_expr_init(init) -> str:
+    if init == "zeros":   # `state s: scalar = zeros`
+        return literal(0.0)
     if isinstance(init, str):
         return ident(init)
     return literal(float(init))

@@ -1,16 +1,20 @@
 """IR -> the fused Triton kernel module (templates/triton.py.jinja).
 
 All host math is hoisted (passes.hoist_host) into a per-tensor host function;
-the kernel sees group-level numbers as scalar arguments, group-level booleans as
-constexprs (so a flag's dead branch is never compiled), and per-tensor values
-as columns of a small table."""
+the kernel sees group-level booleans as constexprs (so a flag's dead branch is
+never compiled) and every host number in a small fp32 table in device memory:
+the group-level ones (hypers, `1 - betas[0]`) first, then one row of per-tensor
+values (bias corrections) per tensor. Reading numbers from memory rather than from scalar
+arguments is what makes `capturable=True` work: the table is built on the
+device from device tensors (step, a Tensor lr), with no .item(), so the launch
+can be captured in a CUDA graph."""
 from __future__ import annotations
 
 from ..ir import Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_stmts, walk_values
 from ..names import ident, literal, module_name
 from ..passes import hoist_host
 from .common import Writer, float_literal, render
-from .host import columns, emit_per_tensor_function, host_expr, is_device_stmt, scalar_states
+from .host import columns, emit_per_tensor_function, first_stored, host_expr, is_device_stmt, scalar_states
 from .pymodule import environment
 
 
@@ -20,7 +24,7 @@ class KernelEmitter:
         self.cols = columns(p)
         self.col_index = {c.name: j for j, c in enumerate(self.cols)}
         self.table_cols = [c for c in self.cols if c.kind is Kind.TENSOR_SCALAR]
-        self.scalar_args: dict[str, str] = {}     # kernel arg -> launcher source
+        self.group_columns: dict[str, str] = {}   # kernel local read from the table -> launcher source (one value per group)
         self.constexprs: dict[str, str] = {}      # kernel constexpr -> launcher source
         self.tensor_states = [s for s in p.states if s.kind is Kind.TENSOR]
 
@@ -37,7 +41,7 @@ class KernelEmitter:
         if v.op is Op.HYPER:
             name, index = v.arg  # type: ignore[misc]
             arg = ident(name) if index is None else f"{ident(name)}_{int(index)}"
-            self.scalar_args[arg] = ident(name) if index is None else f"{ident(name)}[{int(index)}]"
+            self.group_columns[arg] = ident(name) if index is None else f"{ident(name)}[{int(index)}]"
             return arg
         if v.op is Op.FLAG:
             name = ident(str(v.arg)).upper()
@@ -52,7 +56,7 @@ class KernelEmitter:
                         const = ident(name).upper()
                         self.constexprs[const] = f"bool(head[{self.col_index[name]}])"
                         return const
-                    self.scalar_args[ident(name)] = f"head[{self.col_index[name]}]"
+                    self.group_columns[ident(name)] = f"head[{self.col_index[name]}]"
                 return ident(name)
             return ident(name)
         raise AssertionError(f"{v.op.name} cannot appear in a kernel")
@@ -61,6 +65,14 @@ class KernelEmitter:
         if v.op is Op.WHERE and v.args[0].kind is Kind.HOST:
             # a constexpr condition: only the taken side is compiled
             return f"({self.expr(v.args[1])} if {self.expr(v.args[0])} else {self.expr(v.args[2])})"
+        if v.op is Op.WHERE and v.type is Type.BOOL:
+            # a select between booleans as logic: the Triton interpreter's tl.where on booleans
+            # gives values `&` and `|` then reject
+            c, a, b = self.logic_operands(v)
+            return f"(({c} & {a}) | (({c} == 0) & {b}))"
+        if v.op in (Op.AND, Op.OR):
+            a, b = self.logic_operands(v)
+            return f"({a} {'&' if v.op is Op.AND else '|'} {b})"
         if v.op is Op.POW and v.args[1].op is Op.CONST and v.args[1].arg == 2.0:
             x = self.expr(v.args[0])
             return f"({x} * {x})"
@@ -68,6 +80,18 @@ class KernelEmitter:
             return self.leaf(v)
         from ..builtins import OPS
         return OPS[v.op].triton.format(*(self.expr(a) for a in v.args))
+
+    def logic_operands(self, v: Value) -> list[str]:
+        """Operands of a boolean op; a per-tensor boolean (a 0-d tensor) beside a per-element one is
+        broadcast by integer arithmetic first: the Triton interpreter rejects `block & scalar`."""
+        block = any(a.kind is Kind.TENSOR for a in v.args)
+        out = []
+        for a in v.args:
+            src = self.expr(a)
+            if block and a.kind is Kind.TENSOR_SCALAR and a.type is Type.BOOL:
+                src = f"((offs * 0 + ({src}).to(tl.int32)) != 0)"
+            out.append(src)
+        return out
 
     # ---- statements --------------------------------------------------------------
     def body(self, stmts: tuple[Stmt, ...], w: Writer) -> bool:
@@ -152,8 +176,12 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
             stores.line(line)
 
     column_loads = []
+    # the table: the group's values first (one each), then one row of N_COLUMNS per tensor
+    n_group = len(k.group_columns)
+    for j, name in enumerate(k.group_columns):
+        column_loads.append(f"{name} = tl.load(table + {j})")
     for j, c in enumerate(k.table_cols):
-        load = f"tl.load(table + t * N_COLUMNS + {j})"
+        load = f"tl.load(table + {f'{n_group} + ' if n_group else ''}t * N_COLUMNS + {j})"
         column_loads.append(f"{ident(c.name)} = {load} != 0" if c.type is Type.BOOL else f"{ident(c.name)} = {load}")
 
     bytes_per_element = describe_traffic(streams, read, stored, k)
@@ -166,14 +194,16 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
         source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
         bytes_per_element=bytes_per_element, kernel_name=f"_{fn}_kernel",
         streams_literal=literal(tuple(streams)), stored_literal=literal(tuple(stored)),
-        streams=streams, scalar_args=list(k.scalar_args), constexprs=list(k.constexprs),
+        streams=streams, constexprs=list(k.constexprs),
         column_loads=column_loads, loads=loads.text(), body=body.text() or "    pass", stores=stores.text(),
-        host_fn=emit_per_tensor_function(hoisted, host_fn_name), host_fn_name=host_fn_name,
+        host_fn=emit_per_tensor_function(hoisted, host_fn_name, track_stores=True), host_fn_name=host_fn_name,
         scalar_writeback=writeback, hyper_names=hyper_names, stream_active=stream_active,
         table_columns=literal(tuple(k.col_index[c.name] for c in k.table_cols)),
-        scalar_sources=list(k.scalar_args.values()), constexpr_sources=list(k.constexprs.items()),
+        group_sources=list(k.group_columns.values()), constexpr_sources=list(k.constexprs.items()),
         n_columns=max(1, len(k.table_cols)),
-        empty_streams=[ident(s.name) for s in k.tensor_states if s.init == "empty"],
+        # (state, column saying whether a store to it was reached): the kernel needs memory for an
+        # `empty` state from the start, which stays empty (None) where no store was reached
+        empty_streams=[(ident(n), len(k.cols) + len(scalar_states(p)) + j) for j, n in enumerate(first_stored(hoisted))],
     )
 
 

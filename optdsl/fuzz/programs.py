@@ -1,0 +1,1058 @@
+"""Random well-typed `.opt` programs: a hypothesis strategy that writes spec TEXT, which
+then goes through the real parser, checker and every backend.
+
+`cases()` draws a whole fuzz case (optdsl.fuzz.execute.Case): a program and how to run
+it (parameter groups of mixed sizes -- 0-d, 1, odd, spanning several kernel blocks --
+fp32 and bf16, per-group hypers and flags, steps, data seed). The program uses every
+construct of the language: hypers (scalar and tuple, negative defaults, `where`
+clauses), flags, states (zeros, a number, a hyper's value, `empty` with `is_empty`,
+`: scalar`, `key "..."`, conditional `if ...`), `require` with `{placeholders}`, `keep step`, EMAs,
+bias corrections `1 - b ^ step`, every builtin of builtins.FUNCTIONS and
+STATE_PREDICATES, `?:`/where on per-element, per-tensor and host conditions,
+`if`/`else if`/`else` on flags, hypers, the step and scalar state, comparison chains,
+`and`/`or`/`not`, powers, aliases that need a copy, comments, CRLF.
+
+Values stay finite by construction: sqrt/log/rsqrt of `abs(x) + c`, exp of a clamped
+argument, divisions by `abs(x) + c` or by a bias correction, magnitudes tracked and
+clamped. Each program also comes with a fully parenthesised twin: both must lower to
+the same IR (a precedence check on the parser).
+
+`coverage` records, over the programs it is shown, which grammar productions the
+parser reduced, which terminals (and each alternative of `<=`-style terminals) it
+read, which builtins were called and which IR ops were built, so a test can demand
+that everything in grammars/optdsl.lark and builtins.py is generated.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from hypothesis import strategies as st
+
+from ..builtins import FUNCTIONS, STATE_PREDICATES
+from .execute import Case, Group
+
+CONST, HOST, TS, TENSOR = 0, 1, 2, 3
+NUM, BOOL = "num", "bool"
+
+# precedence levels of the grammar: ternary < or < and < not < compare < sum < product < unary < power < atom
+P_TERN, P_OR, P_AND, P_NOT, P_CMP, P_SUM, P_PROD, P_UNARY, P_POW, P_ATOM = range(10)
+
+LIMIT = 1e3          # magnitudes above this get clamped
+STATE_MAG = 50.0     # nominal bound of a tensor state
+PARAM_MAG = 30.0
+
+# numbers and the spellings of each (every form NUMBER_LIT accepts)
+NUMBERS: dict[float, tuple[str, ...]] = {
+    0.0: ("0", "0.0", "0.", ".0", "0e0"),
+    0.5: ("0.5", ".5", "5e-1", "5E-1", "0.50"),
+    1.0: ("1", "1.", "1.0", "1e0", "10e-1"),
+    2.0: ("2", "2.0", "2.", "2e0", "0.2e1"),
+    3.0: ("3", "3.0", "3e+0"),
+    0.1: ("0.1", ".1", "1e-1", "1E-1"),
+    0.25: ("0.25", ".25", "25e-2"),
+    0.9: ("0.9", ".9", "9e-1", "0.90"),
+    0.99: ("0.99", ".99", "99e-2"),
+    0.999: ("0.999", ".999", "999e-3"),
+    1e-3: ("1e-3", "0.001", "1E-03", ".001", "1e-03"),
+    1e-8: ("1e-8", "1E-8", "0.00000001", "1e-08"),
+    10.0: ("10", "10.0", "1e1", "1E+1"),
+    100.0: ("100", "1e2", "100.0"),
+    1.5: ("1.5", "15e-1"),
+    0.01: ("0.01", "1e-2", ".01"),
+}
+
+
+def spell(draw, x: float) -> str:
+    forms = NUMBERS.get(x)
+    if forms:
+        return draw(st.sampled_from(forms))
+    return repr(float(x))
+
+
+@dataclass
+class E:
+    """A generated expression: text with as few parentheses as the grammar allows, its fully
+    parenthesised twin, its precedence level, kind, type and a bound on its magnitude."""
+    text: str
+    full: str
+    prec: int
+    kind: int
+    type: str = NUM
+    mag: float = 1.0
+
+
+def _p(e: E, need: int) -> str:
+    return e.text if e.prec >= need else f"({e.text})"
+
+
+def atom(text: str, kind: int, typ: str = NUM, mag: float = 1.0) -> E:
+    return E(text, text, P_ATOM, kind, typ, mag)
+
+
+def binary(a: E, op: str, b: E, mag: float, typ: str = NUM) -> E:
+    if op in ("+", "-"):
+        prec, ln, rn = P_SUM, P_SUM, P_PROD
+    elif op in ("*", "/"):
+        prec, ln, rn = P_PROD, P_PROD, P_UNARY
+    elif op == "^":
+        prec, ln, rn = P_POW, P_ATOM, P_UNARY
+    elif op == "and":
+        prec, ln, rn = P_AND, P_AND, P_NOT
+    elif op == "or":
+        prec, ln, rn = P_OR, P_OR, P_AND
+    else:
+        raise ValueError(op)
+    return E(f"{_p(a, ln)} {op} {_p(b, rn)}", f"({a.full} {op} {b.full})", prec, max(a.kind, b.kind), typ, mag)
+
+
+def call(name: str, args: list[E], mag: float, typ: str = NUM, kind: int | None = None) -> E:
+    return E(f"{name}({', '.join(a.text for a in args)})", f"{name}({', '.join(a.full for a in args)})", P_ATOM,
+             max([a.kind for a in args]) if kind is None else kind, typ, mag)
+
+
+def neg(a: E) -> E:
+    return E(f"-{_p(a, P_UNARY)}", f"(-{a.full})", P_UNARY, a.kind, NUM, a.mag)
+
+
+def not_(a: E) -> E:
+    return E(f"not {_p(a, P_NOT)}", f"(not {a.full})", P_NOT, a.kind, BOOL)
+
+
+def compare(operands: list[E], ops: list[str]) -> E:
+    text = _p(operands[0], P_SUM)
+    full = operands[0].full
+    for op, e in zip(ops, operands[1:]):
+        text += f" {op} {_p(e, P_SUM)}"
+        full += f" {op} {e.full}"
+    return E(text, f"({full})", P_CMP, max(e.kind for e in operands), BOOL)
+
+
+def ternary(c: E, a: E, b: E) -> E:
+    return E(f"{_p(c, P_OR)} ? {a.text} : {b.text}", f"({c.full} ? {a.full} : {b.full})", P_TERN,
+             max(c.kind, a.kind, b.kind), a.type, max(a.mag, b.mag))
+
+
+def paren(e: E) -> E:
+    return E(f"({e.text})", e.full, P_ATOM, e.kind, e.type, e.mag)
+
+
+# ---- declarations ---------------------------------------------------------------------------
+
+
+@dataclass
+class Hyper:
+    name: str
+    default: tuple[float, ...]      # one entry for a scalar hyper
+    ranges: tuple[tuple[float, float], ...]
+    is_tuple: bool
+
+    def entries(self) -> list[tuple[str, float, float]]:
+        """(source, lo, hi) of each readable entry."""
+        if not self.is_tuple:
+            return [(self.name, *self.ranges[0])]
+        return [(f"{self.name}[{i}]", *r) for i, r in enumerate(self.ranges)]
+
+
+@dataclass
+class State:
+    name: str
+    scalar: bool
+    init: str                       # 'zeros', 'empty', a number's text, or a hyper's name
+    cond: list[str] | None          # conjuncts of the condition, None: unconditional
+    key: str | None = None
+
+
+@dataclass
+class Scope:
+    locals: dict[str, tuple[int, str, float]] = field(default_factory=dict)   # name -> (kind, type, mag)
+    guards: list[str] = field(default_factory=list)       # conjunct texts in force
+    nonempty: set[str] = field(default_factory=set)       # `empty` states stored (or known stored) by now
+
+    def copy(self) -> "Scope":
+        return Scope(dict(self.locals), list(self.guards), set(self.nonempty))
+
+
+# (value, lo, hi) families for hypers
+HYPER_FAMILIES = {
+    "rate": (0.01, 0.001, 0.1),
+    "beta": (0.9, 0.5, 0.999),
+    "eps": (1e-8, 1e-10, 1e-3),
+    "coef": (0.5, 0.0, 2.0),
+    "negative": (-0.5, -1.0, -0.1),
+    "decay": (0.01, 0.0, 0.2),
+}
+BETA_DEFAULTS = (0.9, 0.99, 0.999, 0.5, 0.95)
+
+# legal names that generated code might use for its own variables (template locals, loop and
+# comprehension variables, helper names): a spec may use them, and must not break anything
+NAME_POOL = ("rows", "streams", "index", "view", "copies", "numels", "ptrs", "head", "table", "inputs",
+             "hypers", "states", "stored", "func", "per_tensor", "steps", "original_params", "kernels",
+             "reason", "active", "value", "t", "p", "x", "i", "j", "w", "n", "out", "src", "lr", "eps",
+             "beta", "momentum", "exp_avg", "exp_avgs", "exp_avg_list", "step_size", "block", "numel",
+             "bias_correction", "found_inf", "grad_scale", "kwargs", "args", "init", "key", "name", "shape",
+             "wb", "fc", "kernel_name", "launch_args", "mask_", "offsets", "work", "param_", "grad_", "s",
+             "new_s0", "stored_s0", "s0_is_empty", "h1_0", "tl_", "rt", "krt", "head_", "group_", "state_")
+
+
+class ProgramGen:
+    """Draws one program. `draw` is hypothesis's."""
+
+    def __init__(self, draw):
+        self.draw = draw
+        self.hypers: list[Hyper] = []
+        self.flags: list[tuple[str, bool]] = []
+        self.states: list[State] = []
+        self.n_local = 0
+        self.n_bool = 0
+        self.used: set[str] = set()
+        self.pool = self.chance(0.35)    # this program takes some names from NAME_POOL
+
+    def name_for(self, default: str) -> str:
+        """A fresh name: `default`, or now and then one that generated code might use itself."""
+        from ..names import problem_with_name
+        name = default
+        if self.pool and self.chance(0.4):
+            candidate = self.pick(NAME_POOL)
+            taken = self.used | {n + "s" for n in self.used} | {n + "_list" for n in self.used}
+            derived = re.search(r"_ptrs$|_dtype$|_is_empty$|^has_|_\d+$", candidate)
+            if candidate not in taken and not derived and not problem_with_name(candidate) and not (
+                    candidate + "s" in self.used and candidate + "_list" in self.used):
+                name = candidate
+        if name in self.used:
+            name = default
+        self.used.add(name)
+        return name
+
+    def d(self, strategy):
+        return self.draw(strategy)
+
+    def chance(self, p: float) -> bool:
+        return self.d(st.floats(0, 1, exclude_max=True)) < p
+
+    def pick(self, items):
+        return self.d(st.sampled_from(list(items)))
+
+    def num_lit(self, choices=(0.5, 1.0, 2.0, 0.1, 0.25, 0.9, 3.0, 1e-3, 10.0, 0.01)) -> E:
+        x = self.pick(choices)
+        return atom(spell(self.draw, x), CONST, NUM, abs(x))
+
+    # ---- declarations ---------------------------------------------------------------------
+    def declare(self) -> list[str]:
+        lines: list[str] = []
+        for i in range(self.d(st.integers(0, 3))):
+            name, value = self.name_for(f"f{i}"), self.chance(0.5)
+            self.flags.append((name, value))
+            lines.append(f"flag {name} = {'true' if value else 'false'}")
+        n_hypers = self.d(st.integers(0, 4))
+        for i in range(n_hypers):
+            fam = self.pick(HYPER_FAMILIES)
+            default, lo, hi = HYPER_FAMILIES[fam]
+            if fam == "beta":
+                default = self.pick(BETA_DEFAULTS)
+            if self.chance(0.25):     # a tuple hyper: betas-like
+                n = self.d(st.integers(2, 3))
+                vals = tuple(self.pick(BETA_DEFAULTS) for _ in range(n))
+                h = Hyper(self.name_for(f"hb{i}"), vals, tuple((0.5, 0.999) for _ in range(n)), True)
+                body = ", ".join(spell(self.draw, v) for v in vals)
+                text = f"hyper {h.name} = ({body}{',' if self.chance(0.3) else ''})"
+                conds = [f"0 <= {h.name}[{j}] < 1" if self.chance(0.5) else f"{h.name}[{j}] >= 0" for j in range(n)
+                         if self.chance(0.7)]
+                if conds:
+                    text += " where " + " and ".join(conds)
+            else:
+                h = Hyper(self.name_for(f"h{i}"), (default,), ((lo, hi),), False)
+                dtext = ("-" + spell(self.draw, -default)) if default < 0 and -default in NUMBERS else \
+                    (spell(self.draw, default) if default in NUMBERS else repr(default))
+                text = f"hyper {h.name} = {dtext}"
+                where = self.where_clause(h.name, lo, hi)
+                if where:
+                    text += f" where {where}"
+            self.hypers.append(h)
+            lines.append(text)
+        for i in range(self.d(st.integers(0, 4))):
+            lines.append(self.declare_state(i))
+        for _ in range(self.d(st.integers(0, 2))):
+            lines.append(self.require())
+        if self.chance(0.1):
+            lines.append("keep step")    # the step count is kept even if the update never reads it
+        return self.d(st.permutations(lines)) if lines else lines
+
+    def where_clause(self, name: str, lo: float, hi: float) -> str | None:
+        options = [None]
+        if lo >= 0:
+            options += [f"{name} >= 0", f"0 <= {name}", f"not {name} < 0", f"{name} >= 0 and {name} <= {hi:g}"]
+            if hi < 1:
+                options += [f"0 <= {name} < 1", f"{name} >= 0 and {name} < 1"]
+        if lo > 0:
+            options += [f"{name} > 0", f"0 < {name} <= {hi:g}"]
+        if hi < 0:
+            options += [f"{name} < 0", f"-2 < {name} < 0"]
+        if self.flags:
+            f = self.pick([f for f, _ in self.flags])
+            options += [f"{name} <= {hi:g} or {f}"]
+        return self.pick(options)
+
+    def declare_state(self, i: int) -> str:
+        scalar = self.chance(0.25)
+        scalar_hypers = [h for h in self.hypers if not h.is_tuple]
+        inits = ["zeros", "number"] + (["hyper"] if scalar_hypers else []) + ([] if scalar else ["empty", "empty"])
+        how = self.pick(inits)
+        if how == "number":
+            x = self.pick((0.0, 0.5, 1.0, 0.1, 1e-3, 2.0, -0.5, -1.0))
+            init = ("-" + spell(self.draw, -x)) if x < 0 else spell(self.draw, x)
+        elif how == "hyper":
+            init = self.pick([h.name for h in scalar_hypers])
+        else:
+            init = how
+        cond = None
+        if self.chance(0.3):
+            cond = self.state_condition()
+        key = None
+        if self.chance(0.15):
+            key = self.pick(["sum", "exp avg", "buffer-%d", "m%d", "état", "s%d.value", "{braces}", "it's"])
+            key = key % i if "%d" in key else f"{key} {i}"
+        s = State(self.name_for(f"s{i}"), scalar, init, cond, key)
+        self.states.append(s)
+        shape = " : scalar" if scalar else (" : tensor" if self.chance(0.05) else "")
+        text = f"state {s.name}{shape} = {init}"
+        if key is not None:
+            text += f' key "{key}"'
+        if cond is not None:
+            text += " if " + " and ".join(cond)
+        return text
+
+    def state_condition(self) -> list[str]:
+        options = []
+        for f, _ in self.flags:
+            options += [[f], [f"not {f}"]]
+        for h in self.hypers:
+            if not h.is_tuple:
+                lo, hi = h.ranges[0]
+                options += [[f"{h.name} != 0"], [f"{h.name} > {(lo + hi) / 2:g}"]]
+        if len(self.flags) >= 2:
+            options.append([self.flags[0][0], self.flags[1][0]])
+        return self.pick(options) if options else ["true"]
+
+    def require(self) -> str:
+        parts = []
+        for h in self.hypers:
+            for src, lo, hi in h.entries():
+                parts.append((f"{src} <= {hi:g}", f"{{{src}}}"))
+                parts.append((f"{src} >= {lo:g}", f"{{{src}}}"))
+        for f, _ in self.flags:
+            parts.append((f"{f} or not {f}", f"{{{f}}}"))
+        if not parts:
+            return 'require true else "always"'
+        cond, shown = self.pick(parts)
+        if self.flags and self.chance(0.3):
+            cond = f"{cond} or {self.pick([f for f, _ in self.flags])}"
+        msg = self.pick([f"value out of range: {shown}", f"need {{{{bounded}}}} values, got {shown}",
+                         "invalid configuration", f"{shown} is not allowed"])
+        return f'require {cond} else "{msg}"'
+
+    # ---- readable leaves -------------------------------------------------------------------
+    def accessible(self, s: State, scope: Scope) -> bool:
+        if s.cond is not None and not all(c in scope.guards for c in s.cond):
+            return False
+        return s.init != "empty" or s.name in scope.nonempty
+
+    def leaves(self, scope: Scope, max_kind: int, typ: str) -> list[E]:
+        out: list[E] = []
+        if typ == NUM:
+            for h in self.hypers:
+                for src, lo, hi in h.entries():
+                    out.append(atom(src, HOST, NUM, max(abs(lo), abs(hi))))
+            if max_kind >= TS:
+                out.append(atom("step", TS, NUM, 10.0))
+            if max_kind >= TENSOR:
+                out += [atom("param", TENSOR, NUM, PARAM_MAG), atom("grad", TENSOR, NUM, 40.0)]
+            for s in self.states:
+                kind = TS if s.scalar else TENSOR
+                if kind <= max_kind and self.accessible(s, scope):
+                    out.append(atom(s.name, kind, NUM, STATE_MAG))
+        else:
+            out += [atom(f, HOST, BOOL) for f, _ in self.flags]
+            if max_kind >= TS:
+                for s in self.states:
+                    if s.init == "empty" and (s.cond is None or all(c in scope.guards for c in s.cond)):
+                        out.append(call("is_empty", [atom(s.name, TS)], 0.0, BOOL, kind=TS))
+        for name, (kind, t, mag) in scope.locals.items():
+            if t == typ and kind <= max_kind:
+                out.append(atom(name, kind, typ, mag))
+        return out
+
+    # ---- numeric expressions -----------------------------------------------------------------
+    def num(self, scope: Scope, max_kind: int, depth: int) -> E:
+        leaves = self.leaves(scope, max_kind, NUM)
+        if depth <= 0 or self.chance(0.25):
+            if not leaves or self.chance(0.2):
+                return self.num_lit()
+            return self.pick(leaves)
+        recipe = self.pick(self.RECIPES)
+        e = getattr(self, "r_" + recipe)(scope, max_kind, depth - 1)
+        return self.bounded(e)
+
+    def bounded(self, e: E, limit: float = LIMIT) -> E:
+        if e.mag <= limit and math.isfinite(e.mag):
+            return e
+        c = self.pick((1.0, 10.0, 100.0))
+        lit = atom(spell(self.draw, c), CONST, NUM, c)
+        return call("clamp", [e, neg(lit), lit], c)
+
+    RECIPES = ("add", "add", "mul", "mul", "div", "neg", "sqrt", "rsqrt", "abs", "sign", "exp", "log",
+               "minmax", "pow", "powop", "clamp", "lerp", "where", "select", "bias", "paren", "other")
+
+    def r_add(self, scope, k, dd):
+        a, b = self.num(scope, k, dd), self.num(scope, k, dd)
+        return binary(a, self.pick("+-"), b, a.mag + b.mag)
+
+    def r_mul(self, scope, k, dd):
+        a, b = self.num(scope, k, dd), self.num(scope, k, dd)
+        return binary(a, "*", b, a.mag * b.mag)
+
+    def positive(self, scope, k, dd) -> E:
+        """abs(x) + c, or x * x + c: a value >= c > 0."""
+        x = self.num(scope, k, dd)
+        c = self.num_lit((1.0, 0.5, 0.1, 1e-3, 2.0))
+        if self.chance(0.7):
+            base = call("abs", [x], x.mag)
+        else:
+            x = self.bounded(x, 30.0)
+            base = binary(x, "*", x, x.mag * x.mag)
+        return binary(base, "+", c, base.mag + c.mag), c.mag
+
+    def r_div(self, scope, k, dd):
+        a = self.num(scope, k, dd)
+        if self.chance(0.3) and self.hypers:
+            h = self.pick([e for e in self.leaves(scope, HOST, NUM) if e.kind == HOST] or [self.num_lit()])
+            den = binary(paren(binary(call("abs", [h], h.mag), "+", self.num_lit((1.0, 0.5)), h.mag + 1)), "*",
+                         self.num_lit((1.0, 2.0)), 1.0)
+            return binary(a, "/", den, a.mag / 0.5)
+        den, lo = self.positive(scope, k, dd)
+        return binary(a, "/", den, a.mag / lo)
+
+    def r_neg(self, scope, k, dd):
+        return neg(self.num(scope, k, dd))
+
+    def r_sqrt(self, scope, k, dd):
+        x, lo = self.positive(scope, k, dd)
+        return call("sqrt", [x], math.sqrt(x.mag))
+
+    def r_rsqrt(self, scope, k, dd):
+        x, lo = self.positive(scope, k, dd)
+        return call("rsqrt", [x], 1 / math.sqrt(lo))
+
+    def r_abs(self, scope, k, dd):
+        x = self.num(scope, k, dd)
+        return call("abs", [x], x.mag)
+
+    def r_sign(self, scope, k, dd):
+        return call("sign", [self.num(scope, k, dd)], 1.0)
+
+    def r_exp(self, scope, k, dd):
+        x = self.num(scope, k, dd)
+        form = self.d(st.integers(0, 2))
+        if form == 0:
+            c = self.pick((1.0, 2.0, 3.0))
+            lit = atom(spell(self.draw, c), CONST, NUM, c)
+            return call("exp", [call("clamp", [x, neg(lit), lit], c)], math.exp(c))
+        if form == 1:
+            return call("exp", [neg(call("abs", [x], x.mag))], 1.0)
+        x = self.bounded(x, 30.0)
+        return call("exp", [neg(binary(x, "*", x, x.mag ** 2))], 1.0)
+
+    def r_log(self, scope, k, dd):
+        x, lo = self.positive(scope, k, dd)
+        return call("log", [x], max(abs(math.log(lo)), math.log(x.mag + 1) + 1))
+
+    def r_minmax(self, scope, k, dd):
+        a, b = self.num(scope, k, dd), self.num(scope, k, dd)
+        return call(self.pick(("min", "max")), [a, b], max(a.mag, b.mag))
+
+    def r_pow(self, scope, k, dd):
+        base, lo = self.positive(scope, k, dd)
+        base = self.bounded(base, 100.0)
+        y = self.pick((0.5, 2.0, 1.5, -0.5, 3.0, 0.25))
+        ye = atom(spell(self.draw, abs(y)), CONST, NUM, abs(y)) if y > 0 else neg(atom(spell(self.draw, -y), CONST))
+        mag = max(base.mag ** y, lo ** y) if y > 0 else lo ** y
+        return call("pow", [base, ye], mag)
+
+    def r_powop(self, scope, k, dd):
+        form = self.d(st.integers(0, 3))
+        if form == 0:     # x ^ 2 and x ^ 3: any sign
+            x = self.bounded(self.num(scope, k, dd), 10.0)
+            n = self.pick((2.0, 3.0))
+            return binary(x, "^", atom(spell(self.draw, n), CONST), x.mag ** n)
+        if form == 1:     # a hyper in (0, 1) to a power of the step
+            return self.beta_pow(scope, k)
+        base, lo = self.positive(scope, k, dd)
+        base = self.bounded(base, 100.0)
+        y = self.pick((0.5, 1.5, 0.25))
+        return binary(paren(base), "^", atom(spell(self.draw, y), CONST), base.mag ** y + 1)
+
+    def beta(self, scope) -> E:
+        betas = [atom(src, HOST, NUM, hi) for h in self.hypers for src, lo, hi in h.entries() if 0 < lo and hi < 1]
+        return self.pick(betas) if betas else self.num_lit((0.9, 0.99, 0.5))
+
+    def beta_pow(self, scope, k, negative: bool = True) -> E:
+        b = self.beta(scope)
+        exponent = atom("step", TS, NUM, 10.0) if k >= TS else self.num_lit((2.0, 3.0))
+        if negative and self.chance(0.3):
+            exponent = neg(exponent)
+            return call("min", [binary(b, "^", exponent, 1e9), self.num_lit((10.0, 100.0))], 100.0)
+        return binary(b, "^", exponent, 1.0)
+
+    def r_bias(self, scope, k, dd):
+        """x / (1 - b ^ step): a bias correction, >= 1 - b >= 0.001."""
+        x = self.num(scope, k, dd)
+        bc = binary(self.num_lit((1.0,)), "-", self.beta_pow(scope, k, negative=False), 1.0)
+        if self.chance(0.5):
+            return binary(x, "/", paren(bc), x.mag * 1000)
+        return binary(x, "/", call("sqrt", [bc], 1.0), x.mag * 32)
+
+    def r_clamp(self, scope, k, dd):
+        x = self.num(scope, k, dd)
+        lo = self.num_lit((0.0, 0.5, 1.0, 0.1))
+        hi_e = self.num_lit((1.0, 2.0, 10.0))
+        lo_e = neg(lo) if self.chance(0.7) else lo
+        if self.chance(0.2) and self.hypers:   # a host bound
+            h = self.pick([e for e in self.leaves(scope, HOST, NUM) if e.kind == HOST] or [hi_e])
+            hi_e = call("abs", [h], h.mag)
+            return call("clamp", [x, lo_e, hi_e], max(lo.mag, h.mag))
+        return call("clamp", [x, lo_e, hi_e], max(lo.mag, hi_e.mag))
+
+    def weight(self, scope, k, dd) -> E:
+        """A weight in [0, 1]."""
+        form = self.d(st.integers(0, 3))
+        if form == 0:
+            return self.num_lit((0.1, 0.5, 0.9, 0.0, 1.0, 0.25))
+        if form == 1:
+            b = self.beta(scope)
+            return binary(self.num_lit((1.0,)), "-", b, 1.0)
+        if form == 2:
+            return self.beta(scope)
+        x = self.num(scope, k, dd)
+        return binary(self.num_lit((1.0,)), "/", paren(binary(call("abs", [x], x.mag), "+", self.num_lit((1.0,)), 1.0)), 1.0)
+
+    def r_lerp(self, scope, k, dd):
+        a, b = self.num(scope, k, dd), self.num(scope, k, dd)
+        return call("lerp", [a, b, self.weight(scope, k, dd)], max(a.mag, b.mag))
+
+    def r_where(self, scope, k, dd):
+        c = self.boolean(scope, k, dd)
+        a, b = self.num(scope, k, dd), self.num(scope, k, dd)
+        return call("where", [c, a, b], max(a.mag, b.mag))
+
+    def r_select(self, scope, k, dd):
+        c = self.boolean(scope, k, dd)
+        a, b = self.num(scope, k, dd), self.num(scope, k, dd)
+        return ternary(c, a, b)
+
+    def r_paren(self, scope, k, dd):
+        return paren(self.num(scope, k, dd))
+
+    def r_other(self, scope, k, dd):
+        """Builtins without a recipe above (added to builtins.FUNCTIONS later): arguments >= 0.5."""
+        known = {"sqrt", "rsqrt", "abs", "sign", "exp", "log", "min", "max", "pow", "clamp", "lerp", "where"}
+        others = sorted(set(FUNCTIONS) - known)
+        if not others:
+            return self.r_add(scope, k, dd)
+        name = self.pick(others)
+        _, arity = FUNCTIONS[name]
+        args = []
+        for _ in range(arity):
+            x, lo = self.positive(scope, k, dd)
+            args.append(self.bounded(x, 10.0))
+        return self.bounded(call(name, args, 1e4))
+
+    # ---- boolean expressions ---------------------------------------------------------------
+    def boolean(self, scope: Scope, max_kind: int, depth: int) -> E:
+        leaves = self.leaves(scope, max_kind, BOOL)
+        if depth <= 0 or self.chance(0.2):
+            if leaves and self.chance(0.8):
+                return self.pick(leaves)
+            if self.chance(0.1):
+                return atom(self.pick(("true", "false")), CONST, BOOL)
+            return self.comparison(scope, max_kind, 0)
+        form = self.pick(("cmp", "cmp", "cmp", "chain", "not", "and", "or", "guarded", "select", "paren"))
+        if form == "cmp":
+            return self.comparison(scope, max_kind, depth - 1)
+        if form == "chain":
+            x = self.num(scope, max_kind, depth - 1)
+            lo, hi = self.num_lit((0.0, 0.1, 0.5)), self.num_lit((1.0, 2.0, 10.0))
+            ops = [self.pick(("<", "<=")), self.pick(("<", "<="))]
+            if self.chance(0.3):
+                return compare([hi, x, lo], [self.pick((">", ">=")), self.pick((">", ">="))])
+            return compare([neg(lo) if self.chance(0.5) else lo, x, hi], ops)
+        if form == "not":
+            return not_(self.boolean(scope, max_kind, depth - 1))
+        if form in ("and", "or"):
+            n = self.d(st.integers(2, 3))
+            parts = [self.boolean(scope, max_kind, depth - 1) for _ in range(n)]
+            out = parts[0]
+            for p in parts[1:]:
+                out = binary(out, form, p, 0.0, BOOL)
+            return out
+        if form == "guarded":
+            guarded = [s for s in self.states if s.cond is not None and not all(c in scope.guards for c in s.cond)]
+            if not guarded:
+                return self.comparison(scope, max_kind, depth - 1)
+            s = self.pick(guarded)
+            inner = scope.copy()
+            inner.guards += s.cond
+            conds = " and ".join(s.cond)
+            left = E(conds, "(" + " and ".join(f"({c})" for c in s.cond) + ")", P_AND if len(s.cond) > 1 else P_NOT,
+                     HOST, BOOL)
+            right = self.comparison(inner, max_kind, depth - 1)
+            return binary(left, "and", right, 0.0, BOOL)
+        if form == "select":
+            c = self.boolean(scope, max_kind, depth - 1)
+            return ternary(c, self.boolean(scope, max_kind, depth - 1), self.boolean(scope, max_kind, depth - 1))
+        return paren(self.boolean(scope, max_kind, depth - 1))
+
+    def comparison(self, scope: Scope, max_kind: int, depth: int) -> E:
+        a = self.num(scope, max_kind, depth)
+        b = self.num(scope, max_kind, depth) if self.chance(0.6) else self.num_lit((0.0, 0.5, 1.0, 2.0))
+        return compare([a, b], [self.pick(("<", "<=", ">", ">=", "==", "!="))])
+
+    # ---- statements ----------------------------------------------------------------------------
+    def new_local(self, typ: str) -> str:
+        if typ == NUM:
+            self.n_local += 1
+            return self.name_for(f"v{self.n_local}")
+        self.n_bool += 1
+        return self.name_for(f"c{self.n_bool}")
+
+    def block(self, scope: Scope, depth: int, n: int) -> list:
+        """Statements: ('line', text, full) or ('if', [(cond E | None, block)])."""
+        out: list = []
+        for _ in range(n):
+            kind = self.pick(("local", "local", "state", "state", "param", "if", "alias"))
+            if kind == "local":
+                out.append(self.s_local(scope))
+            elif kind == "state":
+                stmt = self.s_state(scope, depth)
+                if stmt is not None:
+                    out.append(stmt)
+            elif kind == "param":
+                out.append(self.s_param(scope))
+            elif kind == "alias":
+                out += self.s_alias(scope)
+            elif depth < 2:
+                out.append(self.s_if(scope, depth))
+        return out
+
+    def assign(self, name: str, e: E) -> tuple:
+        return ("line", f"{name} = {e.text}", f"{name} = {e.full}")
+
+    def s_local(self, scope: Scope) -> tuple:
+        typ = BOOL if self.chance(0.25) else NUM
+        existing = [n for n, (k, t, m) in scope.locals.items() if t == typ]
+        name = self.pick(existing) if existing and self.chance(0.3) else self.new_local(typ)
+        max_kind = self.pick((HOST, TS, TENSOR, TENSOR, TENSOR))
+        e = self.num(scope, max_kind, 3) if typ == NUM else self.boolean(scope, max_kind, 2)
+        scope.locals[name] = (e.kind, typ, e.mag)
+        return self.assign(name, e)
+
+    def s_param(self, scope: Scope) -> tuple:
+        lr = self.rate(scope)
+        form = self.d(st.integers(0, 4))
+        if form == 1:
+            wd = self.pick([e for e in self.leaves(scope, HOST, NUM) if e.kind == HOST and e.mag <= 2] or [self.num_lit((0.1, 0.01))])
+            factor = binary(self.num_lit((1.0,)), "-", binary(lr, "*", wd, 0.2), 1.0)
+            return self.assign("param", binary(atom("param", TENSOR), "*", paren(factor), PARAM_MAG))
+        e = self.bounded(self.num(scope, TENSOR, 3), 10.0)
+        if form == 2:
+            den, lo = self.positive(scope, TENSOR, 1)
+            e = binary(e, "/", paren(binary(call("sqrt", [den], 1.0), "+", self.num_lit((1e-8, 1e-3, 0.1)), 1.0)),
+                       e.mag / math.sqrt(lo))
+            e = self.bounded(e, 10.0)
+        if form == 3:
+            return self.assign("param", call("lerp", [atom("param", TENSOR), e, self.num_lit((0.1, 0.01, 0.5))], PARAM_MAG))
+        if form == 4:
+            upd = binary(atom("param", TENSOR), self.pick("-+"), binary(lr, "*", e, 1.0), PARAM_MAG)
+            return self.assign("param", call("clamp", [upd, neg(self.num_lit((100.0,))), self.num_lit((100.0,))], 100.0))
+        return self.assign("param", binary(atom("param", TENSOR), self.pick("-+"), binary(lr, "*", e, 1.0), PARAM_MAG))
+
+    def rate(self, scope) -> E:
+        rates = [atom(src, HOST, NUM, hi) for h in self.hypers for src, lo, hi in h.entries() if hi <= 0.2 and lo >= 0]
+        if rates and self.chance(0.7):
+            return self.pick(rates)
+        return self.num_lit((0.01, 0.1, 1e-3))
+
+    def writable(self, scope: Scope) -> list[State]:
+        return [s for s in self.states if s.cond is None or all(c in scope.guards for c in s.cond)]
+
+    def s_state(self, scope: Scope, depth: int):
+        options = self.writable(scope)
+        if not options:
+            return None
+        s = self.pick(options)
+        if s.scalar:
+            return self.s_scalar(scope, s)
+        if s.init == "empty" and s.name not in scope.nonempty:
+            form = self.d(st.integers(0, 2))
+            first = self.bounded(self.num(scope, TENSOR, 2), STATE_MAG)
+            if form == 0:
+                later_scope = scope.copy()
+                later_scope.nonempty.add(s.name)
+                later = self.update_form(later_scope, s)
+                test = call("is_empty", [atom(s.name, TS)], 0.0, BOOL, kind=TS)
+                e = ternary(test, first, later) if self.chance(0.7) else call("where", [test, first, later], STATE_MAG)
+                scope.nonempty.add(s.name)
+                return self.assign(s.name, e)
+            if form == 1 and depth < 2:
+                test = call("is_empty", [atom(s.name, TS)], 0.0, BOOL, kind=TS)
+                later_scope = scope.copy()
+                later_scope.nonempty.add(s.name)
+                then = [self.assign(s.name, first)]
+                other = [self.assign(s.name, self.update_form(later_scope, s))]
+                scope.nonempty.add(s.name)
+                return ("if", [(test, then), (None, other)])
+            scope.nonempty.add(s.name)
+            return self.assign(s.name, first)
+        return self.assign(s.name, self.update_form(scope, s))
+
+    def update_form(self, scope: Scope, s: State) -> E:
+        """A store to tensor state s that keeps it bounded; may read s."""
+        me = atom(s.name, TENSOR, NUM, STATE_MAG)
+        e = self.bounded(self.num(scope, TENSOR, 2), STATE_MAG)
+        form = self.d(st.integers(0, 7))
+        if form == 0:     # EMA
+            b = self.beta(scope)
+            one_minus = paren(binary(self.num_lit((1.0,)), "-", b, 1.0))
+            return binary(binary(b, "*", me, STATE_MAG), "+", binary(one_minus, "*", e, STATE_MAG), STATE_MAG)
+        if form == 1:
+            return call("lerp", [me, e, self.weight(scope, TENSOR, 1)], STATE_MAG)
+        if form == 2:
+            return call(self.pick(("max", "min")), [me, e], STATE_MAG)
+        if form == 3:
+            c = self.num_lit((1.0, 10.0))
+            return call("clamp", [e, neg(c), c], c.mag)
+        if form == 4:
+            return binary(me, "*", self.beta(scope), STATE_MAG)
+        if form == 5:
+            small = self.bounded(e, 5.0)
+            return self.bounded(binary(me, self.pick("+-"), small, STATE_MAG), STATE_MAG)
+        if form == 6:
+            c = self.boolean(scope, TENSOR, 1)
+            return ternary(c, e, me)
+        return e
+
+    def s_scalar(self, scope: Scope, s: State) -> tuple:
+        me = atom(s.name, TS, NUM, STATE_MAG)
+        e = self.bounded(self.num(scope, TS, 2), 10.0)
+        form = self.d(st.integers(0, 5))
+        if form == 0:
+            v = binary(me, "*", self.beta(scope), STATE_MAG)
+        elif form == 1:
+            v = self.bounded(binary(me, self.pick("+-"), e, STATE_MAG), STATE_MAG)
+        elif form == 2:
+            b = self.beta(scope)
+            v = binary(binary(b, "*", me, STATE_MAG), "+", binary(paren(binary(self.num_lit((1.0,)), "-", b, 1.0)), "*", e, 10.0),
+                       STATE_MAG)
+        elif form == 3:
+            v = binary(me, "/", paren(binary(self.num_lit((1.0, 2.0)), "+", call("abs", [e], e.mag), 1.0)), STATE_MAG)
+        elif form == 4:
+            v = binary(e, "*", me, STATE_MAG)
+            v = self.bounded(v, STATE_MAG)
+        else:
+            v = e
+        return self.assign(s.name, v)
+
+    def s_alias(self, scope: Scope) -> list:
+        """`v = s` (or `v = param`), then s stored, then v read: the lowering must copy v."""
+        targets = [s for s in self.writable(scope) if not s.scalar and self.accessible(s, scope)]
+        names = [s.name for s in targets] + ["param"]
+        target = self.pick(names)
+        v = self.new_local(NUM)
+        mag = PARAM_MAG if target == "param" else STATE_MAG
+        out = [self.assign(v, atom(target, TENSOR, NUM, mag))]
+        scope.locals[v] = (TENSOR, NUM, mag)
+        if target == "param":
+            out.append(self.s_param(scope))
+        else:
+            out.append(self.assign(target, self.update_form(scope, next(s for s in self.states if s.name == target))))
+        lr = self.rate(scope)
+        out.append(self.assign("param", binary(atom("param", TENSOR), "-",
+                                               binary(lr, "*", call("clamp", [atom(v, TENSOR, NUM, mag), neg(self.num_lit((1.0,))),
+                                                                              self.num_lit((1.0,))], 1.0), 1.0), PARAM_MAG)))
+        return out
+
+    def s_if(self, scope: Scope, depth: int) -> tuple:
+        arms = []
+        n_arms = self.pick((1, 1, 2, 2, 3))
+        scopes = []
+        for i in range(n_arms):
+            cond = self.condition(scope)
+            inner = scope.copy()
+            inner.guards += _conjunct_texts(cond)
+            body = self.block(inner, depth + 1, self.d(st.integers(0 if self.chance(0.1) else 1, 3)))
+            arms.append((cond, body))
+            scopes.append(inner)
+        if self.chance(0.5):
+            inner = scope.copy()
+            arms.append((None, self.block(inner, depth + 1, self.d(st.integers(1, 3)))))
+            scopes.append(inner)
+            exhaustive = True
+        else:
+            exhaustive = False
+        # after the `if`: locals bound on every path (with one type), states stored on every path
+        names = set(scope.locals)
+        if exhaustive:
+            common = set.intersection(*(set(s.locals) for s in scopes))
+            for n in common - names:
+                types = {s.locals[n][1] for s in scopes}
+                if len(types) == 1:
+                    scope.locals[n] = (max(s.locals[n][0] for s in scopes), types.pop(), max(s.locals[n][2] for s in scopes))
+            scope.nonempty |= set.intersection(*(s.nonempty for s in scopes))
+        for n in names:
+            scope.locals[n] = (max([scope.locals[n][0]] + [s.locals[n][0] for s in scopes]), scope.locals[n][1],
+                               max([scope.locals[n][2]] + [s.locals[n][2] for s in scopes]))
+        return ("if", arms)
+
+    def condition(self, scope: Scope) -> E:
+        form = self.d(st.integers(0, 5))
+        guarded = [s for s in self.states if s.cond is not None and not all(c in scope.guards for c in s.cond)]
+        if form == 0 and guarded:
+            s = self.pick(guarded)
+            text = " and ".join(s.cond)
+            full = " and ".join(f"({c})" for c in s.cond)
+            e = E(text, f"({full})", P_AND if len(s.cond) > 1 else P_NOT, HOST, BOOL)
+            if self.chance(0.3):
+                e = binary(e, "and", self.boolean(scope, TS, 1), 0.0, BOOL)
+            return e
+        if form == 1:     # the step
+            n = self.pick((1.0, 2.0, 3.0))
+            return compare([atom("step", TS, NUM, 10.0), atom(spell(self.draw, n), CONST)], [self.pick((">", ">=", "<", "==", "!=", "<="))])
+        if form == 2:
+            empties = [s for s in self.states if s.init == "empty" and (s.cond is None or all(c in scope.guards for c in s.cond))]
+            if empties:
+                s = self.pick(empties)
+                test = call("is_empty", [atom(s.name, TS)], 0.0, BOOL, kind=TS)
+                return not_(test) if self.chance(0.3) else test
+        return self.boolean(scope, TS, 2)
+
+    # ---- the program ---------------------------------------------------------------------------
+    def program(self, name: str) -> tuple[str, str]:
+        """(text, parenthesised twin)."""
+        decls = self.declare() if self.chance(0.92) else []
+        scope = Scope()
+        body = self.block(scope, 0, self.d(st.integers(1, 7)))
+        body.append(self.s_param(scope))
+        nl = "\r\n" if self.chance(0.1) else "\n"
+        header = f"optimizer {name}"
+        if self.chance(0.8):
+            header += ' "' + self.pick(("A fuzzed optimizer", "Fuzz: random program", "étude № 7 — fuzz",
+                                         "doc with {braces} and 'quotes'", "")) + '"'
+        lines = []
+        if self.chance(0.3):
+            lines.append("# generated by optdsl.fuzz.programs")
+        lines.append(header)
+        for dline in decls:
+            lines.append(dline + ("   # a declaration" if self.chance(0.05) else ""))
+        twin_lines = list(lines)
+        text_body, full_body = self.render(body, 1)
+        lines += ["update {"] + text_body + ["}"]
+        twin_lines += ["update {"] + full_body + ["}"]
+        return nl.join(lines) + nl, "\n".join(twin_lines) + "\n"
+
+    def render(self, stmts, indent: int) -> tuple[list[str], list[str]]:
+        pad = "  " * indent
+        out, full = [], []
+        for s in stmts:
+            if s[0] == "line":
+                comment = "  # note" if self.chance(0.03) else ""
+                out.append(pad + s[1] + comment)
+                full.append(pad + s[2])
+                continue
+            arms = s[1]
+            for i, (cond, body) in enumerate(arms):
+                b_text, b_full = self.render(body, indent + 1)
+                if i == 0:
+                    head, fhead = f"if {cond.text} {{", f"if {cond.full} {{"
+                elif cond is not None:
+                    head, fhead = f"}} else if {cond.text} {{", f"}} else if {cond.full} {{"
+                else:
+                    head, fhead = "} else {", "} else {"
+                out.append(pad + head)
+                full.append(pad + fhead)
+                out += b_text
+                full += b_full
+            out.append(pad + "}")
+            full.append(pad + "}")
+        return out, full
+
+
+def _conjunct_texts(cond: E) -> list[str]:
+    """The conjuncts (as texts) a condition guards with: its parts joined by top-level `and`."""
+    parts, depth, start, text = [], 0, 0, cond.text
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "?" and depth == 0:
+            return [text]
+        elif depth == 0 and text.startswith(" and ", i):
+            parts.append(text[start:i])
+            start = i + 5
+            i += 5
+            continue
+        i += 1
+    parts.append(text[start:])
+    if any(" or " in p and not p.startswith("(") for p in parts):
+        return [text]
+    return [p.strip() for p in parts]
+
+
+# ---- whole cases ----------------------------------------------------------------------------------
+
+SHAPES = [(1,), (7,), (3, 5), (33,), (2, 3, 4), (1, 1), (), (130,), (257,), (0,), (4, 0)]
+SHAPE_WEIGHTS = [8, 8, 8, 6, 4, 2, 2, 3, 2, 1, 1]
+DTYPES = ["float32", "bfloat16"]
+
+
+@st.composite
+def cases(draw, fused: bool = True, steps: int = 6, fused_steps: int = 2) -> Case:
+    """A fuzz case: a random program and a random way to run it."""
+    serial = draw(st.integers(0, 10 ** 6))
+    gen = ProgramGen(draw)
+    text, twin = gen.program(f"Fz{serial}")
+    groups = []
+    for _ in range(draw(st.integers(1, 2))):
+        n = draw(st.integers(1, 4))
+        shapes = [draw(st.sampled_from([s for s, w in zip(SHAPES, SHAPE_WEIGHTS) for _ in range(w)])) for _ in range(n)]
+        dtypes = [draw(st.sampled_from(DTYPES + ["float32"])) for _ in range(n)]
+        hypers = {}
+        for h in gen.hypers:
+            if draw(st.booleans()):
+                continue
+            vals = tuple(round(draw(st.floats(lo, hi)), 6) for lo, hi in h.ranges)
+            vals = tuple(min(max(v, lo), hi) for v, (lo, hi) in zip(vals, h.ranges))
+            hypers[h.name] = vals if h.is_tuple else vals[0]
+        flags = {f: draw(st.booleans()) for f, _ in gen.flags if draw(st.booleans())}
+        groups.append(Group(shapes, dtypes, hypers, flags))
+    case = Case(text=text, groups=groups, steps=steps, fused_steps=fused_steps,
+                seed=draw(st.integers(0, 2 ** 31 - 1)), block=draw(st.sampled_from([None, 16, 64, 128])),
+                skip=draw(st.sampled_from([0.0, 0.1, 0.25])),
+                paths=("loop", "foreach", "fused") if fused else ("loop", "foreach"))
+    case.twin = twin   # type: ignore[attr-defined]
+    return case
+
+
+# ---- coverage ------------------------------------------------------------------------------------------
+
+
+def _alternatives(pattern: str) -> list[str] | None:
+    """The literal alternatives of a terminal like `(?:<=|>=|==)` or `(true|false)(?!...)`, else None."""
+    m = re.fullmatch(r"\((?:\?:)?(.*?)\)(\(\?!.*\))?", pattern)
+    if not m:
+        return None
+    alts = m.group(1).split("|")
+    out = []
+    for a in alts:
+        lit = re.sub(r"\\(.)", r"\1", a)
+        if re.escape(lit).replace("\\", "") != lit.replace("\\", "") and re.search(r"(?<!\\)[.*+?\[\]{}()^$]", a):
+            return None
+        out.append(lit)
+    return out
+
+
+class Coverage:
+    """What a stream of generated programs exercised, against what grammar and builtins offer."""
+
+    # productions no well-typed program can reach, with the reason
+    EXEMPT = {
+        "atom: NAME LPAR RPAR": "a call with no arguments: no builtin takes none",
+    }
+
+    def __init__(self):
+        from lark import Lark
+        from ..resources import data_path
+        self.parser = Lark(data_path("grammars", "optdsl.lark").read_text(), parser="lalr",
+                           propagate_positions=True, maybe_placeholders=False)
+        self.productions: dict = {}
+        self.tokens: set[str] = set()
+        self.token_values: set[tuple[str, str]] = set()
+        self.calls: set[str] = set()
+        self.ops: set = set()
+        self.comments = 0
+        self.programs = 0
+        callbacks = self.parser.parser.parser.parser_conf.callbacks
+        for rule, cb in list(callbacks.items()):
+            self.productions[rule] = 0
+            callbacks[rule] = self._wrap(rule, cb)
+
+    def _wrap(self, rule, cb):
+        from lark import Token
+
+        def wrapped(children):
+            self.productions[rule] += 1
+            for c in children:
+                if isinstance(c, Token):
+                    self.tokens.add(c.type)
+                    self.token_values.add((c.type, str(c)))
+            if rule.origin.name == "atom" and rule.alias == "call" and children and isinstance(children[0], Token):
+                self.calls.add(str(children[0]))
+            return cb(children)
+        return wrapped
+
+    @staticmethod
+    def describe(rule) -> str:
+        return f"{rule.origin.name}: {' '.join(s.name for s in rule.expansion)}" + (f" -> {rule.alias}" if rule.alias else "")
+
+    def add(self, text: str, program=None) -> None:
+        self.programs += 1
+        self.parser.parse(text)
+        if re.search(r"#[^\n]*", text):
+            self.comments += 1
+        if program is not None:
+            from ..ir import walk_stmts, stmt_values, walk_values
+            for s in walk_stmts(program.body):
+                for v in stmt_values(s):
+                    for n in walk_values(v):
+                        self.ops.add(n.op)
+            for s in program.states:
+                if s.cond is not None:
+                    for n in walk_values(s.cond):
+                        self.ops.add(n.op)
+
+    def missing(self, check_ops: bool = True) -> list[str]:
+        """Everything the grammar and builtins offer that no program so far used."""
+        out = []
+        for rule, n in self.productions.items():
+            name = self.describe(rule)
+            if n == 0 and not rule.origin.name.startswith("__") and name.split(" ->")[0] not in self.EXEMPT:
+                out.append(f"grammar production `{name}`")
+        for term in self.parser.terminals:
+            if term.name in self.parser.ignore_tokens:
+                if term.name == "COMMENT" and not self.comments:
+                    out.append("terminal COMMENT")
+                continue
+            if term.name not in self.tokens:
+                out.append(f"terminal {term.name} ({term.pattern.value!r})")
+                continue
+            alts = _alternatives(term.pattern.value) if type(term.pattern).__name__ == "PatternRE" else None
+            for alt in alts or ():
+                if (term.name, alt) not in self.token_values:
+                    out.append(f"terminal {term.name} alternative {alt!r}")
+        for name in sorted(set(FUNCTIONS) | set(STATE_PREDICATES)):
+            if name not in self.calls:
+                out.append(f"builtin {name}()")
+        if check_ops:
+            from ..ir import Op
+            for op in Op:
+                if op not in self.ops:
+                    out.append(f"IR op {op.name}")
+        return out
+
+
+@lru_cache(maxsize=1)
+def grammar_productions() -> list[str]:
+    return [Coverage.describe(r) for r in Coverage().productions]

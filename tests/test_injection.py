@@ -1,0 +1,192 @@
+"""Nothing from a spec reaches generated source except as a checked identifier or a quoted
+literal. Specs whose names, docs, numbers, keys and messages try to smuggle Python or Triton
+code into the generated modules are rejected with a diagnostic, or emitted as inert text:
+loading them (optdsl.load), constructing the optimizer and stepping every path executes
+nothing (a canary file is never written, a canary global never set), and the generated
+sources still compile."""
+import builtins
+import io
+import os
+import tokenize
+
+os.environ.setdefault("TRITON_INTERPRET", "1")   # before anything imports a kernel
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import optdsl  # noqa: E402
+from optdsl.compiler import compile_spec  # noqa: E402
+from optdsl.diagnostics import CompileError  # noqa: E402
+
+# What a payload does if it ever runs: write the canary file, or set a global.
+RUN = "__import__('pathlib').Path('CANARY').write_text('pwned')"
+SET = "setattr(__import__('builtins'), 'OPTDSL_CANARY', 1)"
+
+UPDATE = "update {\n  param = param - lr * grad\n}\n"
+
+HOSTILE = {
+    # docs: the class docstring and the module docstring
+    "doc: triple quotes": f'optimizer A "x\'\'\' ; {RUN} ; \'\'\'"\nhyper lr = 0.1\n' + UPDATE,
+    "doc: single quote": f'optimizer A "x\' + {RUN} + \'"\nhyper lr = 0.1\n' + UPDATE,
+    "doc: f-string braces": f'optimizer A "{{{RUN}}} {{{{x}}}}"\nhyper lr = 0.1\n' + UPDATE,
+    "doc: percent and format": f'optimizer A "%s %(x)s {{0}} {{lr}} {RUN}"\nhyper lr = 0.1\n' + UPDATE,
+    "doc: jinja": 'optimizer A "{{ RUN }} {% for x in y %}{% endfor %} {# c #}"\nhyper lr = 0.1\n' + UPDATE,
+    "doc: line separator": 'optimizer A "x\u2028' + RUN + '"\nhyper lr = 0.1\n' + UPDATE,
+    "doc: escape": 'optimizer A "x\\" + ' + RUN + ' + \\""\nhyper lr = 0.1\n' + UPDATE,
+    # require messages: f-string-like placeholders are checked, the rest is text
+    "message: quotes": f'optimizer A\nhyper lr = 0.1\nrequire lr < 1 else "\'); {RUN} #"\n' + UPDATE,
+    "message: triple quotes": f'optimizer A\nhyper lr = 0.1\nrequire lr < 1 else "\'\'\'{RUN}\'\'\'"\n' + UPDATE,
+    "message: f-string expression": f'optimizer A\nhyper lr = 0.1\nrequire lr < 1 else "{{{RUN}}}"\n' + UPDATE,
+    "message: attribute placeholder": 'optimizer A\nhyper lr = 0.1\nrequire lr < 1 else "{lr.__class__}"\n' + UPDATE,
+    "message: conversion placeholder": 'optimizer A\nhyper lr = 0.1\nrequire lr < 1 else "{lr!r}"\n' + UPDATE,
+    "message: format spec": 'optimizer A\nhyper lr = 0.1\nrequire lr < 1 else "{lr:{x}}"\n' + UPDATE,
+    "message: escaped braces": f'optimizer A\nhyper lr = 0.1\nrequire lr < 1 else "{{{{{RUN}}}}} {{lr}}"\n' + UPDATE,
+    "message: placeholder of a non-name": 'optimizer A\nhyper lr = 0.1\nrequire lr < 1 else "{__import__}"\n' + UPDATE,
+    "message: newline": f'optimizer A\nhyper lr = 0.1\nrequire lr < 1 else "x\n{RUN}"\n' + UPDATE,
+    "message: backslash": f'optimizer A\nhyper lr = 0.1\nrequire lr < 1 else "\\\\" + {RUN} + "\\\\"\n' + UPDATE,
+    # state keys (state_dict keys in generated code)
+    "key: quotes": f'optimizer A\nhyper lr = 0.1\nstate m = zeros key "\'] ; {RUN} #"\n'
+                   'update {\n  m = grad\n  param = param - lr * m\n}\n',
+    "key: dunder": 'optimizer A\nhyper lr = 0.1\nstate m = zeros key "__class__"\n'
+                   'update {\n  m = grad\n  param = param - lr * m\n}\n',
+    "key: braces": f'optimizer A\nhyper lr = 0.1\nstate m = zeros key "{{{RUN}}}"\n'
+                   'update {\n  m = grad\n  param = param - lr * m\n}\n',
+    # names: only checked identifiers; everything else is a syntax error
+    "name: dunder hyper": 'optimizer A\nhyper __import__ = 0.1\nupdate { param = param - __import__ * grad }\n',
+    "name: attribute": 'optimizer A\nhyper lr = 0.1\nupdate { param = param - lr.__class__ * grad }\n',
+    "name: call of a Python builtin": f'optimizer A\nhyper lr = 0.1\nupdate {{ param = param - {RUN} }}\n',
+    "name: class with code": f'optimizer A(object): pass\n{RUN}\nclass B "x"\n' + UPDATE,
+    "name: class dunder": 'optimizer __Canary__ "x"\nhyper lr = 0.1\n' + UPDATE,
+    "name: unicode look-alike": 'optimizer A\nhyper lr = 0.1\nupdate { param = param - ｌr * grad }\n',
+    # numbers
+    "number: python expression": f'optimizer A\nhyper lr = 0.1 + {RUN}\n' + UPDATE,
+    "number: not finite": 'optimizer A\nhyper lr = 1e999\n' + UPDATE,
+    "number: hex and underscores": 'optimizer A\nhyper lr = 0x1_0\n' + UPDATE,
+    "number: huge literal in math": 'optimizer A\nhyper lr = 0.1\nupdate { param = param - 1e999 * lr * grad }\n',
+    "number: huge index": 'optimizer A\nhyper b = (0.1, 0.2)\nupdate { param = param - b[' + "9" * 5000 + '] * grad }\n',
+    # comments and whitespace around code
+    "comment: code in comments": f'# {RUN}\noptimizer A "d" # {SET}\nhyper lr = 0.1 # """ {RUN} """\n' + UPDATE,
+    "crlf and tabs": f'optimizer A "d"\r\n\thyper lr = 0.1\r\n# {RUN}\r\n' + UPDATE.replace("\n", "\r\n"),
+    "nul byte": f'optimizer A "d\x00{RUN}"\nhyper lr = 0.1\n' + UPDATE,
+}
+
+# Python keywords, builtins and generated-code names a spec may not take
+RESERVED_NAMES = ["self", "torch", "tl", "triton", "np", "math", "os", "sys", "super", "print", "exec", "eval", "open",
+                  "compile", "globals", "locals", "getattr", "setattr", "type", "object", "len", "min", "max", "abs",
+                  "class", "def", "lambda", "import", "from", "return", "yield", "None", "True", "False", "match",
+                  "case", "params", "grads", "state", "group", "defaults", "closure", "kernel", "launch", "mask",
+                  "offs", "pid", "t", "i", "rows", "streams", "index", "table", "head", "ptrs", "func", "per_tensor"]
+# legal names that still read like generated-code variables: accepted, and harmless
+LEGAL_NAMES = ["value", "x", "p", "lr", "out", "src", "name", "shape", "numel", "bias_correction",
+               "exp_avgs", "steps_", "grad_", "state_"]
+
+
+@pytest.fixture
+def canary(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPTDSL_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "canary"
+    if hasattr(builtins, "OPTDSL_CANARY"):
+        delattr(builtins, "OPTDSL_CANARY")
+    yield path
+    assert not path.exists(), "a spec ran code: the canary file was written"
+    assert not hasattr(builtins, "OPTDSL_CANARY"), "a spec ran code: the canary global was set"
+
+
+def _code_tokens(source: str):
+    """Names and operators of a Python source, outside string literals and comments."""
+    out = []
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type not in (tokenize.STRING, tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
+                            tokenize.DEDENT, tokenize.ENDMARKER) and not tok.type == getattr(tokenize, "FSTRING_MIDDLE", -1):
+            out.append(tok.string)
+    return out
+
+
+def _diagnosed(err: CompileError):
+    assert err.diagnostics
+    for d in err.diagnostics:
+        assert d.span.line >= 1 and d.span.col >= 1, d
+    assert ": error: " in err.render()
+
+
+@pytest.mark.parametrize("label", sorted(HOSTILE))
+def test_hostile_spec_is_rejected_or_inert(label, canary):
+    text = HOSTILE[label].replace("CANARY", str(canary))
+    try:
+        cls = optdsl.load(text)
+    except CompileError as err:
+        _diagnosed(err)
+        return
+    compiled = compile_spec(text, "hostile.opt")
+    for source in (compiled.eager_source, compiled.triton_source):
+        compile(source, "<generated>", "exec")     # still valid Python
+        code = _code_tokens(source)
+        for word in ("__import__", "setattr", "pathlib", "write_text", str(canary)):
+            assert word not in code, f"{word!r} reached generated code outside a string literal"
+    params = [torch.zeros(5, requires_grad=True)]
+    for kwargs in ({"foreach": False}, {"foreach": True}, {"fused": True}):
+        opt = cls(params, **kwargs)
+        for _ in range(2):
+            params[0].grad = torch.ones(5)
+            opt.step()
+        opt.load_state_dict(opt.state_dict())
+        repr(opt)
+    assert cls.__doc__ is None or isinstance(cls.__doc__, str)
+
+
+def test_require_message_is_shown_as_text_not_run(canary):
+    text = f'optimizer A\nhyper lr = 0.1\nrequire lr < 1 else "\'\'\'{{{{{RUN}}}}}\'\'\' lr={{lr}}"\n' + UPDATE
+    cls = optdsl.load(text.replace("CANARY", str(canary)))
+    with pytest.raises(ValueError) as info:
+        cls([torch.zeros(2, requires_grad=True)], lr=2.0)
+    assert str(info.value) == f"'''{{{RUN.replace('CANARY', str(canary))}}}''' lr=2.0"
+
+
+def test_doc_is_kept_as_text(canary):
+    doc = f"x''' ; {RUN} ; '''"
+    cls = optdsl.load(f'optimizer A "{doc}"\nhyper lr = 0.1\n' + UPDATE)
+    assert cls.__doc__ == doc
+
+
+@pytest.mark.parametrize("name", RESERVED_NAMES)
+@pytest.mark.parametrize("where", ["hyper", "flag", "state", "local"])
+def test_reserved_names_are_diagnosed(name, where, canary):
+    decl = {"hyper": f"hyper {name} = 0.1\n", "flag": f"flag {name} = true\n", "state": f"state {name} = zeros\n",
+            "local": ""}[where]
+    body = f"  {name} = grad\n" if where == "local" else ""
+    text = f'optimizer A\n{decl}update {{\n{body}  param = param - 0.1 * grad\n}}\n'
+    with pytest.raises(CompileError) as info:
+        optdsl.load(text)
+    _diagnosed(info.value)
+
+
+@pytest.mark.parametrize("name", LEGAL_NAMES)
+def test_legal_names_that_look_like_generated_variables_work(name, canary):
+    """Each as a hyper, a flag, a state and a local at once (with suffixes to keep them distinct),
+    checked against the interpreter on every path."""
+    from optdsl.fuzz.execute import Case, Group, run_case
+    text = f'''optimizer A "names"
+hyper {name} = 0.05
+flag {name}_f = true
+state {name}_s = zeros
+update {{
+  {name}_l = {name}_f ? grad : -grad
+  {name}_s = 0.9 * {name}_s + 0.1 * {name}_l
+  param = param - {name} * {name}_s
+}}
+'''
+    case = Case(text, [Group([(3,), (1,), (40,)], ["float32", "bfloat16", "float32"])], steps=3, fused_steps=2)
+    out = run_case(case, cache=str(canary.parent / "cache"))
+    assert out.ok, out.summary()
+
+
+@pytest.mark.parametrize("name", ["Optimizer", "Tensor", "Exception", "Object", "Torch", "Self", "A" * 65])
+def test_class_names(name, canary):
+    text = f'optimizer {name} "d"\nhyper lr = 0.1\n' + UPDATE
+    try:
+        cls = optdsl.load(text)
+    except CompileError as err:
+        _diagnosed(err)
+        return
+    assert cls.__name__ == name
+    assert issubclass(cls, torch.optim.Optimizer)
