@@ -495,7 +495,17 @@ class Interpreter:
             if isinstance(s, Let):
                 ctx.env[s.name] = self._eval(s.value, ctx, {}, prec)
             elif isinstance(s, Store):
-                self._store(s.target, self._eval(s.value, ctx, {}, prec), ctx, prec)
+                memo: dict = {}
+                value = self._eval(s.value, ctx, memo, prec)
+                if self.bounded and s.value.op in (Op.ADD, Op.SUB) and s.target != "param" and \
+                        self.program.state(s.target).kind is Kind.TENSOR_SCALAR:
+                    # `mu = mu + h` is mu's own in-place float32 op: h is rounded to float32 first, an
+                    # error that scales with |h|, not with the sum
+                    mags = sum(np.maximum(np.abs(a.lo), np.abs(a.hi)) for a in (memo.get(id(x)) for x in s.value.args)
+                               if a is not None and not a.is_bool)
+                    k = prec.scalar_store_ulps * prec.scalar_store * mags
+                    value = Bounded(value.x, value.lo - k, value.hi + k, value.unc)
+                self._store(s.target, value, ctx, prec)
             elif isinstance(s, If):
                 c = self._eval(s.cond, ctx, {}, prec)
                 if self.bounded:

@@ -64,10 +64,30 @@ def _simplify(v: Value) -> Value:
 
 def fold_constants(p: Program) -> Program:
     body = map_values(p.body, lambda v: rebuild(v, _simplify))
-    return _replace(p, body=_rekind(_prune(body), {}))
+    mixed: set[str] = set()
+    body = _rekind(_prune(body), {}, mixed)
+    if mixed:
+        body = _rekind(_broadcast(body, mixed), {}, set())
+    return _replace(p, body=body)
 
 
-def _rekind(stmts: tuple[Stmt, ...], env: dict[str, Kind]) -> tuple[Stmt, ...]:
+def _broadcast(stmts: tuple[Stmt, ...], names: set[str]) -> tuple[Stmt, ...]:
+    """A local that is a tensor on one path and a number on another (`v = 0.5; if c { v = grad }`)
+    is a tensor on both: each number bound to it is broadcast to the parameter's shape, as
+    `where(param == param, x, x)` (x everywhere, NaN parameters included)."""
+    param = Value(Op.PARAM, (), None, Kind.TENSOR, Type.NUM)
+    everywhere = apply(Op.EQ, param, param)
+    out: list[Stmt] = []
+    for s in stmts:
+        if isinstance(s, Let) and s.name in names and s.value.kind is not Kind.TENSOR:
+            s = Let(s.name, apply(Op.WHERE, everywhere, s.value, s.value))
+        elif isinstance(s, If):
+            s = If(s.cond, _broadcast(s.then, names), _broadcast(s.other, names))
+        out.append(s)
+    return tuple(out)
+
+
+def _rekind(stmts: tuple[Stmt, ...], env: dict[str, Kind], mixed: set[str]) -> tuple[Stmt, ...]:
     """Folding can lower a local's kind (`v = c ? param : 0.5` with c folded to false is a
     number, no longer a tensor): give each read of a local the kind of the values that reach
     it (the highest, after an `if`), so backends never treat a number as a tensor."""
@@ -87,11 +107,14 @@ def _rekind(stmts: tuple[Stmt, ...], env: dict[str, Kind]) -> tuple[Stmt, ...]:
             s = Store(s.target, fix(s.value))
         else:
             then_env, other_env = dict(env), dict(env)
-            s = If(fix(s.cond), _rekind(s.then, then_env), _rekind(s.other, other_env))
+            s = If(fix(s.cond), _rekind(s.then, then_env, mixed), _rekind(s.other, other_env, mixed))
             for name in set(then_env) | set(other_env):
                 kinds = [e[name] for e in (then_env, other_env) if name in e]
                 if len(kinds) == 2 or name in env:
-                    env[name] = max(kinds + ([env[name]] if name in env and len(kinds) < 2 else []))
+                    kinds += [env[name]] if name in env and len(kinds) < 2 else []
+                    env[name] = max(kinds)
+                    if env[name] is Kind.TENSOR and min(kinds) is not Kind.TENSOR:
+                        mixed.add(name)
         out.append(s)
     return tuple(out)
 

@@ -277,9 +277,16 @@ def real_view_lists(*lists):
 def per_tensor(fn: Callable, inputs: list[list], kwargs: dict, n: int) -> list[tuple]:
     """fn(*row, **kwargs) for each tensor; tensors sharing inputs (the usual case: one step) share one call.
     Rows holding tensors (capturable steps, values traced by torch.compile) are computed one by one."""
+    if not inputs:
+        row = fn(**kwargs)
+        return [row] * n
+    firsts = [column[0] for column in inputs]
+    if not _any_tensor(*firsts) and all(column.count(column[0]) == n for column in inputs):
+        row = fn(*firsts, **kwargs)   # the usual case: every tensor at the same step
+        return [row] * n
     memo: dict[tuple, tuple] = {}
     out = []
-    for row in (zip(*inputs) if inputs else [()] * n):
+    for row in zip(*inputs):
         if _any_tensor(*row):
             out.append(fn(*row, **kwargs))
             continue

@@ -24,7 +24,7 @@ from optdsl.fuzz import text as text_fuzz  # noqa: E402
 from optdsl.fuzz.execute import Case, Group, check_case, run_case  # noqa: E402
 from optdsl.fuzz.programs import Coverage, cases  # noqa: E402
 
-PROGRAMS = 220
+PROGRAMS = 300
 MUTATIONS = 2000
 CORPUS = Path(__file__).parent / "fuzz_corpus"
 

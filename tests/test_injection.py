@@ -80,6 +80,8 @@ RESERVED_NAMES = ["self", "torch", "tl", "triton", "np", "math", "os", "sys", "s
 LEGAL_NAMES = ["value", "x", "p", "lr", "out", "src", "name", "shape", "numel", "bias_correction",
                "exp_avgs", "steps_", "grad_", "state_"]
 
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")   # NumPy inside the Triton interpreter
+
 
 @pytest.fixture
 def canary(tmp_path, monkeypatch):

@@ -22,6 +22,8 @@ REFERENCES = {
 CASES = [(name, kw) for name, (_, kws) in REFERENCES.items() for kw in kws]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'defaults'}" for n, kw in CASES]
 
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")   # NumPy inside the Triton interpreter
+
 
 def _kwargs(path):
     return {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[path]

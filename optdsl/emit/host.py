@@ -88,11 +88,16 @@ def is_device_stmt(s: Stmt, p: Program) -> bool:
     return True
 
 
-def columns(p: Program) -> list[Column]:
+def columns(p: Program, per_tensor_branches: bool = False) -> list[Column]:
     """Host VARs read by device statements (hoisted IR), in first-use order."""
-    host_lets = {s.name: s.value for s in walk_stmts(p.body) if isinstance(s, Let) and s.value.kind < Kind.TENSOR}
-    # a host value computed under a per-tensor condition (`if is_empty(m)`, `if step > 5`) differs
-    # between tensors like a per-tensor one: it is read per tensor too
+    host_lets: dict[str, Value] = {}
+    for s in walk_stmts(p.body):   # a name bound more than once: its highest kind
+        if isinstance(s, Let) and s.value.kind < Kind.TENSOR and (
+                s.name not in host_lets or s.value.kind > host_lets[s.name].kind):
+            host_lets[s.name] = s.value
+    # per_tensor_branches (the kernel, whose programs branch per tensor): a host value computed under a
+    # per-tensor condition (`if is_empty(m)`, `if step > 5`) differs between tensors like a per-tensor
+    # one, and is read per tensor too. (The foreach path takes such branches only where all tensors agree.)
     per_tensor: set[str] = set()
 
     def under(stmts, inside: bool) -> None:
@@ -103,7 +108,8 @@ def columns(p: Program) -> list[Column]:
                 deeper = inside or s.cond.kind >= Kind.TENSOR_SCALAR
                 under(s.then, deeper)
                 under(s.other, deeper)
-    under(p.body, False)
+    if per_tensor_branches:
+        under(p.body, False)
     out: dict[str, Column] = {}
 
     def visit(stmts):

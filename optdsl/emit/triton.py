@@ -21,7 +21,7 @@ from .pymodule import environment
 class KernelEmitter:
     def __init__(self, p: Program):
         self.p = p
-        self.cols = columns(p)
+        self.cols = columns(p, per_tensor_branches=True)
         self.col_index = {c.name: j for j, c in enumerate(self.cols)}
         self.table_cols = [c for c in self.cols if c.kind is Kind.TENSOR_SCALAR]
         self.group_columns: dict[str, str] = {}   # kernel local read from the table -> launcher source (one value per group)
@@ -88,7 +88,9 @@ class KernelEmitter:
         out = []
         for a in v.args:
             src = self.expr(a)
-            if block and a.kind is Kind.TENSOR_SCALAR and a.type is Type.BOOL:
+            per_tensor = a.kind is Kind.TENSOR_SCALAR or (
+                a.op is Op.VAR and a.arg in self.col_index and self.cols[self.col_index[a.arg]].kind is Kind.TENSOR_SCALAR)
+            if block and per_tensor and a.type is Type.BOOL:
                 src = f"((offs * 0 + ({src}).to(tl.int32)) != 0)"
             out.append(src)
         return out
