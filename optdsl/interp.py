@@ -487,6 +487,12 @@ class Interpreter:
             else:
                 ctx = _Context(param.copy(), grad, np.float64(st.get("step", 0.0)), st, param.shape)
             self._block(p.body, ctx, prec)
+            if ctx.taint:   # an `if` went one way where a backend may go the other: every output is unsettled
+                everywhere = lambda b: b.with_unc(np.ones(np.shape(b.x), dtype=bool))  # noqa: E731
+                ctx.param = everywhere(ctx.param)
+                for name, value in st.items():
+                    if isinstance(value, Bounded):
+                        st[name] = everywhere(value)
             out.append(ctx.param)
         return out
 

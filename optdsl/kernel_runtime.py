@@ -70,6 +70,7 @@ def value_table(rows: list[tuple], columns: list[int], device, group: tuple = ()
     cells = list(group)
     for r in rows:
         cells += [r[j] for j in columns] or [0.0]
+    cells = [0.0 if x is None else x for x in cells]   # a conditional scalar state the group does not keep
     if not any(isinstance(x, torch.Tensor) for x in cells):
         return torch.tensor([float(x) for x in cells], dtype=torch.float32).to(device)
 

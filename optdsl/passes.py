@@ -64,30 +64,19 @@ def _simplify(v: Value) -> Value:
 
 def fold_constants(p: Program) -> Program:
     body = map_values(p.body, lambda v: rebuild(v, _simplify))
-    mixed: set[str] = set()
-    body = _rekind(_prune(body), {}, mixed)
-    if mixed:
-        body = _rekind(_broadcast(body, mixed), {}, set())
+    body = _rekind(_prune(body), {})
     return _replace(p, body=body)
 
 
-def _broadcast(stmts: tuple[Stmt, ...], names: set[str]) -> tuple[Stmt, ...]:
-    """A local that is a tensor on one path and a number on another (`v = 0.5; if c { v = grad }`)
-    is a tensor on both: each number bound to it is broadcast to the parameter's shape, as
-    `where(param == param, x, x)` (x everywhere, NaN parameters included)."""
+def _broadcast(name: str, kind: Kind, typ: Type) -> Let:
+    """`name = where(param == param, name, name)`: the number in `name`, as a tensor of the
+    parameter's shape (NaN parameters included)."""
     param = Value(Op.PARAM, (), None, Kind.TENSOR, Type.NUM)
-    everywhere = apply(Op.EQ, param, param)
-    out: list[Stmt] = []
-    for s in stmts:
-        if isinstance(s, Let) and s.name in names and s.value.kind is not Kind.TENSOR:
-            s = Let(s.name, apply(Op.WHERE, everywhere, s.value, s.value))
-        elif isinstance(s, If):
-            s = If(s.cond, _broadcast(s.then, names), _broadcast(s.other, names))
-        out.append(s)
-    return tuple(out)
+    var = Value(Op.VAR, (), name, kind, typ)
+    return Let(name, apply(Op.WHERE, apply(Op.EQ, param, param), var, var))
 
 
-def _rekind(stmts: tuple[Stmt, ...], env: dict[str, Kind], mixed: set[str]) -> tuple[Stmt, ...]:
+def _rekind(stmts: tuple[Stmt, ...], env: dict[str, Kind], types: dict[str, Type] | None = None) -> tuple[Stmt, ...]:
     """Folding can lower a local's kind (`v = c ? param : 0.5` with c folded to false is a
     number, no longer a tensor): give each read of a local the kind of the values that reach
     it (the highest, after an `if`), so backends never treat a number as a tensor."""
@@ -98,23 +87,31 @@ def _rekind(stmts: tuple[Stmt, ...], env: dict[str, Kind], mixed: set[str]) -> t
             return n
         return rebuild(v, leaf)
 
+    types = {} if types is None else types
     out: list[Stmt] = []
     for s in stmts:
         if isinstance(s, Let):
             s = Let(s.name, fix(s.value))
             env[s.name] = s.value.kind
+            types[s.name] = s.value.type
         elif isinstance(s, Store):
             s = Store(s.target, fix(s.value))
         else:
+            cond = fix(s.cond)    # read before either branch runs
             then_env, other_env = dict(env), dict(env)
-            s = If(fix(s.cond), _rekind(s.then, then_env, mixed), _rekind(s.other, other_env, mixed))
-            for name in set(then_env) | set(other_env):
-                kinds = [e[name] for e in (then_env, other_env) if name in e]
-                if len(kinds) == 2 or name in env:
-                    kinds += [env[name]] if name in env and len(kinds) < 2 else []
-                    env[name] = max(kinds)
-                    if env[name] is Kind.TENSOR and min(kinds) is not Kind.TENSOR:
-                        mixed.add(name)
+            then, other = _rekind(s.then, then_env, types), _rekind(s.other, other_env, types)
+            for name in sorted(set(then_env) | set(other_env)):
+                if not (name in then_env and name in other_env):
+                    continue    # bound on one path only: not visible after the `if`
+                joined = max(then_env[name], other_env[name])
+                # a tensor on one path and a number on the other (`v = 0.5; if c { v = grad }`): the
+                # path with the number broadcasts it at its end, so after the `if` v is a tensor
+                if joined is Kind.TENSOR and then_env[name] is not Kind.TENSOR:
+                    then = then + (_broadcast(name, then_env[name], types[name]),)
+                if joined is Kind.TENSOR and other_env[name] is not Kind.TENSOR:
+                    other = other + (_broadcast(name, other_env[name], types[name]),)
+                env[name] = joined
+            s = If(cond, then, other)
         out.append(s)
     return tuple(out)
 

@@ -98,18 +98,25 @@ def columns(p: Program, per_tensor_branches: bool = False) -> list[Column]:
     # per_tensor_branches (the kernel, whose programs branch per tensor): a host value computed under a
     # per-tensor condition (`if is_empty(m)`, `if step > 5`) differs between tensors like a per-tensor
     # one, and is read per tensor too. (The foreach path takes such branches only where all tensors agree.)
+    # -- and so is a host value computed from one of those (to a fixed point: names are rebound)
     per_tensor: set[str] = set()
 
-    def under(stmts, inside: bool) -> None:
+    def reads(v: Value) -> bool:
+        return v.kind >= Kind.TENSOR_SCALAR or any(n.op is Op.VAR and n.arg in per_tensor for n in walk_values(v))
+
+    def under(stmts, inside: bool) -> bool:
+        grew = False
         for s in stmts:
-            if isinstance(s, Let) and inside:
+            if isinstance(s, Let) and s.name not in per_tensor and (inside or reads(s.value)):
                 per_tensor.add(s.name)
+                grew = True
             elif isinstance(s, If):
-                deeper = inside or s.cond.kind >= Kind.TENSOR_SCALAR
-                under(s.then, deeper)
-                under(s.other, deeper)
-    if per_tensor_branches:
-        under(p.body, False)
+                deeper = inside or reads(s.cond)
+                grew |= under(s.then, deeper)
+                grew |= under(s.other, deeper)
+        return grew
+    while per_tensor_branches and under(p.body, False):
+        pass
     out: dict[str, Column] = {}
 
     def visit(stmts):

@@ -31,7 +31,13 @@ class KernelEmitter:
     # ---- leaves ----------------------------------------------------------------
     def leaf(self, v: Value) -> str:
         if v.op is Op.CONST:
-            return float_literal(v.arg) if not isinstance(v.arg, bool) else ("True" if v.arg else "False")
+            if isinstance(v.arg, bool):
+                return "True" if v.arg else "False"
+            x = float(v.arg)
+            if x != 0 and not (2.0 ** -126 <= abs(x) <= 3.4028234663852886e38):
+                # Triton makes a number outside fp32's normal range fp64, which then spreads
+                return f"tl.full((), {float_literal(x)}, tl.float32)"
+            return float_literal(x)
         if v.op is Op.PARAM:
             return "param"
         if v.op is Op.GRAD:
