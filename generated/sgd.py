@@ -181,7 +181,7 @@ def _multi_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampenin
     if (momentum != 0.0):
         if _h1:
             momentum_buffers = [torch.clone(t).detach() for t in g]
-            momentum_buffers_out[:] = [_rt.like_param(t, p) for t, p in zip(momentum_buffers, original_params)]
+            momentum_buffers_out[:] = [_rt.like_param(_t, _p) for _t, _p in zip(momentum_buffers, original_params)]
         else:
             if any(t is None for t in momentum_buffers):
                 _t3 = torch._foreach_mul(momentum_buffers, momentum)

@@ -508,8 +508,8 @@ class ForeachEmitter:
         src = self.scalar(v)
         dtype = ", dtype=torch.bool" if v.type is Type.BOOL else ""
         if self.is_list(v):
-            return f"[torch.full_like(p, x{dtype}) for p, x in zip(params, {src})]"
-        return f"[torch.full_like(p, {src}{dtype}) for p in params]"
+            return f"[torch.full_like(_p, _x{dtype}) for _p, _x in zip(params, {src})]"
+        return f"[torch.full_like(_p, {src}{dtype}) for _p in params]"
 
     def as_expression(self, v: Value) -> str | None:
         """`v` as one expression if it needs at most one out-of-place call, else None (nothing emitted)."""
@@ -647,7 +647,7 @@ class ForeachEmitter:
                 with w.indent():
                     src = self.as_list(v.args[1])
                     w.line(f"{d} = [torch.clone(t).detach() for t in {src}]")
-                    w.line(f"{d}_out[:] = [_rt.like_param(t, p) for t, p in zip({d}, original_params)]")
+                    w.line(f"{d}_out[:] = [_rt.like_param(_t, _p) for _t, _p in zip({d}, original_params)]")
                 w.line("else:")
                 with w.indent():
                     mark = len(w.lines)
