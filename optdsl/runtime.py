@@ -238,24 +238,23 @@ def foreach_add(xs, ys, alpha):
     return torch._foreach_add(xs, ys, alpha=alpha)
 
 
+def _foreach_addc(op, xs, ys, zs, value) -> None:
+    if _tensor_scales(value) or device_scalar(value):
+        op(xs, torch._foreach_mul(ys, value), zs)
+    elif isinstance(value, (list, tuple)):
+        op(xs, ys, zs, list(value))
+    else:
+        op(xs, ys, zs, value=value)
+
+
 def foreach_addcmul_(xs, ys, zs, value) -> None:
     """xs += value * ys * zs; value one number, or one per tensor"""
-    if _tensor_scales(value) or device_scalar(value):
-        torch._foreach_addcmul_(xs, torch._foreach_mul(ys, value), zs)
-    elif isinstance(value, (list, tuple)):
-        torch._foreach_addcmul_(xs, ys, zs, list(value))
-    else:
-        torch._foreach_addcmul_(xs, ys, zs, value=value)
+    _foreach_addc(torch._foreach_addcmul_, xs, ys, zs, value)
 
 
 def foreach_addcdiv_(xs, ys, zs, value) -> None:
     """xs += value * ys / zs; value one number, or one per tensor"""
-    if _tensor_scales(value) or device_scalar(value):
-        torch._foreach_addcdiv_(xs, torch._foreach_mul(ys, value), zs)
-    elif isinstance(value, (list, tuple)):
-        torch._foreach_addcdiv_(xs, ys, zs, list(value))
-    else:
-        torch._foreach_addcdiv_(xs, ys, zs, value=value)
+    _foreach_addc(torch._foreach_addcdiv_, xs, ys, zs, value)
 
 
 # ---- tensors -----------------------------------------------------------------------------

@@ -422,12 +422,7 @@ class ForeachEmitter:
                 zs, _ = self.tensor(form[2])
                 src = self.scalar(form[3])
                 tail = "" if src == "1.0" else f", value={src}"
-                if xfresh:
-                    w.line(f"torch._foreach_{form[0]}_({xs}, {ys}, {zs}{tail})")
-                    return xs, True
-                out = self.fresh_name()
-                w.line(f"{out} = torch._foreach_{form[0]}({xs}, {ys}, {zs}{tail})")
-                return out, True
+                return self.in_place_or_new(f"torch._foreach_{form[0]}", xs, xfresh, f"{ys}, {zs}{tail}")
         if v.op in (Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAX, Op.MIN, Op.POW):
             x, y = v.args
             if x.kind is not Kind.TENSOR:
@@ -455,41 +450,21 @@ class ForeachEmitter:
             if sc and self.is_list(sc[0]):   # one number per tensor: the loop path's add(alpha=), per tensor
                 ys, _ = self.tensor(sc[1])
                 alpha = self.scalar(sc[0] if v.op is Op.ADD else _neg(sc[0]))
-                if xfresh:
-                    w.line(f"_rt.foreach_add_scaled_({xs}, {ys}, {alpha})")
-                    return xs, True
-                out = self.fresh_name()
-                w.line(f"{out} = _rt.foreach_add_scaled({xs}, {ys}, {alpha})")
-                return out, True
+                return self.in_place_or_new("_rt.foreach_add_scaled", xs, xfresh, f"{ys}, {alpha}")
             if sc and not self.is_list(sc[0]):
                 ys, _ = self.tensor(sc[1])
                 alpha = self.scalar(sc[0] if v.op is Op.ADD else _neg(sc[0]))
                 if self.device_scale(sc[0]):
-                    if xfresh:
-                        w.line(f"_rt.foreach_add_({xs}, {ys}, {alpha})")
-                        return xs, True
-                    out = self.fresh_name()
-                    w.line(f"{out} = _rt.foreach_add({xs}, {ys}, {alpha})")
-                    return out, True
+                    return self.in_place_or_new("_rt.foreach_add", xs, xfresh, f"{ys}, {alpha}")
                 args = f"{ys}, alpha={alpha}"
                 op_name = "add"
             else:
                 args, _ = self.tensor(y)
-            if xfresh and v.op is not Op.POW:
-                w.line(f"torch._foreach_{op_name}_({xs}, {args})")
-                return xs, True
-            out = self.fresh_name()
-            w.line(f"{out} = torch._foreach_{op_name}({xs}, {args})")
-            return out, True
+            return self.in_place_or_new(f"torch._foreach_{op_name}", xs, xfresh and v.op is not Op.POW, args)
         if v.op in _INPLACE_UNARY:
             xs, xfresh = self.tensor(v.args[0])
             name = _INPLACE_UNARY[v.op][:-1]
-            if xfresh:
-                w.line(f"torch._foreach_{name}_({xs})")
-                return xs, True
-            out = self.fresh_name()
-            w.line(f"{out} = torch._foreach_{name}({xs})")
-            return out, True
+            return self.in_place_or_new(f"torch._foreach_{name}", xs, xfresh)
         if v.op is Op.LERP and v.args[0].kind is Kind.TENSOR and v.args[1].kind is Kind.TENSOR:
             a, _ = self.tensor(v.args[0])
             b, _ = self.tensor(v.args[1])
@@ -510,6 +485,16 @@ class ForeachEmitter:
         if self.is_list(v):
             return f"[torch.full_like(_p, _x{dtype}) for _p, _x in zip(params, {src})]"
         return f"[torch.full_like(_p, {src}{dtype}) for _p in params]"
+
+    def in_place_or_new(self, fn: str, xs: str, xfresh: bool, args: str = "") -> tuple[str, bool]:
+        """`fn_(xs, args)` on a fresh temporary the caller owns, else `out = fn(xs, args)`."""
+        tail = f", {args}" if args else ""
+        if xfresh:
+            self.w.line(f"{fn}_({xs}{tail})")
+            return xs, True
+        out = self.fresh_name()
+        self.w.line(f"{out} = {fn}({xs}{tail})")
+        return out, True
 
     def as_expression(self, v: Value) -> str | None:
         """`v` as one expression if it needs at most one out-of-place call, else None (nothing emitted)."""
