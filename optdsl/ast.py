@@ -24,6 +24,11 @@ class Bool(Node):
 
 
 @dataclass(frozen=True)
+class NoneLit(Node):
+    """`none`: an optional hyper's absence; only in `h == none`, `h != none` and as a default."""
+
+
+@dataclass(frozen=True)
 class Name(Node):
     id: str
 
@@ -67,7 +72,7 @@ class Ternary(Node):
     other: "Expr"
 
 
-Expr = Num | Bool | Name | Index | Call | Unary | Binary | Compare | Ternary
+Expr = Num | Bool | NoneLit | Name | Index | Call | Unary | Binary | Compare | Ternary
 
 
 # ---- statements --------------------------------------------------------------
@@ -92,7 +97,7 @@ Stmt = Assign | If
 @dataclass(frozen=True)
 class Hyper(Node):
     name: str
-    default: tuple[float, ...] | float
+    default: tuple[float, ...] | float | None   # None: an optional hyper (`= none`)
     is_tuple: bool
     where: Expr | None
 

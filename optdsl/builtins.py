@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .ir import Op
+from .ir import REDUCE, Op
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,71 @@ OPS: dict[Op, Form] = {
     Op.CLAMP: Form("_rt.clamp({0}, {1}, {2})", "torch.clamp({0}, {1}, {2})", None, "_minimum(_maximum({0}, {1}), {2})", "np.minimum(np.maximum({0}, {1}), {2})"),
 }
 
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """How each backend computes a reduction (the `Form` of its Op is its per-tensor torch form).
+
+    A reduction is `finish(fold(map(x)), n)`: `map` is elementwise, `fold` combines in a fixed
+    order ("sum" or "max"), `finish` turns the folded value and the element count n into the
+    result. The fused backends run map and fold per block and combine the partials; the eager
+    paths call torch's reductions, written the way the references write them:
+
+      torch      per tensor, on one tensor ({0}, {1}: operands)
+      channel    per output channel, a (size(0), 1, ..., 1) tensor
+      foreach    per tensor over lists: a torch._foreach_* call, or None (the torch form per tensor)
+      part       group scope: each tensor's part, a 0-d tensor ...
+      combine    ... and the group's value from the stacked parts ({parts}) and the element count ({n})
+      map/fold   the fused backends' elementwise contribution (Triton source) and how partials join
+      finish     torch source turning the folded value ({r}) and the count ({n}) into the result
+      numpy      the interpreter's map (float64), folded by `fold` and finished by `finish_numpy`
+    """
+    torch: str
+    channel: str
+    foreach: str | None
+    part: str
+    combine: str
+    map: str
+    fold: str
+    finish: str
+    numpy: str
+    finish_numpy: str
+
+
+REDUCTIONS: dict[Op, Reduction] = {
+    Op.SUM:  Reduction("torch.sum({0})", "_rt.channel_sum({0})", None, "torch.sum({0})",
+                       "torch.sum(torch.stack({parts}))", "{0}", "sum", "{r}", "{0}", "{r}"),
+    Op.MEAN: Reduction("torch.mean({0})", "_rt.channel_mean({0})", None, "torch.sum({0})",
+                       "(torch.sum(torch.stack({parts})) / {n})", "{0}", "sum", "({r} / {n})", "{0}", "({r} / {n})"),
+    Op.NORM: Reduction("torch.linalg.vector_norm({0})", "_rt.channel_norm({0})", "torch._foreach_norm({0})",
+                       "torch.linalg.vector_norm({0})", "torch.linalg.vector_norm(torch.stack({parts}))",
+                       "({0} * {0})", "sum", "torch.sqrt({r})", "({0} * {0})", "np.sqrt({r})"),
+    Op.RMS:  Reduction("_rt.rms({0})", "_rt.channel_rms({0})", None, "torch.linalg.vector_norm({0})",
+                       "(torch.linalg.vector_norm(torch.stack({parts})) / _rt.sqrt({n}))",
+                       "({0} * {0})", "sum", "torch.sqrt({r} / {n})", "({0} * {0})", "np.sqrt({r} / {n})"),
+    Op.AMAX: Reduction("torch.linalg.vector_norm({0}, float('inf'))", "_rt.channel_amax({0})",
+                       "torch._foreach_norm({0}, float('inf'))", "torch.linalg.vector_norm({0}, float('inf'))",
+                       "torch.amax(torch.stack({parts}))", "tl.abs({0})", "max", "{r}", "np.abs({0})", "{r}"),
+    Op.DOT:  Reduction("torch.sum({0} * {1})", "_rt.channel_sum({0} * {1})", None, "torch.sum({0} * {1})",
+                       "torch.sum(torch.stack({parts}))", "({0} * {1})", "sum", "{r}", "({0} * {1})", "{r}"),
+}
+assert set(REDUCTIONS) == REDUCE, "every reduction has its forms"
+for _op, _r in REDUCTIONS.items():
+    OPS[_op] = Form("_rt.no_host_reduction()", _r.torch, _r.foreach, _r.map, _r.numpy)
+
 # Spec-level function names -> (Op, arity). `x ? a : b` and `where(x, a, b)` are the same Op.
 FUNCTIONS: dict[str, tuple[Op, int]] = {
     "sqrt": (Op.SQRT, 1), "rsqrt": (Op.RSQRT, 1), "abs": (Op.ABS, 1), "sign": (Op.SIGN, 1),
     "exp": (Op.EXP, 1), "log": (Op.LOG, 1),
     "min": (Op.MIN, 2), "max": (Op.MAX, 2), "pow": (Op.POW, 2),
     "clamp": (Op.CLAMP, 3), "lerp": (Op.LERP, 3), "where": (Op.WHERE, 3),
+}
+# Reductions: name -> (Op, arity without the optional scope). `norm(x)` is per tensor;
+# `norm(x, channel)` per output channel; `norm(x, group)` over every tensor of the param group.
+REDUCTION_FUNCTIONS: dict[str, tuple[Op, int]] = {
+    "sum": (Op.SUM, 1), "mean": (Op.MEAN, 1), "norm": (Op.NORM, 1), "rms": (Op.RMS, 1),
+    "amax": (Op.AMAX, 1), "dot": (Op.DOT, 2),
 }
 # Functions whose argument is a state's name, not a value.
 STATE_PREDICATES: dict[str, Op] = {"is_empty": Op.IS_EMPTY}
@@ -70,7 +129,11 @@ BINARY_SYMBOLS: dict[str, Op] = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.
 COMPARE_SYMBOLS: dict[str, Op] = {"<": Op.LT, "<=": Op.LE, ">": Op.GT, ">=": Op.GE, "==": Op.EQ, "!=": Op.NE}
 
 # Inputs every update block can read.
-INPUTS: dict[str, Op] = {"param": Op.PARAM, "grad": Op.GRAD, "step": Op.STEP}
+INPUTS: dict[str, Op] = {"param": Op.PARAM, "grad": Op.GRAD, "step": Op.STEP,
+                         "numel": Op.NUMEL, "ndim": Op.NDIM, "channel_numel": Op.CHANNEL_NUMEL}
+# The word that stands for an optional hyper's absence: `hyper clip = none`, `if clip != none`.
+NONE = "none"
 
-missing = set(Op) - set(OPS) - {Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY}
+missing = set(Op) - set(OPS) - {Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY,
+                                 Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL}
 assert not missing, f"ops without backend forms: {missing}"

@@ -6,7 +6,8 @@ import difflib
 from dataclasses import dataclass
 
 from . import ast
-from .builtins import FUNCTIONS, INPUTS, STATE_PREDICATES
+from .builtins import FUNCTIONS, INPUTS, NONE, REDUCTION_FUNCTIONS, STATE_PREDICATES
+from .ir import SCOPE_KIND, SCOPES
 from .diagnostics import Reporter, Span
 from .ir import Kind, Type
 from .names import message_parts, problem_with_class_name, problem_with_derived_name, problem_with_name, state_list_names
@@ -51,6 +52,10 @@ class Checker:
         self.states = {s.name: s for s in spec.states}
         self.param_stored = False
         self.list_names: dict[str, str | None] = {}
+        # scalar states stored from a reduction: they live on the device, and reading them is a
+        # device value too (a fixed point: see infer_device_scalars)
+        self.device_scalars: set[str] = set()
+        self.stored_from_device: set[str] = set()
 
     # ---- declarations ---------------------------------------------------------
     def check(self) -> None:
@@ -85,8 +90,10 @@ class Checker:
         for h in spec.hypers:
             if h.is_tuple and len(h.default) > MAX_TUPLE:
                 self.r.error(h.span, f"a hyper tuple has at most {MAX_TUPLE} entries")
-            if h.where is not None:
-                self.expect(h.where, Type.BOOL, max_kind=Kind.HOST, what="a `where` condition", locals_={})
+            if h.where is not None:   # an optional hyper's check runs where it is given
+                given = [ast.Compare(h.span, (ast.Name(h.span, h.name), ast.NoneLit(h.span)), ("!=",))] \
+                    if h.default is None else []
+                self.expect(h.where, Type.BOOL, max_kind=Kind.HOST, what="a `where` condition", locals_={}, guards=given)
         for s in spec.states:
             self.check_state(s)
         for keep in spec.keeps:
@@ -98,10 +105,28 @@ class Checker:
                 self.r.error(req.span, "a `require` message must be printable text on one line")
             else:
                 self.check_message(req)
+        self.infer_device_scalars()
         self.block(spec.body, {}, guards=[])
         if not self.param_stored:
             self.r.error(spec.span, "the update block never assigns 'param'")
         self.r.raise_if_any()
+
+    def infer_device_scalars(self) -> None:
+        """A scalar state some store gives a reduction's value is kept on the device; its reads are
+        then device values, which may make other scalar states device ones: iterate to a fixed point
+        (quietly: the real pass reports)."""
+        real, stored = self.r, self.param_stored
+        try:
+            while True:
+                self.r = Reporter(self.spec.source)
+                self.stored_from_device = set()
+                self.block(self.spec.body, {}, guards=[])
+                grown = self.stored_from_device - self.device_scalars
+                if not grown:
+                    return
+                self.device_scalars |= grown
+        finally:
+            self.r, self.param_stored = real, stored
 
     def check_message(self, req: ast.Require) -> None:
         """`{name}` / `{name[0]}` in a message show a hyper's or flag's value, as torch's messages do."""
@@ -133,7 +158,9 @@ class Checker:
                 if s.init == "empty" and s.shape == "scalar":
                     self.r.error(s.span, "scalar state cannot start `empty`; give it a number")
             elif s.init in self.hypers:
-                if self.hypers[s.init].is_tuple:
+                if self.hypers[s.init].default is None:
+                    self.r.error(s.span, f"state '{s.name}' cannot start from optional hyper '{s.init}'")
+                elif self.hypers[s.init].is_tuple:
                     self.r.error(s.span, f"state '{s.name}' cannot start from tuple hyper '{s.init}'")
             else:
                 options = {"zeros", "empty", *self.hypers}
@@ -147,10 +174,13 @@ class Checker:
             if isinstance(st, ast.Assign):
                 self.assign(st, locals_, guards)
             else:
-                cond = self.expect(st.cond, Type.BOOL, max_kind=Kind.TENSOR_SCALAR, what="the condition of `if`",
+                cond = self.expect(st.cond, Type.BOOL, max_kind=Kind.REDUCED, what="the condition of `if`",
                                    locals_=locals_, guards=guards)
                 if cond is not None and cond.kind is Kind.TENSOR:
                     self.r.error(st.cond.span, "the condition of `if` varies per element; use `c ? a : b` for an elementwise select")
+                elif cond is not None and cond.kind is Kind.CHANNEL:
+                    self.r.error(st.cond.span, "the condition of `if` varies per channel; use `c ? a : b` for a select, "
+                                               "or reduce it to one value per tensor (e.g. `amax(x) < d`)")
                 then = self.block(st.then, dict(locals_), guards + _conjuncts(st.cond))
                 other = self.block(st.other, dict(locals_), guards)
                 for name in set(then) | set(other):
@@ -179,8 +209,11 @@ class Checker:
             if t in self.states:
                 s = self.states[t]
                 self.require_guard(s, st.target_span, guards)
-                if s.shape == "scalar" and value is not None and value.kind is Kind.TENSOR:
-                    self.r.error(st.value.span, f"scalar state '{t}' needs a per-tensor value, but this expression varies per element")
+                if s.shape == "scalar" and value is not None and value.kind >= Kind.CHANNEL:
+                    per = "element" if value.kind is Kind.TENSOR else "channel"
+                    self.r.error(st.value.span, f"scalar state '{t}' needs a per-tensor value, but this expression varies per {per}")
+                elif s.shape == "scalar" and value is not None and value.kind is Kind.REDUCED:
+                    self.stored_from_device.add(t)
             return
         if (why := problem_with_name(t) or self.derived_clash(t)):
             self.r.error(st.target_span, why)
@@ -216,8 +249,9 @@ class Checker:
         if sym.type is not typ:
             self.r.error(e.span, f"{what} must be a {typ.value}, not a {sym.type.value}")
         elif sym.kind > max_kind and max_kind < Kind.TENSOR_SCALAR:
-            self.r.error(e.span, f"{what} may use only hypers, flags and numbers, but this depends on "
-                                 f"{'per-element values' if sym.kind is Kind.TENSOR else 'the step or per-tensor state'}")
+            depends = {Kind.TENSOR: "per-element values", Kind.CHANNEL: "a per-channel reduction",
+                       Kind.REDUCED: "a reduction"}.get(sym.kind, "the step or per-tensor state")
+            self.r.error(e.span, f"{what} may use only hypers, flags and numbers, but this depends on {depends}")
         return sym
 
     def infer(self, e: ast.Expr, locals_: dict[str, Local], guards) -> Sym | None:
@@ -226,6 +260,9 @@ class Checker:
             return Sym(Kind.CONST, Type.NUM)
         if isinstance(e, ast.Bool):
             return Sym(Kind.CONST, Type.BOOL)
+        if isinstance(e, ast.NoneLit):
+            self.r.error(e.span, "`none` stands only beside an optional hyper: `h != none` or `h == none`")
+            return None
         if isinstance(e, ast.Name):
             return self.name(e, locals_, guards)
         if isinstance(e, ast.Index):
@@ -264,6 +301,8 @@ class Checker:
                     self.r.error(side.span, f"operands of `{e.op}` must be {'booleans' if logic else 'numbers'}")
                     return None
             return Sym(max(left.kind, right.kind), want)
+        if isinstance(e, ast.Compare) and any(isinstance(x, ast.NoneLit) for x in e.operands):
+            return self.none_test(e, locals_)
         if isinstance(e, ast.Compare):
             syms = [self.infer(x, locals_, guards) for x in e.operands]
             if any(s is None for s in syms):
@@ -291,6 +330,18 @@ class Checker:
             return None
         return Sym(max(c.kind, a.kind, b.kind), a.type)
 
+    def none_test(self, e: ast.Compare, locals_) -> Sym | None:
+        """`h != none` / `h == none` on an optional hyper: a host boolean."""
+        names = [x for x in e.operands if not isinstance(x, ast.NoneLit)]
+        h = self.hypers.get(names[0].id) if len(names) == 1 and isinstance(names[0], ast.Name) else None
+        if len(e.operands) != 2 or e.ops[0] not in ("==", "!=") or h is None or names[0].id in locals_:
+            self.r.error(e.span, "`none` stands only beside an optional hyper: `h != none` or `h == none`")
+            return None
+        if h.default is not None:
+            self.r.error(e.span, f"'{h.name}' is never none: only a hyper declared `= none` is optional")
+            return None
+        return Sym(Kind.HOST, Type.BOOL)
+
     def name(self, e: ast.Name, locals_, guards) -> Sym | None:
         n = e.id
         if n in locals_:
@@ -298,28 +349,67 @@ class Checker:
                 return None
             return Sym(locals_[n].kind, locals_[n].type)
         if n in INPUTS:
-            if n == "step":
-                return Sym(Kind.TENSOR_SCALAR, Type.NUM)
-            return Sym(Kind.TENSOR, Type.NUM)
+            if n in ("param", "grad"):
+                return Sym(Kind.TENSOR, Type.NUM)
+            return Sym(Kind.TENSOR_SCALAR, Type.NUM)   # step, numel, ndim, channel_numel: per tensor, on the host
         if n in self.states:
             s = self.states[n]
             self.require_guard(s, e.span, guards)
-            return Sym(Kind.TENSOR_SCALAR if s.shape == "scalar" else Kind.TENSOR, Type.NUM)
+            if s.shape == "scalar":
+                return Sym(Kind.REDUCED if n in self.device_scalars else Kind.TENSOR_SCALAR, Type.NUM)
+            return Sym(Kind.TENSOR, Type.NUM)
         if n in self.hypers:
             if self.hypers[n].is_tuple:
                 self.r.error(e.span, f"'{n}' is a tuple; use one entry, e.g. {n}[0]")
                 return None
+            if self.hypers[n].default is None and not self.none_guarded(n, guards):
+                self.r.error(e.span, f"'{n}' may be none; use it inside `if {n} != none {{ ... }}` or `{n} != none ? ... : ...`")
+                return None
             return Sym(Kind.HOST, Type.NUM)
         if n in self.flags:
             return Sym(Kind.HOST, Type.BOOL)
-        if n in FUNCTIONS or n in STATE_PREDICATES:
+        if n in SCOPES:
+            self.r.error(e.span, f"'{n}' is a reduction scope: the last argument of a reduction, e.g. norm(x, {n})")
+            return None
+        if n in FUNCTIONS or n in STATE_PREDICATES or n in REDUCTION_FUNCTIONS:
             self.r.error(e.span, f"'{n}' is a function; call it, e.g. {n}(...)")
             return None
         options = {*locals_, *INPUTS, *self.states, *self.hypers, *self.flags}
         self.r.error(e.span, f"unknown name '{n}'{_did_you_mean(n, options)}")
         return None
 
+    def none_guarded(self, name: str, guards) -> bool:
+        return any(isinstance(g, ast.Compare) and g.ops == ("!=",) and len(g.operands) == 2
+                   and {type(x) for x in g.operands} == {ast.Name, ast.NoneLit}
+                   and any(isinstance(x, ast.Name) and x.id == name for x in g.operands) for g in guards)
+
+    def reduction(self, e: ast.Call, locals_, guards) -> Sym | None:
+        """sum/mean/norm/rms/amax(x[, scope]), dot(x, y[, scope]): one value per tensor (the default
+        scope), per output channel, or per param group."""
+        _, arity = REDUCTION_FUNCTIONS[e.func]
+        args = list(e.args)
+        scope = "tensor"
+        if len(args) == arity + 1 and isinstance(args[-1], ast.Name) and args[-1].id in SCOPES:
+            scope = args.pop().id
+        elif len(args) == arity + 1:
+            self.r.error(e.args[-1].span, f"the last argument of {e.func}() is its scope: one of {', '.join(SCOPES)}")
+            return None
+        if len(args) != arity:
+            self.r.error(e.span, f"{e.func}() takes {arity} argument{'s' if arity != 1 else ''} and an optional scope "
+                                 f"({', '.join(SCOPES)}), got {len(e.args)} arguments")
+            return None
+        syms = [self.infer(a, locals_, guards) for a in args]
+        if any(s is None for s in syms):
+            return None
+        for a, s in zip(args, syms):
+            if s.type is not Type.NUM:
+                self.r.error(a.span, f"arguments of {e.func}() must be numbers")
+                return None
+        return Sym(SCOPE_KIND[scope], Type.NUM)
+
     def call(self, e: ast.Call, locals_, guards) -> Sym | None:
+        if e.func in REDUCTION_FUNCTIONS:
+            return self.reduction(e, locals_, guards)
         if e.func in STATE_PREDICATES:
             if len(e.args) != 1 or not isinstance(e.args[0], ast.Name) or e.args[0].id not in self.states:
                 self.r.error(e.span, f"{e.func}() takes the name of a state")
@@ -330,7 +420,8 @@ class Checker:
             self.require_guard(s, e.args[0].span, guards)
             return Sym(Kind.TENSOR_SCALAR, Type.BOOL)
         if e.func not in FUNCTIONS:
-            self.r.error(e.span, f"unknown function '{e.func}'{_did_you_mean(e.func, {*FUNCTIONS, *STATE_PREDICATES})}")
+            self.r.error(e.span, f"unknown function '{e.func}'"
+                                 f"{_did_you_mean(e.func, {*FUNCTIONS, *STATE_PREDICATES, *REDUCTION_FUNCTIONS})}")
             for a in e.args:
                 self.infer(a, locals_, guards)
             return None

@@ -15,7 +15,20 @@ class Kind(enum.IntEnum):
     CONST = 0          # literals
     HOST = 1           # hypers, flags and math on them: once per group, on the host, float64
     TENSOR_SCALAR = 2  # one value per parameter tensor (step, scalar state), computed on the host
-    TENSOR = 3         # elementwise, shape of the parameter
+    REDUCED = 3        # one value per parameter tensor computed on the device: a reduction over the
+                       # tensor (or over the group) and math on it; a 0-d tensor in eager code
+    CHANNEL = 4        # one value per output channel (dim 0), broadcast along the other dims
+    TENSOR = 5         # elementwise, shape of the parameter
+
+    @property
+    def on_host(self) -> bool:
+        """Computed on the host (Python floats, float64): constants, hypers, step math."""
+        return self <= Kind.TENSOR_SCALAR
+
+    @property
+    def on_device(self) -> bool:
+        """A tensor at run time: a reduction's result (0-d or per channel) or an elementwise value."""
+        return self >= Kind.REDUCED
 
     @property
     def label(self) -> str:
@@ -38,6 +51,10 @@ class Op(enum.Enum):
     STATE = enum.auto()     # arg: name
     VAR = enum.auto()       # arg: name of a Let
     IS_EMPTY = enum.auto()  # arg: state name; true until the state is first stored
+    IS_SET = enum.auto()    # arg: name of an optional hyper; false where it is None
+    NUMEL = enum.auto()     # the parameter's element count
+    NDIM = enum.auto()      # the parameter's number of dimensions
+    CHANNEL_NUMEL = enum.auto()  # elements per output channel: numel / size(0) (numel for a 0-d param)
     # unary
     NEG = enum.auto()
     NOT = enum.auto()
@@ -48,6 +65,12 @@ class Op(enum.Enum):
     EXP = enum.auto()
     LOG = enum.auto()
     COPY = enum.auto()      # a fresh copy: breaks aliasing before an in-place store
+    # reductions (arg: the scope, one of SCOPES), unary ...
+    SUM = enum.auto()
+    MEAN = enum.auto()
+    NORM = enum.auto()      # L2
+    RMS = enum.auto()       # sqrt(mean(x * x))
+    AMAX = enum.auto()      # max |x|
     # binary
     ADD = enum.auto()
     SUB = enum.auto()
@@ -64,19 +87,29 @@ class Op(enum.Enum):
     NE = enum.auto()
     AND = enum.auto()
     OR = enum.auto()
+    DOT = enum.auto()       # a reduction: sum(x * y)
     # ternary
     WHERE = enum.auto()     # (cond, then, other)
     LERP = enum.auto()      # (start, end, weight)
     CLAMP = enum.auto()     # (x, lo, hi)
 
 
-LEAF = frozenset({Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY})
-UNARY = frozenset({Op.NEG, Op.NOT, Op.SQRT, Op.RSQRT, Op.ABS, Op.SIGN, Op.EXP, Op.LOG, Op.COPY})
+LEAF = frozenset({Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY,
+                  Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL})
+UNARY = frozenset({Op.NEG, Op.NOT, Op.SQRT, Op.RSQRT, Op.ABS, Op.SIGN, Op.EXP, Op.LOG, Op.COPY,
+                   Op.SUM, Op.MEAN, Op.NORM, Op.RMS, Op.AMAX})
 BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MIN, Op.MAX,
-                    Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR})
+                    Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR, Op.DOT})
 TERNARY = frozenset({Op.WHERE, Op.LERP, Op.CLAMP})
 COMPARE = frozenset({Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE})
 LOGIC = frozenset({Op.AND, Op.OR, Op.NOT})
+REDUCE = frozenset({Op.SUM, Op.MEAN, Op.NORM, Op.RMS, Op.AMAX, Op.DOT})
+# Where a reduction runs: over one tensor, over each output channel (dim 0) of it, or over every
+# tensor of the param group. The scope is the reduction node's `arg`.
+SCOPES = ("tensor", "channel", "group")
+SCOPE_KIND = {"tensor": Kind.REDUCED, "channel": Kind.CHANNEL, "group": Kind.REDUCED}
+# per-tensor inputs known on the host (step is one too, but counts steps)
+SHAPE_INPUTS = frozenset({Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL})
 ARITY = {**{op: 0 for op in LEAF}, **{op: 1 for op in UNARY}, **{op: 2 for op in BINARY}, **{op: 3 for op in TERNARY}}
 assert set(ARITY) == set(Op), "every Op belongs to exactly one group"
 
@@ -95,6 +128,19 @@ class Value:
 
 def const(x: float | bool) -> Value:
     return Value(Op.CONST, (), x, Kind.CONST, Type.BOOL if isinstance(x, bool) else Type.NUM)
+
+
+def reduce(op: Op, scope: str, *args: Value) -> Value:
+    """A reduction node: its kind is its scope's (per tensor, per channel), whatever its operands'."""
+    assert op in REDUCE and scope in SCOPES, (op, scope)
+    return Value(op, tuple(args), scope, SCOPE_KIND[scope], Type.NUM)
+
+
+def with_args(node: Value, args: tuple[Value, ...]) -> Value:
+    """`node` over new operands (a reduction keeps its scope)."""
+    if node.op in REDUCE:
+        return reduce(node.op, node.arg, *args)
+    return apply(node.op, *args)
 
 
 def apply(op: Op, *args: Value) -> Value:
@@ -141,6 +187,11 @@ class HyperInfo:
     arity: int                  # 0 for a scalar, n for an n-tuple
     checks: tuple[tuple[str, str], ...] = ()   # (python condition source, message f-string source)
 
+    @property
+    def optional(self) -> bool:
+        """Declared `= none`: None from Python means absent, tested with `h != none`."""
+        return self.default is None
+
 
 @dataclass(frozen=True)
 class FlagInfo:
@@ -151,7 +202,8 @@ class FlagInfo:
 @dataclass(frozen=True)
 class StateInfo:
     name: str
-    kind: Kind                  # TENSOR or TENSOR_SCALAR
+    kind: Kind                  # TENSOR; TENSOR_SCALAR (host scalar state); REDUCED (a scalar state stored
+                                # from a reduction: a 0-d float32 tensor on the parameter's device)
     init: float | str           # number, 'zeros', 'empty', or a hyper name
     cond: Value | None          # the state exists only where this host condition holds
     key: str | None = None      # the state_dict key where it is not `name` (Adagrad's "sum")
@@ -235,7 +287,7 @@ def rebuild(v: Value, fn) -> Value:
         if node.args:
             new_args = tuple(memo[id(a)] for a in node.args)
             if any(n is not o for n, o in zip(new_args, node.args)):
-                node2 = Value(node.op, new_args, node.arg, node.kind, node.type) if node.op in LEAF else apply(node.op, *new_args)
+                node2 = Value(node.op, new_args, node.arg, node.kind, node.type) if node.op in LEAF else with_args(node, new_args)
             else:
                 node2 = node
         else:
@@ -259,8 +311,13 @@ def format_value(v: Value) -> str:
         return str(v.arg)
     if v.op is Op.IS_EMPTY:
         return f"is_empty({v.arg})"
-    if v.op in (Op.STEP, Op.PARAM, Op.GRAD):
+    if v.op is Op.IS_SET:
+        return f"({v.arg} != none)"
+    if v.op in (Op.STEP, Op.PARAM, Op.GRAD, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL):
         return v.op.name.lower()
+    if v.op in REDUCE:
+        scope = "" if v.arg == "tensor" else f", {v.arg}"
+        return f"{v.op.name.lower()}({', '.join(format_value(a) for a in v.args)}{scope})"
     if v.op in _SYMBOL:
         return f"({format_value(v.args[0])} {_SYMBOL[v.op]} {format_value(v.args[1])})"
     if v.op is Op.NEG:
@@ -305,7 +362,10 @@ def verify(p: Program) -> Program:
                 raise IRError(f"use of undefined local {node.arg!r}")
             if node.op in (Op.STATE, Op.IS_EMPTY) and node.arg not in states:
                 raise IRError(f"unknown state {node.arg!r}")
-            if node.args:
+            if node.op in REDUCE:
+                if node.arg not in SCOPES or node.kind is not SCOPE_KIND[node.arg]:
+                    raise IRError(f"{node.op.name} over {node.arg!r} has kind {node.kind.label}")
+            elif node.args:
                 want = max(a.kind for a in node.args)
                 if node.kind != want:
                     raise IRError(f"{node.op.name} has kind {node.kind.label}, operands say {want.label}")
@@ -319,11 +379,13 @@ def verify(p: Program) -> Program:
             elif isinstance(s, Store):
                 if s.target != "param" and s.target not in states:
                     raise IRError(f"store to unknown target {s.target!r}")
-                if s.target in states and states[s.target].kind is Kind.TENSOR_SCALAR and s.value.kind is Kind.TENSOR:
+                if s.target in states and states[s.target].kind is not Kind.TENSOR and s.value.kind >= Kind.CHANNEL:
                     raise IRError(f"scalar state {s.target!r} stored from a tensor value")
+                if s.target in states and states[s.target].kind is Kind.TENSOR_SCALAR and s.value.kind.on_device:
+                    raise IRError(f"host scalar state {s.target!r} stored from a device value")
             else:
-                if s.cond.type is not Type.BOOL or s.cond.kind is Kind.TENSOR:
-                    raise IRError("if-condition must be a host or tensor_scalar boolean")
+                if s.cond.type is not Type.BOOL or s.cond.kind >= Kind.CHANNEL:
+                    raise IRError("if-condition must be one boolean per tensor")
                 check_block(s.then, scope)
                 check_block(s.other, scope)
 

@@ -6,10 +6,10 @@ state (or the parameter) when that state is overwritten in place gets a COPY."""
 from __future__ import annotations
 
 from . import ast
-from .builtins import BINARY_SYMBOLS, COMPARE_SYMBOLS, FUNCTIONS, INPUTS, STATE_PREDICATES
+from .builtins import BINARY_SYMBOLS, COMPARE_SYMBOLS, FUNCTIONS, INPUTS, REDUCTION_FUNCTIONS, STATE_PREDICATES
 from .names import state_list_names
-from .ir import (Kind, Let, Op, Program, Stmt, Store, Type, Value, apply, const,
-                 FlagInfo, HyperInfo, If, StateInfo, walk_values)
+from .ir import (SCOPES, Kind, Let, Op, Program, Stmt, Store, Type, Value, apply, const, reduce,
+                 FlagInfo, HyperInfo, If, StateInfo, walk_stmts, walk_values)
 
 # torch.optim's wording for invalid hypers; `{}` is the offending value's source.
 TORCH_MESSAGES = {
@@ -43,6 +43,7 @@ class Lowerer:
         self.flags = {f.name for f in spec.flags}
         self.states = {s.name: s for s in spec.states}
         self.uses_step = False
+        self.device_scalars: set[str] = set()   # scalar states stored from a reduction (see lower())
 
     # ---- expressions ------------------------------------------------------------
     def expr(self, e: ast.Expr, env: dict[str, Value]) -> Value:
@@ -56,11 +57,10 @@ class Lowerer:
                 return env[n]
             if n in INPUTS:
                 self.uses_step |= n == "step"
-                kind = Kind.TENSOR_SCALAR if n == "step" else Kind.TENSOR
+                kind = Kind.TENSOR if n in ("param", "grad") else Kind.TENSOR_SCALAR
                 return Value(INPUTS[n], (), None, kind, Type.NUM)
             if n in self.states:
-                s = self.states[n]
-                return Value(Op.STATE, (), n, Kind.TENSOR_SCALAR if s.shape == "scalar" else Kind.TENSOR, Type.NUM)
+                return Value(Op.STATE, (), n, self.state_kind(self.states[n]), Type.NUM)
             if n in self.hypers:
                 return Value(Op.HYPER, (), (n, None), Kind.HOST, Type.NUM)
             if n in self.flags:
@@ -77,6 +77,10 @@ class Lowerer:
                 # so this is `flag ? m > 0 : false`, which every backend evaluates one side of
                 return apply(Op.WHERE, left, right, const(False))
             return apply(BINARY_SYMBOLS[e.op], left, right)
+        if isinstance(e, ast.Compare) and any(isinstance(x, ast.NoneLit) for x in e.operands):
+            name = next(x.id for x in e.operands if isinstance(x, ast.Name))
+            given = Value(Op.IS_SET, (), name, Kind.HOST, Type.BOOL)
+            return given if e.ops[0] == "!=" else apply(Op.NOT, given)
         if isinstance(e, ast.Compare):
             operands = [self.expr(x, env) for x in e.operands]
             out = None
@@ -89,9 +93,21 @@ class Lowerer:
         if isinstance(e, ast.Call):
             if e.func in STATE_PREDICATES:
                 return Value(STATE_PREDICATES[e.func], (), e.args[0].id, Kind.TENSOR_SCALAR, Type.BOOL)
+            if e.func in REDUCTION_FUNCTIONS:
+                op, arity = REDUCTION_FUNCTIONS[e.func]
+                args, scope = list(e.args), "tensor"
+                if len(args) == arity + 1:
+                    scope = args.pop().id
+                assert scope in SCOPES
+                return reduce(op, scope, *(self.expr(a, env) for a in args))
             op, _ = FUNCTIONS[e.func]
             return apply(op, *(self.expr(a, env) for a in e.args))
         raise AssertionError(f"unhandled node {type(e).__name__}")
+
+    def state_kind(self, s: ast.State) -> Kind:
+        if s.shape != "scalar":
+            return Kind.TENSOR
+        return Kind.REDUCED if s.name in self.device_scalars else Kind.TENSOR_SCALAR
 
     def reads_guarded(self, v: Value) -> bool:
         """v reads a tensor state that exists only where its condition holds."""
@@ -156,8 +172,18 @@ class Lowerer:
         spec = self.spec
         declared = {d.name for d in (*spec.hypers, *spec.flags, *spec.states)}
         lists = state_list_names([s.name for s in spec.states], declared)
+        # a scalar state stored from a reduction lives on the device (a fixed point: reading it is a
+        # device value, which may make other scalar states device ones)
+        while True:
+            self.uses_step = False
+            stored = {st.target for st in walk_stmts(tuple(self.block(spec.body, {}, {})))
+                      if isinstance(st, Store) and st.target in self.states
+                      and self.states[st.target].shape == "scalar" and st.value.kind is Kind.REDUCED}
+            if stored <= self.device_scalars:
+                break
+            self.device_scalars |= stored
         states = tuple(
-            StateInfo(s.name, Kind.TENSOR_SCALAR if s.shape == "scalar" else Kind.TENSOR, s.init,
+            StateInfo(s.name, self.state_kind(s), s.init,
                       self.expr(s.cond, {}) if s.cond is not None else None,
                       key=s.key, list_name=lists[s.name])
             for s in spec.states)

@@ -25,13 +25,15 @@ GENERATED = frozenset("""
 GENERATED_LOCALS = frozenset("""
     t i rows streams index view copies numels work_tensor work_start ptrs head table inputs hypers
     states block kernels reason func per_tensor steps original_params active stored n_columns
+    reduced partials work_end work_channel scratch phase numel_list
 """.split())
 RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins)) | GENERATED \
     | GENERATED_LOCALS
 # Spec-level words with a meaning of their own.
 LANGUAGE = frozenset({"param", "grad", "step", "zeros", "empty", "scalar", "tensor", "true", "false",
                       "optimizer", "hyper", "flag", "state", "require", "update", "where", "if", "else",
-                      "and", "or", "not", "key", "keep"})
+                      "and", "or", "not", "key", "keep", "none",
+                      "channel", "group", "numel", "ndim", "channel_numel"})
 
 
 def problem_with_name(name: str) -> str | None:

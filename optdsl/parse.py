@@ -145,6 +145,10 @@ class _Builder(Transformer_NonRecursive):
         return ast.Bool(self._s(meta), children[0] == "true")
 
     @v_args(meta=True)
+    def none_lit(self, meta, children):
+        return ast.NoneLit(self._s(meta))
+
+    @v_args(meta=True)
     def name(self, meta, children):
         return ast.Name(self._s(meta), str(children[0]))
 
@@ -231,8 +235,10 @@ class _Builder(Transformer_NonRecursive):
     def hyper(self, meta, children):
         tok, value, *where = children
         if isinstance(value, tuple):
-            default: float | tuple = tuple(n.value for n in value[2])
+            default: float | tuple | None = tuple(n.value for n in value[2])
             is_tuple = True
+        elif isinstance(value, ast.NoneLit):
+            default, is_tuple = None, False
         else:
             default, is_tuple = value.value, False
         return ast.Hyper(self._s(tok), str(tok), default, is_tuple, where[0] if where else None)
@@ -375,7 +381,7 @@ def parse(source: str, file: str = "<spec>") -> ast.Spec:
             raise CompileError(err.orig_exc.diagnostics, source) from None
         raise err.orig_exc from None
     for h in spec.hypers:
-        values = h.default if h.is_tuple else (h.default,)
+        values = h.default if h.is_tuple else () if h.default is None else (h.default,)
         if not all(math.isfinite(v) for v in values):
             raise CompileError([Diagnostic(h.span, f"default of hyper '{h.name}' is not a finite number")], source)
     return spec

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 
-from .ir import (walk_stmts, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, apply, const, map_values, rebuild,
-                 walk_values, verify)
+from .ir import (REDUCE, walk_stmts, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, apply, const, map_values,
+                 rebuild, walk_values, verify, with_args)
 
 
 def _fold_node(v: Value) -> Value:
-    if v.op in (Op.CONST,) or v.kind is not Kind.CONST or not v.args or v.op is Op.COPY:
+    if v.op in (Op.CONST,) or v.kind is not Kind.CONST or not v.args or v.op is Op.COPY or v.op in REDUCE:
         return v
     a = [x.arg for x in v.args]
     try:
@@ -164,10 +164,10 @@ def hoist_host(p: Program, min_kind: Kind = Kind.HOST) -> Program:
         return max(node.kind, Kind.HOST) if node.args and node.kind is Kind.CONST else node.kind
 
     def hoist_value(v: Value, out: list[Stmt], memo: dict[Value, Value], whole: bool = False) -> Value:
-        if v.kind is not Kind.TENSOR and not whole:
+        if not v.kind.on_device and not whole:
             return v
         def visit(node: Value) -> Value:
-            if node.kind is Kind.TENSOR or not node.args and node.op in (Op.CONST, Op.HYPER, Op.FLAG):
+            if node.kind.on_device or not node.args and node.op in (Op.CONST, Op.HYPER, Op.FLAG, Op.IS_SET):
                 return node
             if reads_rebound(node):
                 pass
@@ -191,12 +191,14 @@ def hoist_host(p: Program, min_kind: Kind = Kind.HOST) -> Program:
                 memo.clear()  # a rebound local may change what a memoised host value means
             elif isinstance(s, Store):
                 # a host value stored into a tensor (`param = lr`) is hoisted whole
-                whole = s.target == "param" or p.state(s.target).kind is Kind.TENSOR
+                whole = s.target == "param" or p.state(s.target).kind.on_device
                 out.append(Store(s.target, hoist_value(s.value, out, memo, whole)))
                 memo.clear()
             else:
                 cond = s.cond
-                if cond.op not in (Op.VAR, Op.CONST, Op.FLAG) and effective(cond) >= min_kind or reads_rebound(cond):
+                if cond.kind.on_device:   # a condition on a reduction: its host parts are hoisted
+                    cond = hoist_value(cond, out, memo)
+                elif cond.op not in (Op.VAR, Op.CONST, Op.FLAG, Op.IS_SET) and effective(cond) >= min_kind or reads_rebound(cond):
                     name = fresh()
                     out.append(Let(name, cond))
                     cond = Value(Op.VAR, (), name, cond.kind, cond.type)
@@ -208,15 +210,15 @@ def hoist_host(p: Program, min_kind: Kind = Kind.HOST) -> Program:
 
 
 def _rebuild_top_down(v: Value, visit) -> Value:
-    """Replace maximal non-tensor subtrees (visit decides), rebuilding tensor nodes above them."""
-    if v.kind is not Kind.TENSOR:
+    """Replace maximal host subtrees (visit decides), rebuilding device nodes above them."""
+    if not v.kind.on_device:
         return visit(v)
     if not v.args:
         return v
     new_args = tuple(_rebuild_top_down(a, visit) for a in v.args)
     if all(n is o for n, o in zip(new_args, v.args)):
         return v
-    return apply(v.op, *new_args)
+    return with_args(v, new_args)
 
 
 def _replace(p: Program, **changes) -> Program:
@@ -224,7 +226,36 @@ def _replace(p: Program, **changes) -> Program:
     return replace(p, **changes)
 
 
-PIPELINE = (fold_constants,)
+def name_reductions(p: Program) -> Program:
+    """Give every reduction a Let of its own (`_r1 = norm(param)`), placed just before the statement
+    that reads it, innermost first: a reduction is a barrier, and the phase plan (optdsl.plan)
+    schedules these Lets."""
+    counter = [0]
+
+    def lift(v: Value, out: list[Stmt]) -> Value:
+        def sub(node: Value) -> Value:
+            if node.op not in REDUCE:
+                return node
+            counter[0] += 1
+            name = f"_r{counter[0]}"
+            out.append(Let(name, node))
+            return Value(Op.VAR, (), name, node.kind, node.type)
+        return rebuild(v, sub)
+
+    def block(stmts: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
+        out: list[Stmt] = []
+        for s in stmts:
+            if isinstance(s, Let):
+                out.append(Let(s.name, lift(s.value, out)))
+            elif isinstance(s, Store):
+                out.append(Store(s.target, lift(s.value, out)))
+            else:
+                out.append(If(lift(s.cond, out), block(s.then), block(s.other)))
+        return tuple(out)
+    return _replace(p, body=block(p.body))
+
+
+PIPELINE = (fold_constants, name_reductions)
 
 
 def optimize(p: Program, check: bool = False) -> Program:

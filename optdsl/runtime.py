@@ -257,6 +257,86 @@ def foreach_addcdiv_(xs, ys, zs, value) -> None:
     _foreach_addc(torch._foreach_addcdiv_, xs, ys, zs, value)
 
 
+# ---- reductions ----------------------------------------------------------------------------
+#
+# The eager forms of the builtins table's reductions (optdsl.builtins.REDUCTIONS). A channel is
+# an index along dim 0 (the output channel, as AdamP's `x.view(x.size(0), -1)`); a 0-d tensor is
+# one channel. Per-channel results have shape (size(0), 1, ..., 1) and broadcast back.
+
+
+def no_host_reduction():
+    raise AssertionError("a reduction is never host math")
+
+
+def _channels(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0] if x.dim() else 1, -1)
+
+
+def _per_channel(r: Tensor, x: Tensor) -> Tensor:
+    return r.reshape((-1,) + (1,) * (x.dim() - 1)) if x.dim() else r.reshape(())
+
+
+def channel_sum(x: Tensor) -> Tensor:
+    return _per_channel(_channels(x).sum(dim=1), x)
+
+
+def channel_mean(x: Tensor) -> Tensor:
+    return _per_channel(_channels(x).mean(dim=1), x)
+
+
+def channel_norm(x: Tensor) -> Tensor:
+    return _per_channel(torch.linalg.vector_norm(_channels(x), dim=1), x)
+
+
+def channel_rms(x: Tensor) -> Tensor:
+    c = _channels(x)
+    return _per_channel(torch.linalg.vector_norm(c, dim=1) / sqrt(c.shape[1]), x)
+
+
+def channel_amax(x: Tensor) -> Tensor:
+    return _per_channel(torch.linalg.vector_norm(_channels(x), float("inf"), dim=1), x)
+
+
+def rms(x: Tensor) -> Tensor:
+    """sqrt(mean(x * x)) as the L2 norm over sqrt(numel) (Adafactor's `_rms`); NaN for no elements, as mean."""
+    return torch.linalg.vector_norm(x) / sqrt(x.numel()) if x.numel() else torch.mean(x)
+
+
+def expand(x, like: Tensor) -> Tensor:
+    """A reduction's operand that is not elementwise (a number, a per-tensor or per-channel value),
+    as a tensor of `like`'s shape: `sum(1)` is the element count."""
+    if isinstance(x, Tensor):
+        return x.expand_as(like)
+    return torch.full_like(like, x)
+
+
+def small(x, like: Tensor) -> Tensor:
+    """A host number as a 0-d tensor beside a per-tensor device value `like` (its dtype and device)."""
+    if isinstance(x, Tensor):
+        return x
+    return torch.full((), x, dtype=like.dtype, device=like.device)
+
+
+def shape_input(params: list[Tensor], what: str) -> list[int]:
+    """numel, ndim or channel_numel of each parameter as the update sees it (a complex parameter
+    as its real view, as every path computes on it)."""
+    out = []
+    for p in params:
+        shape = tuple(p.shape) + ((2,) if torch.is_complex(p) else ())
+        numel = math.prod(shape)
+        if what == "numel":
+            out.append(numel)
+        elif what == "ndim":
+            out.append(len(shape))
+        else:
+            out.append(numel // shape[0] if shape and shape[0] else (numel if not shape else 0))
+    return out
+
+
+def channel_numel(x: Tensor) -> int:
+    return x.numel() // x.shape[0] if x.dim() and x.shape[0] else (x.numel() if not x.dim() else 0)
+
+
 # ---- tensors -----------------------------------------------------------------------------
 
 
@@ -437,8 +517,9 @@ class GeneratedOptimizer(Optimizer):
             # `fill` (torch.optim: `complex(initial_accumulator_value, initial_accumulator_value)`)
             value = complex(fill, fill) if torch.is_complex(p) else fill
             return torch.full_like(p, value, memory_format=torch.preserve_format)
-        # ("scalar", value): one number per parameter, on its device when capturable (as torch's NAdam mu_product)
-        device = p.device if self._on_device(group) else torch.device("cpu")
+        # ("scalar", value): one number per parameter, on its device when capturable (as torch's NAdam
+        # mu_product); ("device_scalar", value), stored from a reduction: always on its device
+        device = p.device if self._on_device(group) or what == "device_scalar" else torch.device("cpu")
         if isinstance(fill, Tensor):
             return fill.detach().reshape(()).to(device=device, dtype=_get_scalar_dtype(), copy=True)
         return torch.full((), float(fill), dtype=_get_scalar_dtype(), device=device)
@@ -558,7 +639,7 @@ def check_state_dict(opt: GeneratedOptimizer, state_dict: dict[str, Any]) -> Non
         for k, t in entry.items():
             if k == "step" or not isinstance(t, Tensor):
                 continue
-            scalar = isinstance(active.get(k), tuple) and active[k][0] == "scalar"
+            scalar = isinstance(active.get(k), tuple) and active[k][0] in ("scalar", "device_scalar")
             want = () if scalar else tuple(p.shape)
             if tuple(t.shape) != want and not (scalar and t.numel() == 1):
                 raise ValueError(f"{name}.load_state_dict: state {k!r} of parameter {key!r} has shape {tuple(t.shape)}, "

@@ -77,8 +77,8 @@ RESERVED_NAMES = ["self", "torch", "tl", "triton", "np", "math", "os", "sys", "s
                   "case", "params", "grads", "state", "group", "defaults", "closure", "kernel", "launch", "mask",
                   "offs", "pid", "t", "i", "rows", "streams", "index", "table", "head", "ptrs", "func", "per_tensor"]
 # legal names that still read like generated-code variables: accepted, and harmless
-LEGAL_NAMES = ["value", "x", "p", "lr", "out", "src", "name", "shape", "numel", "bias_correction",
-               "exp_avgs", "steps_", "grad_", "state_"]
+LEGAL_NAMES = ["value", "x", "p", "lr", "out", "src", "name", "shape", "bias_correction",
+               "exp_avgs", "steps_", "grad_", "state_", "numels_", "norm_"]
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")   # NumPy inside the Triton interpreter
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..ir import Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_values, stmt_values, walk_stmts
+from ..ir import SHAPE_INPUTS, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_values, stmt_values, walk_stmts
 from ..names import ident, literal
 from .common import Writer, float_literal, render
 
@@ -20,6 +20,10 @@ def host_leaf(v: Value, scalar_state=lambda n: f"({n} if capturable else _rt.val
         return ident(str(v.arg))
     if v.op is Op.STEP:
         return "step"
+    if v.op in SHAPE_INPUTS:
+        return v.op.name.lower()
+    if v.op is Op.IS_SET:
+        return f"({ident(str(v.arg))} is not None)"
     if v.op is Op.STATE:
         return scalar_state(ident(str(v.arg)))
     if v.op is Op.IS_EMPTY:
@@ -82,9 +86,9 @@ class Column:
 
 def is_device_stmt(s: Stmt, p: Program) -> bool:
     if isinstance(s, Let):
-        return s.value.kind is Kind.TENSOR
+        return s.value.kind.on_device
     if isinstance(s, Store):
-        return s.target == "param" or p.state(s.target).kind is Kind.TENSOR
+        return s.target == "param" or p.state(s.target).kind.on_device
     return True
 
 
@@ -92,7 +96,7 @@ def columns(p: Program, per_tensor_branches: bool = False) -> list[Column]:
     """Host VARs read by device statements (hoisted IR), in first-use order."""
     host_lets: dict[str, Value] = {}
     for s in walk_stmts(p.body):   # a name bound more than once: its highest kind
-        if isinstance(s, Let) and s.value.kind < Kind.TENSOR and (
+        if isinstance(s, Let) and s.value.kind.on_host and (
                 s.name not in host_lets or s.value.kind > host_lets[s.name].kind):
             host_lets[s.name] = s.value
     # per_tensor_branches (the kernel, whose programs branch per tensor): a host value computed under a
@@ -150,9 +154,16 @@ def _has_device(stmts, p) -> bool:
 def per_tensor_inputs(p: Program) -> list[str]:
     """Arguments of the per-tensor host function, beside the hypers and flags."""
     args = ["step"] if p.uses_step else []
+    args += shape_inputs(p)
     args += [s.name for s in p.states if s.kind is Kind.TENSOR_SCALAR]
     args += [f"{s.name}_is_empty" for s in p.states if s.init == "empty"]
     return args
+
+
+def shape_inputs(p: Program) -> list[str]:
+    """`numel`, `ndim`, `channel_numel` where host math reads them: inputs of the per-tensor host function."""
+    used = {n.op for s in walk_stmts(p.body) for v in stmt_values(s) for n in walk_values(v)}
+    return [op.name.lower() for op in (Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL) if op in used]
 
 
 def scalar_states(p: Program) -> list[str]:
@@ -190,7 +201,7 @@ def emit_per_tensor_function(p: Program, fn_name: str, track_stores: bool = Fals
         def block(stmts):
             emitted = False
             for s in stmts:
-                if isinstance(s, Let) and s.value.kind < Kind.TENSOR:
+                if isinstance(s, Let) and s.value.kind.on_host:
                     w.line(f"{ident(s.name)} = {host_expr(s.value, scalar_state=lambda n: n, is_empty=lambda n: n + '_is_empty')}")
                     emitted = True
                 elif isinstance(s, Store) and s.target != "param" and p.state(s.target).kind is Kind.TENSOR_SCALAR:
@@ -202,6 +213,12 @@ def emit_per_tensor_function(p: Program, fn_name: str, track_stores: bool = Fals
                     if s.target in reread:
                         w.line(f"{ident(s.target)}_is_empty = False")
                     emitted = True
+                elif isinstance(s, If) and s.cond.kind.on_device and _has_host(s):
+                    # a condition on a reduction is known on the device only: the host math under it
+                    # is computed either way (pure math; the device code picks what it reads)
+                    _check_unconditional_host(s, p)
+                    emitted |= block(s.then)
+                    emitted |= block(s.other)
                 elif isinstance(s, If) and _has_host(s):
                     w.line(f"if {host_expr(s.cond, scalar_state=lambda n: n, is_empty=lambda n: n + '_is_empty')}:")
                     with w.indent():
@@ -223,11 +240,24 @@ def emit_per_tensor_function(p: Program, fn_name: str, track_stores: bool = Fals
     return w.text()
 
 
+def _check_unconditional_host(s: If, p: Program) -> None:
+    from ..plan import PlanError
+    then = {x.name for x in walk_stmts(s.then) if isinstance(x, Let) and x.value.kind.on_host}
+    other = {x.name for x in walk_stmts(s.other) if isinstance(x, Let) and x.value.kind.on_host}
+    if then & other:
+        raise PlanError(f"'{sorted(then & other)[0]}' is host math bound on both sides of an `if` on a reduction: "
+                        "not supported yet; use a select (`c ? a : b`)")
+    for x in walk_stmts(s.then + s.other):
+        if isinstance(x, Store) and x.target != "param" and p.state(x.target).kind is Kind.TENSOR_SCALAR:
+            raise PlanError(f"scalar state '{x.target}' is stored from host math under an `if` on a reduction: "
+                            "not supported yet; store a select (`c ? a : b`) instead")
+
+
 def _has_host_block(stmts, p: Program, tracked=frozenset()) -> bool:
     for s in stmts:
         if isinstance(s, Store) and s.target in tracked:
             return True
-        if isinstance(s, Let) and s.value.kind < Kind.TENSOR:
+        if isinstance(s, Let) and s.value.kind.on_host:
             return True
         if isinstance(s, Store) and s.target != "param" and p.state(s.target).kind is Kind.TENSOR_SCALAR:
             return True
@@ -258,7 +288,7 @@ def _dependents(p: Program, leaf) -> set[str]:
     while changed:
         changed = False
         for s in walk_stmts(p.body):
-            if isinstance(s, Let) and s.value.kind < Kind.TENSOR and s.name not in names \
+            if isinstance(s, Let) and s.value.kind.on_host and s.name not in names \
                     and _depends(s.value, names, leaf):
                 names.add(s.name)
                 changed = True

@@ -43,7 +43,8 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     for h in p.hypers:
         for cond, message, (name, index) in h.checks:
             shown = ident(name) if index is None else f"{ident(name)}[{int(index)}]"
-            v.line(f"if not {host_expr(cond)}:")
+            given = f"{ident(h.name)} is not None and " if h.optional else ""   # None: an optional hyper left out
+            v.line(f"if {given}not {host_expr(cond)}:")
             with v.indent():
                 prefix = message.replace("{}", "\x00").replace("{", "{{").replace("}", "}}").replace("\x00", "{" + shown + "}")
                 v.line(f"raise ValueError(f{literal(prefix)})")
@@ -62,6 +63,8 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     for s in p.states:
         if s.kind is Kind.TENSOR_SCALAR:
             init = f"({literal('scalar')}, {host_expr_init(s.init)})"
+        elif s.kind is Kind.REDUCED:
+            init = f"({literal('device_scalar')}, {host_expr_init(s.init)})"
         elif s.init in ("zeros", "empty"):
             init = literal(s.init)
         else:
