@@ -97,9 +97,10 @@ Stmt = Assign | If
 @dataclass(frozen=True)
 class Hyper(Node):
     name: str
-    default: tuple[float, ...] | float | None   # None: an optional hyper (`= none`)
+    default: tuple[float, ...] | float | None   # None: `= none`
     is_tuple: bool
     where: Expr | None
+    optional: bool = False      # `= none` or `= 1.0 or none`: None from Python means absent
 
 
 @dataclass(frozen=True)

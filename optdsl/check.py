@@ -92,7 +92,7 @@ class Checker:
                 self.r.error(h.span, f"a hyper tuple has at most {MAX_TUPLE} entries")
             if h.where is not None:   # an optional hyper's check runs where it is given
                 given = [ast.Compare(h.span, (ast.Name(h.span, h.name), ast.NoneLit(h.span)), ("!=",))] \
-                    if h.default is None else []
+                    if h.optional else []
                 self.expect(h.where, Type.BOOL, max_kind=Kind.HOST, what="a `where` condition", locals_={}, guards=given)
         for s in spec.states:
             self.check_state(s)
@@ -158,7 +158,7 @@ class Checker:
                 if s.init == "empty" and s.shape == "scalar":
                     self.r.error(s.span, "scalar state cannot start `empty`; give it a number")
             elif s.init in self.hypers:
-                if self.hypers[s.init].default is None:
+                if self.hypers[s.init].optional:
                     self.r.error(s.span, f"state '{s.name}' cannot start from optional hyper '{s.init}'")
                 elif self.hypers[s.init].is_tuple:
                     self.r.error(s.span, f"state '{s.name}' cannot start from tuple hyper '{s.init}'")
@@ -183,9 +183,15 @@ class Checker:
                                                "or reduce it to one value per tensor (e.g. `amax(x) < d`)")
                 then = self.block(st.then, dict(locals_), guards + _conjuncts(st.cond))
                 other = self.block(st.other, dict(locals_), guards)
-                for name in set(then) | set(other):
+                for name in sorted(set(then) | set(other)):
                     a, b = then.get(name), other.get(name)
                     before = locals_.get(name)
+                    changed = [x for x in (a, b) if x is not None and x is not before]
+                    if cond is not None and cond.kind is Kind.REDUCED and (a and b or before) and changed \
+                            and any(x.kind.on_host and x.type is not None for x in changed):
+                        self.r.error(st.cond.span, f"'{name}' is set from host math under an `if` on a reduction, so after "
+                                                   f"the `if` it is known only on the device: set it with a select "
+                                                   f"instead (`{name} = c ? a : b`)")
                     if a and b:
                         locals_[name] = Local(max(a.kind, b.kind), a.type if a.type is b.type else None)
                     elif before and (a or b):
@@ -337,8 +343,9 @@ class Checker:
         if len(e.operands) != 2 or e.ops[0] not in ("==", "!=") or h is None or names[0].id in locals_:
             self.r.error(e.span, "`none` stands only beside an optional hyper: `h != none` or `h == none`")
             return None
-        if h.default is not None:
-            self.r.error(e.span, f"'{h.name}' is never none: only a hyper declared `= none` is optional")
+        if not h.optional:
+            self.r.error(e.span, f"'{h.name}' is never none: only a hyper declared `= none` or `= <default> or none` "
+                                 "is optional")
             return None
         return Sym(Kind.HOST, Type.BOOL)
 
@@ -362,7 +369,7 @@ class Checker:
             if self.hypers[n].is_tuple:
                 self.r.error(e.span, f"'{n}' is a tuple; use one entry, e.g. {n}[0]")
                 return None
-            if self.hypers[n].default is None and not self.none_guarded(n, guards):
+            if self.hypers[n].optional and not self.none_guarded(n, guards):
                 self.r.error(e.span, f"'{n}' may be none; use it inside `if {n} != none {{ ... }}` or `{n} != none ? ... : ...`")
                 return None
             return Sym(Kind.HOST, Type.NUM)
@@ -396,7 +403,7 @@ class Checker:
             return None
         if len(args) != arity:
             self.r.error(e.span, f"{e.func}() takes {arity} argument{'s' if arity != 1 else ''} and an optional scope "
-                                 f"({', '.join(SCOPES)}), got {len(e.args)} arguments")
+                                 f"({', '.join(SCOPES)}), got {len(e.args)} argument{'s' if len(e.args) != 1 else ''}")
             return None
         syms = [self.infer(a, locals_, guards) for a in args]
         if any(s is None for s in syms):

@@ -186,11 +186,7 @@ class HyperInfo:
     default: float | tuple[float, ...]
     arity: int                  # 0 for a scalar, n for an n-tuple
     checks: tuple[tuple[str, str], ...] = ()   # (python condition source, message f-string source)
-
-    @property
-    def optional(self) -> bool:
-        """Declared `= none`: None from Python means absent, tested with `h != none`."""
-        return self.default is None
+    optional: bool = False      # `= none` / `= 1.0 or none`: None from Python means absent (`h != none`)
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,7 @@ class Lowerer:
                 name, index = refs[0] if refs else (h.name, None)
                 checks.append((self.expr(c, {}), hyper_message(name, index), (name, index)))
         arity = len(h.default) if h.is_tuple else 0
-        return HyperInfo(h.name, h.default, arity, tuple(checks))
+        return HyperInfo(h.name, h.default, arity, tuple(checks), optional=h.optional)
 
     def lower(self) -> Program:
         spec = self.spec

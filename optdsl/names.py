@@ -82,6 +82,8 @@ def ident(name: str) -> str:
 
 def literal(value) -> str:
     """A Python literal for a str, bool, int or float; floats round-trip exactly."""
+    if value is None:   # an optional hyper's default
+        return "None"
     if isinstance(value, bool):
         return "True" if value else "False"
     if isinstance(value, float):

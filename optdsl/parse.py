@@ -33,10 +33,11 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "expected a hyper declaration `hyper name = default [where condition]`": [
         "optimizer A hyper", "optimizer A hyper 1", "optimizer A hyper lr", "optimizer A hyper lr 1",
     ],
-    "a hyper's default must be a number or a tuple of numbers": [
+    "a hyper's default must be a number or a tuple of numbers (`= 1.0 or none`, `= none`: optional)": [
         "optimizer A hyper lr =", "optimizer A hyper lr = x", "optimizer A hyper lr = (1)",
         "optimizer A hyper lr = ()", "optimizer A hyper lr = true", "optimizer A hyper lr = (1,",
         "optimizer A hyper lr = (1, x)", "optimizer A hyper lr = (1 2)",
+        "optimizer A hyper lr = 1 or", "optimizer A hyper lr = 1 or 2", "optimizer A hyper lr = 1 or x",
     ],
     "a flag's default must be `true` or `false`": [
         "optimizer A flag f", "optimizer A flag f =", "optimizer A flag f = 1", "optimizer A flag",
@@ -233,15 +234,20 @@ class _Builder(Transformer_NonRecursive):
 
     @v_args(meta=True)
     def hyper(self, meta, children):
-        tok, value, *where = children
+        tok, value, *rest = children
+        optional = bool(rest) and isinstance(rest[0], tuple) and rest[0][0] == "optional"
+        where = rest[1:] if optional else rest
         if isinstance(value, tuple):
             default: float | tuple | None = tuple(n.value for n in value[2])
             is_tuple = True
         elif isinstance(value, ast.NoneLit):
-            default, is_tuple = None, False
+            default, is_tuple, optional = None, False, True
         else:
             default, is_tuple = value.value, False
-        return ast.Hyper(self._s(tok), str(tok), default, is_tuple, where[0] if where else None)
+        return ast.Hyper(self._s(tok), str(tok), default, is_tuple, where[0] if where else None, optional)
+
+    def hyper_optional(self, children):
+        return ("optional",)
 
     @v_args(meta=True)
     def flag(self, meta, children):

@@ -269,7 +269,7 @@ def no_host_reduction():
 
 
 def _channels(x: Tensor) -> Tensor:
-    return x.reshape(x.shape[0] if x.dim() else 1, -1)
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])) if x.dim() else x.reshape(1, 1)
 
 
 def _per_channel(r: Tensor, x: Tensor) -> Tensor:
@@ -294,7 +294,30 @@ def channel_rms(x: Tensor) -> Tensor:
 
 
 def channel_amax(x: Tensor) -> Tensor:
-    return _per_channel(torch.linalg.vector_norm(_channels(x), float("inf"), dim=1), x)
+    c = _channels(x)
+    if c.numel() == 0:   # no elements per channel: 0, as amax of an empty tensor
+        return _per_channel(c.new_zeros(c.shape[0]), x)
+    return _per_channel(torch.linalg.vector_norm(c, float("inf"), dim=1), x)
+
+
+def amax(x: Tensor) -> Tensor:
+    """max |x|: torch.linalg.vector_norm(x, inf), and 0 for no elements (where torch raises)."""
+    return torch.linalg.vector_norm(x, float("inf")) if x.numel() else x.new_zeros(())
+
+
+def group_numel(params: list[Tensor]) -> int:
+    """Elements of a param group, as the update sees them (complex parameters as real views)."""
+    return sum(shape_input(params, "numel"))
+
+
+def group_parts(parts: list, params: list[Tensor]) -> list[Tensor]:
+    """The loop path's per-tensor parts of a group reduction: 0 (every fold's identity) for a tensor
+    that did not reach the reduction (under a per-tensor `if`)."""
+    return [torch.zeros((), dtype=_real_dtype(p), device=p.device) if x is None else x for x, p in zip(parts, params)]
+
+
+def _real_dtype(p: Tensor):
+    return p.real.dtype if torch.is_complex(p) else p.dtype
 
 
 def rms(x: Tensor) -> Tensor:

@@ -5,14 +5,17 @@ from functools import lru_cache
 
 import jinja2
 
-from ..ir import Kind, Program, Type
+from ..builtins import REDUCTIONS
+from ..ir import If, Kind, Program, Type, walk_stmts
+from ..plan import GROUP_ONLY, plan_phases
 from ..names import ident, literal, message_parts, message_source, module_name
 from ..passes import hoist_host
 from ..resources import data_dir
 from .common import Writer
-from .eager import ForeachEmitter, LoopEmitter
-from .host import (columns, emit_per_tensor_function, host_expr, lr_reaches_per_tensor_column, per_tensor_inputs,
-                   scalar_states)
+from .foreach import ForeachEmitter
+from .loop import LoopEmitter, parts_list
+from .host import (columns, emit_per_tensor_function, host_expr, lr_reaches_per_tensor_column, scalar_states,
+                   shape_inputs)
 
 
 @lru_cache(maxsize=1)
@@ -82,12 +85,24 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         signature_parts.append("state_steps")
     signature = ", ".join(signature_parts) + ", *, " + "".join(f"{n}, " for n in hyper_names) + "capturable=False"
 
-    loop = Writer(2)
-    LoopEmitter(p).body(p.body, loop)
+    loop_phases = []
+    loop_plan = plan_phases(p, GROUP_ONLY)   # one loop over the tensors per phase
+    for phase in loop_plan.phases:
+        loop = Writer(2)
+        LoopEmitter(p, phase).body(phase.body, loop)
+        sinks = loop_plan.sinks_of(phase)
+        loop_phases.append({
+            "first": phase.index == 0,
+            "body": loop.text() or "        pass",
+            "before": [f"{parts_list(n)} = [None] * len(params)" for n, _ in sinks],
+            "after": [f"{ident(n)} = {group_combine(n, v)}" for n, v in sinks],
+        })
 
+    foreach_runs_loop = any(isinstance(s, If) and s.cond.kind.on_device for s in walk_stmts(hoisted.body))
     fe = ForeachEmitter(hoisted, cols)
     fe.w.level = 1
-    fe.body(hoisted.body)
+    if not foreach_runs_loop:
+        fe.body(hoisted.body)
     fc = Writer(1)
     for j, c in enumerate(cols):
         if c.kind is Kind.TENSOR_SCALAR and c.type is Type.NUM:
@@ -99,6 +114,7 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     inputs = []
     if p.uses_step:
         inputs.append("steps")
+    inputs += [f"_rt.shape_input(params, {literal(name)})" for name in shape_inputs(hoisted)]
     inputs += [f"_rt.host_values({ident(p.list_name(n))}, capturable)" for n in scalar_states(p)]
     inputs += [f"[t is None for t in {ident(s.list)}]" for s in p.states if s.init == "empty"]
     wb = Writer(1)
@@ -119,18 +135,29 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         default_names=hyper_names, active_states=a.text(), state_lists=state_lists,
         tensor_states=[{"name": ident(s.name), "plural": ident(s.list)} for s in tensor_states],
         empty_state_lists=[{"plural": ident(s.list)} for s in p.states if s.init == "empty"],
-        hyper_names=hyper_names, signature=signature, loop_body=loop.text() or "        pass",
+        hyper_names=hyper_names, signature=signature, loop_phases=loop_phases,
+        loop_shape_inputs=[(name, LOOP_SHAPE_INPUTS[name]) for name in shape_inputs(p)],
         per_tensor_fn=emit_per_tensor_function(hoisted, f"_{fn}_per_tensor"),
         per_tensor_inputs=", ".join(inputs),
         per_tensor_kwargs=", ".join(f"{n}={n}" for n in hyper_names),
         uniform_columns=literal(tuple(uniform)) if uniform else "",
-        foreach_columns=fc.text(), foreach_body=fe.w.text(), scalar_writeback=wb.text(),
+        foreach_columns=fc.text(), foreach_body=fe.w.text(), foreach_runs_loop=foreach_runs_loop, scalar_writeback=wb.text(),
         has_lr=any(h.name == "lr" for h in p.hypers),
         capturable_scalars="".join([", scalar_states={"] + [
             f"{literal(ident(p.list_name(n)))}: {ident(p.list_name(n))}" + (", " if k + 1 < len(scalar_states(p)) else "")
             for k, n in enumerate(scalar_states(p))] + ["}"]) if scalar_states(p) else "",
         foreach_lr_per_tensor=literal(lr_reaches_per_tensor_column(hoisted)),
     )
+
+
+# The loop path's per-tensor shape inputs, read off the tensor at hand (a complex one's real view).
+LOOP_SHAPE_INPUTS = {"numel": "param.numel()", "ndim": "param.dim()", "channel_numel": "_rt.channel_numel(param)"}
+
+
+def group_combine(name: str, v) -> str:
+    """The loop path's value of group reduction `name` from its per-tensor parts (fixed order)."""
+    return REDUCTIONS[v.op].combine.format(parts=f"_rt.group_parts({parts_list(name)}, params)",
+                                           n="_rt.group_numel(params)")
 
 
 def host_expr_init(init) -> str:
