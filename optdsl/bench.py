@@ -1,5 +1,6 @@
-"""`optdsl bench`: CPU step-time ratios, generated / torch.optim, measured side by
-side in one run (alternating rounds, medians), and cold `optdsl.load` latency.
+"""`optdsl bench`: CPU step-time ratios, generated / reference (torch.optim, or timm's Lamb
+for LAMB), measured side by side in one run (alternating rounds, medians), and cold
+`optdsl.load` latency.
 
 Never a timed assertion: this prints numbers for people to read."""
 from __future__ import annotations
@@ -40,8 +41,10 @@ def _setup(entry, path: str, ours: bool):
     if ours:
         from . import optim
         opt = getattr(optim, entry.name)(params, **combo, foreach=(path == "foreach"))
-    else:
+    elif entry.torch_class is not None:
         opt = entry.torch_class(params, **combo, foreach=(path == "foreach"))
+    else:   # a reference that is not torch.optim's (timm's Lamb) and has a foreach path of its own
+        opt = entry.reference(params, **combo, foreach=(path == "foreach"))
     for _ in range(3):
         opt.step()
     return opt
@@ -58,7 +61,7 @@ def step_ratios(names: list[str], repeat: int, rounds: int) -> list[tuple]:
     rows = []
     for name in names:
         entry = REGISTRY[name]
-        if entry.torch_class is None:
+        if entry.torch_class is None and not entry.bench:
             continue
         for path in ("loop", "foreach"):
             ours, theirs = _setup(entry, path, True), _setup(entry, path, False)
@@ -104,9 +107,9 @@ def main(args) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"optdsl bench: {TENSORS} tensors, {TOTAL:,} parameters (float32, CPU, {torch.get_num_threads()} threads), "
           f"torch {torch.__version__}; median of {args.rounds} alternating rounds of {args.repeat} steps")
-    print(f"\n{'spec':<10} {'path':<8} {'optdsl ms/step':>15} {'torch ms/step':>14} {'ratio':>7}")
+    print(f"\n{'spec':<10} {'path':<8} {'against':<24} {'optdsl ms/step':>15} {'theirs ms/step':>15} {'ratio':>7}")
     for name, path, ta, tb, ratio in step_ratios(names, args.repeat, args.rounds):
-        print(f"{name:<10} {path:<8} {ta:>15.3f} {tb:>14.3f} {ratio:>7.3f}")
+        print(f"{name:<10} {path:<8} {REGISTRY[name].reference_name:<24} {ta:>15.3f} {tb:>15.3f} {ratio:>7.3f}")
     print(f"\n{'spec file':<16} {'cold load ms':>13} {'cached ms':>10}   (fresh process, empty cache; import torch/optdsl excluded)")
     for name, cold, warm in load_latency():
         print(f"{name:<16} {cold:>13.1f} {warm:>10.3f}")
