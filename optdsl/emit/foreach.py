@@ -6,14 +6,11 @@ from __future__ import annotations
 import re
 
 from ..builtins import OPS, REDUCTIONS
-from ..ir import LEAF, REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, apply, const, walk_values
+from ..ir import LEAF, REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value
 from ..names import ident
-from .common import Writer, float_literal, render
-from .forms import (INPLACE_UNARY, BINARY_METHOD, alpha_scaled, is_target, neg, number_args, reads, rest_forms,
-                    scaled, split_accumulate)
-from .host import (INPLACE_SCALAR, Column, columns, host_expr, is_device_stmt, per_tensor_inputs,  # noqa: F401
-                   may_be_tensor, scalar_states, scalar_store, tensor_capable)
-from .loop import specialize_value  # noqa: F401
+from .common import Writer, float_literal
+from .forms import INPLACE_UNARY, alpha_scaled, is_target, neg, number_args, reads, rest_forms, split_accumulate
+from .host import Column, host_expr, is_device_stmt, may_be_tensor, tensor_capable
 
 
 def comprehension(names: list[str], lists: list[str]) -> str:

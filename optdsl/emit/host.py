@@ -3,10 +3,10 @@ group or per tensor), and the per-tensor host function that the foreach and
 fused paths share."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..ir import SHAPE_INPUTS, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_values, stmt_values, walk_stmts
 from ..names import ident, literal
+from ..plan.table import (Column, columns, first_stored, is_device_stmt, per_tensor_inputs,  # noqa: F401
+                          scalar_states, shape_inputs)
 from .common import Writer, float_literal, render
 
 
@@ -76,109 +76,11 @@ def scalar_store_host(target: str, v: Value, **leaf_options) -> str:
     return f"_rt.f32({OPS[op].host.format(current, f'_rt.f32({host_expr(h, **leaf_options)})')})"
 
 
-@dataclass(frozen=True)
-class Column:
-    """A host value the device code reads: one per group (HOST) or per tensor (TENSOR_SCALAR)."""
-    name: str
-    kind: Kind
-    type: Type
-
-
-def is_device_stmt(s: Stmt, p: Program) -> bool:
-    if isinstance(s, Let):
-        return s.value.kind.on_device
-    if isinstance(s, Store):
-        return s.target == "param" or p.state(s.target).kind.on_device
-    return True
-
-
-def columns(p: Program, per_tensor_branches: bool = False) -> list[Column]:
-    """Host VARs read by device statements (hoisted IR), in first-use order."""
-    host_lets: dict[str, Value] = {}
-    for s in walk_stmts(p.body):   # a name bound more than once: its highest kind
-        if isinstance(s, Let) and s.value.kind.on_host and (
-                s.name not in host_lets or s.value.kind > host_lets[s.name].kind):
-            host_lets[s.name] = s.value
-    # per_tensor_branches (the kernel, whose programs branch per tensor): a host value computed under a
-    # per-tensor condition (`if is_empty(m)`, `if step > 5`) differs between tensors like a per-tensor
-    # one, and is read per tensor too. (The foreach path takes such branches only where all tensors agree.)
-    # -- and so is a host value computed from one of those (to a fixed point: names are rebound)
-    per_tensor: set[str] = set()
-
-    def reads(v: Value) -> bool:
-        return v.kind >= Kind.TENSOR_SCALAR or any(n.op is Op.VAR and n.arg in per_tensor for n in walk_values(v))
-
-    def under(stmts, inside: bool) -> bool:
-        grew = False
-        for s in stmts:
-            if isinstance(s, Let) and s.name not in per_tensor and (inside or reads(s.value)):
-                per_tensor.add(s.name)
-                grew = True
-            elif isinstance(s, If):
-                deeper = inside or reads(s.cond)
-                grew |= under(s.then, deeper)
-                grew |= under(s.other, deeper)
-        return grew
-    while per_tensor_branches and under(p.body, False):
-        pass
-    out: dict[str, Column] = {}
-
-    def visit(stmts):
-        for s in stmts:
-            if not is_device_stmt(s, p):
-                continue
-            if isinstance(s, If):
-                if _has_device(s.then, p) or _has_device(s.other, p):
-                    for n in walk_values(s.cond):   # a host condition reads host locals too
-                        _add(n)
-                visit(s.then)
-                visit(s.other)
-            else:
-                for n in walk_values(s.value):
-                    _add(n)
-
-    def _add(n: Value):
-        if n.op is Op.VAR and n.arg in host_lets and n.arg not in out:
-            # math on numbers left unfolded (kind const) is a group-level host value like a hyper's
-            floor = Kind.TENSOR_SCALAR if n.arg in per_tensor else Kind.HOST
-            out[n.arg] = Column(str(n.arg), max(host_lets[n.arg].kind, floor), n.type)
-    visit(p.body)
-    return list(out.values())
-
-
-def _has_device(stmts, p) -> bool:
-    return any(is_device_stmt(s, p) and (not isinstance(s, If) or _has_device(s.then, p) or _has_device(s.other, p))
-               for s in stmts)
-
-
-def per_tensor_inputs(p: Program) -> list[str]:
-    """Arguments of the per-tensor host function, beside the hypers and flags."""
-    args = ["step"] if p.uses_step else []
-    args += shape_inputs(p)
-    args += [s.name for s in p.states if s.kind is Kind.TENSOR_SCALAR]
-    args += [f"{s.name}_is_empty" for s in p.states if s.init == "empty"]
-    return args
-
-
-def shape_inputs(p: Program) -> list[str]:
-    """`numel`, `ndim`, `channel_numel` where host math reads them: inputs of the per-tensor host function."""
-    used = {n.op for s in walk_stmts(p.body) for v in stmt_values(s) for n in walk_values(v)}
-    return [op.name.lower() for op in (Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL) if op in used]
-
-
-def scalar_states(p: Program) -> list[str]:
-    return [s.name for s in p.states if s.kind is Kind.TENSOR_SCALAR]
-
-
-def first_stored(p: Program) -> list[str]:
-    """`empty` tensor states: the fused path asks the host function whether a store to each is reached."""
-    return [s.name for s in p.states if s.init == "empty" and s.kind is Kind.TENSOR]
-
-
-def emit_per_tensor_function(p: Program, fn_name: str, track_stores: bool = False) -> str:
+def emit_per_tensor_function(p: Program, fn_name: str, cols: list[Column] | None = None,
+                             track_stores: bool = False) -> str:
     """def _<name>_per_tensor(step, ..., *, hypers, flags) -> (columns..., new scalar states...
-    [, whether a store to each `empty` state is reached, with track_stores])"""
-    cols = columns(p)
+    [, whether a store to each `empty` state is reached, with track_stores]); `cols`: the plan's."""
+    cols = columns(p) if cols is None else cols
     tracked = set(first_stored(p)) if track_stores else set()
     # `is_empty(x)` read after a store to x is false there: the host function follows the stores
     flat = list(walk_stmts(p.body))

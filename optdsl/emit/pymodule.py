@@ -6,16 +6,14 @@ from functools import lru_cache
 import jinja2
 
 from ..builtins import REDUCTIONS
-from ..ir import If, Kind, Program, Type, walk_stmts
-from ..plan import GROUP_ONLY, plan_phases
+from ..ir import Kind, Program, Type
+from ..plan import make_plan
 from ..names import ident, literal, message_parts, message_source, module_name
-from ..passes import hoist_host
 from ..resources import data_dir
 from .common import Writer
 from .foreach import ForeachEmitter
 from .loop import LoopEmitter, parts_list
-from .host import (columns, emit_per_tensor_function, host_expr, lr_reaches_per_tensor_column, scalar_states,
-                   shape_inputs)
+from .host import emit_per_tensor_function, host_expr, lr_reaches_per_tensor_column
 
 
 @lru_cache(maxsize=1)
@@ -33,8 +31,8 @@ def _indent(text: str, levels: int) -> str:
 
 def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     fn = module_name(p.name)
-    hoisted = hoist_host(p, Kind.TENSOR_SCALAR)
-    cols = columns(hoisted)
+    loop_plan, foreach_plan = make_plan(p, "loop"), make_plan(p, "foreach")
+    hoisted, cols = foreach_plan.program, list(foreach_plan.columns)
     tensor_states = [s for s in p.states if s.kind is Kind.TENSOR]
     state_lists = [{"name": ident(s.name), "plural": ident(s.list), "key": s.storage_key} for s in p.states]
     hyper_names = [ident(h.name) for h in p.hypers] + [ident(f.name) for f in p.flags]
@@ -86,11 +84,10 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     signature = ", ".join(signature_parts) + ", *, " + "".join(f"{n}, " for n in hyper_names) + "capturable=False"
 
     loop_phases = []
-    loop_plan = plan_phases(p, GROUP_ONLY)   # one loop over the tensors per phase
-    for phase in loop_plan.phases:
+    for phase in loop_plan.phases.phases:   # one loop over the tensors per phase
         loop = Writer(2)
         LoopEmitter(p, phase).body(phase.body, loop)
-        sinks = loop_plan.sinks_of(phase)
+        sinks = loop_plan.phases.sinks_of(phase)
         loop_phases.append({
             "first": phase.index == 0,
             "body": loop.text() or "        pass",
@@ -98,10 +95,9 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
             "after": [f"{ident(n)} = {group_combine(n, v)}" for n, v in sinks],
         })
 
-    foreach_runs_loop = any(isinstance(s, If) and s.cond.kind.on_device for s in walk_stmts(hoisted.body))
     fe = ForeachEmitter(hoisted, cols)
     fe.w.level = 1
-    if not foreach_runs_loop:
+    if not foreach_plan.tensor_at_a_time:
         fe.body(hoisted.body)
     fc = Writer(1)
     for j, c in enumerate(cols):
@@ -114,11 +110,11 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     inputs = []
     if p.uses_step:
         inputs.append("steps")
-    inputs += [f"_rt.shape_input(params, {literal(name)})" for name in shape_inputs(hoisted)]
-    inputs += [f"_rt.host_values({ident(p.list_name(n))}, capturable)" for n in scalar_states(p)]
+    inputs += [f"_rt.shape_input(params, {literal(name)})" for name in foreach_plan.shape_inputs]
+    inputs += [f"_rt.host_values({ident(p.list_name(n))}, capturable)" for n in foreach_plan.scalar_states]
     inputs += [f"[t is None for t in {ident(s.list)}]" for s in p.states if s.init == "empty"]
     wb = Writer(1)
-    for k, n in enumerate(scalar_states(p)):
+    for k, n in enumerate(foreach_plan.scalar_states):
         wb.line(f"for t, value in zip({ident(p.list_name(n))}, _rt.column(per_tensor, {len(cols) + k})):")
         with wb.indent():
             wb.line("if t is not None:   # None: a conditional state this group does not keep")
@@ -136,16 +132,16 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         tensor_states=[{"name": ident(s.name), "plural": ident(s.list)} for s in tensor_states],
         empty_state_lists=[{"plural": ident(s.list)} for s in p.states if s.init == "empty"],
         hyper_names=hyper_names, signature=signature, loop_phases=loop_phases,
-        loop_shape_inputs=[(name, LOOP_SHAPE_INPUTS[name]) for name in shape_inputs(p)],
-        per_tensor_fn=emit_per_tensor_function(hoisted, f"_{fn}_per_tensor"),
+        loop_shape_inputs=[(name, LOOP_SHAPE_INPUTS[name]) for name in loop_plan.shape_inputs],
+        per_tensor_fn=emit_per_tensor_function(hoisted, f"_{fn}_per_tensor", cols),
         per_tensor_inputs=", ".join(inputs),
         per_tensor_kwargs=", ".join(f"{n}={n}" for n in hyper_names),
         uniform_columns=literal(tuple(uniform)) if uniform else "",
-        foreach_columns=fc.text(), foreach_body=fe.w.text(), foreach_runs_loop=foreach_runs_loop, scalar_writeback=wb.text(),
+        foreach_columns=fc.text(), foreach_body=fe.w.text(), foreach_runs_loop=foreach_plan.tensor_at_a_time, scalar_writeback=wb.text(),
         has_lr=any(h.name == "lr" for h in p.hypers),
         capturable_scalars="".join([", scalar_states={"] + [
-            f"{literal(ident(p.list_name(n)))}: {ident(p.list_name(n))}" + (", " if k + 1 < len(scalar_states(p)) else "")
-            for k, n in enumerate(scalar_states(p))] + ["}"]) if scalar_states(p) else "",
+            f"{literal(ident(p.list_name(n)))}: {ident(p.list_name(n))}" + (", " if k + 1 < len(foreach_plan.scalar_states) else "")
+            for k, n in enumerate(foreach_plan.scalar_states)] + ["}"]) if foreach_plan.scalar_states else "",
         foreach_lr_per_tensor=literal(lr_reaches_per_tensor_column(hoisted)),
     )
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .ir import REDUCE, SCOPES, If, Kind, Let, Op, Program, Stmt, Store, Type, Value, rebuild, stmt_values, walk_values
+from ..ir import REDUCE, SCOPES, If, Kind, Let, Op, Program, Stmt, Store, Type, Value, rebuild, stmt_values, walk_values
 
 ALL_SCOPES = frozenset(SCOPES)
 GROUP_ONLY = frozenset({"group"})

@@ -1,0 +1,70 @@
+"""Stage 5: the plan, between the passes and the emitters. For one backend it fixes
+
+* the program as that backend runs it: host math named (passes.hoist_host) where the
+  backend reads it from a table rather than inline;
+* the phases (optdsl.plan.phases): where reductions are barriers for this backend;
+* the per-tensor value table (optdsl.plan.table): the host values device code reads, and
+  the inputs of the per-tensor host function that computes them;
+* the streams a fused launch walks.
+
+Every emitter renders a Plan and decides none of this itself."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir import If, Kind, Program, walk_stmts
+from ..passes import hoist_host
+from .phases import (ALL_SCOPES, GROUP_ONLY, NO_BARRIERS, Phase, PhasePlan, PlanError, is_barrier_let,  # noqa: F401
+                     plan_phases, shadow)
+from .table import (Column, columns, first_stored, is_device_stmt, per_tensor_inputs, scalar_states,  # noqa: F401
+                    shape_inputs)
+
+# backend -> (the lowest kind of host math it reads from the table instead of computing inline,
+#             the reduction scopes that are barriers for it, whether its programs branch per tensor)
+BACKENDS = {
+    # host math inline, per tensor; a per-tensor or per-channel reduction is one torch call on the
+    # tensor at hand, a group one needs every tensor first
+    "loop": (None, GROUP_ONLY, False),
+    # per-tensor host values as lists of numbers; each reduction is one call over the group
+    "foreach": (Kind.TENSOR_SCALAR, NO_BARRIERS, False),
+    # every host number from a table in device memory; every reduction ends a launch
+    "fused": (Kind.HOST, ALL_SCOPES, True),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    backend: str
+    program: Program                 # the IR as this backend runs it
+    phases: PhasePlan
+    columns: tuple[Column, ...]      # host values device code reads, in table order
+    inputs: tuple[str, ...]          # the per-tensor host function's arguments, beside hypers and flags
+    shape_inputs: tuple[str, ...]    # numel / ndim / channel_numel, where host math reads them
+    scalar_states: tuple[str, ...]   # host scalar states (the host function computes their new values)
+    first_stored: tuple[str, ...]    # `empty` tensor states
+    streams: tuple[str, ...]         # param, grad and the tensor states, in kernel argument order
+    # an `if` on a reduction's value branches per tensor: a list backend (foreach) then takes the
+    # tensors one at a time, as the loop path
+    tensor_at_a_time: bool = False
+
+    def column_index(self, name: str) -> int:
+        return next(j for j, c in enumerate(self.columns) if c.name == name)
+
+
+def make_plan(p: Program, backend: str) -> Plan:
+    """The plan of `p` (after passes.optimize) for `backend`: 'loop', 'foreach' or 'fused'."""
+    hoist, barriers, per_tensor_branches = BACKENDS[backend]
+    program = p if hoist is None else hoist_host(p, hoist)
+    return Plan(
+        backend=backend,
+        program=program,
+        phases=plan_phases(program, barriers),
+        columns=tuple(columns(program, per_tensor_branches=per_tensor_branches)) if hoist is not None else (),
+        inputs=tuple(per_tensor_inputs(program)),
+        shape_inputs=tuple(shape_inputs(program)),
+        scalar_states=tuple(scalar_states(program)),
+        first_stored=tuple(first_stored(program)),
+        streams=("param", "grad") + tuple(s.name for s in program.states if s.kind is Kind.TENSOR),
+        tensor_at_a_time=backend == "foreach" and any(
+            isinstance(s, If) and s.cond.kind.on_device for s in walk_stmts(program.body)),
+    )
