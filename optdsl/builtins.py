@@ -34,6 +34,7 @@ OPS: dict[Op, Form] = {
     Op.SIGN:  Form("_rt.sign({0})", "torch.sign({0})", "_foreach_sign", "_sign({0})", "np.nan_to_num(np.sign({0}), nan=0.0)"),
     Op.EXP:   Form("_rt.exp({0})", "torch.exp({0})", "_foreach_exp", "tl.exp({0})", "np.exp({0})"),
     Op.LOG:   Form("_rt.log({0})", "torch.log({0})", "_foreach_log", "tl.log({0})", "np.log({0})"),
+    Op.ON_DEVICE: Form("{0}", "_rt.on_device({0})", None, "{0}", "{0}"),
     Op.COPY:  Form("{0}", "torch.clone({0})", "_foreach_clone", "{0}", "np.array({0}, copy=True)"),
     Op.ADD:   Form("({0} + {1})", "({0} + {1})", "_foreach_add", "({0} + {1})", "({0} + {1})"),
     Op.SUB:   Form("({0} - {1})", "({0} - {1})", "_foreach_sub", "({0} - {1})", "({0} - {1})"),
@@ -120,6 +121,8 @@ REDUCTION_FUNCTIONS: dict[str, tuple[Op, int]] = {
     "sum": (Op.SUM, 1), "mean": (Op.MEAN, 1), "norm": (Op.NORM, 1), "rms": (Op.RMS, 1),
     "amax": (Op.AMAX, 1), "dot": (Op.DOT, 2),
 }
+# `size(d)`: the parameter's size along dim d, a literal (1 past its last dim, as broadcasting reads it).
+SHAPE_FUNCTIONS: dict[str, Op] = {"size": Op.SIZE}
 # Functions whose argument is a state's name, not a value.
 STATE_PREDICATES: dict[str, Op] = {"is_empty": Op.IS_EMPTY}
 
@@ -134,5 +137,5 @@ INPUTS: dict[str, Op] = {"param": Op.PARAM, "grad": Op.GRAD, "step": Op.STEP,
 NONE = "none"
 
 missing = set(Op) - set(OPS) - {Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY,
-                                 Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL}
+                                 Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE}
 assert not missing, f"ops without backend forms: {missing}"

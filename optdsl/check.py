@@ -6,7 +6,7 @@ import difflib
 from dataclasses import dataclass
 
 from . import ast
-from .builtins import FUNCTIONS, INPUTS, NONE, REDUCTION_FUNCTIONS, STATE_PREDICATES
+from .builtins import FUNCTIONS, INPUTS, NONE, REDUCTION_FUNCTIONS, SHAPE_FUNCTIONS, STATE_PREDICATES
 from .ir import SCOPE_KIND, SCOPES
 from .diagnostics import Reporter, Span
 from .ir import Kind, Type
@@ -186,7 +186,7 @@ class Checker:
                 for name in sorted(set(then) | set(other)):
                     a, b = then.get(name), other.get(name)
                     before = locals_.get(name)
-                    changed = [x for x in (a, b) if x is not None and x is not before]
+                    changed = [x for x in (a, b) if x is not None] if name in _assigned(st.then + st.other) else []
                     if cond is not None and cond.kind is Kind.REDUCED and (a and b or before) and changed \
                             and any(x.kind.on_host and x.type is not None for x in changed):
                         self.r.error(st.cond.span, f"'{name}' is set from host math under an `if` on a reduction, so after "
@@ -415,6 +415,12 @@ class Checker:
         return Sym(SCOPE_KIND[scope], Type.NUM)
 
     def call(self, e: ast.Call, locals_, guards) -> Sym | None:
+        if e.func in SHAPE_FUNCTIONS:
+            if len(e.args) != 1 or not isinstance(e.args[0], ast.Num) or e.args[0].value != int(e.args[0].value) \
+                    or not 0 <= e.args[0].value <= 64:
+                self.r.error(e.span, f"{e.func}() takes one dim, a whole number from 0 to 64: `{e.func}(1)`")
+                return None
+            return Sym(Kind.TENSOR_SCALAR, Type.NUM)
         if e.func in REDUCTION_FUNCTIONS:
             return self.reduction(e, locals_, guards)
         if e.func in STATE_PREDICATES:
@@ -428,7 +434,7 @@ class Checker:
             return Sym(Kind.TENSOR_SCALAR, Type.BOOL)
         if e.func not in FUNCTIONS:
             self.r.error(e.span, f"unknown function '{e.func}'"
-                                 f"{_did_you_mean(e.func, {*FUNCTIONS, *STATE_PREDICATES, *REDUCTION_FUNCTIONS})}")
+                                 f"{_did_you_mean(e.func, {*FUNCTIONS, *STATE_PREDICATES, *REDUCTION_FUNCTIONS, *SHAPE_FUNCTIONS})}")
             for a in e.args:
                 self.infer(a, locals_, guards)
             return None
@@ -446,6 +452,19 @@ class Checker:
                 self.r.error(a.span, f"arguments of {e.func}() must be numbers")
                 return None
         return Sym(max(s.kind for s in syms), Type.NUM)
+
+
+def _assigned(stmts) -> set[str]:
+    """Names assigned anywhere in `stmts` (nested blocks included)."""
+    out: set[str] = set()
+    stack = list(stmts)
+    while stack:
+        st = stack.pop()
+        if isinstance(st, ast.Assign):
+            out.add(st.target)
+        else:
+            stack.extend(st.then + st.other)
+    return out
 
 
 def _source(source: str, span: Span) -> str:

@@ -55,6 +55,7 @@ class Op(enum.Enum):
     NUMEL = enum.auto()     # the parameter's element count
     NDIM = enum.auto()      # the parameter's number of dimensions
     CHANNEL_NUMEL = enum.auto()  # elements per output channel: numel / size(0) (numel for a 0-d param)
+    SIZE = enum.auto()      # arg: a dim d; the parameter's size along d (1 past its last dim)
     # unary
     NEG = enum.auto()
     NOT = enum.auto()
@@ -65,6 +66,7 @@ class Op(enum.Enum):
     EXP = enum.auto()
     LOG = enum.auto()
     COPY = enum.auto()      # a fresh copy: breaks aliasing before an in-place store
+    ON_DEVICE = enum.auto()  # a host value as a per-tensor device value (where a local joins both)
     # reductions (arg: the scope, one of SCOPES), unary ...
     SUM = enum.auto()
     MEAN = enum.auto()
@@ -95,8 +97,8 @@ class Op(enum.Enum):
 
 
 LEAF = frozenset({Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY,
-                  Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL})
-UNARY = frozenset({Op.NEG, Op.NOT, Op.SQRT, Op.RSQRT, Op.ABS, Op.SIGN, Op.EXP, Op.LOG, Op.COPY,
+                  Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE})
+UNARY = frozenset({Op.NEG, Op.NOT, Op.SQRT, Op.RSQRT, Op.ABS, Op.SIGN, Op.EXP, Op.LOG, Op.COPY, Op.ON_DEVICE,
                    Op.SUM, Op.MEAN, Op.NORM, Op.RMS, Op.AMAX})
 BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MIN, Op.MAX,
                     Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR, Op.DOT})
@@ -109,7 +111,12 @@ REDUCE = frozenset({Op.SUM, Op.MEAN, Op.NORM, Op.RMS, Op.AMAX, Op.DOT})
 SCOPES = ("tensor", "channel", "group")
 SCOPE_KIND = {"tensor": Kind.REDUCED, "channel": Kind.CHANNEL, "group": Kind.REDUCED}
 # per-tensor inputs known on the host (step is one too, but counts steps)
-SHAPE_INPUTS = frozenset({Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL})
+SHAPE_INPUTS = frozenset({Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE})
+
+
+def shape_input_name(v: "Value") -> str:
+    """The generated name of a shape input: `numel`, `ndim`, `channel_numel`, `_size1`."""
+    return f"_size{int(v.arg)}" if v.op is Op.SIZE else v.op.name.lower()
 ARITY = {**{op: 0 for op in LEAF}, **{op: 1 for op in UNARY}, **{op: 2 for op in BINARY}, **{op: 3 for op in TERNARY}}
 assert set(ARITY) == set(Op), "every Op belongs to exactly one group"
 
@@ -146,10 +153,12 @@ def with_args(node: Value, args: tuple[Value, ...]) -> Value:
 def apply(op: Op, *args: Value) -> Value:
     """Build an operation node, inferring its kind and type."""
     kind = max((a.kind for a in args), default=Kind.CONST)
+    if op is Op.ON_DEVICE:
+        kind = max(kind, Kind.REDUCED)
     if op in COMPARE or op in LOGIC:
         typ = Type.BOOL
-    elif op is Op.WHERE:
-        typ = args[1].type
+    elif op in (Op.WHERE, Op.ON_DEVICE):
+        typ = args[1].type if op is Op.WHERE else args[0].type
     else:
         typ = Type.NUM
     return Value(op, tuple(args), None, kind, typ)
@@ -311,6 +320,8 @@ def format_value(v: Value) -> str:
         return f"({v.arg} != none)"
     if v.op in (Op.STEP, Op.PARAM, Op.GRAD, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL):
         return v.op.name.lower()
+    if v.op is Op.SIZE:
+        return f"size({v.arg})"
     if v.op in REDUCE:
         scope = "" if v.arg == "tensor" else f", {v.arg}"
         return f"{v.op.name.lower()}({', '.join(format_value(a) for a in v.args)}{scope})"
@@ -363,6 +374,8 @@ def verify(p: Program) -> Program:
                     raise IRError(f"{node.op.name} over {node.arg!r} has kind {node.kind.label}")
             elif node.args:
                 want = max(a.kind for a in node.args)
+                if node.op is Op.ON_DEVICE:
+                    want = max(want, Kind.REDUCED)
                 if node.kind != want:
                     raise IRError(f"{node.op.name} has kind {node.kind.label}, operands say {want.label}")
 

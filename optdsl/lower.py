@@ -6,7 +6,8 @@ state (or the parameter) when that state is overwritten in place gets a COPY."""
 from __future__ import annotations
 
 from . import ast
-from .builtins import BINARY_SYMBOLS, COMPARE_SYMBOLS, FUNCTIONS, INPUTS, REDUCTION_FUNCTIONS, STATE_PREDICATES
+from .builtins import (BINARY_SYMBOLS, COMPARE_SYMBOLS, FUNCTIONS, INPUTS, REDUCTION_FUNCTIONS, SHAPE_FUNCTIONS,
+                       STATE_PREDICATES)
 from .names import state_list_names
 from .ir import (SCOPES, Kind, Let, Op, Program, Stmt, Store, Type, Value, apply, const, reduce,
                  FlagInfo, HyperInfo, If, StateInfo, walk_stmts, walk_values)
@@ -93,6 +94,8 @@ class Lowerer:
         if isinstance(e, ast.Call):
             if e.func in STATE_PREDICATES:
                 return Value(STATE_PREDICATES[e.func], (), e.args[0].id, Kind.TENSOR_SCALAR, Type.BOOL)
+            if e.func in SHAPE_FUNCTIONS:
+                return Value(SHAPE_FUNCTIONS[e.func], (), int(e.args[0].value), Kind.TENSOR_SCALAR, Type.NUM)
             if e.func in REDUCTION_FUNCTIONS:
                 op, arity = REDUCTION_FUNCTIONS[e.func]
                 args, scope = list(e.args), "tensor"

@@ -76,6 +76,10 @@ def _broadcast(name: str, kind: Kind, typ: Type) -> Let:
     return Let(name, apply(Op.WHERE, apply(Op.EQ, param, param), var, var))
 
 
+def _on_device(name: str, kind: Kind, typ: Type) -> Let:
+    return Let(name, apply(Op.ON_DEVICE, Value(Op.VAR, (), name, kind, typ)))
+
+
 def _rekind(stmts: tuple[Stmt, ...], env: dict[str, Kind], types: dict[str, Type] | None = None) -> tuple[Stmt, ...]:
     """Folding can lower a local's kind (`v = c ? param : 0.5` with c folded to false is a
     number, no longer a tensor): give each read of a local the kind of the values that reach
@@ -110,6 +114,12 @@ def _rekind(stmts: tuple[Stmt, ...], env: dict[str, Kind], types: dict[str, Type
                     then = then + (_broadcast(name, then_env[name], types[name]),)
                 if joined is Kind.TENSOR and other_env[name] is not Kind.TENSOR:
                     other = other + (_broadcast(name, other_env[name], types[name]),)
+                # a reduction's value on one path and a host one on the other: the host one becomes a
+                # device value at the end of its path, so after the `if` every backend has one kind
+                if joined in (Kind.REDUCED, Kind.CHANNEL) and then_env[name].on_host:
+                    then = then + (_on_device(name, then_env[name], types[name]),)
+                if joined in (Kind.REDUCED, Kind.CHANNEL) and other_env[name].on_host:
+                    other = other + (_on_device(name, other_env[name], types[name]),)
                 env[name] = joined
             s = If(cond, then, other)
         out.append(s)

@@ -19,10 +19,15 @@ import torch
 
 def timm_class(module: str, name: str):
     """timm.optim without running timm/__init__ (it needs torchvision, which has no CPU build here)."""
-    spec = importlib.util.find_spec("timm")
-    if spec is None:
-        raise ImportError("timm is not installed (pip install --no-deps timm)")
-    root = spec.submodule_search_locations[0]
+    loaded = sys.modules.get("timm")
+    if loaded is not None and getattr(loaded, "__path__", None):
+        # already stubbed (or imported): find_spec would raise on the stub, whose __spec__ is None
+        root = list(loaded.__path__)[0]
+    else:
+        spec = importlib.util.find_spec("timm")
+        if spec is None:
+            raise ImportError("timm is not installed (pip install --no-deps timm)")
+        root = spec.submodule_search_locations[0]
     if "timm" not in sys.modules or not hasattr(sys.modules["timm"], "__path__"):
         t = types.ModuleType("timm")
         t.__path__ = [root]
@@ -210,4 +215,115 @@ register(Entry(
         "rounds the decay factor 1 - lambd * eta to float32 every step, a bias of the same sign each "
         "step, where its foreach path computes param - eta * (grad + lambd * param). Our paths all "
         "follow the for-loop, bit for bit on the loop path."),
+))
+
+
+# ---- wave 3: per-tensor reductions and scalar state ---------------------------------------------
+# The references are not torch.optim classes (torch_class=None): their state_dicts are compared
+# on the keys both keep (timm's Lamb keeps `step` in the param group, Amos too; NvNovoGrad, AdamP
+# and SGDP keep a Python int `step`). timm's and pytorch_optimizer's classes pick their per-tensor
+# (for-loop) or multi-tensor path by `foreach`; the references here always take the for-loop path
+# (`foreach=False`), the one the loop path mirrors op for op, and our foreach path is compared with
+# it too. Grids: two levels per hyper and flag, fractional (`fraction`) to at most 16 combinations.
+
+def _timm_reference(module: str, name: str, foreach: bool | None = False):
+    def make(params, **kw):
+        cls = timm_class(module, name)
+        if foreach is not None:
+            kw["foreach"] = foreach
+        return cls(params, **kw)
+    return make
+
+
+def _amos_reference(params, **kw):
+    import pytorch_optimizer
+    return pytorch_optimizer.Amos(params, foreach=False, **kw)
+
+
+def _formula_reference(name: str):
+    def make(params, **kw):
+        from . import references
+        return getattr(references, name)(params, **kw)
+    return make
+
+
+# max_grad_norm=1.0 clips every step here: the test gradients' global norm is about 16.
+_LAMB = {"betas": ((0.9, 0.999), (0.8, 0.99)), "eps": (1e-6, 1e-3), "weight_decay": (0.0, 0.01),
+         "max_grad_norm": (None, 1.0), "bias_correction": (True, False), "grad_averaging": (True, False),
+         "trust_clip": (False, True), "always_adapt": (False, True)}
+register(Entry(
+    "Lamb", _timm_reference("lamb", "Lamb"), "timm.optim.lamb.Lamb", grid=_LAMB, base={"lr": 0.01},
+    valid=fraction(_LAMB, ("bias_correction", ("eps", "weight_decay", "max_grad_norm")),
+                   ("grad_averaging", ("betas", "weight_decay", "max_grad_norm")),
+                   ("trust_clip", ("betas", "eps", "weight_decay")),
+                   ("always_adapt", ("betas", "eps", "max_grad_norm"))),
+    wave=3,
+))
+# trust_coeff=0.05 with lr=0.01 puts trust_ratio / lr above 1: LARC's clip binds.
+_LARS = {"momentum": (0.0, 0.9), "dampening": (0.0, 0.3), "weight_decay": (0.0, 0.01), "nesterov": (False, True),
+         "trust_coeff": (1e-3, 0.05), "eps": (1e-8, 1e-3), "trust_clip": (False, True), "always_adapt": (False, True)}
+_LARS_FRACTION = fraction(_LARS, ("trust_coeff", ("dampening", "weight_decay", "nesterov")),
+                          ("eps", ("momentum", "weight_decay", "nesterov")),
+                          ("trust_clip", ("momentum", "dampening", "nesterov")),
+                          ("always_adapt", ("momentum", "dampening", "weight_decay")))
+register(Entry(
+    "Lars", _timm_reference("lars", "Lars"), "timm.optim.lars.Lars", grid=_LARS, base={"lr": 0.01},
+    valid=lambda c: _LARS_FRACTION(c) and (not c["nesterov"] or (c["momentum"] > 0 and c["dampening"] == 0)),
+    wave=3,
+))
+# betas[1]=0.5 lets the norm average fall as well as rise: amsgrad's max binds.
+_NVNOVOGRAD = {"betas": ((0.95, 0.98), (0.9, 0.5)), "eps": (1e-8, 1e-3), "weight_decay": (0.0, 0.1),
+               "grad_averaging": (False, True), "amsgrad": (False, True), "decoupled_decay": (False, True)}
+register(Entry(
+    "NvNovoGrad", _timm_reference("nvnovograd", "NvNovoGrad", foreach=None), "timm.optim.nvnovograd.NvNovoGrad",
+    grid=_NVNOVOGRAD, base={"lr": 0.01},
+    valid=fraction(_NVNOVOGRAD, ("amsgrad", ("betas", "eps", "weight_decay")),
+                   ("decoupled_decay", ("eps", "weight_decay", "grad_averaging"))),
+    wave=3,
+))
+# delta=1.5: the projection runs on some steps, in the channel view on some, the layer view on others.
+_ADAMP = {"betas": ((0.9, 0.999), (0.8, 0.99)), "eps": (1e-8, 1e-3), "weight_decay": (0.0, 0.1),
+          "delta": (0.1, 1.5), "wd_ratio": (0.1, 0.5), "nesterov": (False, True), "caution": (False, True)}
+register(Entry(
+    "AdamP", _timm_reference("adamp", "AdamP", foreach=None), "timm.optim.adamp.AdamP", grid=_ADAMP,
+    base={"lr": 0.01},
+    valid=fraction(_ADAMP, ("wd_ratio", ("betas", "eps", "weight_decay")),
+                   ("nesterov", ("eps", "weight_decay", "delta")),
+                   ("caution", ("betas", "weight_decay", "delta"))),
+    wave=3,
+))
+_SGDP = {"momentum": (0.0, 0.9), "dampening": (0.0, 0.3), "weight_decay": (0.0, 0.1), "nesterov": (False, True),
+         "eps": (1e-8, 1e-3), "delta": (0.1, 1.5), "wd_ratio": (0.1, 0.5), "caution": (False, True)}
+register(Entry(
+    "SGDP", _timm_reference("sgdp", "SGDP", foreach=None), "timm.optim.sgdp.SGDP", grid=_SGDP, base={"lr": 0.01},
+    valid=fraction(_SGDP, ("eps", ("dampening", "weight_decay", "nesterov")),
+                   ("delta", ("momentum", "weight_decay", "nesterov")),
+                   ("wd_ratio", ("momentum", "dampening", "nesterov")),
+                   ("caution", ("momentum", "dampening", "weight_decay"))),
+    wave=3,
+))
+_AMOS = {"beta": (0.999, 0.9), "momentum": (0.0, 0.9), "extra_l2": (0.0, 0.1), "c_coef": (0.25, 0.5),
+         "d_coef": (0.25, 0.5), "eps": (1e-18, 1e-3), "maximize": (False, True)}
+register(Entry(
+    "Amos", _amos_reference, "pytorch_optimizer.Amos", grid=_AMOS, base={"lr": 0.01},
+    valid=fraction(_AMOS, ("d_coef", ("beta", "momentum", "extra_l2")),
+                   ("eps", ("momentum", "extra_l2", "c_coef")),
+                   ("maximize", ("beta", "extra_l2", "c_coef"))),
+    wave=3,
+))
+register(Entry(
+    "AdaX", _formula_reference("AdaX"), "optdsl.references.AdaX",
+    grid={"betas": ((0.9, 1e-4), (0.8, 1e-2)), "eps": (1e-8, 1e-3), "weight_decay": (0.0, 0.1),
+          "maximize": (False, True)},
+    base={"lr": 0.01}, wave=3,
+))
+_FUNNELLED = {"momentum": (0.9, 0.5), "beta": (0.9, 0.5), "eta": (1.0, 0.5), "gamma_p": (1e-2, 0.1),
+              "gamma_s": (1e-3, 1e-2), "weight_decay": (0.0, 0.1), "maximize": (False, True)}
+register(Entry(
+    "FunnelledSGDM", _formula_reference("FunnelledSGDM"), "optdsl.references.FunnelledSGDM", grid=_FUNNELLED,
+    base={"lr": 0.01},
+    valid=fraction(_FUNNELLED, ("gamma_s", ("momentum", "beta", "eta")),
+                   ("weight_decay", ("beta", "eta", "gamma_p")),
+                   ("maximize", ("momentum", "eta", "gamma_p"))),
+    wave=3,
 ))

@@ -127,7 +127,7 @@ def clamp(x: float, lo: float, hi: float) -> float:
 
 def lerp(a: float, b: float, w: float) -> float:
     # torch's formula, exact at both ends
-    if _any_tensor(a, b, w):
+    if isinstance(w, Tensor):
         return torch.where(abs(w) < 0.5, a + w * (b - a), b - (b - a) * (1 - w))
     return a + w * (b - a) if abs(w) < 0.5 else b - (b - a) * (1 - w)
 
@@ -325,6 +325,34 @@ def rms(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x) / sqrt(x.numel()) if x.numel() else torch.mean(x)
 
 
+def on_device(x) -> Tensor:
+    """A host number or boolean as a 0-d tensor, where a local is a reduction's value on one path
+    and a host value on another (`c = false; if ndim > 1 { c = norm(g) > 1 }`)."""
+    if isinstance(x, Tensor):
+        return x
+    return torch.tensor(x, dtype=torch.bool if isinstance(x, bool) else torch.float32)
+
+
+def as_dtype(x, like: Tensor):
+    """x in like's dtype, where torch wants one dtype (lerp): a reduction of a bf16 tensor beside a
+    float32 scalar state (exact: an upcast)."""
+    return x.to(like.dtype) if isinstance(x, Tensor) and x.dtype != like.dtype else x
+
+
+def lerp_(d: Tensor, end, weight) -> Tensor:
+    """d.lerp_(end, weight) with end in d's dtype."""
+    return d.lerp_(as_dtype(end, d), weight)
+
+
+def lerp_small(a, b, w):
+    """torch.lerp between per-tensor values of possibly different dtypes (in the wider one)."""
+    if not isinstance(a, Tensor):
+        a = torch.as_tensor(a, dtype=b.dtype if isinstance(b, Tensor) else torch.float32)
+    b = torch.as_tensor(b, dtype=a.dtype) if not isinstance(b, Tensor) else b
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    return torch.lerp(a.to(dtype), b.to(dtype), as_dtype(w, a.to(dtype)))
+
+
 def expand(x, like: Tensor) -> Tensor:
     """A reduction's operand that is not elementwise (a number, a per-tensor or per-channel value),
     as a tensor of `like`'s shape: `sum(1)` is the element count."""
@@ -337,7 +365,10 @@ def small(x, like: Tensor) -> Tensor:
     """A host number as a 0-d tensor beside a per-tensor device value `like` (its dtype and device)."""
     if isinstance(x, Tensor):
         return x
-    return torch.full((), x, dtype=like.dtype, device=like.device)
+    if isinstance(x, bool):
+        return torch.full((), x, dtype=torch.bool, device=like.device)
+    dtype = like.dtype if like.is_floating_point() else torch.float32   # beside a boolean: a number
+    return torch.full((), x, dtype=dtype, device=like.device)
 
 
 def shape_input(params: list[Tensor], what: str) -> list[int]:
@@ -351,9 +382,17 @@ def shape_input(params: list[Tensor], what: str) -> list[int]:
             out.append(numel)
         elif what == "ndim":
             out.append(len(shape))
+        elif what.startswith("_size"):
+            d = int(what[len("_size"):])
+            out.append(shape[d] if d < len(shape) else 1)
         else:
             out.append(numel // shape[0] if shape and shape[0] else (numel if not shape else 0))
     return out
+
+
+def size(x: Tensor, d: int) -> int:
+    """x's size along dim d; 1 past its last dim."""
+    return x.shape[d] if d < x.dim() else 1
 
 
 def channel_numel(x: Tensor) -> int:

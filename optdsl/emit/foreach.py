@@ -88,6 +88,12 @@ class ForeachEmitter:
                 return var(self.small_list(a)[0])
             if a.op is Op.WHERE and a.args[0].kind.on_host:
                 return f"({operand(a.args[1], a)} if {self.scalar(a.args[0])} else {operand(a.args[2], a)})"
+            sc = alpha_scaled(a.args[1]) if a.op in (Op.ADD, Op.SUB) and a.args[0].kind.on_device else None
+            if sc and not self.is_list(sc[0]):   # the loop path's torch.add(x, y, alpha=)
+                alpha = self.scalar(sc[0] if a.op is Op.ADD else neg(sc[0]))
+                return f"torch.add({render(a.args[0])}, {render(sc[1])}, alpha={alpha})"
+            if a.op is Op.LERP:
+                return f"_rt.lerp_small({', '.join(render(x) for x in a.args)})"
             numbers = number_args(a)
             return OPS[a.op].torch.format(*(render(x) if x.kind.on_device or i in numbers else operand(x, a)
                                             for i, x in enumerate(a.args)))
@@ -406,6 +412,8 @@ class ForeachEmitter:
             return
         if v.op is Op.LERP and is_target(v.args[0], target) and not any(reads(a, target) for a in v.args[1:]):
             y = self.as_list(v.args[1])
+            if target != "param" and self.p.state(target).kind is not Kind.TENSOR:   # see the loop path's
+                y = f"[_rt.as_dtype(_y, _d) for _y, _d in zip({y}, {d})]"
             wt = self.as_list(v.args[2]) if self.is_list(v.args[2]) else self.tensor(v.args[2])[0]
             w.line(f"torch._foreach_lerp_({d}, {y}, {wt})")
             return

@@ -3,7 +3,7 @@ group or per tensor), and the per-tensor host function that the foreach and
 fused paths share."""
 from __future__ import annotations
 
-from ..ir import SHAPE_INPUTS, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_values, stmt_values, walk_stmts
+from ..ir import SHAPE_INPUTS, shape_input_name, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_values, stmt_values, walk_stmts
 from ..names import ident, literal
 from ..plan.table import (Column, columns, first_stored, is_device_stmt, per_tensor_inputs,  # noqa: F401
                           scalar_states, shape_inputs)
@@ -21,7 +21,7 @@ def host_leaf(v: Value, scalar_state=lambda n: f"({n} if capturable else _rt.val
     if v.op is Op.STEP:
         return "step"
     if v.op in SHAPE_INPUTS:
-        return v.op.name.lower()
+        return shape_input_name(v)
     if v.op is Op.IS_SET:
         return f"({ident(str(v.arg))} is not None)"
     if v.op is Op.STATE:

@@ -109,6 +109,12 @@ class LoopEmitter:
             return self.reduction(v)
         if v.op is Op.WHERE and v.args[0].kind.on_host:
             return f"({self.small_operand(v.args[1], v)} if {self.host(v.args[0])} else {self.small_operand(v.args[2], v)})"
+        sc = alpha_scaled(v.args[1]) if v.op in (Op.ADD, Op.SUB) and v.args[0].kind.on_device else None
+        if sc:   # `s * beta + (1 - beta) * n`: torch.add(x, y, alpha=), one rounding, as torch.optim writes it
+            alpha = self.host(sc[0] if v.op is Op.ADD else neg(sc[0]))
+            return f"torch.add({self.small(v.args[0])}, {self.small(sc[1])}, alpha={alpha})"
+        if v.op is Op.LERP:   # torch.lerp wants one dtype; a reduction of a bf16 tensor beside float32 state
+            return f"_rt.lerp_small({', '.join(self.small(a) for a in v.args)})"
         numbers = number_args(v)
         return OPS[v.op].torch.format(*(self.small(a) if a.kind.on_device or i in numbers else self.small_operand(a, v)
                                         for i, a in enumerate(v.args)))
@@ -182,9 +188,8 @@ class LoopEmitter:
         if is_target(v, target):
             w.line("pass")
             return
-        if v.op is Op.WHERE and v.args[0].kind <= Kind.REDUCED:
-            # a condition per tensor (a reduction's, as NvNovoGrad's `exp_avg_sq == 0`): a Python branch
-            w.line(f"if {self.host(v.args[0]) if v.args[0].kind.on_host else self.small(v.args[0])}:")
+        if v.op is Op.WHERE and v.args[0].kind.on_host:
+            w.line(f"if {self.host(v.args[0])}:")
             with w.indent():
                 self.store_into(d, target, v.args[1], w)
             w.line("else:")
@@ -199,6 +204,10 @@ class LoopEmitter:
                 w.line(f"{d}.fill_({self.host(v)})")
             return
         if v.op is Op.LERP and is_target(v.args[0], target) and not any(reads(a, target) for a in v.args[1:]):
+            if target != "param" and self.p.state(target).kind is not Kind.TENSOR:
+                # a float32 scalar state towards a reduction of a bf16 tensor: torch.lerp wants one dtype
+                w.line(f"_rt.lerp_({d}, {self.tensor(v.args[1])[0]}, {self.tensor(v.args[2])[0]})")
+                return
             w.line(f"{d}.lerp_({self.operand(v.args[1])}, {self.tensor(v.args[2])[0]})")
             return
         acc = split_accumulate(v, target)

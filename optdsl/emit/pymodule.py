@@ -132,7 +132,8 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         tensor_states=[{"name": ident(s.name), "plural": ident(s.list)} for s in tensor_states],
         empty_state_lists=[{"plural": ident(s.list)} for s in p.states if s.init == "empty"],
         hyper_names=hyper_names, signature=signature, loop_phases=loop_phases,
-        loop_shape_inputs=[(name, LOOP_SHAPE_INPUTS[name]) for name in loop_plan.shape_inputs],
+        loop_shape_inputs=[(name, LOOP_SHAPE_INPUTS.get(name) or f"_rt.size(param, {int(name[5:])})")
+                           for name in loop_plan.shape_inputs],
         per_tensor_fn=emit_per_tensor_function(hoisted, f"_{fn}_per_tensor", cols),
         per_tensor_inputs=", ".join(inputs),
         per_tensor_kwargs=", ".join(f"{n}={n}" for n in hyper_names),

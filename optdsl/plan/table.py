@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..ir import If, Kind, Let, Op, Program, Stmt, Store, Type, Value, stmt_values, walk_stmts, walk_values
+from ..ir import SHAPE_INPUTS, If, Kind, shape_input_name, Let, Op, Program, Stmt, Store, Type, Value, stmt_values, walk_stmts, walk_values
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,10 @@ def per_tensor_inputs(p: Program) -> list[str]:
 
 def shape_inputs(p: Program) -> list[str]:
     """`numel`, `ndim`, `channel_numel` where host math reads them: inputs of the per-tensor host function."""
-    used = {n.op for s in walk_stmts(p.body) for v in stmt_values(s) for n in walk_values(v)}
-    return [op.name.lower() for op in (Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL) if op in used]
+    used = {shape_input_name(n) for s in walk_stmts(p.body) for v in stmt_values(s) for n in walk_values(v)
+            if n.op in SHAPE_INPUTS}
+    fixed = [name for name in ("numel", "ndim", "channel_numel") if name in used]
+    return fixed + sorted(used - set(fixed), key=lambda name: int(name[len("_size"):]))
 
 
 def scalar_states(p: Program) -> list[str]:
