@@ -3,15 +3,23 @@
 
 OPTIMIZERS = {
     'ASGD': 'asgd',
+    'AdaX': 'adax',
     'Adadelta': 'adadelta',
     'Adagrad': 'adagrad',
     'Adam': 'adam',
+    'AdamP': 'adamp',
     'AdamW': 'adamw',
     'Adamax': 'adamax',
+    'Amos': 'amos',
+    'FunnelledSGDM': 'funnelledsgdm',
+    'Lamb': 'lamb',
+    'Lars': 'lars',
     'Lion': 'lion',
     'NAdam': 'nadam',
+    'NvNovoGrad': 'nvnovograd',
     'RAdam': 'radam',
     'RMSprop': 'rmsprop',
     'Rprop': 'rprop',
     'SGD': 'sgd',
+    'SGDP': 'sgdp',
 }

@@ -14,8 +14,19 @@ _CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
 _CACHE_SIZE = 256
 
 
-def block_size(device: torch.device) -> int:
-    # The interpreter pays ~1 ms per program: few, large blocks. A GPU wants many small ones.
+def block_size(device: torch.device, channel_tensors: list[torch.Tensor] | None = None) -> int:
+    """The elements per program. The interpreter pays ~1 ms per program: few, large blocks; a GPU
+    wants many small ones. Where programs are cut at output channels (`channel_tensors`), no
+    program spans two channels, so a block larger than the largest channel only adds masked-off
+    lanes: the block is the largest channel's size, rounded up to a power of two (at least 16)."""
+    full = _full_block(device)
+    if channel_tensors:
+        largest = max((t.numel() // t.shape[0] if t.dim() and t.shape[0] else t.numel()) for t in channel_tensors)
+        return max(16, min(full, 1 << max(0, int(largest) - 1).bit_length()))
+    return full
+
+
+def _full_block(device: torch.device) -> int:
     return 1024 if device.type == "cuda" else 16384
 
 
@@ -129,3 +140,163 @@ def allocate_empty(states: list, params: list[torch.Tensor]) -> None:
     for i, t in enumerate(states):
         if t is None:
             states[i] = torch.zeros_like(params[i], memory_format=torch.contiguous_format)
+
+
+# ---- phases: reductions in the fused path ------------------------------------------------------
+#
+# A spec with reductions runs as several kernels per step (optdsl.plan): phase k writes one partial
+# result per program and per reduction to `partials`; `combine` joins them, in a fixed order, into a
+# per-tensor table (`reduced`, tensor and group scope) and a per-channel table (channel scope) that
+# later phases read. Counters, per group step: LAUNCHES grows by (phases x buckets), one per kernel
+# launch, and COMBINES by (phases - 1), one per `combine` call (a call covers every bucket of the
+# group, as a group-scope value needs them all). Neither depends on the number of tensors.
+
+COMBINES = [0]   # combine steps since import; tests read it
+
+
+class Work:
+    """A bucket's flat work list for a phased spec, and what `combine` needs to join its partials.
+
+    Every tensor gets at least one program (a zero-element tensor one fully masked program), so
+    per-tensor scalar work (a device scalar state's store) always happens. With `channels`
+    (the spec has a channel-scope reduction) a program never straddles an output channel:
+    chunks are (tensor, start, end, channel), so a program's partial belongs to one channel and
+    it reads one per-channel value. The cost: a channel smaller than the block leaves the rest of
+    the block masked off, so a tensor of many small channels (a bias-like (4096, 3) weight) runs
+    one mostly idle program per channel, up to block/channel_numel times the programs of the
+    plain work list. Programs of one tensor (and of one channel) are consecutive."""
+
+    def __init__(self, tensors: list[torch.Tensor], block: int, device, channels: bool):
+        numels = [t.numel() for t in tensors]
+        n_ch = [max(1, t.shape[0]) if t.dim() else 1 for t in tensors] if channels else [1] * len(tensors)
+        tensor_of, starts, ends, channel_of = [], [], [], []
+        ch_first = 0
+        ch_programs: list[int] = []       # programs per (global) channel
+        for i, (t, n) in enumerate(zip(tensors, numels)):
+            cn = n // n_ch[i]
+            if n == 0:   # one fully masked program, on the tensor's first channel
+                per_channel = [1] + [0] * (n_ch[i] - 1)
+            else:
+                per_channel = [-(-cn // block)] * n_ch[i]
+            for c, k in enumerate(per_channel):
+                for j in range(k):
+                    s = c * cn + j * block
+                    tensor_of.append(i)
+                    starts.append(s)
+                    ends.append(min(s + block, (c + 1) * cn))
+                    channel_of.append(ch_first + c)
+                ch_programs.append(k)
+            ch_first += n_ch[i]
+        self.programs = len(tensor_of)
+        self.n_tensors = len(tensors)
+        self.n_channels = ch_first
+        self.total_numel = float(sum(numels))
+        tensor_of_t = torch.tensor(tensor_of, dtype=torch.int32)
+        self.numels = torch.tensor(numels, dtype=torch.int64).to(device)
+        self.tensor = tensor_of_t.to(device)
+        self.start = torch.tensor(starts, dtype=torch.int64).to(device)
+        self.end = torch.tensor(ends, dtype=torch.int64).to(device)
+        self.channel = torch.tensor(channel_of, dtype=torch.int32).to(device)
+        # the element counts `finish` divides by, per tensor and per channel
+        self.count = torch.tensor(numels, dtype=torch.float32).to(device)
+        channel_count = [float(n // n_ch[i]) for i, n in enumerate(numels) for _ in range(n_ch[i])]
+        self.channel_count = torch.tensor(channel_count, dtype=torch.float32).to(device)
+        # gather indices for the combine: row s lists segment s's programs, padded with
+        # `programs` (the identity column of the partials buffer)
+        per_tensor = torch.bincount(tensor_of_t.long(), minlength=len(tensors))
+        self.tensor_index = _segments(per_tensor, self.programs).to(device)
+        self.channel_index = _segments(torch.tensor(ch_programs, dtype=torch.int64), self.programs).to(device) \
+            if channels else None
+
+
+def _segments(counts: torch.Tensor, programs: int) -> torch.Tensor:
+    """[segments, max count] program ids of consecutive segments, padded with `programs`.
+    (Memory: segments x the largest segment's programs; a tree combine would bound it for very
+    skewed sizes.)"""
+    width = max(1, int(counts.max())) if counts.numel() else 1
+    first = torch.cumsum(counts, 0) - counts
+    j = torch.arange(width, dtype=torch.int64)
+    index = first[:, None] + j[None, :]
+    return torch.where(j[None, :] < counts[:, None], index, torch.full_like(index, programs))
+
+
+def work(tensors: list[torch.Tensor], block: int, device, channels: bool) -> Work:
+    """The phased work list: cached while the tensors are the same (so a replayed step copies nothing)."""
+    key = ("work", tuple((t.data_ptr(), tuple(t.shape)) for t in tensors), block, str(device), channels)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        _CACHE.move_to_end(key)
+        return hit
+    out = Work(tensors, block, device, channels)
+    _CACHE[key] = out
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return out
+
+
+class Run:
+    """One bucket of a phased step: its views, work list, pointer tables and value tables."""
+
+    def __init__(self, index, device, block, view, copies, work_: Work, ptrs, table, n_tensor_values,
+                 n_channel_values, n_scalar_states):
+        self.index, self.device, self.block, self.view, self.copies = index, device, block, view, copies
+        self.work, self.ptrs, self.table = work_, ptrs, table
+        f32 = dict(dtype=torch.float32, device=device)
+        # combined reductions the phases read: one row per reduction, one column per tensor / channel
+        self.reduced = torch.zeros((max(1, n_tensor_values), work_.n_tensors), **f32)
+        self.reduced_channel = torch.zeros((max(1, n_channel_values), work_.n_channels), **f32)
+        # the final phase's new device scalar states, written by each tensor's first program
+        self.scalar_out = torch.zeros((max(1, n_scalar_states), work_.n_tensors), **f32)
+        self.partials = self.scalar_out   # replaced per phase by new_partials
+
+    def new_partials(self, n_sinks: int) -> torch.Tensor:
+        """[sinks, programs + 1]: one partial per program, then the fold's identity (0: sums, and
+        maxima of |x|, the only max folds) that padded gathers read."""
+        self.partials = torch.zeros((max(1, n_sinks), self.work.programs + 1), dtype=torch.float32, device=self.device)
+        return self.partials
+
+
+def _fold(x: torch.Tensor, fold: str, dim: int) -> torch.Tensor:
+    return x.sum(dim) if fold == "sum" else x.amax(dim)
+
+
+def combine(runs: list[Run], sinks) -> None:
+    """Join a phase's partials into the values later phases read: THE one place where partials
+    are combined. `sinks`: per reduction of the phase, (row in `partials`, slot in its value
+    table, scope, fold, finish), finish(raw, count) -> value (optdsl.builtins.REDUCTIONS).
+
+    Fixed-order torch ops only (no float atomics, no index_add_): each tensor's (channel's)
+    partials are gathered into a padded [segments, max programs] layout, padded with the fold's
+    identity, and folded along dim 1; a group-scope value folds the per-tensor raw values of every
+    bucket of the group, in bucket order, and is finished with the group's total element count.
+    Bit-identical run to run; nothing is read back to the host.
+
+    Sharded parameters (FSDP2): the raw values (`raw` below: per tensor, per channel and the
+    group's, before `finish`) are where a distributed all-reduce (sum or max, by `fold`) across
+    the shards plugs in, with the counts summed the same way."""
+    COMBINES[0] += 1
+    for row, slot, scope, fold, finish in sinks:
+        if scope == "channel":
+            for run in runs:
+                raw = _fold(run.partials[row][run.work.channel_index], fold, 1)
+                run.reduced_channel[slot].copy_(finish(raw, run.work.channel_count))
+            continue
+        raws = [_fold(run.partials[row][run.work.tensor_index], fold, 1) for run in runs]
+        if scope == "tensor":
+            for run, raw in zip(runs, raws):
+                run.reduced[slot].copy_(finish(raw, run.work.count))
+        else:   # group: one value for every tensor of the group
+            raw = _fold(torch.cat([r.to(runs[0].device) for r in raws]), fold, 0)
+            value = finish(raw, sum(run.work.total_numel for run in runs))
+            for run in runs:
+                run.reduced[slot].copy_(value.to(run.device).expand(run.work.n_tensors))
+
+
+def write_scalar_states(run: Run, states: list[list]) -> None:
+    """After the final launch: the new device scalar states (row k of scalar_out: the k-th state's
+    list) copied into their 0-d tensors with one foreach copy each; no .item()."""
+    for k, tensors in enumerate(states):
+        chosen = [tensors[i] for i in run.index]
+        if not chosen or chosen[0] is None:
+            continue
+        torch._foreach_copy_(chosen, list(run.scalar_out[k].unbind(0)))

@@ -71,3 +71,27 @@ def _pow(x, y):
     odd = y_int & ((y - 2.0 * tl.floor(y * 0.5)) == 1.0)
     r = tl.where(x < 0, tl.where(y_int, tl.where(odd, -r, r), float("nan")), r)
     return tl.where(y == 0.0, 1.0, tl.where(y == 1.0, x, tl.where(y == 2.0, x * x, r)))
+
+
+# ---- phases: partial reductions and device scalar state ----------------------------------------
+
+@triton.jit
+def load_scalar(ptrs, t):
+    # a device scalar state: tensor t's 0-d float32 tensor, through a pointer table
+    return tl.load(tl.load(ptrs + t).to(tl.pointer_type(tl.float32)))
+
+
+@triton.jit
+def fold_sum(x, mask):
+    # this program's partial sum: masked-off lanes add 0 (whatever x computed there); a fixed tree
+    return tl.sum(tl.where(mask, x, 0.0), axis=0)
+
+
+@triton.jit
+def fold_max(x, mask):
+    # this program's partial maximum of |x| (the only max fold): 0 for no element, NaN kept as torch.amax
+    # (tl.max alone drops NaN on a GPU; a tl.reduce with a NaN-aware combine runs element by element
+    # in the interpreter)
+    y = tl.where(mask, x, 0.0)
+    has_nan = tl.sum(tl.where(y != y, 1, 0), axis=0) > 0
+    return tl.where(has_nan, float("nan"), tl.max(y, axis=0))

@@ -24,10 +24,11 @@ path, full = sys.argv[1], sys.argv[2] == "full"
 spec = importlib.util.spec_from_file_location("kernel_module", path)
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-kernel = next(v for k, v in vars(module).items() if k.endswith("_kernel"))
+# every kernel of the module: one per phase where a spec has reductions
+kernels = [v for k, v in vars(module).items() if k.endswith("_kernel")]
 target = GPUTarget("cuda", 90, 32)
 
-def signature(flag, dtype):
+def signature(kernel, flag, dtype):
     sig, consts = {}, {}
     for i, p in enumerate(kernel.params):
         name = p.name
@@ -41,18 +42,20 @@ def signature(flag, dtype):
                 consts[(i,)] = dtype
             else:
                 consts[(i,)] = flag
-        elif name.endswith("_ptrs") or name in ("numels", "work_start"):
+        elif name.endswith("_ptrs") or name in ("numels", "work_start", "work_end"):
             sig[name] = "*i64"
-        elif name == "work_tensor":
+        elif name in ("work_tensor", "work_channel"):
             sig[name] = "*i32"
-        elif name == "table":
+        elif name in ("table", "reduced", "_reduced_channel", "partials", "_scalar_out"):
             sig[name] = "*fp32"
+        elif name in ("_n_tensors", "_n_channels"):
+            sig[name] = "i32"
         else:
             sig[name] = "fp32"
     return sig, consts
 
-for flag, dtype in ((True, 0), (False, 0), (True, 2), (False, 1)):
-    sig, consts = signature(flag, dtype)
+for kernel, (flag, dtype) in ((k, c) for k in kernels for c in ((True, 0), (False, 0), (True, 2), (False, 1))):
+    sig, consts = signature(kernel, flag, dtype)
     compiled = triton.compile(ASTSource(kernel, sig, consts), target=target) if full or (flag, dtype) == (True, 0) else None
     if compiled is not None:
         assert compiled.asm["cubin"], "no cubin"

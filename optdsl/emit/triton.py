@@ -10,7 +10,7 @@ device from device tensors (step, a Tensor lr), with no .item(), so the launch
 can be captured in a CUDA graph."""
 from __future__ import annotations
 
-from ..ir import Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_stmts, walk_values
+from ..ir import REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_stmts, walk_values
 from ..names import ident, literal, module_name
 from ..passes import hoist_host
 from .common import Writer, float_literal, render
@@ -27,6 +27,11 @@ class KernelEmitter:
         self.group_columns: dict[str, str] = {}   # kernel local read from the table -> launcher source (one value per group)
         self.constexprs: dict[str, str] = {}      # kernel constexpr -> launcher source
         self.tensor_states = [s for s in p.states if s.kind is Kind.TENSOR]
+        # phased specs (optdsl.emit.triton_phases): the phase being emitted, and where each barrier
+        # reduction's combined value lives ("tensor" or "channel" table, row) or its partial goes (row)
+        self.phase = None
+        self.slots: dict[str, tuple[str, int]] = {}
+        self.sink_rows: dict[str, int] = {}
 
     # ---- leaves ----------------------------------------------------------------
     def leaf(self, v: Value) -> str:
@@ -52,6 +57,10 @@ class KernelEmitter:
         if v.op is Op.FLAG:
             name = ident(str(v.arg)).upper()
             self.constexprs[name] = f"bool({ident(str(v.arg))})"
+            return name
+        if v.op is Op.IS_SET:   # an optional hyper given (not None): a constexpr, as a flag
+            name = f"_SET_{ident(str(v.arg)).upper()}"
+            self.constexprs[name] = f"({ident(str(v.arg))} is not None)"
             return name
         if v.op is Op.VAR:
             name = str(v.arg)
@@ -94,7 +103,7 @@ class KernelEmitter:
         out = []
         for a in v.args:
             src = self.expr(a)
-            per_tensor = a.kind is Kind.TENSOR_SCALAR or (
+            per_tensor = a.kind in (Kind.TENSOR_SCALAR, Kind.REDUCED, Kind.CHANNEL) or (
                 a.op is Op.VAR and a.arg in self.col_index and self.cols[self.col_index[a.arg]].kind is Kind.TENSOR_SCALAR)
             if block and per_tensor and a.type is Type.BOOL:
                 src = f"((offs * 0 + ({src}).to(tl.int32)) != 0)"
@@ -107,7 +116,10 @@ class KernelEmitter:
         for s in stmts:
             if not is_device_stmt(s, self.p):
                 continue
-            if isinstance(s, Let):
+            if isinstance(s, Let) and s.value.op in REDUCE:
+                w.line(self.reduction(s))
+                wrote = True
+            elif isinstance(s, Let):
                 w.line(f"{ident(s.name)} = {self.expr(s.value)}")
                 wrote = True
             elif isinstance(s, Store):
@@ -134,6 +146,23 @@ class KernelEmitter:
                     wrote = True
         return wrote
 
+    def reduction(self, s: Let) -> str:
+        """A reduction Let in a phase kernel: this program's partial (a sink of the phase: map, then
+        fold over the masked block), or the combined value read from the device table (ready)."""
+        from ..builtins import REDUCTIONS
+        assert self.phase is not None, "a reduction outside a phased kernel"
+        name = ident(s.name)
+        role = self.phase.role(s.name)
+        if role == "sink":
+            form = REDUCTIONS[s.value.op]
+            contribution = form.map.format(*(self.expr(a) for a in s.value.args))
+            return f"{name}_part = fold_{form.fold}({contribution}, mask)"
+        assert role == "ready", (s.name, role)
+        table, row = self.slots[s.name]
+        if table == "channel":
+            return f"{name} = tl.load(_reduced_channel + {row} * _n_channels + _ch)"
+        return f"{name} = tl.load(reduced + {row} * _n_tensors + t)"
+
     def stored(self) -> list[str]:
         out = []
         for s in walk_stmts(self.p.body):
@@ -148,6 +177,9 @@ def stream_condition(emitter: KernelEmitter, cond: Value | None) -> str:
 
 def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
     hoisted = hoist_host(p, Kind.HOST)
+    if any(isinstance(s, Let) and s.value.op in REDUCE for s in walk_stmts(hoisted.body)):
+        from .triton_phases import emit_phased_module
+        return emit_phased_module(p, hoisted, source_name, spec_hash)
     k = KernelEmitter(hoisted)
     fn = module_name(p.name)
     streams = ["param", "grad"] + [ident(s.name) for s in k.tensor_states]
@@ -199,7 +231,7 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
     writeback = [(n, len(k.cols) + i) for i, n in enumerate(scalar_states(p))]
     stream_active = [(ident(s.name), stream_condition(k, s.cond)) for s in k.tensor_states if s.name in read or s.name in stored]
     return environment().get_template("triton.py.jinja").render(
-        source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
+        phased=False, source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
         bytes_per_element=bytes_per_element, kernel_name=f"_{fn}_kernel",
         streams_literal=literal(tuple(streams)), stored_literal=literal(tuple(stored)),
         streams=streams, constexprs=list(k.constexprs),
@@ -230,9 +262,9 @@ def describe_traffic(streams, read, stored, k: KernelEmitter) -> str:
     return text if full == base else text + f"; {full} B with every optional state"
 
 
-def _reads(p: Program, k: KernelEmitter) -> set[str]:
+def _reads(p: Program, k: KernelEmitter, stmts=None) -> set[str]:
     out: set[str] = set()
-    for s in walk_stmts(p.body):
+    for s in walk_stmts(p.body if stmts is None else stmts):
         if not is_device_stmt(s, p):
             continue
         values = (s.cond,) if isinstance(s, If) else (s.value,)

@@ -1,0 +1,176 @@
+"""IR -> the fused Triton module of a spec with reductions: one kernel per phase (optdsl.plan).
+
+Every reduction scope is a barrier for the fused path. Phase k < last runs the store-free slice
+of the update its reductions need and writes, per program and per reduction, a partial result
+(`map`, then a fixed-order fold over the masked block) to `partials`; the host side then runs
+one `kernel_runtime.combine` over every bucket of the group, which turns the partials into
+per-tensor, per-channel and per-group values (`finish`) in two device tables that later phases
+read (`reduced`: one row per tensor/group-scope reduction, one column per tensor;
+`_reduced_channel`: one row per channel-scope reduction, one column per channel). The last
+phase runs the whole update and stores.
+
+Values of kind `reduced` (a reduction and math on it) and `channel` are scalars in a program:
+a program belongs to one tensor, and, where the spec has a channel reduction, to one channel
+(kernel_runtime.Work), so reading them in elementwise math broadcasts against the block, and an
+`if` on a `reduced` condition is a Triton `if` on that scalar.
+
+Device scalar states (a scalar state stored from a reduction, a 0-d float32 tensor) are loaded
+by every phase through a pointer table; the last phase writes their new values to
+`_scalar_out` from each tensor's first program only (no read/write race between programs),
+and the launcher copies them into the state tensors after the last launch."""
+from __future__ import annotations
+
+from ..builtins import REDUCTIONS
+from ..ir import Kind, Op, Program, Store, Type, walk_stmts, walk_values, stmt_values
+from ..names import ident, literal, module_name
+from ..plan import ALL_SCOPES, plan_phases
+from .common import Writer
+from .host import emit_per_tensor_function, first_stored, is_device_stmt, scalar_states
+from .pymodule import environment
+from .triton import KernelEmitter, _reads, stream_condition, traffic
+
+
+def _scalar_reads(stmts, names: set[str]) -> set[str]:
+    return {str(n.arg) for s in walk_stmts(stmts) for v in stmt_values(s) for n in walk_values(v)
+            if n.op is Op.STATE and n.arg in names}
+
+
+def emit_phased_module(p: Program, hoisted: Program, source_name: str, spec_hash: str) -> str:
+    plan = plan_phases(hoisted, ALL_SCOPES)
+    k = KernelEmitter(hoisted)
+    fn = module_name(p.name)
+    streams = ["param", "grad"] + [ident(s.name) for s in k.tensor_states]
+    device_scalars = [s for s in hoisted.states if s.kind is Kind.REDUCED]
+    scalar_names = {s.name for s in device_scalars}
+    channels = any(v.arg == "channel" for v in plan.reductions.values())
+
+    # where each reduction's combined value lives: a row of the per-tensor or the per-channel table
+    n_rows = {"tensor": 0, "channel": 0}
+    for name, v in plan.reductions.items():
+        table = "channel" if v.arg == "channel" else "tensor"
+        k.slots[name] = (table, n_rows[table])
+        n_rows[table] += 1
+
+    kernels = []
+    for phase in plan.phases:
+        k.phase = phase
+        k.sink_rows = {name: j for j, name in enumerate(phase.sinks)}
+        w = Writer(1)
+        for name in phase.sinks:   # identity first: a sink under an `if` not taken adds nothing
+            w.line(f"{ident(name)}_part = tl.full((), 0.0, tl.float32)")
+        k.body(phase.body, w)
+        stored = [s for s in k.stored() if s not in scalar_names] if phase.final else []
+        read = _reads(hoisted, k, phase.body) & set(streams)
+        kernels.append(dict(phase=phase, body=w.text() or "    pass", read=read, stored=stored,
+                            scalars=sorted(_scalar_reads(phase.body, scalar_names)
+                                           | (scalar_names if phase.final else set()),
+                                           key=[s.name for s in device_scalars].index)))
+
+    def stream_lines(kern) -> tuple[str, str]:
+        loads, stores = Writer(1), Writer(1)
+        for s in streams:
+            if s not in kern["read"] and s not in kern["stored"]:
+                continue
+            state = next((st for st in k.tensor_states if st.name == s), None)
+            line = f"{s} = load_stream({s}_ptrs, t, offs, mask, {s.upper()}_DTYPE)"
+            _guarded(loads, k, state, line)
+        for s in device_scalars:
+            if s.name in kern["scalars"]:
+                _guarded(loads, k, s, f"{ident(s.name)} = load_scalar({ident(s.name)}_ptrs, t)")
+        for s in kern["stored"]:
+            state = next((st for st in k.tensor_states if st.name == s), None)
+            _guarded(stores, k, state, f"store_stream({s}_ptrs, t, offs, {s}, mask, {s.upper()}_DTYPE)")
+        if kern["phase"].final:
+            for j, s in enumerate(device_scalars):   # each tensor's first program writes the new value
+                _guarded(stores, k, s, f"tl.store(_scalar_out + {j} * _n_tensors + t, {ident(s.name)}, mask=_start == 0)")
+        for j, name in enumerate(kern["phase"].sinks):
+            stores.line(f"tl.store(partials + {j} * (tl.num_programs(0) + 1) + pid, {ident(name)}_part)")
+        return loads.text(), stores.text()
+
+    rendered = []
+    for j, kern in enumerate(kernels):
+        loads, stores = stream_lines(kern)
+        phase = kern["phase"]
+        name = f"_{fn}_kernel" if phase.final else f"_{fn}_phase{j}_kernel"
+        sinks = ", ".join(f"{_describe(plan.reductions[s])}" for s in phase.sinks)
+        what = "the update: reads every reduction, stores" if phase.final else f"partials of {sinks}"
+        rendered.append(dict(name=name, what=what, loads=loads, body=kern["body"], stores=stores,
+                             sinks=[(row, k.slots[s][1], plan.reductions[s].arg, REDUCTIONS[plan.reductions[s].op].fold,
+                                     f"_finish_{plan.reductions[s].op.name.lower()}")
+                                    for row, s in enumerate(phase.sinks)]))
+
+    column_loads = []
+    n_group = len(k.group_columns)
+    for j, name in enumerate(k.group_columns):
+        column_loads.append(f"{name} = tl.load(table + {j})")
+    for j, c in enumerate(k.table_cols):
+        load = f"tl.load(table + {f'{n_group} + ' if n_group else ''}t * N_COLUMNS + {j})"
+        column_loads.append(f"{ident(c.name)} = {load} != 0" if c.type is Type.BOOL else f"{ident(c.name)} = {load}")
+    for s in device_scalars:
+        if s.cond is not None:
+            k.constexprs.setdefault(f"HAS_{ident(s.name).upper()}", f"{literal(s.name)} in _scalars")
+
+    finishes = []
+    for op in sorted({v.op for v in plan.reductions.values()}, key=lambda o: o.name):
+        finishes.append((op.name.lower(), REDUCTIONS[op].finish.format(r="r", n="n")))
+
+    all_stored = kernels[-1]["stored"]
+    all_read = set().union(*(kern["read"] for kern in kernels))
+    hyper_names = [ident(h.name) for h in p.hypers] + [ident(f.name) for f in p.flags]
+    host_fn_name = f"_{fn}_host_values"
+    writeback = [(n, len(k.cols) + i) for i, n in enumerate(scalar_states(p))]
+    stream_active = [(ident(s.name), stream_condition(k, s.cond)) for s in k.tensor_states
+                     if s.name in all_read or s.name in all_stored]
+    scalar_active = [(ident(s.name), stream_condition(k, s.cond)) for s in device_scalars]
+    return environment().get_template("triton.py.jinja").render(
+        phased=True, source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
+        traffic=describe_phase_traffic(streams, kernels, k), n_phases=len(kernels),
+        kernels=rendered, channels=channels, channels_literal=literal(channels),
+        streams_literal=literal(tuple(streams)), stored_literal=literal(tuple(all_stored)),
+        streams=streams, scalar_streams=[ident(s.name) for s in device_scalars],
+        scalar_streams_literal=literal(tuple(s.name for s in device_scalars)),
+        constexprs=list(k.constexprs), column_loads=column_loads,
+        host_fn=emit_per_tensor_function(hoisted, host_fn_name, track_stores=True), host_fn_name=host_fn_name,
+        scalar_writeback=writeback, hyper_names=hyper_names, stream_active=stream_active, scalar_active=scalar_active,
+        table_columns=literal(tuple(k.col_index[c.name] for c in k.table_cols)),
+        group_sources=list(k.group_columns.values()), constexpr_sources=list(k.constexprs.items()),
+        n_columns=max(1, len(k.table_cols)), finishes=finishes,
+        n_tensor_values=n_rows["tensor"], n_channel_values=n_rows["channel"], n_scalar_states=len(device_scalars),
+        empty_streams=[(ident(n), len(k.cols) + len(scalar_states(p)) + j) for j, n in enumerate(first_stored(hoisted))],
+    )
+
+
+def _guarded(w: Writer, k: KernelEmitter, state, line: str) -> None:
+    if state is not None and state.cond is not None:
+        has = f"HAS_{ident(state.name).upper()}"
+        if state.kind is Kind.TENSOR:
+            k.constexprs[has] = f"{literal(state.name)} in streams"
+        w.line(f"if {has}:")
+        with w.indent():
+            w.line(line)
+    else:
+        w.line(line)
+
+
+def _describe(v) -> str:
+    scope = "" if v.arg == "tensor" else f" per {v.arg}"
+    return f"{v.op.name.lower()}{scope}"
+
+
+def describe_phase_traffic(streams, kernels, k: KernelEmitter) -> str:
+    """Bytes per element each phase moves (fp32 streams), and the total. Phases before the last
+    recompute what they need from their streams and write none (their partials and the combined
+    tables are a few bytes per program / per tensor, not per element)."""
+    parts, total_base, total_full = [], 0, 0
+    for j, kern in enumerate(kernels):
+        base, full = traffic(streams, kern["read"], kern["stored"], k)
+        loaded = [s for s in streams if s in kern["read"] or s in kern["stored"]]
+        label = "last phase" if kern["phase"].final else f"phase {j}"
+        text = f"{label}: {base} B (reads {', '.join(loaded) or 'nothing'}; writes {', '.join(kern['stored']) or 'none'})"
+        if full != base:
+            text += f", {full} B with every optional state"
+        parts.append(text)
+        total_base += base
+        total_full += full
+    total = f"total {total_base} B" + (f" ({total_full} B with every optional state)" if total_full != total_base else "")
+    return ";\n".join(parts) + f";\n{total}"
