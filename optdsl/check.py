@@ -186,7 +186,8 @@ class Checker:
                 for name in sorted(set(then) | set(other)):
                     a, b = then.get(name), other.get(name)
                     before = locals_.get(name)
-                    changed = [x for x in (a, b) if x is not None] if name in _assigned(st.then + st.other) else []
+                    changed = [x for x in (a, b) if x is not None and x is not before] \
+                        if name in _assigned(st.then + st.other) else []
                     if cond is not None and cond.kind is Kind.REDUCED and (a and b or before) and changed \
                             and any(x.kind.on_host and x.type is not None for x in changed):
                         self.r.error(st.cond.span, f"'{name}' is set from host math under an `if` on a reduction, so after "

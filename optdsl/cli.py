@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-from .diagnostics import CompileError
 
 
 def cmd_build(args) -> int:
@@ -22,29 +19,8 @@ def cmd_build(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .compiler import compile_spec
-    status = 0
-    for name in args.files:
-        path = Path(name)
-        try:
-            source = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as err:
-            print(f"{name}:1:1: error: not UTF-8 text ({err.reason} at byte {err.start})", file=sys.stderr)
-            status = 1
-            continue
-        except OSError as err:
-            print(f"{name}: error: {err.strerror}", file=sys.stderr)
-            status = 1
-            continue
-        try:
-            compiled = compile_spec(source, name)
-        except CompileError as err:
-            print(err.render(), file=sys.stderr)
-            status = 1
-            continue
-        print(f"{name}: ok ({compiled.program.name}: {len(compiled.program.hypers)} hypers, "
-              f"{len(compiled.program.flags)} flags, {len(compiled.program.states)} states)")
-    return status
+    from .checkfiles import check_files
+    return check_files(args.files)
 
 
 def cmd_verify(args) -> int:

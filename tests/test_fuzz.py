@@ -4,8 +4,8 @@
   fused paths (the fused kernel in the Triton interpreter: 2 steps; loop and foreach: 6),
   compared step by step with the IR interpreter's error bounds (optdsl/fuzz/tolerance.py);
   the programs must use every production of grammars/optdsl.lark, every terminal, every
-  builtin of builtins.py and every IR op -- a new construct fails here until the generator
-  learns it;
+  builtin of builtins.py (reductions included), every IR op and reductions of every scope
+  (tensor, channel, group) -- a new construct fails here until the generator learns it;
 * 2,000 mutations of the shipped specs through the checker: a diagnostic with a line and a
   column, or clean success; never a traceback, a hang or a file written;
 * every reproducer saved in tests/fuzz_corpus/ (by `optdsl fuzz`) replays clean.
@@ -57,6 +57,9 @@ def test_generated_programs_agree_with_the_interpreter_on_every_path(tmp_path):
     assert totals["boundary"] <= totals["unsettled"]
     missing = coverage.missing()
     assert not missing, "the program generator never produced: " + "; ".join(missing)
+    # reductions of every scope, in a fair share of the slice's programs
+    print("programs reducing over each scope:", coverage.scopes)
+    assert all(n >= PROGRAMS // 20 for n in coverage.scopes.values()), coverage.scopes
 
 
 def test_coverage_notices_what_was_never_generated():

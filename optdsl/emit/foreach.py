@@ -282,7 +282,10 @@ class ForeachEmitter:
         dtype = lambda a: ", dtype=torch.bool" if a.type is Type.BOOL else ""  # noqa: E731
         forms = [n if a.kind.on_device or i in numbers else f"torch.full_like({like}, {n}{dtype(a)})"
                  for i, (n, a) in enumerate(zip(names, v.args))]   # torch takes no number there
-        inner = OPS[v.op].torch.format(*forms)
+        # torch.lerp wants one dtype: a per-tensor value of another (a group value) goes through the helper
+        form = "_rt.lerp_small({0}, {1}, {2})" if v.op is Op.LERP and any(
+            a.kind in (Kind.REDUCED, Kind.CHANNEL) for a in v.args[:2]) else OPS[v.op].torch
+        inner = form.format(*forms)
         for n, (src, is_list) in zip(names, args):
             if not is_list:
                 inner = re.sub(rf"\b{n}\b", lambda m: src, inner)
@@ -412,7 +415,7 @@ class ForeachEmitter:
             return
         if v.op is Op.LERP and is_target(v.args[0], target) and not any(reads(a, target) for a in v.args[1:]):
             y = self.as_list(v.args[1])
-            if target != "param" and self.p.state(target).kind is not Kind.TENSOR:   # see the loop path's
+            if target != "param" and self.p.state(target).kind is not Kind.TENSOR or v.args[1].kind is not Kind.TENSOR:
                 y = f"[_rt.as_dtype(_y, _d) for _y, _d in zip({y}, {d})]"
             wt = self.as_list(v.args[2]) if self.is_list(v.args[2]) else self.tensor(v.args[2])[0]
             w.line(f"torch._foreach_lerp_({d}, {y}, {wt})")
@@ -465,4 +468,10 @@ class ForeachEmitter:
                     src, _ = self.tensor(b)
                     w.line(f"torch._foreach_{'maximum' if v.op is Op.MAX else 'minimum'}_({d}, {src})")
                     return
+        if target != "param" and self.p.state(target).kind is not Kind.TENSOR and v.kind.on_host:
+            src = self.scalar(v)   # a number into each 0-d state tensor
+            items = f"[_rt.small(_x, _d) for _x, _d in zip({src}, {d})]" if self.is_list(v) else \
+                f"[_rt.small({src}, _d) for _d in {d}]"
+            w.line(f"torch._foreach_copy_({d}, {items})")
+            return
         w.line(f"torch._foreach_copy_({d}, {self.as_list(v)})")

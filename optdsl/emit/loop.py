@@ -83,6 +83,8 @@ class LoopEmitter:
             xs, xfresh = self.tensor(v.args[0])
             if xfresh:
                 return f"{xs}.{INPLACE_UNARY[v.op]}()", True
+        if v.op is Op.LERP and any(a.kind in (Kind.REDUCED, Kind.CHANNEL) for a in v.args[:2]):
+            return f"_rt.lerp_small({', '.join(self.operand(a) for a in v.args[:2])}, {self.tensor(v.args[2])[0]})", True
         # one torch op over its operands; a host operand keeps its host form (`sqrt(bc2) / t`
         # is Python's `float / tensor`, as torch.optim writes it, not torch.sqrt of a float)
         numbers = number_args(v)
@@ -204,8 +206,9 @@ class LoopEmitter:
                 w.line(f"{d}.fill_({self.host(v)})")
             return
         if v.op is Op.LERP and is_target(v.args[0], target) and not any(reads(a, target) for a in v.args[1:]):
-            if target != "param" and self.p.state(target).kind is not Kind.TENSOR:
-                # a float32 scalar state towards a reduction of a bf16 tensor: torch.lerp wants one dtype
+            if target != "param" and self.p.state(target).kind is not Kind.TENSOR or v.args[1].kind is not Kind.TENSOR:
+                # torch.lerp wants one dtype: a float32 scalar state towards a reduction of a bf16 tensor,
+                # a bf16 tensor towards a group value (float32, over tensors of several dtypes)
                 w.line(f"_rt.lerp_({d}, {self.tensor(v.args[1])[0]}, {self.tensor(v.args[2])[0]})")
                 return
             w.line(f"{d}.lerp_({self.operand(v.args[1])}, {self.tensor(v.args[2])[0]})")

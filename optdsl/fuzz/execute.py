@@ -163,7 +163,7 @@ def block_size(block: int | None):
         return
     from .. import kernel_runtime
     saved = kernel_runtime.block_size
-    kernel_runtime.block_size = lambda device: block
+    kernel_runtime.block_size = lambda *args, **kwargs: block
     try:
         yield
     finally:

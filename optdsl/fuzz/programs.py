@@ -31,16 +31,20 @@ from functools import lru_cache
 
 from hypothesis import strategies as st
 
-from ..builtins import FUNCTIONS, STATE_PREDICATES
+from ..builtins import FUNCTIONS, REDUCTION_FUNCTIONS, STATE_PREDICATES
+from ..ir import SCOPES
 from .execute import Case, Group
 
-CONST, HOST, TS, TENSOR = 0, 1, 2, 3
+# kinds, ordered as ir.Kind: a value's kind is the max of its operands'; RED is one value per tensor
+# computed on the device (a tensor- or group-scope reduction), CHAN one per output channel
+CONST, HOST, TS, RED, CHAN, TENSOR = 0, 1, 2, 3, 4, 5
 NUM, BOOL = "num", "bool"
 
 # precedence levels of the grammar: ternary < or < and < not < compare < sum < product < unary < power < atom
 P_TERN, P_OR, P_AND, P_NOT, P_CMP, P_SUM, P_PROD, P_UNARY, P_POW, P_ATOM = range(10)
 
 LIMIT = 1e3          # magnitudes above this get clamped
+N_MAX = 1100.0       # the most elements one reduction folds (a group of 4 tensors of <= 257)
 STATE_MAG = 50.0     # nominal bound of a tensor state
 PARAM_MAG = 30.0
 
@@ -82,14 +86,15 @@ class E:
     kind: int
     type: str = NUM
     mag: float = 1.0
+    dirty: bool = False     # reads what a phase slice cannot (see ProgramGen.dirty): no reduction over it
 
 
 def _p(e: E, need: int) -> str:
     return e.text if e.prec >= need else f"({e.text})"
 
 
-def atom(text: str, kind: int, typ: str = NUM, mag: float = 1.0) -> E:
-    return E(text, text, P_ATOM, kind, typ, mag)
+def atom(text: str, kind: int, typ: str = NUM, mag: float = 1.0, dirty: bool = False) -> E:
+    return E(text, text, P_ATOM, kind, typ, mag, dirty)
 
 
 def binary(a: E, op: str, b: E, mag: float, typ: str = NUM) -> E:
@@ -105,20 +110,30 @@ def binary(a: E, op: str, b: E, mag: float, typ: str = NUM) -> E:
         prec, ln, rn = P_OR, P_OR, P_AND
     else:
         raise ValueError(op)
-    return E(f"{_p(a, ln)} {op} {_p(b, rn)}", f"({a.full} {op} {b.full})", prec, max(a.kind, b.kind), typ, mag)
+    return E(f"{_p(a, ln)} {op} {_p(b, rn)}", f"({a.full} {op} {b.full})", prec, max(a.kind, b.kind), typ, mag,
+             a.dirty or b.dirty)
 
 
 def call(name: str, args: list[E], mag: float, typ: str = NUM, kind: int | None = None) -> E:
     return E(f"{name}({', '.join(a.text for a in args)})", f"{name}({', '.join(a.full for a in args)})", P_ATOM,
-             max([a.kind for a in args]) if kind is None else kind, typ, mag)
+             max([a.kind for a in args]) if kind is None else kind, typ, mag, any(a.dirty for a in args))
+
+
+def reduction(name: str, args: list[E], scope: str | None, mag: float) -> E:
+    """`name(args[, scope])`: its kind is the scope's (RED for tensor and group, CHAN for channel)."""
+    extra = [] if scope is None else [scope]
+    texts = [a.text for a in args] + extra
+    fulls = [a.full for a in args] + extra
+    return E(f"{name}({', '.join(texts)})", f"{name}({', '.join(fulls)})", P_ATOM,
+             CHAN if scope == "channel" else RED, NUM, mag, any(a.dirty for a in args))
 
 
 def neg(a: E) -> E:
-    return E(f"-{_p(a, P_UNARY)}", f"(-{a.full})", P_UNARY, a.kind, NUM, a.mag)
+    return E(f"-{_p(a, P_UNARY)}", f"(-{a.full})", P_UNARY, a.kind, NUM, a.mag, a.dirty)
 
 
 def not_(a: E) -> E:
-    return E(f"not {_p(a, P_NOT)}", f"(not {a.full})", P_NOT, a.kind, BOOL)
+    return E(f"not {_p(a, P_NOT)}", f"(not {a.full})", P_NOT, a.kind, BOOL, 1.0, a.dirty)
 
 
 def compare(operands: list[E], ops: list[str]) -> E:
@@ -127,16 +142,16 @@ def compare(operands: list[E], ops: list[str]) -> E:
     for op, e in zip(ops, operands[1:]):
         text += f" {op} {_p(e, P_SUM)}"
         full += f" {op} {e.full}"
-    return E(text, f"({full})", P_CMP, max(e.kind for e in operands), BOOL)
+    return E(text, f"({full})", P_CMP, max(e.kind for e in operands), BOOL, 1.0, any(e.dirty for e in operands))
 
 
 def ternary(c: E, a: E, b: E) -> E:
     return E(f"{_p(c, P_OR)} ? {a.text} : {b.text}", f"({c.full} ? {a.full} : {b.full})", P_TERN,
-             max(c.kind, a.kind, b.kind), a.type, max(a.mag, b.mag))
+             max(c.kind, a.kind, b.kind), a.type, max(a.mag, b.mag), c.dirty or a.dirty or b.dirty)
 
 
 def paren(e: E) -> E:
-    return E(f"({e.text})", e.full, P_ATOM, e.kind, e.type, e.mag)
+    return E(f"({e.text})", e.full, P_ATOM, e.kind, e.type, e.mag, e.dirty)
 
 
 # ---- declarations ---------------------------------------------------------------------------
@@ -148,6 +163,7 @@ class Hyper:
     default: tuple[float, ...]      # one entry for a scalar hyper
     ranges: tuple[tuple[float, float], ...]
     is_tuple: bool
+    optional: bool = False          # declared `= none`: read only under `name != none`
 
     def entries(self) -> list[tuple[str, float, float]]:
         """(source, lo, hi) of each readable entry."""
@@ -209,6 +225,19 @@ class ProgramGen:
         self.n_bool = 0
         self.used: set[str] = set()
         self.pool = self.chance(0.35)    # this program takes some names from NAME_POOL
+        # A reduction is a barrier: the phase plan (optdsl.plan) recomputes what it reads in a
+        # store-free slice, which cannot read an `empty` state or a host scalar state that the
+        # update stores (a PlanError: not supported yet). `dirty` holds the names whose value may
+        # depend on one (locals, tensor states and `param` stored from such a value or under a
+        # condition that reads one); a reduction's operand reads none of them (`clean_only`), and
+        # no reduction is written under a dirty condition (`control_dirty`).
+        self.dirty: set[str] = set()
+        self.control_dirty = False
+        self.clean_only = False
+        # inside an `if` on a reduction: a local that outlives the `if` must not be set from host
+        # math there (the checker's rule: after the `if` it is known only on the device)
+        self.device_control = False
+        self.red_rate = self.pick((0.0, 0.1, 0.25, 0.4))   # how often a numeric recipe is a reduction
 
     def name_for(self, default: str) -> str:
         """A fresh name: `default`, or now and then one that generated code might use itself."""
@@ -262,6 +291,12 @@ class ProgramGen:
                          if self.chance(0.7)]
                 if conds:
                     text += " where " + " and ".join(conds)
+            elif fam in ("rate", "coef", "decay") and self.chance(0.35):   # optional: `= none`, `= x or none`
+                h = Hyper(self.name_for(f"h{i}"), (default,), ((max(lo, 0.001), hi),), False, optional=True)
+                text = f"hyper {h.name} = " + (f"{spell(self.draw, default) if default in NUMBERS else repr(default)} or none"
+                                              if self.chance(0.5) else "none")
+                if self.chance(0.35):
+                    text += f" where {h.name} {self.pick(('>', '>='))} 0"
             else:
                 h = Hyper(self.name_for(f"h{i}"), (default,), ((lo, hi),), False)
                 dtext = ("-" + spell(self.draw, -default)) if default < 0 and -default in NUMBERS else \
@@ -297,7 +332,7 @@ class ProgramGen:
 
     def declare_state(self, i: int) -> str:
         scalar = self.chance(0.25)
-        scalar_hypers = [h for h in self.hypers if not h.is_tuple]
+        scalar_hypers = [h for h in self.given_hypers() if not h.is_tuple]
         inits = ["zeros", "number"] + (["hyper"] if scalar_hypers else []) + ([] if scalar else ["empty", "empty"])
         how = self.pick(inits)
         if how == "number":
@@ -328,7 +363,7 @@ class ProgramGen:
         options = []
         for f, _ in self.flags:
             options += [[f], [f"not {f}"]]
-        for h in self.hypers:
+        for h in self.given_hypers():
             if not h.is_tuple:
                 lo, hi = h.ranges[0]
                 options += [[f"{h.name} != 0"], [f"{h.name} > {(lo + hi) / 2:g}"]]
@@ -338,7 +373,7 @@ class ProgramGen:
 
     def require(self) -> str:
         parts = []
-        for h in self.hypers:
+        for h in self.given_hypers():
             for src, lo, hi in h.entries():
                 parts.append((f"{src} <= {hi:g}", f"{{{src}}}"))
                 parts.append((f"{src} >= {lo:g}", f"{{{src}}}"))
@@ -353,6 +388,20 @@ class ProgramGen:
                          "invalid configuration", f"{shown} is not allowed"])
         return f'require {cond} else "{msg}"'
 
+    def state_dirty(self, s: State) -> bool:
+        return s.scalar or s.init == "empty" or s.name in self.dirty
+
+    def param_atom(self) -> E:
+        return atom("param", TENSOR, NUM, PARAM_MAG, "param" in self.dirty)
+
+    def given_hypers(self) -> list[Hyper]:
+        """The hypers that always have a value (not `= none`)."""
+        return [h for h in self.hypers if not h.optional]
+
+    def readable_hypers(self, scope: Scope) -> list[Hyper]:
+        """Given hypers, and optional ones where `h != none` guards the read."""
+        return [h for h in self.hypers if not h.optional or f"{h.name} != none" in scope.guards]
+
     # ---- readable leaves -------------------------------------------------------------------
     def accessible(self, s: State, scope: Scope) -> bool:
         if s.cond is not None and not all(c in scope.guards for c in s.cond):
@@ -362,17 +411,20 @@ class ProgramGen:
     def leaves(self, scope: Scope, max_kind: int, typ: str) -> list[E]:
         out: list[E] = []
         if typ == NUM:
-            for h in self.hypers:
+            for h in self.readable_hypers(scope):
                 for src, lo, hi in h.entries():
                     out.append(atom(src, HOST, NUM, max(abs(lo), abs(hi))))
             if max_kind >= TS:
                 out.append(atom("step", TS, NUM, 10.0))
+                if self.chance(0.3):
+                    out += [atom("numel", TS, NUM, 260.0), atom("ndim", TS, NUM, 3.0),
+                            atom("channel_numel", TS, NUM, 260.0), atom(f"size({self.pick((0, 1, 2, 3))})", TS, NUM, 260.0)]
             if max_kind >= TENSOR:
-                out += [atom("param", TENSOR, NUM, PARAM_MAG), atom("grad", TENSOR, NUM, 40.0)]
+                out += [atom("param", TENSOR, NUM, PARAM_MAG, "param" in self.dirty), atom("grad", TENSOR, NUM, 40.0)]
             for s in self.states:
                 kind = TS if s.scalar else TENSOR
                 if kind <= max_kind and self.accessible(s, scope):
-                    out.append(atom(s.name, kind, NUM, STATE_MAG))
+                    out.append(atom(s.name, kind, NUM, STATE_MAG, self.state_dirty(s)))
         else:
             out += [atom(f, HOST, BOOL) for f, _ in self.flags]
             if max_kind >= TS:
@@ -381,7 +433,9 @@ class ProgramGen:
                         out.append(call("is_empty", [atom(s.name, TS)], 0.0, BOOL, kind=TS))
         for name, (kind, t, mag) in scope.locals.items():
             if t == typ and kind <= max_kind:
-                out.append(atom(name, kind, typ, mag))
+                out.append(atom(name, kind, typ, mag, name in self.dirty))
+        if self.clean_only:
+            out = [e for e in out if not e.dirty]
         return out
 
     # ---- numeric expressions -----------------------------------------------------------------
@@ -391,7 +445,7 @@ class ProgramGen:
             if not leaves or self.chance(0.2):
                 return self.num_lit()
             return self.pick(leaves)
-        recipe = self.pick(self.RECIPES)
+        recipe = self.num_recipe()
         e = getattr(self, "r_" + recipe)(scope, max_kind, depth - 1)
         return self.bounded(e)
 
@@ -403,7 +457,46 @@ class ProgramGen:
         return call("clamp", [e, neg(lit), lit], c)
 
     RECIPES = ("add", "add", "mul", "mul", "div", "neg", "sqrt", "rsqrt", "abs", "sign", "exp", "log",
-               "minmax", "pow", "powop", "clamp", "lerp", "where", "select", "bias", "paren", "other")
+               "minmax", "pow", "powop", "clamp", "lerp", "where", "select", "bias", "paren", "other", "optional")
+
+    def num_recipe(self) -> str:
+        if self.chance(self.red_rate):
+            return "reduce"
+        return self.pick(self.RECIPES)
+
+    def r_reduce(self, scope, k, dd):
+        """sum/mean/norm/rms/amax/dot over the tensor, each channel (where k allows per-channel
+        values) or the group; the operand may be anything clean, a nested reduction or a number."""
+        if k < RED or self.control_dirty:
+            return self.r_add(scope, k, dd)
+        scopes = ["tensor", "tensor", "group"] + (["channel", "channel"] if k >= CHAN else [])
+        where = self.pick(scopes)
+        name = self.pick(sorted(REDUCTION_FUNCTIONS))
+        _, arity = REDUCTION_FUNCTIONS[name]
+        saved, self.clean_only = self.clean_only, True
+        try:
+            args = [self.bounded(self.num(scope, TENSOR, dd), 100.0) for _ in range(arity)]
+        finally:
+            self.clean_only = saved
+        m = max(a.mag for a in args)
+        mag = {"sum": N_MAX * m, "dot": N_MAX * args[0].mag * args[-1].mag, "norm": math.sqrt(N_MAX) * m}.get(name, m)
+        written = None if where == "tensor" and self.chance(0.8) else where
+        return reduction(name, args, written, mag)
+
+    def r_optional(self, scope, k, dd):
+        """`h != none ? h * x : y` on an optional hyper h (a host condition: one side is evaluated)."""
+        unread = [h for h in self.hypers if h.optional and f"{h.name} != none" not in scope.guards]
+        if not unread:
+            return self.r_mul(scope, k, dd)
+        h = self.pick(unread)
+        inner = scope.copy()
+        inner.guards.append(f"{h.name} != none")
+        lo, hi = h.ranges[0]
+        a = binary(atom(h.name, HOST, NUM, hi), "*", self.num(inner, k, dd), 1.0)
+        a.mag = hi * max(1.0, a.mag)
+        b = self.num(scope, k, dd)
+        test = compare([atom(h.name, HOST), atom("none", CONST)], ["!="])
+        return ternary(test, a, b)
 
     def r_add(self, scope, k, dd):
         a, b = self.num(scope, k, dd), self.num(scope, k, dd)
@@ -494,7 +587,8 @@ class ProgramGen:
         return binary(paren(base), "^", atom(spell(self.draw, y), CONST), base.mag ** y + 1)
 
     def beta(self, scope) -> E:
-        betas = [atom(src, HOST, NUM, hi) for h in self.hypers for src, lo, hi in h.entries() if 0 < lo and hi < 1]
+        betas = [atom(src, HOST, NUM, hi) for h in self.readable_hypers(scope) for src, lo, hi in h.entries()
+                 if 0 < lo and hi < 1]
         return self.pick(betas) if betas else self.num_lit((0.9, 0.99, 0.5))
 
     def beta_pow(self, scope, k, negative: bool = True) -> E:
@@ -630,7 +724,7 @@ class ProgramGen:
         """Statements: ('line', text, full) or ('if', [(cond E | None, block)])."""
         out: list = []
         for _ in range(n):
-            kind = self.pick(("local", "local", "state", "state", "param", "if", "alias"))
+            kind = self.pick(("local", "local", "state", "state", "param", "if", "alias", "join"))
             if kind == "local":
                 out.append(self.s_local(scope))
             elif kind == "state":
@@ -641,19 +735,25 @@ class ProgramGen:
                 out.append(self.s_param(scope))
             elif kind == "alias":
                 out += self.s_alias(scope)
+            elif kind == "join":
+                out += self.s_join(scope)
             elif depth < 2:
                 out.append(self.s_if(scope, depth))
         return out
 
     def assign(self, name: str, e: E) -> tuple:
+        if e.dirty or self.control_dirty:
+            self.dirty.add(name)
         return ("line", f"{name} = {e.text}", f"{name} = {e.full}")
 
     def s_local(self, scope: Scope) -> tuple:
         typ = BOOL if self.chance(0.25) else NUM
         existing = [n for n, (k, t, m) in scope.locals.items() if t == typ]
         name = self.pick(existing) if existing and self.chance(0.3) else self.new_local(typ)
-        max_kind = self.pick((HOST, TS, TENSOR, TENSOR, TENSOR))
+        max_kind = self.pick((HOST, TS, RED, CHAN, TENSOR, TENSOR, TENSOR))
         e = self.num(scope, max_kind, 3) if typ == NUM else self.boolean(scope, max_kind, 2)
+        if self.device_control and e.kind < RED and name in scope.locals:
+            name = self.new_local(typ)     # host math under an `if` on a reduction: a name of its own
         scope.locals[name] = (e.kind, typ, e.mag)
         return self.assign(name, e)
 
@@ -663,7 +763,7 @@ class ProgramGen:
         if form == 1:
             wd = self.pick([e for e in self.leaves(scope, HOST, NUM) if e.kind == HOST and e.mag <= 2] or [self.num_lit((0.1, 0.01))])
             factor = binary(self.num_lit((1.0,)), "-", binary(lr, "*", wd, 0.2), 1.0)
-            return self.assign("param", binary(atom("param", TENSOR), "*", paren(factor), PARAM_MAG))
+            return self.assign("param", binary(self.param_atom(), "*", paren(factor), PARAM_MAG))
         e = self.bounded(self.num(scope, TENSOR, 3), 10.0)
         if form == 2:
             den, lo = self.positive(scope, TENSOR, 1)
@@ -671,14 +771,15 @@ class ProgramGen:
                        e.mag / math.sqrt(lo))
             e = self.bounded(e, 10.0)
         if form == 3:
-            return self.assign("param", call("lerp", [atom("param", TENSOR), e, self.num_lit((0.1, 0.01, 0.5))], PARAM_MAG))
+            return self.assign("param", call("lerp", [self.param_atom(), e, self.num_lit((0.1, 0.01, 0.5))], PARAM_MAG))
         if form == 4:
-            upd = binary(atom("param", TENSOR), self.pick("-+"), binary(lr, "*", e, 1.0), PARAM_MAG)
+            upd = binary(self.param_atom(), self.pick("-+"), binary(lr, "*", e, 1.0), PARAM_MAG)
             return self.assign("param", call("clamp", [upd, neg(self.num_lit((100.0,))), self.num_lit((100.0,))], 100.0))
-        return self.assign("param", binary(atom("param", TENSOR), self.pick("-+"), binary(lr, "*", e, 1.0), PARAM_MAG))
+        return self.assign("param", binary(self.param_atom(), self.pick("-+"), binary(lr, "*", e, 1.0), PARAM_MAG))
 
     def rate(self, scope) -> E:
-        rates = [atom(src, HOST, NUM, hi) for h in self.hypers for src, lo, hi in h.entries() if hi <= 0.2 and lo >= 0]
+        rates = [atom(src, HOST, NUM, hi) for h in self.readable_hypers(scope) for src, lo, hi in h.entries()
+                 if hi <= 0.2 and lo >= 0]
         if rates and self.chance(0.7):
             return self.pick(rates)
         return self.num_lit((0.01, 0.1, 1e-3))
@@ -718,7 +819,7 @@ class ProgramGen:
 
     def update_form(self, scope: Scope, s: State) -> E:
         """A store to tensor state s that keeps it bounded; may read s."""
-        me = atom(s.name, TENSOR, NUM, STATE_MAG)
+        me = atom(s.name, TENSOR, NUM, STATE_MAG, self.state_dirty(s))
         e = self.bounded(self.num(scope, TENSOR, 2), STATE_MAG)
         form = self.d(st.integers(0, 7))
         if form == 0:     # EMA
@@ -743,8 +844,8 @@ class ProgramGen:
         return e
 
     def s_scalar(self, scope: Scope, s: State) -> tuple:
-        me = atom(s.name, TS, NUM, STATE_MAG)
-        e = self.bounded(self.num(scope, TS, 2), 10.0)
+        me = atom(s.name, TS, NUM, STATE_MAG, True)
+        e = self.bounded(self.num(scope, self.pick((TS, RED)), 2), 10.0)   # RED: a reduction may go in
         form = self.d(st.integers(0, 5))
         if form == 0:
             v = binary(me, "*", self.beta(scope), STATE_MAG)
@@ -763,6 +864,30 @@ class ProgramGen:
             v = e
         return self.assign(s.name, v)
 
+    def s_join(self, scope: Scope) -> list:
+        """`v = <host math>` then `if c { v = <a reduction> }`: after the `if` v is a device value
+        (the lowering moves the host value onto the device where the two join: Op.ON_DEVICE)."""
+        v = self.new_local(NUM)
+        first = self.num(scope, self.pick((HOST, TS)), 2)
+        out = [self.assign(v, first)]
+        cond = self.condition(scope)
+        if cond.kind >= RED:    # the checker rejects `v = host; if <on a reduction> { v = ... }`: a host condition
+            cond = self.boolean(scope, TS, 1)
+        saved = self.control_dirty, self.device_control
+        self.control_dirty = self.control_dirty or cond.dirty
+        self.device_control = self.device_control or cond.kind >= RED
+        later = self.r_reduce(scope, self.pick((RED, CHAN)), 1)
+        inner = scope.copy()
+        inner.guards += _conjunct_texts(cond)
+        body = [self.assign(v, later)]
+        self.control_dirty, self.device_control = saved
+        if later.kind < RED:      # no reduction allowed here: v stays host math
+            scope.locals[v] = (first.kind, NUM, first.mag)
+            return out
+        scope.locals[v] = (max(first.kind, later.kind), NUM, max(first.mag, later.mag))
+        out.append(("if", [(cond, body)]))
+        return out
+
     def s_alias(self, scope: Scope) -> list:
         """`v = s` (or `v = param`), then s stored, then v read: the lowering must copy v."""
         targets = [s for s in self.writable(scope) if not s.scalar and self.accessible(s, scope)]
@@ -770,14 +895,15 @@ class ProgramGen:
         target = self.pick(names)
         v = self.new_local(NUM)
         mag = PARAM_MAG if target == "param" else STATE_MAG
-        out = [self.assign(v, atom(target, TENSOR, NUM, mag))]
+        dirty = "param" in self.dirty if target == "param" else self.state_dirty(next(s for s in self.states if s.name == target))
+        out = [self.assign(v, atom(target, TENSOR, NUM, mag, dirty))]
         scope.locals[v] = (TENSOR, NUM, mag)
         if target == "param":
             out.append(self.s_param(scope))
         else:
             out.append(self.assign(target, self.update_form(scope, next(s for s in self.states if s.name == target))))
         lr = self.rate(scope)
-        out.append(self.assign("param", binary(atom("param", TENSOR), "-",
+        out.append(self.assign("param", binary(self.param_atom(), "-",
                                                binary(lr, "*", call("clamp", [atom(v, TENSOR, NUM, mag), neg(self.num_lit((1.0,))),
                                                                               self.num_lit((1.0,))], 1.0), 1.0), PARAM_MAG)))
         return out
@@ -786,8 +912,11 @@ class ProgramGen:
         arms = []
         n_arms = self.pick((1, 1, 2, 2, 3))
         scopes = []
+        outer_dirty, outer_device = self.control_dirty, self.device_control
         for i in range(n_arms):
             cond = self.condition(scope)
+            self.control_dirty = self.control_dirty or cond.dirty   # every later arm hangs on it too
+            self.device_control = self.device_control or cond.kind >= RED
             inner = scope.copy()
             inner.guards += _conjunct_texts(cond)
             body = self.block(inner, depth + 1, self.d(st.integers(0 if self.chance(0.1) else 1, 3)))
@@ -800,6 +929,7 @@ class ProgramGen:
             exhaustive = True
         else:
             exhaustive = False
+        self.control_dirty, self.device_control = outer_dirty, outer_device
         # after the `if`: locals bound on every path (with one type), states stored on every path
         names = set(scope.locals)
         if exhaustive:
@@ -815,7 +945,11 @@ class ProgramGen:
         return ("if", arms)
 
     def condition(self, scope: Scope) -> E:
-        form = self.d(st.integers(0, 5))
+        form = self.d(st.integers(0, 6))
+        optional = [h for h in self.hypers if h.optional]
+        if form == 6 and optional:   # `h != none` (reads h inside), `h == none`
+            h = self.pick(optional)
+            return compare([atom(h.name, HOST), atom("none", CONST)], [self.pick(("!=", "!=", "=="))])
         guarded = [s for s in self.states if s.cond is not None and not all(c in scope.guards for c in s.cond)]
         if form == 0 and guarded:
             s = self.pick(guarded)
@@ -834,7 +968,8 @@ class ProgramGen:
                 s = self.pick(empties)
                 test = call("is_empty", [atom(s.name, TS)], 0.0, BOOL, kind=TS)
                 return not_(test) if self.chance(0.3) else test
-        return self.boolean(scope, TS, 2)
+        # one boolean per tensor: host, step and scalar-state math, or reductions (`norm(g) > c`)
+        return self.boolean(scope, self.pick((TS, TS, RED)), 2)
 
     # ---- the program ---------------------------------------------------------------------------
     def program(self, name: str) -> tuple[str, str]:
@@ -933,6 +1068,9 @@ def cases(draw, fused: bool = True, steps: int = 6, fused_steps: int = 2) -> Cas
         for h in gen.hypers:
             if draw(st.booleans()):
                 continue
+            if h.optional and draw(st.booleans()):
+                hypers[h.name] = None     # given as None: absent, as by default
+                continue
             vals = tuple(round(draw(st.floats(lo, hi)), 6) for lo, hi in h.ranges)
             vals = tuple(min(max(v, lo), hi) for v, (lo, hi) in zip(vals, h.ranges))
             hypers[h.name] = vals if h.is_tuple else vals[0]
@@ -982,6 +1120,7 @@ class Coverage:
         self.token_values: set[tuple[str, str]] = set()
         self.calls: set[str] = set()
         self.ops: set = set()
+        self.scopes: dict[str, int] = {scope: 0 for scope in SCOPES}   # programs reducing over each scope
         self.comments = 0
         self.programs = 0
         callbacks = self.parser.parser.parser.parser_conf.callbacks
@@ -1013,11 +1152,16 @@ class Coverage:
         if re.search(r"#[^\n]*", text):
             self.comments += 1
         if program is not None:
-            from ..ir import walk_stmts, stmt_values, walk_values
+            from ..ir import REDUCE, walk_stmts, stmt_values, walk_values
+            scopes = set()
             for s in walk_stmts(program.body):
                 for v in stmt_values(s):
                     for n in walk_values(v):
                         self.ops.add(n.op)
+                        if n.op in REDUCE:
+                            scopes.add(n.arg)
+            for scope in scopes:
+                self.scopes[scope] += 1
             for s in program.states:
                 if s.cond is not None:
                     for n in walk_values(s.cond):
@@ -1042,9 +1186,13 @@ class Coverage:
             for alt in alts or ():
                 if (term.name, alt) not in self.token_values:
                     out.append(f"terminal {term.name} alternative {alt!r}")
-        for name in sorted(set(FUNCTIONS) | set(STATE_PREDICATES)):
+        for name in sorted(set(FUNCTIONS) | set(STATE_PREDICATES) | set(REDUCTION_FUNCTIONS)):
             if name not in self.calls:
                 out.append(f"builtin {name}()")
+        if check_ops:
+            for scope, n in self.scopes.items():
+                if not n:
+                    out.append(f"a reduction over scope {scope!r}")
         if check_ops:
             from ..ir import Op
             for op in Op:

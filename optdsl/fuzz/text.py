@@ -290,14 +290,14 @@ def check_text(text: str, file: str = "mutant.opt", limit: float = TIME_LIMIT) -
 
 def check_bytes(data: bytes, limit: float = TIME_LIMIT) -> tuple[str, str | None]:
     """Through `optdsl check FILE`: exit 0 or 1 with a diagnostic, no traceback."""
-    from ..cli import main as cli_main
+    from ..checkfiles import check_files
     with tempfile.TemporaryDirectory(prefix="optdsl-text-") as tmp:
         path = Path(tmp) / "mutant.opt"
         path.write_bytes(data)
         out, err = io.StringIO(), io.StringIO()
         try:
             with time_limit(limit), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                status = cli_main(["check", str(path)])
+                status = check_files([str(path)])
         except Hang as e:
             return "failure", f"hang: {e}"
         except BaseException:

@@ -11,6 +11,9 @@ interval is built from this table:
   computes in fp32 and rounds once, when it stores;
 * ULPS, per op class: how many roundings one IR operation may cost in some backend
   (e.g. the foreach path computes `s / t` as `s * (1 / t)`: two);
+* reductions: a sum of n terms in any order errs by at most gamma((n-1) k, u_acc) sum |x_i|
+  (u_acc: ACCUMULATE's unit roundoff), plus the map's products, the finish and the result
+  rounding (their op classes), and for group scope each tensor's part rounded again;
 * SAFETY: a factor on every rounding count.
 
 A backend value outside its interval is a mismatch. A mismatch is allowed only
@@ -59,7 +62,9 @@ COMPUTE = {"loop": "param", "foreach": "param", "fused": "float32"}
 # roundings one IR operation may cost in some backend, per op class
 OP_CLASSES: dict[str, tuple[tuple[Op, ...], float]] = {
     # no rounding at all
-    "exact": ((Op.NEG, Op.ABS, Op.SIGN, Op.MIN, Op.MAX, Op.CLAMP, Op.COPY, Op.WHERE, Op.NOT, Op.AND, Op.OR,
+    # (ON_DEVICE: a host number moved onto the device; its rounding to the compute dtype is the
+    # conversion every host operand of device math gets, optdsl.interp_math._convert)
+    "exact": ((Op.NEG, Op.ABS, Op.SIGN, Op.MIN, Op.MAX, Op.CLAMP, Op.COPY, Op.ON_DEVICE, Op.WHERE, Op.NOT, Op.AND, Op.OR,
                Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE), 0.0),
     # one correctly rounded operation
     "arithmetic": ((Op.ADD, Op.SUB, Op.MUL), 1.0),
@@ -74,11 +79,26 @@ OP_CLASSES: dict[str, tuple[tuple[Op, ...], float]] = {
     "pow": ((Op.POW,), 4.0),
     # lerp: torch's two-branch formula, up to three roundings
     "lerp": ((Op.LERP,), 3.0),
+    # reductions: the roundings of the finish and of the result (to the compute dtype); the fold's
+    # additions and a multiplying map's products are bounded on top (ACCUMULATE below, optdsl/interp_math.py)
+    "reduction max": ((Op.AMAX,), 0.0),             # a max of the operands: exact
+    "reduction sum": ((Op.SUM, Op.DOT), 1.0),       # the result rounded to the compute dtype
+    "reduction norm": ((Op.NORM,), 2.0),            # sqrt, then the result's rounding
+    "reduction mean": ((Op.MEAN,), 3.0),            # / n (two, as foreach's division), the result
+    "reduction rms": ((Op.RMS,), 4.0),              # sqrt(r / n) or norm / sqrt(n), the result
 }
 # ops not in any class (a builtin added later): this many roundings, until it gets a class
 DEFAULT_ULPS = 8.0
 
 SAFETY = 2.0
+
+# a reduction's additions accumulate in this dtype (torch reduces bf16/fp16 tensors in float32; the
+# fused kernels compute in float32): a sum of n terms errs by at most gamma((n - 1) k, u) * sum |x_i|,
+# k = the "arithmetic" class's roundings x SAFETY per addition, any summation order
+ACCUMULATE = "float32"
+# one tensor's part of a group reduction is rounded to the tensor's dtype (the loop path's parts are
+# per-tensor torch reductions), and a norm part is squared again: relative roundings on its fold
+REDUCE_PART_ULPS = 4.0
 
 # host math (float64): backends use Python's math / `**`, the interpreter NumPy; IEEE +, -, *, /
 # and the shared formulas of lerp, clamp, sign agree exactly, so only these may differ (by an ulp)
@@ -118,6 +138,7 @@ def precision(path: str, dtype) -> Precision:
         store_ulps=STORE_ULPS * SAFETY, scalar_store_ulps=SCALAR_STORE_ULPS * SAFETY,
         tiny=SMALLEST_NORMAL[compute], store_tiny=SMALLEST_NORMAL[store],
         overflow=LARGEST[compute], store_overflow=LARGEST[store],
+        accumulate=UNIT_ROUNDOFF[ACCUMULATE], reduce_part_ulps=REDUCE_PART_ULPS * SAFETY,
     )
 
 
@@ -127,6 +148,8 @@ def describe() -> str:
              "math dtype: " + ", ".join(f"{k}: {v}" for k, v in COMPUTE.items()),
              f"roundings per op (x{SAFETY:g} safety): " + "; ".join(
                  f"{name} {ulps:g}" for name, (_, ulps) in OP_CLASSES.items()),
+             f"reductions: a sum of n terms errs by <= gamma((n-1)*{OP_CLASSES['arithmetic'][1] * SAFETY:g}, "
+             f"u_{ACCUMULATE}) * sum|x_i| (any order), + map, finish and result roundings",
              "mismatches allowed: only at elements whose value hangs on a sign/compare/select/if "
              "within rounding error of its boundary (counted and printed)"]
     return "\n".join(lines)

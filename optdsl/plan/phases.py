@@ -202,11 +202,13 @@ def _functionalize(p: Program, stored: list[str]) -> tuple[Stmt, ...]:
                 out.append(If(fix(s.cond), block(s.then), block(s.other)))
         return tuple(out)
 
-    head = []
+    head: list[Stmt] = []
     for target in stored:
         leaf = (Value(Op.PARAM, (), None, Kind.TENSOR, Type.NUM) if target == "param"
                 else Value(Op.STATE, (), target, kind_of(target), Type.NUM))
-        head.append(Let(shadow(target), leaf))
+        cond = None if target == "param" else p.state(target).cond
+        # a state kept only where its condition holds is read only under that condition (the checker's rule)
+        head.append(Let(shadow(target), leaf) if cond is None else If(cond, (Let(shadow(target), leaf),)))
     return tuple(head) + block(p.body)
 
 
