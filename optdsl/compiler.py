@@ -5,10 +5,12 @@ import hashlib
 from dataclasses import dataclass
 
 from .check import check
+from .diagnostics import CompileError, Diagnostic
 from .ir import Program, verify
 from .lower import lower
 from .parse import parse
 from .passes import optimize
+from .plan import PlanError
 
 
 @dataclass(frozen=True)
@@ -36,4 +38,9 @@ def compile_spec(source: str, file: str = "<spec>", verify_ir: bool = False) -> 
     program = compile_ir(source, file, verify_ir)
     digest = spec_hash(source)
     name = file.rsplit("/", 1)[-1]
-    return Compiled(program, emit_eager_module(program, name, digest), emit_triton_module(program, name, digest), digest)
+    try:
+        return Compiled(program, emit_eager_module(program, name, digest), emit_triton_module(program, name, digest),
+                        digest)
+    except PlanError as err:   # an update the phase plan cannot split: a diagnostic at the spec's header
+        header = parse(source, file).span
+        raise CompileError([Diagnostic(header, f"cannot plan this update's reductions: {err}")], source) from None

@@ -176,6 +176,9 @@ CASES = [
      "unknown function 'nrom' (did you mean 'norm'?)", 1, 42),
     ('optimizer A "x" hyper c = none state s = c update { param = param - s * grad }',
      "state 's' cannot start from optional hyper 'c'", 1, 38),
+    ('optimizer A "x" state m = empty update { m = is_empty(m) ? grad : 0.9 * m + grad '
+     'x = is_empty(m) ? grad : m param = param - 0.1 * norm(x, group) * grad }',
+     "cannot plan this update's reductions: a reduction needs `is_empty(m)` after the update stores 'm'", 1, 11),
     ('optimizer A "x" hyper c = 1 or 2 update { param = param }',
      "a hyper's default must be a number or a tuple of numbers", 1, 32),
 ]

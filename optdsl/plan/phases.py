@@ -151,13 +151,24 @@ def slice_for(p: Program, sinks: tuple[str, ...], barriers: frozenset[str]) -> t
         if shadow(target) not in live_shadows or target == "param":
             continue
         info = p.state(target)
-        if info.init == "empty":
-            raise PlanError(f"a reduction reads state '{target}' after its first store, but '{target}' starts "
-                            "`empty`: not supported yet; reduce before that store, or start it from zeros")
+        if info.init == "empty" and _is_empty_read_after_store(kept, target):
+            raise PlanError(f"a reduction needs `is_empty({target})` after the update stores '{target}': not "
+                            "supported yet; test is_empty before the store (`m = is_empty(m) ? g : ...`)")
         if info.kind is Kind.TENSOR_SCALAR:
             raise PlanError(f"a group-wide or fused reduction reads scalar state '{target}' after it is stored "
                             "from host math: not supported yet; reduce before that store")
     return kept
+
+
+def _is_empty_read_after_store(stmts, target: str) -> bool:
+    """Whether a slice reads is_empty(target) after a store to target (a shadow Let past the head)."""
+    stored = False
+    for s in _flat(stmts):
+        if stored and any(n.op is Op.IS_EMPTY and n.arg == target for v in stmt_values(s) for n in walk_values(v)):
+            return True
+        if isinstance(s, Let) and s.name == shadow(target) and not (s.value.op is Op.STATE and s.value.arg == target):
+            stored = True
+    return False
 
 
 def _flat(stmts):
