@@ -415,7 +415,8 @@ class ForeachEmitter:
             return
         if v.op is Op.LERP and is_target(v.args[0], target) and not any(reads(a, target) for a in v.args[1:]):
             y = self.as_list(v.args[1])
-            if target != "param" and self.p.state(target).kind is not Kind.TENSOR or v.args[1].kind is not Kind.TENSOR:
+            if target != "param" and self.p.state(target).kind is not Kind.TENSOR \
+                    or v.args[1].kind in (Kind.REDUCED, Kind.CHANNEL):
                 y = f"[_rt.as_dtype(_y, _d) for _y, _d in zip({y}, {d})]"
             wt = self.as_list(v.args[2]) if self.is_list(v.args[2]) else self.tensor(v.args[2])[0]
             w.line(f"torch._foreach_lerp_({d}, {y}, {wt})")

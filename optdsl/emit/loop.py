@@ -206,10 +206,12 @@ class LoopEmitter:
                 w.line(f"{d}.fill_({self.host(v)})")
             return
         if v.op is Op.LERP and is_target(v.args[0], target) and not any(reads(a, target) for a in v.args[1:]):
-            if target != "param" and self.p.state(target).kind is not Kind.TENSOR or v.args[1].kind is not Kind.TENSOR:
+            if target != "param" and self.p.state(target).kind is not Kind.TENSOR \
+                    or v.args[1].kind in (Kind.REDUCED, Kind.CHANNEL):
                 # torch.lerp wants one dtype: a float32 scalar state towards a reduction of a bf16 tensor,
                 # a bf16 tensor towards a group value (float32, over tensors of several dtypes)
-                w.line(f"_rt.lerp_({d}, {self.tensor(v.args[1])[0]}, {self.tensor(v.args[2])[0]})")
+                end = self.small_operand(v.args[1], v) if v.args[1].kind.on_host else self.tensor(v.args[1])[0]
+                w.line(f"_rt.lerp_({d}, {end}, {self.tensor(v.args[2])[0]})")
                 return
             w.line(f"{d}.lerp_({self.operand(v.args[1])}, {self.tensor(v.args[2])[0]})")
             return
