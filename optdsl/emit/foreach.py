@@ -240,6 +240,15 @@ class ForeachEmitter:
             return f"[torch.full_like(_p, _x{dtype}) for _p, _x in zip(params, {src})]"
         return f"[torch.full_like(_p, {src}{dtype}) for _p in params]"
 
+    def full_list(self, v: Value, target: str) -> str:
+        """`v` as a list of tensors to store into `target`: a per-tensor or per-channel value stored into
+        an elementwise state (or the parameter) broadcast to each parameter's shape."""
+        src = self.as_list(v)
+        elementwise = target == "param" or self.p.state(target).kind is Kind.TENSOR
+        if elementwise and v.kind in (Kind.REDUCED, Kind.CHANNEL):
+            return f"[_rt.expand(_x, _p) for _x, _p in zip({src}, params)]"
+        return src
+
     def in_place_or_new(self, fn: str, xs: str, xfresh: bool, args: str = "") -> tuple[str, bool]:
         """`fn_(xs, args)` on a fresh temporary the caller owns, else `out = fn(xs, args)`."""
         tail = f", {args}" if args else ""
@@ -368,7 +377,7 @@ class ForeachEmitter:
             # an `empty` state some of whose tensors may not exist yet: create those, update the rest
             w.line(f"if any(t is None for t in {d}):")
             with w.indent():
-                src = self.as_list(v)
+                src = self.full_list(v, target)
                 w.line(f"for _j, _t in enumerate({src}):")
                 with w.indent():
                     w.line(f"if {d}[_j] is None:")
@@ -390,7 +399,7 @@ class ForeachEmitter:
             if target in self.empty and cond.op is Op.VAR and self.is_empty_vars.get(str(cond.arg)) == target:
                 w.line(f"if {self.scalar(cond)}:")
                 with w.indent():
-                    src = self.as_list(v.args[1])
+                    src = self.full_list(v.args[1], target)
                     w.line(f"{d} = [torch.clone(t).detach() for t in {src}]")
                     w.line(f"{d}_out[:] = [_rt.like_param(_t, _p) for _t, _p in zip({d}, original_params)]")
                 w.line("else:")
@@ -475,4 +484,4 @@ class ForeachEmitter:
                 f"[_rt.small({src}, _d) for _d in {d}]"
             w.line(f"torch._foreach_copy_({d}, {items})")
             return
-        w.line(f"torch._foreach_copy_({d}, {self.as_list(v)})")
+        w.line(f"torch._foreach_copy_({d}, {self.full_list(v, target)})")

@@ -177,6 +177,8 @@ class LoopEmitter:
                 src, fresh = self.tensor(first)
                 if first.kind.on_host:   # first stored from a host number: the parameter's shape
                     src, fresh = self.operand(first), True
+                elif first.kind is not Kind.TENSOR:   # from a per-tensor or per-channel value: broadcast
+                    src, fresh = f"_rt.expand({src}, param)", False
                 # the list keeps it as the parameter is (complex where it is); `d` stays the real view
                 w.line(f"{d} = {src if fresh else f'torch.clone({src}).detach()'}")
                 w.line(f"{ident(self.p.list_name(target))}[i] = _rt.like_param({d}, params[i])")
