@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..ir import REDUCE, SCOPES, If, Kind, Let, Op, Program, Stmt, Store, Type, Value, rebuild, stmt_values, walk_values
+from ..ir import (REDUCE, SCOPES, If, Kind, Let, Op, Program, Stmt, Store, Type, Value, apply, rebuild, stmt_values,
+                  walk_values)
 
 ALL_SCOPES = frozenset(SCOPES)
 GROUP_ONLY = frozenset({"group"})
@@ -208,7 +209,12 @@ def _functionalize(p: Program, stored: list[str]) -> tuple[Stmt, ...]:
             if isinstance(s, Let):
                 out.append(Let(s.name, fix(s.value)))
             elif isinstance(s, Store):
-                out.append(Let(shadow(s.target), fix(s.value)))
+                value = fix(s.value)
+                if kind_of(s.target) is Kind.TENSOR and value.kind is not Kind.TENSOR:
+                    # a store broadcasts into the state's shape; its shadow local must have that shape too
+                    param = Value(Op.PARAM, (), None, Kind.TENSOR, Type.NUM)
+                    value = apply(Op.WHERE, apply(Op.EQ, param, param), value, value)
+                out.append(Let(shadow(s.target), value))
             else:
                 out.append(If(fix(s.cond), block(s.then), block(s.other)))
         return tuple(out)
