@@ -257,7 +257,7 @@ register(Entry(
                    ("grad_averaging", ("betas", "weight_decay", "max_grad_norm")),
                    ("trust_clip", ("betas", "eps", "weight_decay")),
                    ("always_adapt", ("betas", "eps", "max_grad_norm"))),
-    wave=3,
+    wave=3, bench=True,   # `optdsl bench`: against timm's Lamb, whose foreach path is its own
 ))
 # trust_coeff=0.05 with lr=0.01 puts trust_ratio / lr above 1: LARC's clip binds.
 _LARS = {"momentum": (0.0, 0.9), "dampening": (0.0, 0.3), "weight_decay": (0.0, 0.01), "nesterov": (False, True),
