@@ -169,6 +169,19 @@ def hoist_host(p: Program, min_kind: Kind = Kind.HOST) -> Program:
         counter[0] += 1
         return f"_h{counter[0]}"
 
+    optional = {h.name for h in p.hypers if h.optional}
+
+    def given_only(node: Value) -> Value:
+        """A hoisted value is computed on every path, but an optional hyper in it may be None where a
+        select (`h != none ? h * x : y`) does not read it: it is computed only where it is given."""
+        absent = sorted({n.arg[0] for n in walk_values(node) if n.op is Op.HYPER and n.arg[0] in optional})
+        if not absent:
+            return node
+        given = Value(Op.IS_SET, (), absent[0], Kind.HOST, Type.BOOL)
+        for name in absent[1:]:
+            given = apply(Op.AND, given, Value(Op.IS_SET, (), name, Kind.HOST, Type.BOOL))
+        return apply(Op.WHERE, given, node, const(False if node.type is Type.BOOL else 0.0))
+
     def effective(node: Value) -> Kind:
         # math on numbers that folding left alone (`rsqrt(2)`) is computed on the host like a hyper's
         return max(node.kind, Kind.HOST) if node.args and node.kind is Kind.CONST else node.kind
@@ -186,7 +199,7 @@ def hoist_host(p: Program, min_kind: Kind = Kind.HOST) -> Program:
             if node in memo:
                 return memo[node]
             name = fresh()
-            out.append(Let(name, node))
+            out.append(Let(name, given_only(node)))
             ref = Value(Op.VAR, (), name, node.kind, node.type)
             memo[node] = ref
             return ref

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..ir import REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_stmts, walk_values
 from ..names import ident, literal, module_name
-from ..passes import hoist_host
+from ..plan import make_plan
 from .common import Writer, float_literal, render
 from .host import columns, emit_per_tensor_function, first_stored, host_expr, is_device_stmt, scalar_states
 from .pymodule import environment
@@ -176,8 +176,11 @@ def stream_condition(emitter: KernelEmitter, cond: Value | None) -> str:
 
 
 def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
-    hoisted = hoist_host(p, Kind.HOST)
-    if any(isinstance(s, Let) and s.value.op in REDUCE for s in walk_stmts(hoisted.body)):
+    hoisted = make_plan(p, "fused").program
+    # a scalar state on the device (stored from a reduction, even one folded away) is the phased
+    # skeleton's: it loads and writes such states
+    if any(isinstance(s, Let) and s.value.op in REDUCE for s in walk_stmts(hoisted.body)) \
+            or any(s.kind is Kind.REDUCED for s in hoisted.states):
         from .triton_phases import emit_phased_module
         return emit_phased_module(p, hoisted, source_name, spec_hash)
     k = KernelEmitter(hoisted)
