@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..ir import REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_stmts, walk_values
 from ..names import ident, literal, module_name
 from ..plan import make_plan
-from .common import Writer, float_literal, render
+from .common import Writer, float_literal
 from .host import columns, emit_per_tensor_function, first_stored, host_expr, is_device_stmt, scalar_states
 from .pymodule import environment
 
@@ -163,6 +163,18 @@ class KernelEmitter:
             return f"{name} = tl.load(_reduced_channel + {row} * _n_channels + _ch)"
         return f"{name} = tl.load(reduced + {row} * _n_tensors + t)"
 
+    def column_loads(self) -> list[str]:
+        """The kernel's reads of the host-value table: the group's values first (one each), then one
+        row of N_COLUMNS per tensor."""
+        out = []
+        n_group = len(self.group_columns)
+        for j, name in enumerate(self.group_columns):
+            out.append(f"{name} = tl.load(table + {j})")
+        for j, c in enumerate(self.table_cols):
+            load = f"tl.load(table + {f'{n_group} + ' if n_group else ''}t * N_COLUMNS + {j})"
+            out.append(f"{ident(c.name)} = {load} != 0" if c.type is Type.BOOL else f"{ident(c.name)} = {load}")
+        return out
+
     def stored(self) -> list[str]:
         out = []
         for s in walk_stmts(self.p.body):
@@ -218,14 +230,7 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
         else:
             stores.line(line)
 
-    column_loads = []
-    # the table: the group's values first (one each), then one row of N_COLUMNS per tensor
-    n_group = len(k.group_columns)
-    for j, name in enumerate(k.group_columns):
-        column_loads.append(f"{name} = tl.load(table + {j})")
-    for j, c in enumerate(k.table_cols):
-        load = f"tl.load(table + {f'{n_group} + ' if n_group else ''}t * N_COLUMNS + {j})"
-        column_loads.append(f"{ident(c.name)} = {load} != 0" if c.type is Type.BOOL else f"{ident(c.name)} = {load}")
+    column_loads = k.column_loads()
 
     bytes_per_element = describe_traffic(streams, read, stored, k)
 

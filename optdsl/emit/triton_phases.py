@@ -21,11 +21,11 @@ and the launcher copies them into the state tensors after the last launch."""
 from __future__ import annotations
 
 from ..builtins import REDUCTIONS
-from ..ir import Kind, Op, Program, Store, Type, walk_stmts, walk_values, stmt_values
+from ..ir import Kind, Op, Program, walk_stmts, walk_values, stmt_values
 from ..names import ident, literal, module_name
 from ..plan import ALL_SCOPES, plan_phases
 from .common import Writer
-from .host import emit_per_tensor_function, first_stored, is_device_stmt, scalar_states
+from .host import emit_per_tensor_function, first_stored, scalar_states
 from .pymodule import environment
 from .triton import KernelEmitter, _reads, stream_condition, traffic
 
@@ -99,13 +99,7 @@ def emit_phased_module(p: Program, hoisted: Program, source_name: str, spec_hash
                                      f"_finish_{plan.reductions[s].op.name.lower()}")
                                     for row, s in enumerate(phase.sinks)]))
 
-    column_loads = []
-    n_group = len(k.group_columns)
-    for j, name in enumerate(k.group_columns):
-        column_loads.append(f"{name} = tl.load(table + {j})")
-    for j, c in enumerate(k.table_cols):
-        load = f"tl.load(table + {f'{n_group} + ' if n_group else ''}t * N_COLUMNS + {j})"
-        column_loads.append(f"{ident(c.name)} = {load} != 0" if c.type is Type.BOOL else f"{ident(c.name)} = {load}")
+    column_loads = k.column_loads()
     for s in device_scalars:
         if s.cond is not None:
             k.constexprs.setdefault(f"HAS_{ident(s.name).upper()}", f"{literal(s.name)} in _scalars")
