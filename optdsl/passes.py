@@ -172,15 +172,15 @@ def hoist_host(p: Program, min_kind: Kind = Kind.HOST) -> Program:
     optional = {h.name for h in p.hypers if h.optional}
 
     def given_only(node: Value) -> Value:
-        """A hoisted value is computed on every path, but an optional hyper in it may be None where a
-        select (`h != none ? h * x : y`) does not read it: it is computed only where it is given."""
-        absent = sorted({n.arg[0] for n in walk_values(node) if n.op is Op.HYPER and n.arg[0] in optional})
-        if not absent:
-            return node
-        given = Value(Op.IS_SET, (), absent[0], Kind.HOST, Type.BOOL)
-        for name in absent[1:]:
-            given = apply(Op.AND, given, Value(Op.IS_SET, (), name, Kind.HOST, Type.BOOL))
-        return apply(Op.WHERE, given, node, const(False if node.type is Type.BOOL else 0.0))
+        """A hoisted value is computed on every path, but an optional hyper in it may be None where
+        a select (`h != none ? h * x : y`) does not take the branch that reads it. Each read of one
+        becomes `h if given else 0`: the checker guarantees the 0 is never what the update uses."""
+        def guard(n: Value) -> Value:
+            if n.op is Op.HYPER and n.arg[0] in optional:
+                zero = const(False if n.type is Type.BOOL else 0.0)
+                return apply(Op.WHERE, Value(Op.IS_SET, (), n.arg[0], Kind.HOST, Type.BOOL), n, zero)
+            return n
+        return rebuild(node, guard) if optional else node
 
     def effective(node: Value) -> Kind:
         # math on numbers that folding left alone (`rsqrt(2)`) is computed on the host like a hyper's
