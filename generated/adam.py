@@ -38,6 +38,7 @@ class Adam(_rt.GeneratedOptimizer):
         fused: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
+        partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
         if not (lr >= 0.0):
@@ -65,7 +66,7 @@ class Adam(_rt.GeneratedOptimizer):
             capturable=capturable,
             differentiable=differentiable,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""

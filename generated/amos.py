@@ -39,6 +39,7 @@ class Amos(_rt.GeneratedOptimizer):
         fused: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
+        partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
         if not (lr >= 0.0):
@@ -67,7 +68,7 @@ class Amos(_rt.GeneratedOptimizer):
             capturable=capturable,
             differentiable=differentiable,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""

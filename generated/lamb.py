@@ -40,6 +40,7 @@ class Lamb(_rt.GeneratedOptimizer):
         fused: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
+        partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
         if not (lr >= 0.0):
@@ -71,7 +72,7 @@ class Lamb(_rt.GeneratedOptimizer):
             capturable=capturable,
             differentiable=differentiable,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -176,7 +177,7 @@ def _single_tensor_lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr
         step = step_t if capturable else _rt.value(step_t)
         if (max_grad_norm is not None):
             _parts_r1[i] = torch.linalg.vector_norm(grad)
-    _r1 = torch.linalg.vector_norm(torch.stack(_rt.group_parts(_parts_r1, params)))
+    _r1 = _rt.across_ranks(torch.linalg.vector_norm(torch.stack(_rt.group_parts(_parts_r1, params))), 'norm', _rt.group_numel(params))
     for i, param in enumerate(params):
         grad = grads[i]
         exp_avg = exp_avgs[i]
@@ -244,7 +245,7 @@ def _multi_tensor_lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr,
     bias_correction1 = _rt.column(per_tensor, 2)
     g = grads
     if (max_grad_norm is not None):
-        _r1 = [torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))] * len(params)
+        _r1 = [_rt.across_ranks(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))), 'norm', _rt.group_numel(params))] * len(params)
         clip_grad_norm = [torch.maximum((_x0 / max_grad_norm), _rt.small(1.0, _x1)) for _x0, _x1 in zip(_r1, params)]
         g = torch._foreach_div(grads, clip_grad_norm)
     if grad_averaging:

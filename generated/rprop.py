@@ -35,6 +35,7 @@ class Rprop(_rt.GeneratedOptimizer):
         fused: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
+        partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
         if not (lr >= 0.0):
@@ -53,7 +54,7 @@ class Rprop(_rt.GeneratedOptimizer):
             capturable=capturable,
             differentiable=differentiable,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""

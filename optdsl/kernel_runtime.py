@@ -7,6 +7,8 @@ from collections import OrderedDict
 
 import torch
 
+from .distributed import raw_across_ranks
+
 LAUNCHES = [0]   # kernel launches since import; tests read it
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
@@ -271,9 +273,9 @@ def combine(runs: list[Run], sinks) -> None:
     bucket of the group, in bucket order, and is finished with the group's total element count.
     Bit-identical run to run; nothing is read back to the host.
 
-    Sharded parameters (FSDP2): the raw values (`raw` below: per tensor, per channel and the
-    group's, before `finish`) are where a distributed all-reduce (sum or max, by `fold`) across
-    the shards plugs in, with the counts summed the same way."""
+    A param group partitioned across ranks (`partitioned=True`, ZeRO) joins the group's raw value
+    and count over the ranks before `finish` (optdsl.distributed). Sharded tensors (FSDP2) would
+    join the per-tensor and per-channel raw values here the same way."""
     COMBINES[0] += 1
     for row, slot, scope, fold, finish in sinks:
         if scope == "channel":
@@ -287,7 +289,8 @@ def combine(runs: list[Run], sinks) -> None:
                 run.reduced[slot].copy_(finish(raw, run.work.count))
         else:   # group: one value for every tensor of the group
             raw = _fold(torch.cat([r.to(runs[0].device) for r in raws]), fold, 0)
-            value = finish(raw, sum(run.work.total_numel for run in runs))
+            raw, count = raw_across_ranks(raw, fold, sum(run.work.total_numel for run in runs))
+            value = finish(raw, count)
             for run in runs:
                 run.reduced[slot].copy_(value.to(run.device).expand(run.work.n_tensors))
 

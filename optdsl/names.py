@@ -16,7 +16,7 @@ CLASS_NAME = re.compile(r"[A-Z][A-Za-z0-9]{0,63}\Z")
 GENERATED = frozenset("""
     torch tl triton math np numpy os sys self cls super group groups state params param_groups grads
     state_steps step_t closure loss defaults foreach fused capturable differentiable params_with_grad
-    Tensor Optimizer kernel launch device dtype offs mask pid has_sparse_grad optimizer
+    Tensor Optimizer kernel launch device dtype offs mask pid has_sparse_grad optimizer partitioned
 """.split())
 # Locals of the generated functions (the loop's index, the kernel's tensor index, the fused launcher's
 # and the foreach path's bookkeeping, the functional API's dispatch): a spec name equal to one would

@@ -16,6 +16,9 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, _default_to_fused_or_foreach, _get_scalar_dtype
 
+from . import distributed
+from .distributed import across_ranks  # noqa: F401  (generated code: `_rt.across_ranks`)
+
 # ---- host math: float64, IEEE results instead of Python exceptions or complex numbers ----
 #
 # Host values are Python floats in eager mode. They are 0-d tensors in two cases, and every
@@ -534,10 +537,17 @@ class GeneratedOptimizer(Optimizer):
     _uses_step: bool = True
     _supports_complex: bool = True
 
-    def __init__(self, params, defaults: dict[str, Any]):
+    _partitioned = False   # (Optimizer.__getstate__ keeps only defaults, state and groups)
+
+    def __init__(self, params, defaults: dict[str, Any], partitioned: bool = False):
         if defaults.get("fused") and defaults.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         super().__init__(params, defaults)
+        # Not a group default: a state_dict saved under ZeRO must load into a single-process
+        # optimizer that does not all-reduce (ZeRO copies the key into its groups; it is not read).
+        self._partitioned = bool(partitioned)
+        if self._partitioned:
+            distributed.check_partition(self)
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -642,7 +652,8 @@ class GeneratedOptimizer(Optimizer):
             if not params:
                 continue
             lists = dict(zip(self._state_names, state_lists))
-            self._update(group, params, grads, lists, steps)
+            with distributed.partitioned(self._partitioned):
+                self._update(group, params, grads, lists, steps)
             for name in self._empty_states:   # states created by this step
                 for p, t in zip(params, lists[name]):
                     if t is not None:

@@ -44,3 +44,9 @@ class Writer:
 
     def text(self) -> str:
         return "\n".join(self.lines)
+
+
+def across_ranks(value: str, reduction) -> str:
+    """Eager group reduction `value` joined over the ranks a partitioned optimizer
+    (`partitioned=True`, ZeRO) spans; the value itself otherwise (optdsl.distributed)."""
+    return f"_rt.across_ranks({value}, {reduction.op.name.lower()!r}, _rt.group_numel(params))"

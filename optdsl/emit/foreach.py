@@ -8,7 +8,7 @@ import re
 from ..builtins import OPS, REDUCTIONS
 from ..ir import LEAF, REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value
 from ..names import ident
-from .common import Writer, float_literal
+from .common import Writer, across_ranks, float_literal
 from .forms import INPLACE_UNARY, alpha_scaled, is_target, neg, number_args, reads, rest_forms, split_accumulate
 from .host import Column, host_expr, is_device_stmt, may_be_tensor, tensor_capable
 
@@ -136,7 +136,7 @@ class ForeachEmitter:
         part = form.foreach.format(*lists) if form.foreach is not None and form.part == form.torch \
             else f"[{form.part.format(*names)} {zipped}]"
         value = form.combine.format(parts=part, n="_rt.group_numel(params)")
-        return f"[{value}] * len(params)"
+        return f"[{across_ranks(value, v)}] * len(params)"
 
     def tensor(self, v: Value) -> tuple[str, bool]:
         w = self.w

@@ -10,7 +10,7 @@ from ..ir import Kind, Program, Type
 from ..plan import make_plan
 from ..names import ident, literal, message_parts, message_source, module_name
 from ..resources import data_dir
-from .common import Writer
+from .common import Writer, across_ranks
 from .foreach import ForeachEmitter
 from .loop import LoopEmitter, parts_list
 from .host import emit_per_tensor_function, host_expr, lr_reaches_per_tensor_column
@@ -153,8 +153,10 @@ LOOP_SHAPE_INPUTS = {"numel": "param.numel()", "ndim": "param.dim()", "channel_n
 
 def group_combine(name: str, v) -> str:
     """The loop path's value of group reduction `name` from its per-tensor parts (fixed order)."""
-    return REDUCTIONS[v.op].combine.format(parts=f"_rt.group_parts({parts_list(name)}, params)",
-                                           n="_rt.group_numel(params)")
+    value = REDUCTIONS[v.op].combine.format(parts=f"_rt.group_parts({parts_list(name)}, params)",
+                                            n="_rt.group_numel(params)")
+    return across_ranks(value, v)
+
 
 
 def host_expr_init(init) -> str:

@@ -1,0 +1,183 @@
+"""Generated optimizers under torch.distributed: 2 gloo ranks on CPU, spawned once for the module.
+
+* ZeroRedundancyOptimizer (ZeRO-1): every shipped spec on every path (fused in the Triton
+  interpreter). Each rank steps only its shard of the state; the params (ZeRO broadcasts them after
+  each step) must equal single-process training bit for bit, except where a group reduction is
+  joined across ranks (LAMB's global gradient norm, `partitioned=True`): there, within rounding.
+  `consolidate_state_dict` gathers the state on rank 0; that state_dict loads into a
+  single-process optimizer that continues exactly as the ZeRO one does.
+* DistributedDataParallel: a small MLP, each rank half of the global batch; the generated
+  optimizer steps on DDP's averaged gradients and must track single-process training on the whole
+  batch within rounding (DDP's all-reduce adds in another order). Every spec on one path (the
+  paths rotate), Adam and LAMB on all three.
+"""
+import copy
+import os
+import tempfile
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.distributed.optim import ZeroRedundancyOptimizer
+
+from optdsl.loader import import_shipped
+from optdsl.registry import REGISTRY
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+PATHS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+SHAPES = [(7, 3), (5,), (4, 4), (3,), (2, 3, 2), (6,)]
+ZERO_STEPS, CONTINUE_STEPS, DDP_STEPS = 3, 2, 3
+# the specs whose group reductions are joined across ranks: equal within rounding, not bitwise
+JOINED = {"Lamb"}
+WORLD = 2
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")   # DDP's and ZeRO's imports
+
+
+def zero_cases():
+    return [(name, path) for name in sorted(REGISTRY) for path in PATHS]
+
+
+def ddp_cases():
+    names = sorted(REGISTRY)
+    cases = [(name, list(PATHS)[k % 3]) for k, name in enumerate(names)]
+    cases += [(name, path) for name in ("Adam", "Lamb") for path in PATHS if (name, path) not in cases]
+    return cases
+
+
+def options(name: str) -> dict:
+    return dict(REGISTRY[name].base)
+
+
+def make_params():
+    g = torch.Generator().manual_seed(0)
+    return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in SHAPES]
+
+
+def set_grads(params, step):
+    g = torch.Generator().manual_seed(100 + step)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g)
+
+
+def run(opt, params, steps, first=0):
+    for s in range(first, first + steps):
+        set_grads(params, s)
+        opt.step()
+
+
+def make_model():
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+
+
+def batch(step):
+    g = torch.Generator().manual_seed(200 + step)
+    return torch.randn(8, 6, generator=g), torch.randn(8, 3, generator=g)
+
+
+def train(model, opt, steps, part=None):
+    """`steps` of MSE training on the global batch, or on this rank's half of it (`part`)."""
+    for s in range(steps):
+        x, y = batch(s)
+        if part is not None:
+            x, y = x.chunk(WORLD)[part], y.chunk(WORLD)[part]
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+
+
+def _worker(rank, init, out):
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
+    results = {"zero": {}, "ddp": {}}
+    params = make_params()
+    opt = ZeroRedundancyOptimizer(params, optimizer_class=import_shipped("Lamb"), **options("Lamb"), foreach=False)
+    run(opt, params, ZERO_STEPS)
+    results["zero_unjoined"] = [p.detach().clone() for p in params]
+    try:
+        import_shipped("Lamb")([{"params": [torch.nn.Parameter(torch.ones(2))]}, {"params": []}], partitioned=True)
+        results["empty_group"] = None
+    except ValueError as e:
+        results["empty_group"] = str(e)
+    for name, path in zero_cases():
+        params = make_params()
+        cls = import_shipped(name)
+        opt = ZeroRedundancyOptimizer(params, optimizer_class=cls, partitioned=True, **options(name), **PATHS[path])
+        run(opt, params, ZERO_STEPS)
+        opt.consolidate_state_dict(to=0)
+        # a copy: rank 0's own shard in it is the live state, which the next steps change
+        state = copy.deepcopy(opt.state_dict()) if rank == 0 else None
+        after = [p.detach().clone() for p in params]
+        run(opt, params, CONTINUE_STEPS, ZERO_STEPS)
+        if rank == 0:
+            results["zero"][(name, path)] = (after, state, [p.detach().clone() for p in params])
+    for name, path in ddp_cases():
+        model = make_model()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        opt = import_shipped(name)(ddp.parameters(), **options(name), **PATHS[path])
+        train(ddp, opt, DDP_STEPS, part=rank)
+        if rank == 0:
+            results["ddp"][(name, path)] = [p.detach().clone() for p in model.parameters()]
+    if rank == 0:
+        torch.save(results, out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks():
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "results.pt")
+        mp.spawn(_worker, args=(f"file://{os.path.join(d, 'init')}", out), nprocs=WORLD)
+        return torch.load(out, weights_only=False)
+
+
+def _same(a, b, exact: bool) -> bool:
+    if exact:
+        return all(torch.equal(x, y) for x, y in zip(a, b))
+    return all(torch.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("name,path", zero_cases())
+def test_zero_shards_state_and_matches_single_process(ranks, name, path):
+    after, state, continued = ranks["zero"][(name, path)]
+    cls = import_shipped(name)
+    params = make_params()
+    single = cls(params, **options(name), **PATHS[path])
+    run(single, params, ZERO_STEPS)
+    assert _same(after, params, exact=name not in JOINED), f"{name} {path}: ZeRO differs from one process"
+    # the consolidated state continues in one process exactly as ZeRO continued
+    resumed_params = [torch.nn.Parameter(t.clone()) for t in after]
+    resumed = cls(resumed_params, **options(name), **PATHS[path])
+    resumed.load_state_dict(state)
+    run(resumed, resumed_params, CONTINUE_STEPS, ZERO_STEPS)
+    assert _same(continued, resumed_params, exact=name not in JOINED), f"{name} {path}: resumed run differs"
+    assert len(state["state"]) == len(SHAPES)
+
+
+def test_an_unjoined_group_norm_differs(ranks):
+    """Why `partitioned=True` exists: without it, LAMB's global norm is each rank's shard's."""
+    params = make_params()
+    run(import_shipped("Lamb")(params, **options("Lamb"), foreach=False), params, ZERO_STEPS)
+    assert not _same(ranks["zero_unjoined"], params, exact=False)
+
+
+@pytest.mark.parametrize("name,path", ddp_cases())
+def test_ddp_matches_single_process_on_the_global_batch(ranks, name, path):
+    model = make_model()
+    opt = import_shipped(name)(model.parameters(), **options(name), **PATHS[path])
+    train(model, opt, DDP_STEPS)
+    got = ranks["ddp"][(name, path)]
+    for a, b in zip(got, model.parameters()):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-4, atol=1e-5, msg=f"{name} {path}")
+
+
+def test_partitioned_refuses_a_rank_without_a_share_of_a_group(ranks):
+    assert "param group 1 has no parameters on rank 0" in ranks["empty_group"]
+
+
+def test_partitioned_needs_an_initialised_process_group():
+    with pytest.raises(RuntimeError, match="partitioned=True needs torch.distributed"):
+        import_shipped("Lamb")(make_params(), partitioned=True)
