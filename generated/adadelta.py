@@ -202,7 +202,8 @@ def _fused_adadelta(params, grads, square_avgs, acc_deltas, state_steps, *, lr, 
     torch._foreach_add_(state_steps, 1)
     steps = _rt.host_values(state_steps, capturable)
     kernels = _rt.import_sibling(__file__, "_triton")
-    kernels.launch(
+    _rt.launch_on_shards(
+        kernels.launch,
         params,
         grads,
         {"square_avg": square_avgs, "acc_delta": acc_deltas},

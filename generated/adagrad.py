@@ -199,7 +199,8 @@ def _fused_adagrad(params, grads, state_sums, state_steps, *, lr, lr_decay, weig
     torch._foreach_add_(state_steps, 1)
     steps = _rt.host_values(state_steps, capturable)
     kernels = _rt.import_sibling(__file__, "_triton")
-    kernels.launch(
+    _rt.launch_on_shards(
+        kernels.launch,
         params,
         grads,
         {"state_sum": state_sums},

@@ -190,7 +190,7 @@ def _multi_tensor_adamax(params, grads, exp_avgs, exp_infs, state_steps, *, lr, 
     _t4 = torch._foreach_abs(g)
     torch._foreach_add_(_t4, eps)
     torch._foreach_maximum_(_t3, _t4)
-    torch._foreach_copy_(exp_infs, _t3)
+    _rt.foreach_copy_(exp_infs, _t3)
     _rt.foreach_addcdiv_(params, exp_avgs, exp_infs, [-x for x in clr])
 
 
@@ -204,7 +204,8 @@ def _fused_adamax(params, grads, exp_avgs, exp_infs, state_steps, *, lr, betas, 
     torch._foreach_add_(state_steps, 1)
     steps = _rt.host_values(state_steps, capturable)
     kernels = _rt.import_sibling(__file__, "_triton")
-    kernels.launch(
+    _rt.launch_on_shards(
+        kernels.launch,
         params,
         grads,
         {"exp_avg": exp_avgs, "exp_inf": exp_infs},

@@ -239,7 +239,7 @@ def _multi_tensor_amos(params, grads, exp_avg_sqs, decays, exp_avgs, state_steps
     upd = _t11
     upd = torch._foreach_mul(upd, decay_factor_d)
     _t13 = [((_x0 * (1.0 + _x1)) + _x1) for _x0, _x1 in zip(decays, gamma)]
-    torch._foreach_copy_(decays, _t13)
+    _rt.foreach_copy_(decays, _t13)
     if (momentum > 0.0):
         torch._foreach_lerp_(exp_avgs, upd, (1.0 - momentum))
         upd = exp_avgs
@@ -256,7 +256,8 @@ def _fused_amos(params, grads, exp_avg_sqs, decays, exp_avgs, state_steps, *, lr
     torch._foreach_add_(state_steps, 1)
     steps = _rt.host_values(state_steps, capturable)
     kernels = _rt.import_sibling(__file__, "_triton")
-    kernels.launch(
+    _rt.launch_on_shards(
+        kernels.launch,
         params,
         grads,
         {"exp_avg_sq": exp_avg_sqs, "decay": decays, "exp_avg": exp_avgs},

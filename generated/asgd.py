@@ -213,7 +213,7 @@ def _multi_tensor_asgd(params, grads, axs, mus, etas, state_steps, *, lr, lambd,
         torch._foreach_mul_(_t3, _h4)
         torch._foreach_add_(axs, _t3)
     else:
-        torch._foreach_copy_(axs, params)
+        _rt.foreach_copy_(axs, params)
     for t, value in zip(mus, _rt.column(per_tensor, 4)):
         if t is not None:   # None: a conditional state this group does not keep
             t.fill_(value)
@@ -231,7 +231,8 @@ def _fused_asgd(params, grads, axs, mus, etas, state_steps, *, lr, lambd, alpha,
     torch._foreach_add_(state_steps, 1)
     steps = _rt.host_values(state_steps, capturable)
     kernels = _rt.import_sibling(__file__, "_triton")
-    kernels.launch(
+    _rt.launch_on_shards(
+        kernels.launch,
         params,
         grads,
         {"ax": axs, "mu": mus, "eta": etas},

@@ -224,7 +224,8 @@ def _fused_funnelledsgdm(params, grads, preconds, step_sizes, exp_avgs, momentum
     if reason is not None:
         raise RuntimeError(f"FunnelledSGDM: {reason}")
     kernels = _rt.import_sibling(__file__, "_triton")
-    kernels.launch(
+    _rt.launch_on_shards(
+        kernels.launch,
         params,
         grads,
         {"precond": preconds, "step_size": step_sizes, "exp_avg": exp_avgs, "momentum_buffer": momentum_buffers},

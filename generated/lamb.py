@@ -284,7 +284,8 @@ def _fused_lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr, betas,
     torch._foreach_add_(state_steps, 1)
     steps = _rt.host_values(state_steps, capturable)
     kernels = _rt.import_sibling(__file__, "_triton")
-    kernels.launch(
+    _rt.launch_on_shards(
+        kernels.launch,
         params,
         grads,
         {"exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs},

@@ -243,7 +243,8 @@ def _fused_lars(params, grads, momentum_buffers, *, lr, momentum, dampening, wei
     if reason is not None:
         raise RuntimeError(f"Lars: {reason}")
     kernels = _rt.import_sibling(__file__, "_triton")
-    kernels.launch(
+    _rt.launch_on_shards(
+        kernels.launch,
         params,
         grads,
         {"momentum_buffer": momentum_buffers},

@@ -168,7 +168,8 @@ def _fused_lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maximize, c
     if reason is not None:
         raise RuntimeError(f"Lion: {reason}")
     kernels = _rt.import_sibling(__file__, "_triton")
-    kernels.launch(
+    _rt.launch_on_shards(
+        kernels.launch,
         params,
         grads,
         {"exp_avg": exp_avgs},

@@ -195,7 +195,7 @@ def _multi_tensor_nvnovograd(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_s
     _r1 = [torch.sum(_x0) for _x0 in _t1]
     grad_norm_sq = _r1
     _t2 = [torch.where((_x0 == 0.0), _x1, torch.add((betas[1] * _x0), _x1, alpha=(1.0 - betas[1]))) for _x0, _x1 in zip(exp_avg_sqs, grad_norm_sq)]
-    torch._foreach_copy_(exp_avg_sqs, _t2)
+    _rt.foreach_copy_(exp_avg_sqs, _t2)
     if amsgrad:
         torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
     v = [(_x0 if amsgrad else _x1) for _x0, _x1 in zip(max_exp_avg_sqs, exp_avg_sqs)]
@@ -221,7 +221,8 @@ def _fused_nvnovograd(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, 
     if reason is not None:
         raise RuntimeError(f"NvNovoGrad: {reason}")
     kernels = _rt.import_sibling(__file__, "_triton")
-    kernels.launch(
+    _rt.launch_on_shards(
+        kernels.launch,
         params,
         grads,
         {"exp_avg": exp_avgs, "exp_avg_sq": exp_avg_sqs, "max_exp_avg_sq": max_exp_avg_sqs},

@@ -237,7 +237,8 @@ def _fused_rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, stat
     torch._foreach_add_(state_steps, 1)
     steps = _rt.host_values(state_steps, capturable)
     kernels = _rt.import_sibling(__file__, "_triton")
-    kernels.launch(
+    _rt.launch_on_shards(
+        kernels.launch,
         params,
         grads,
         {"square_avg": square_avgs, "grad_avg": grad_avgs, "momentum_buffer": momentum_buffers},

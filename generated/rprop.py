@@ -174,13 +174,13 @@ def _multi_tensor_rprop(params, grads, prevs, step_size_list, state_steps, *, lr
     factor = _t8
     _t9 = torch._foreach_mul(step_size_list, factor)
     _t10 = [torch.clamp(_x0, step_sizes[0], step_sizes[1]) for _x0, in zip(_t9)]
-    torch._foreach_copy_(step_size_list, _t10)
+    _rt.foreach_copy_(step_size_list, _t10)
     _t11 = [(_x0 < 0.0) for _x0, in zip(s)]
     _t12 = [torch.where(_x0, 0.0, _x2) for _x0, _x2 in zip(_t11, g)]
     g = _t12
     _t13 = torch._foreach_sign(g)
     torch._foreach_addcmul_(params, _t13, step_size_list, value=-1.0)
-    torch._foreach_copy_(prevs, g)
+    _rt.foreach_copy_(prevs, g)
 
 
 
@@ -193,7 +193,8 @@ def _fused_rprop(params, grads, prevs, step_size_list, state_steps, *, lr, etas,
     torch._foreach_add_(state_steps, 1)
     steps = _rt.host_values(state_steps, capturable)
     kernels = _rt.import_sibling(__file__, "_triton")
-    kernels.launch(
+    _rt.launch_on_shards(
+        kernels.launch,
         params,
         grads,
         {"prev": prevs, "step_size": step_size_list},

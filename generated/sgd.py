@@ -208,7 +208,8 @@ def _fused_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weig
     if reason is not None:
         raise RuntimeError(f"SGD: {reason}")
     kernels = _rt.import_sibling(__file__, "_triton")
-    kernels.launch(
+    _rt.launch_on_shards(
+        kernels.launch,
         params,
         grads,
         {"momentum_buffer": momentum_buffers},

@@ -261,7 +261,8 @@ def _fused_sgdp(params, grads, momentum_bufs, *, lr, momentum, dampening, weight
     if reason is not None:
         raise RuntimeError(f"SGDP: {reason}")
     kernels = _rt.import_sibling(__file__, "_triton")
-    kernels.launch(
+    _rt.launch_on_shards(
+        kernels.launch,
         params,
         grads,
         {"momentum_buf": momentum_bufs},

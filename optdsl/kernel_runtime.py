@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import torch
 
-from .distributed import raw_across_ranks
+from .distributed import per_tensor_across_shards, raw_across_ranks
 
 LAUNCHES = [0]   # kernel launches since import; tests read it
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -274,8 +274,9 @@ def combine(runs: list[Run], sinks) -> None:
     Bit-identical run to run; nothing is read back to the host.
 
     A param group partitioned across ranks (`partitioned=True`, ZeRO) joins the group's raw value
-    and count over the ranks before `finish` (optdsl.distributed). Sharded tensors (FSDP2) would
-    join the per-tensor and per-channel raw values here the same way."""
+    and count over the ranks before `finish`; DTensor shards (FSDP2) join the per-tensor and the
+    group's raw values and counts over the mesh (optdsl.distributed). Per-channel values need no
+    join: a Shard(0) placement keeps every output channel on one rank."""
     COMBINES[0] += 1
     for row, slot, scope, fold, finish in sinks:
         if scope == "channel":
@@ -286,7 +287,8 @@ def combine(runs: list[Run], sinks) -> None:
         raws = [_fold(run.partials[row][run.work.tensor_index], fold, 1) for run in runs]
         if scope == "tensor":
             for run, raw in zip(runs, raws):
-                run.reduced[slot].copy_(finish(raw, run.work.count))
+                raw, count = per_tensor_across_shards(raw, fold, run.work.count)
+                run.reduced[slot].copy_(finish(raw, count))
         else:   # group: one value for every tensor of the group
             raw = _fold(torch.cat([r.to(runs[0].device) for r in raws]), fold, 0)
             raw, count = raw_across_ranks(raw, fold, sum(run.work.total_numel for run in runs))

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.optim.optimizer import Optimizer, _default_to_fused_or_foreach, _get_scalar_dtype
 
 from . import distributed
-from .distributed import across_ranks  # noqa: F401  (generated code: `_rt.across_ranks`)
+from .distributed import across_ranks, foreach_copy_, launch_on_shards  # noqa: F401  (generated code reads them as `_rt.`)
 
 # ---- host math: float64, IEEE results instead of Python exceptions or complex numbers ----
 #
@@ -305,6 +305,8 @@ def channel_amax(x: Tensor) -> Tensor:
 
 def amax(x: Tensor) -> Tensor:
     """max |x|: torch.linalg.vector_norm(x, inf), and 0 for no elements (where torch raises)."""
+    if distributed.is_dtensor(x):
+        return distributed.dtensor_amax(x)
     return torch.linalg.vector_norm(x, float("inf")) if x.numel() else x.new_zeros(())
 
 
@@ -593,8 +595,10 @@ class GeneratedOptimizer(Optimizer):
         # mu_product); ("device_scalar", value), stored from a reduction: always on its device
         device = p.device if self._on_device(group) or what == "device_scalar" else torch.device("cpu")
         if isinstance(fill, Tensor):
-            return fill.detach().reshape(()).to(device=device, dtype=_get_scalar_dtype(), copy=True)
-        return torch.full((), float(fill), dtype=_get_scalar_dtype(), device=device)
+            out = fill.detach().reshape(()).to(device=device, dtype=_get_scalar_dtype(), copy=True)
+        else:
+            out = torch.full((), float(fill), dtype=_get_scalar_dtype(), device=device)
+        return distributed.replicated_like(out, p) if what == "device_scalar" else out
 
     def _param_label(self, group, i: int) -> str:
         g = next(k for k, own in enumerate(self.param_groups) if own is group)

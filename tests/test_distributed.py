@@ -1,15 +1,19 @@
 """Generated optimizers under torch.distributed: 2 gloo ranks on CPU, spawned once for the module.
 
-* ZeroRedundancyOptimizer (ZeRO-1): every shipped spec on every path (fused in the Triton
-  interpreter). Each rank steps only its shard of the state; the params (ZeRO broadcasts them after
-  each step) must equal single-process training bit for bit, except where a group reduction is
-  joined across ranks (LAMB's global gradient norm, `partitioned=True`): there, within rounding.
+Every shipped spec runs on one path (the paths rotate over the registry), Adam and LAMB on all
+three (fused in the Triton interpreter).
+
+* ZeroRedundancyOptimizer (ZeRO-1): each rank steps only its shard of the state; the params
+  (ZeRO broadcasts them after each step) must equal single-process training bit for bit, except
+  where a group reduction is joined across ranks (LAMB's global gradient norm,
+  `partitioned=True`): there, within rounding.
   `consolidate_state_dict` gathers the state on rank 0; that state_dict loads into a
   single-process optimizer that continues exactly as the ZeRO one does.
+* FSDP2 (`fully_shard`, DTensor params sharded unevenly along dim 0, one rank holding no element
+  of some tensors): against single-process training on the global batch within rounding.
 * DistributedDataParallel: a small MLP, each rank half of the global batch; the generated
   optimizer steps on DDP's averaged gradients and must track single-process training on the whole
-  batch within rounding (DDP's all-reduce adds in another order). Every spec on one path (the
-  paths rotate), Adam and LAMB on all three.
+  batch within rounding (DDP's all-reduce adds in another order).
 """
 import copy
 import os
@@ -36,11 +40,7 @@ WORLD = 2
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")   # DDP's and ZeRO's imports
 
 
-def zero_cases():
-    return [(name, path) for name in sorted(REGISTRY) for path in PATHS]
-
-
-def ddp_cases():
+def cases():
     names = sorted(REGISTRY)
     cases = [(name, list(PATHS)[k % 3]) for k, name in enumerate(names)]
     cases += [(name, path) for name in ("Adam", "Lamb") for path in PATHS if (name, path) not in cases]
@@ -69,13 +69,24 @@ def run(opt, params, steps, first=0):
 
 
 def make_model():
+    """Shapes that shard unevenly over 2 ranks along dim 0: (5, 6) and (5,) split 3/2, and the
+    last layer's (1, 5) and (1,) leave rank 1 with no element at all."""
     torch.manual_seed(1)
-    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    return torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1))
+
+
+def fully_sharded_model(mesh):
+    from torch.distributed.fsdp import fully_shard
+    model = make_model()
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
 
 
 def batch(step):
     g = torch.Generator().manual_seed(200 + step)
-    return torch.randn(8, 6, generator=g), torch.randn(8, 3, generator=g)
+    return torch.randn(8, 6, generator=g), torch.randn(8, 1, generator=g)
 
 
 def train(model, opt, steps, part=None):
@@ -91,7 +102,7 @@ def train(model, opt, steps, part=None):
 
 def _worker(rank, init, out):
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
-    results = {"zero": {}, "ddp": {}}
+    results = {"zero": {}, "ddp": {}, "fsdp": {}}
     params = make_params()
     opt = ZeroRedundancyOptimizer(params, optimizer_class=import_shipped("Lamb"), **options("Lamb"), foreach=False)
     run(opt, params, ZERO_STEPS)
@@ -101,7 +112,7 @@ def _worker(rank, init, out):
         results["empty_group"] = None
     except ValueError as e:
         results["empty_group"] = str(e)
-    for name, path in zero_cases():
+    for name, path in cases():
         params = make_params()
         cls = import_shipped(name)
         opt = ZeroRedundancyOptimizer(params, optimizer_class=cls, partitioned=True, **options(name), **PATHS[path])
@@ -113,13 +124,27 @@ def _worker(rank, init, out):
         run(opt, params, CONTINUE_STEPS, ZERO_STEPS)
         if rank == 0:
             results["zero"][(name, path)] = (after, state, [p.detach().clone() for p in params])
-    for name, path in ddp_cases():
+    for name, path in cases():
         model = make_model()
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         opt = import_shipped(name)(ddp.parameters(), **options(name), **PATHS[path])
         train(ddp, opt, DDP_STEPS, part=rank)
         if rank == 0:
             results["ddp"][(name, path)] = [p.detach().clone() for p in model.parameters()]
+    from torch.distributed.device_mesh import init_device_mesh
+    mesh = init_device_mesh("cpu", (WORLD,))
+    for name, path in cases():
+        model = fully_sharded_model(mesh)
+        opt = import_shipped(name)(model.parameters(), **options(name), **PATHS[path])
+        train(model, opt, DDP_STEPS, part=rank)
+        full = [p.full_tensor().detach().clone() for p in model.parameters()]
+        if rank == 0:
+            results["fsdp"][(name, path)] = full
+            results["fsdp_local"] = [tuple(p.to_local().shape) for p in model.parameters()]
+        elif name == "Adam" and path == "loop":
+            results["fsdp_rank1_shapes"] = [tuple(p.to_local().shape) for p in model.parameters()]
+    if rank == 1:
+        torch.save(results["fsdp_rank1_shapes"], out + ".rank1")
     if rank == 0:
         torch.save(results, out)
     dist.barrier()
@@ -131,7 +156,9 @@ def ranks():
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "results.pt")
         mp.spawn(_worker, args=(f"file://{os.path.join(d, 'init')}", out), nprocs=WORLD)
-        return torch.load(out, weights_only=False)
+        results = torch.load(out, weights_only=False)
+        results["fsdp_rank1_shapes"] = torch.load(out + ".rank1")
+        return results
 
 
 def _same(a, b, exact: bool) -> bool:
@@ -140,7 +167,7 @@ def _same(a, b, exact: bool) -> bool:
     return all(torch.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("name,path", zero_cases())
+@pytest.mark.parametrize("name,path", cases())
 def test_zero_shards_state_and_matches_single_process(ranks, name, path):
     after, state, continued = ranks["zero"][(name, path)]
     cls = import_shipped(name)
@@ -164,7 +191,7 @@ def test_an_unjoined_group_norm_differs(ranks):
     assert not _same(ranks["zero_unjoined"], params, exact=False)
 
 
-@pytest.mark.parametrize("name,path", ddp_cases())
+@pytest.mark.parametrize("name,path", cases())
 def test_ddp_matches_single_process_on_the_global_batch(ranks, name, path):
     model = make_model()
     opt = import_shipped(name)(model.parameters(), **options(name), **PATHS[path])
@@ -172,6 +199,23 @@ def test_ddp_matches_single_process_on_the_global_batch(ranks, name, path):
     got = ranks["ddp"][(name, path)]
     for a, b in zip(got, model.parameters()):
         torch.testing.assert_close(a, b.detach(), rtol=1e-4, atol=1e-5, msg=f"{name} {path}")
+
+
+@pytest.mark.parametrize("name,path", cases())
+def test_fsdp2_matches_single_process_on_uneven_shards(ranks, name, path):
+    """FSDP2's DTensor params: the eager paths on DTensors (DTensor all-reduces a reduction's
+    Partial value), the fused kernel on each rank's local shard with its per-tensor and group
+    folds all-reduced at the combine. A LAMB trust ratio and global norm equal the unsharded ones."""
+    model = make_model()
+    opt = import_shipped(name)(model.parameters(), **options(name), **PATHS[path])
+    train(model, opt, DDP_STEPS)
+    for a, b in zip(ranks["fsdp"][(name, path)], model.parameters()):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-4, atol=1e-5, msg=f"{name} {path}")
+
+
+def test_fsdp2_shards_are_uneven_and_one_is_empty(ranks):
+    assert ranks["fsdp_local"] == [(3, 6), (3,), (1, 5), (1,)]
+    assert ranks["fsdp_rank1_shapes"] == [(2, 6), (2,), (0, 5), (0,)]
 
 
 def test_partitioned_refuses_a_rank_without_a_share_of_a_group(ranks):

@@ -484,4 +484,4 @@ class ForeachEmitter:
                 f"[_rt.small({src}, _d) for _d in {d}]"
             w.line(f"torch._foreach_copy_({d}, {items})")
             return
-        w.line(f"torch._foreach_copy_({d}, {self.full_list(v, target)})")
+        w.line(f"_rt.foreach_copy_({d}, {self.full_list(v, target)})")
