@@ -64,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fuzz)
     from .show.command import add_parser as add_show
     add_show(sub)
+    from .docgen.command import add_parser as add_docs
+    add_docs(sub)
     return p
 
 

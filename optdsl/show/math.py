@@ -399,7 +399,7 @@ def lines(p: Program, latex: bool = False) -> list[Line]:
         if len(s.other) == 1 and isinstance(s.other[0], If):
             if_chain(s.other[0], depth, "else if")
         elif s.other:
-            out.append(Line(depth, keyword("else") + colon))
+            out.append(Line(depth, (r"\textbf{else}" if latex else "else") + colon))
             block(s.other, depth + 1)
     block(p.body, 0)
     return out
