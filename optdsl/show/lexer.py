@@ -34,11 +34,12 @@ class OptLexer(RegexLexer):
             (r'"[^"\\\n\r]*"', String.Double),
             (rf"(optimizer)(\s+)({IDENT})", bygroups(Keyword.Declaration, Whitespace, Name.Class)),
             (rf"({'|'.join(DECLARATIONS)})(\s+)({IDENT})", bygroups(Keyword.Declaration, Whitespace, Name.Variable)),
+            # before the keywords: `where(c, a, b)` is the builtin, `hyper x = 1 where x > 0` the keyword
+            (words(BUILTINS, suffix=r"\b(?=\s*\()"), Name.Builtin),
             (words(KEYWORDS, suffix=r"\b"), Keyword),
             (words(("and", "or", "not"), suffix=r"\b"), Operator.Word),
             (words(("true", "false", NONE), suffix=r"\b"), Keyword.Constant),
             (words(STATE_INITS, suffix=r"\b"), Keyword.Pseudo),
-            (words(BUILTINS, suffix=r"\b(?=\s*\()"), Name.Builtin),
             (words(INPUT_NAMES + SCOPES, suffix=r"\b"), Name.Builtin.Pseudo),
             (IDENT, Name),
             (rf"{NUMBER}(?![A-Za-z0-9_])", Number.Float),
