@@ -11,7 +11,7 @@ from pygments.token import Error, Token
 from optdsl.builtins import FUNCTIONS, REDUCTION_FUNCTIONS
 from optdsl.cli import main
 from optdsl.compiler import compile_ir
-from optdsl.ir import ARITY, LEAF, REDUCE, Kind, Op, Type, Value, apply, const, reduce
+from optdsl.ir import ARITY, LEAF, REDUCE, Kind, Op, Type, Value, apply, const, reduce, walk_values
 from optdsl.plan import make_plan
 from optdsl.plan.cost import FLOPS, phase_costs
 from optdsl.show.lexer import OptLexer
@@ -288,3 +288,42 @@ def test_installed_entry_point_finds_the_lexer():
         pytest.skip("the installed optdsl predates the entry point")
     from pygments.lexers import get_lexer_by_name
     assert type(get_lexer_by_name("opt")).__name__ == "OptLexer"
+
+
+# ---- random programs: every rendering and report works on what the fuzzer writes ------------------
+
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+
+from optdsl.diagnostics import CompileError  # noqa: E402
+from optdsl.fuzz.programs import cases  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+          phases=(Phase.explicit, Phase.reuse, Phase.generate))
+@given(cases())
+def test_random_programs_render_and_cost(case):
+    from optdsl.compiler import compile_spec
+    try:
+        compile_spec(case.text, "fz.opt")
+    except CompileError:
+        return    # a construct the plan refuses (positioned diagnostic): nothing to show
+    stages = compile_stages(case.text, "fz.opt")
+    latex = latex_rule(stages.math)
+    assert latex.count("{") == latex.count("}")
+    assert unicode_rule(stages.math) is not None and kinds(stages.math)
+    report = cost_report(stages.program)
+    assert report.total <= report.total_full and report.launches == len(make_plan(stages.program, "fused").phases.phases)
+    # with every flag fixed, a stream stays optional only under a condition on hypers
+    fixed = cost_report(stages.program, {f.name: True for f in stages.program.flags})
+    conds = {s.name: s.cond for s in stages.program.states}
+    for name in fixed.optional:
+        assert not any(n.op is Op.FLAG for n in walk_values(conds[name])), name
+
+
+def test_a_select_between_equal_values_is_that_value():
+    m = OPERANDS[0]
+    same = apply(Op.WHERE, apply(Op.EQ, m, m), m, m)   # passes.fold_constants' broadcast
+    assert render_value(same, TOY) == "m" and render_value(same, TOY, latex=True) == "m"
+    g = OPERANDS[1]
+    chain = apply(Op.WHERE, apply(Op.GT, m, const(0.0)), g, same)
+    assert render_value(chain, TOY) == "(g if m > 0 else m)"

@@ -159,7 +159,7 @@ class Renderer:
             arms.append((node.args[1], node.args[0]))
             node = node.args[2]
         if not arms:   # where(c, x, x) is x (a broadcast)
-            return self.value(node)
+            return self.value(node.args[1])
         parts = [f"{self.at(a, CMP)} if {self.expr(c)}" for a, c in arms]
         return "(" + " else ".join(parts) + f" else {self.at(node, CMP)})", ATOM
 
@@ -197,7 +197,7 @@ class LatexRenderer(Renderer):
             arms.append((node.args[1], node.args[0]))
             node = node.args[2]
         if not arms:
-            return self.value(node)
+            return self.value(node.args[1])
         rows = [f"{self.expr(a)} & \\text{{if }} {self.expr(c)}" for a, c in arms]
         rows.append(f"{self.expr(node)} & \\text{{otherwise}}")
         return "\\begin{cases} " + " \\\\ ".join(rows) + " \\end{cases}", ATOM
