@@ -34,8 +34,8 @@ def _kind_text(kind) -> Text:
 
 def rule_table(math: Program) -> Table:
     t = Table(box=None, show_header=False, pad_edge=False, padding=(0, 2))
-    t.add_column("math", no_wrap=True)
-    t.add_column("kind", no_wrap=True)
+    t.add_column("math", overflow="fold")   # a narrow terminal folds the math, never the kinds
+    t.add_column("kind", no_wrap=True, min_width=len("per tensor, on the device"))
     for ln in lines(math):
         kind = _kind_text(ln.value.kind) if ln.value is not None else Text("")
         t.add_row(Text("    " * ln.depth + ln.text, style="" if ln.target else "bold"), kind)
