@@ -242,6 +242,12 @@ def test_show_a_file_and_its_errors(tmp_path, capsys):
     assert "no shipped spec" in capsys.readouterr().err
     assert main(["show", "adam", "--flag", "amsgrad=maybe"]) == 1
     assert "--flag takes NAME=true" in capsys.readouterr().err
+    assert main(["show", "adam", "--dtype", "param=bf16,grad"]) == 1
+    assert "STREAM=DTYPE" in capsys.readouterr().err
+    assert main(["show", "adam", "--dtype", "fp8"]) == 1
+    assert "unknown dtype 'fp8'" in capsys.readouterr().err
+    assert main(["show", "adam", "--dtype", "param=bf16,grad=bf16"]) == 0
+    assert "bytes moved per element: 22 B/element (param bf16, grad bf16, exp_avg fp32" in capsys.readouterr().out
 
 
 # ---- the lexer -----------------------------------------------------------------------------------

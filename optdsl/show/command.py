@@ -27,7 +27,10 @@ def parse_dtype(text: str) -> str | dict[str, str]:
     """`bf16` (every stream) or `param=bf16,exp_avg=fp32` (the others fp32)."""
     if "=" not in text:
         return text
-    return dict(part.split("=", 1) for part in text.split(","))
+    pairs = [part.split("=", 1) for part in text.split(",")]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"--dtype takes a dtype or STREAM=DTYPE pairs separated by commas, not {text!r}")
+    return dict(pairs)
 
 
 def eager_function(source: str, name: str) -> str:
