@@ -6,7 +6,7 @@ element); host values (bias corrections, hypers, ...) come from a small table in
 device memory, one row per tensor (capturable: built on the device, no .item());
 math is fp32, loads upcast and stores round to nearest even.
 
-Bytes moved per element (fp32 streams): 28 B (reads param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq; writes param, exp_avg, exp_avg_sq, max_exp_avg_sq); 36 B with every optional state.
+Bytes moved per element (fp32 streams): 28 B (reads param, grad, exp_avg, exp_avg_sq; writes param, exp_avg, exp_avg_sq); 36 B with every optional state (max_exp_avg_sq).
 """
 import torch
 import triton

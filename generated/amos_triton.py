@@ -17,7 +17,7 @@ combine step(s) (kernel_runtime.COMBINES), whatever the number of tensors.
 
 Bytes moved per element (fp32 streams), by phase:
 phase 0: 4 B (reads grad; writes none);
-last phase: 12 B (reads param, grad, exp_avg; writes exp_avg, param), 20 B with every optional state;
+last phase: 12 B (reads param, grad; writes param), 20 B with every optional state (exp_avg);
 total 16 B (24 B with every optional state).
 """
 import torch

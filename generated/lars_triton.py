@@ -17,7 +17,7 @@ combine step(s) (kernel_runtime.COMBINES), whatever the number of tensors.
 
 Bytes moved per element (fp32 streams), by phase:
 phase 0: 8 B (reads param, grad; writes none);
-last phase: 12 B (reads param, grad, momentum_buffer; writes momentum_buffer, param), 20 B with every optional state;
+last phase: 12 B (reads param, grad; writes param), 20 B with every optional state (momentum_buffer);
 total 20 B (28 B with every optional state).
 """
 import torch

@@ -6,7 +6,7 @@ element); host values (bias corrections, hypers, ...) come from a small table in
 device memory, one row per tensor (capturable: built on the device, no .item());
 math is fp32, loads upcast and stores round to nearest even.
 
-Bytes moved per element (fp32 streams): 20 B (reads param, grad, square_avg, grad_avg, momentum_buffer; writes square_avg, grad_avg, momentum_buffer, param); 36 B with every optional state.
+Bytes moved per element (fp32 streams): 20 B (reads param, grad, square_avg; writes square_avg, param); 36 B with every optional state (grad_avg, momentum_buffer).
 """
 import torch
 import triton

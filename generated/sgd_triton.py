@@ -6,7 +6,7 @@ element); host values (bias corrections, hypers, ...) come from a small table in
 device memory, one row per tensor (capturable: built on the device, no .item());
 math is fp32, loads upcast and stores round to nearest even.
 
-Bytes moved per element (fp32 streams): 12 B (reads param, grad, momentum_buffer; writes momentum_buffer, param); 20 B with every optional state.
+Bytes moved per element (fp32 streams): 12 B (reads param, grad; writes param); 20 B with every optional state (momentum_buffer).
 """
 import torch
 import triton

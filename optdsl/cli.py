@@ -1,4 +1,4 @@
-"""The `optdsl` command: build, check, verify, bench, fuzz."""
+"""The `optdsl` command: build, check, verify, bench, fuzz, show, docs."""
 from __future__ import annotations
 
 import argparse
@@ -62,6 +62,10 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--time", type=float, default=None, help="stop after this many seconds")
     f.add_argument("--mode", choices=("programs", "text", "both"), default="both")
     f.set_defaults(func=cmd_fuzz)
+    from .show.command import add_parser as add_show
+    add_show(sub)
+    from .docgen.command import add_parser as add_docs
+    add_docs(sub)
     return p
 
 

@@ -62,6 +62,11 @@ def _simplify(v: Value) -> Value:
     return v
 
 
+def fold_value(v: Value) -> Value:
+    """One value with its constant parts folded (a state's condition, once its flags are fixed)."""
+    return rebuild(v, _simplify)
+
+
 def fold_constants(p: Program) -> Program:
     body = map_values(p.body, lambda v: rebuild(v, _simplify))
     body = _rekind(_prune(body), {})

@@ -27,6 +27,11 @@ q = torch.ones(2, requires_grad=True)
 q.grad = torch.ones(2)
 Toy([q]).step()
 assert q.tolist() == [0.5, 0.5]
+# the .opt lexer is registered with Pygments by the wheel's entry point
+from pygments.lexers import get_lexer_by_name
+assert type(get_lexer_by_name("opt")).__module__ == "optdsl.show.lexer"
+from optdsl.cli import main
+assert main(["show", "adam", "--no-color"]) == 0
 print("wheel ok")
 '''
 

@@ -10,9 +10,10 @@ device from device tensors (step, a Tensor lr), with no .item(), so the launch
 can be captured in a CUDA graph."""
 from __future__ import annotations
 
-from ..ir import REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_stmts, walk_values
+from ..ir import REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, walk_stmts
 from ..names import ident, literal, module_name
 from ..plan import make_plan
+from ..plan.cost import PhaseCost, optional_streams, phase_bytes, phase_costs
 from .common import Writer, float_literal
 from .host import columns, emit_per_tensor_function, first_stored, host_expr, is_device_stmt, scalar_states
 from .pymodule import environment
@@ -175,34 +176,28 @@ class KernelEmitter:
             out.append(f"{ident(c.name)} = {load} != 0" if c.type is Type.BOOL else f"{ident(c.name)} = {load}")
         return out
 
-    def stored(self) -> list[str]:
-        out = []
-        for s in walk_stmts(self.p.body):
-            if isinstance(s, Store) and is_device_stmt(s, self.p) and s.target not in out:
-                out.append(s.target)
-        return out
-
 
 def stream_condition(emitter: KernelEmitter, cond: Value | None) -> str:
     return "True" if cond is None else host_expr(cond)
 
 
 def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
-    hoisted = make_plan(p, "fused").program
+    plan = make_plan(p, "fused")
+    hoisted = plan.program
     # a scalar state on the device (stored from a reduction, even one folded away) is the phased
     # skeleton's: it loads and writes such states
     if any(isinstance(s, Let) and s.value.op in REDUCE for s in walk_stmts(hoisted.body)) \
             or any(s.kind is Kind.REDUCED for s in hoisted.states):
         from .triton_phases import emit_phased_module
-        return emit_phased_module(p, hoisted, source_name, spec_hash)
+        return emit_phased_module(p, plan, source_name, spec_hash)
     k = KernelEmitter(hoisted)
     fn = module_name(p.name)
     streams = ["param", "grad"] + [ident(s.name) for s in k.tensor_states]
 
     body = Writer(1)
     k.body(hoisted.body, body)
-    stored = k.stored()
-    read = _reads(hoisted, k)
+    (cost,) = phase_costs(plan)   # the streams each phase moves: the one source (optdsl.plan.cost)
+    stored, read = list(cost.stored), set(cost.read)
 
     loads = Writer(1)
     for s in streams:
@@ -232,7 +227,7 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
 
     column_loads = k.column_loads()
 
-    bytes_per_element = describe_traffic(streams, read, stored, k)
+    bytes_per_element = describe_traffic(cost, optional_streams(hoisted))
 
     hyper_names = [ident(h.name) for h in p.hypers] + [ident(f.name) for f in p.flags]
     host_fn_name = f"_{fn}_host_values"
@@ -255,33 +250,13 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
     )
 
 
-def traffic(streams, read, stored, k: KernelEmitter) -> tuple[int, int]:
-    """fp32 bytes per element, always and with every conditional state present."""
-    optional = {st.name for st in k.tensor_states if st.cond is not None}
-    moved = [(s, (s in read or s in stored) + (s in stored)) for s in streams]
-    base = 4 * sum(n for s, n in moved if s not in optional)
-    return base, 4 * sum(n for _, n in moved)
-
-
-def describe_traffic(streams, read, stored, k: KernelEmitter) -> str:
-    base, full = traffic(streams, read, stored, k)
-    loaded = [s for s in streams if s in read or s in stored]
-    text = f"{base} B (reads {', '.join(loaded)}; writes {', '.join(stored)})"
-    return text if full == base else text + f"; {full} B with every optional state"
-
-
-def _reads(p: Program, k: KernelEmitter, stmts=None) -> set[str]:
-    out: set[str] = set()
-    for s in walk_stmts(p.body if stmts is None else stmts):
-        if not is_device_stmt(s, p):
-            continue
-        values = (s.cond,) if isinstance(s, If) else (s.value,)
-        for v in values:
-            for n in walk_values(v):
-                if n.op is Op.PARAM:
-                    out.add("param")
-                elif n.op is Op.GRAD:
-                    out.add("grad")
-                elif n.op is Op.STATE:
-                    out.add(str(n.arg))
-    return out
+def describe_traffic(cost: PhaseCost, optional: frozenset[str]) -> str:
+    """fp32 bytes per element a launch moves, without and with the optional streams."""
+    moved = phase_bytes(cost, optional)
+    loaded = [s for s in cost.read if s not in optional]
+    stored = [s for s in cost.stored if s not in optional]
+    text = f"{moved.total} B (reads {', '.join(loaded) or 'nothing'}; writes {', '.join(stored) or 'none'})"
+    extra = [s for s in cost.read if s in optional]
+    if moved.total_full == moved.total:
+        return text
+    return text + f"; {moved.total_full} B with every optional state ({', '.join(extra)})"

@@ -23,11 +23,12 @@ from __future__ import annotations
 from ..builtins import REDUCTIONS
 from ..ir import Kind, Op, Program, walk_stmts, walk_values, stmt_values
 from ..names import ident, literal, module_name
-from ..plan import ALL_SCOPES, plan_phases
+from ..plan import Plan
+from ..plan.cost import PhaseCost, describe_reduction, optional_streams, phase_bytes, phase_costs
 from .common import Writer
 from .host import emit_per_tensor_function, first_stored, scalar_states
 from .pymodule import environment
-from .triton import KernelEmitter, _reads, stream_condition, traffic
+from .triton import KernelEmitter, stream_condition
 
 
 def _scalar_reads(stmts, names: set[str]) -> set[str]:
@@ -35,8 +36,9 @@ def _scalar_reads(stmts, names: set[str]) -> set[str]:
             if n.op is Op.STATE and n.arg in names}
 
 
-def emit_phased_module(p: Program, hoisted: Program, source_name: str, spec_hash: str) -> str:
-    plan = plan_phases(hoisted, ALL_SCOPES)
+def emit_phased_module(p: Program, fused: Plan, source_name: str, spec_hash: str) -> str:
+    hoisted, plan = fused.program, fused.phases
+    costs = phase_costs(fused)   # the streams each phase moves: the one source (optdsl.plan.cost)
     k = KernelEmitter(hoisted)
     fn = module_name(p.name)
     streams = ["param", "grad"] + [ident(s.name) for s in k.tensor_states]
@@ -52,16 +54,14 @@ def emit_phased_module(p: Program, hoisted: Program, source_name: str, spec_hash
         n_rows[table] += 1
 
     kernels = []
-    for phase in plan.phases:
+    for phase, cost in zip(plan.phases, costs):
         k.phase = phase
         k.sink_rows = {name: j for j, name in enumerate(phase.sinks)}
         w = Writer(1)
         for name in phase.sinks:   # identity first: a sink under an `if` not taken adds nothing
             w.line(f"{ident(name)}_part = tl.full((), 0.0, tl.float32)")
         k.body(phase.body, w)
-        stored = [s for s in k.stored() if s not in scalar_names] if phase.final else []
-        read = _reads(hoisted, k, phase.body) & set(streams)
-        kernels.append(dict(phase=phase, body=w.text() or "    pass", read=read, stored=stored,
+        kernels.append(dict(phase=phase, body=w.text() or "    pass", read=set(cost.read), stored=list(cost.stored),
                             scalars=sorted(_scalar_reads(phase.body, scalar_names)
                                            | (scalar_names if phase.final else set()),
                                            key=[s.name for s in device_scalars].index)))
@@ -92,7 +92,7 @@ def emit_phased_module(p: Program, hoisted: Program, source_name: str, spec_hash
         loads, stores = stream_lines(kern)
         phase = kern["phase"]
         name = f"_{fn}_kernel" if phase.final else f"_{fn}_phase{j}_kernel"
-        sinks = ", ".join(f"{_describe(plan.reductions[s])}" for s in phase.sinks)
+        sinks = ", ".join(f"{describe_reduction(plan.reductions[s])}" for s in phase.sinks)
         what = "the update: reads every reduction, stores" if phase.final else f"partials of {sinks}"
         rendered.append(dict(name=name, what=what, loads=loads, body=kern["body"], stores=stores,
                              sinks=[(row, k.slots[s][1], plan.reductions[s].arg, REDUCTIONS[plan.reductions[s].op].fold,
@@ -118,7 +118,7 @@ def emit_phased_module(p: Program, hoisted: Program, source_name: str, spec_hash
     scalar_active = [(ident(s.name), stream_condition(k, s.cond)) for s in device_scalars]
     return environment().get_template("triton.py.jinja").render(
         phased=True, source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
-        traffic=describe_phase_traffic(streams, kernels, k), n_phases=len(kernels),
+        traffic=describe_phase_traffic(costs, optional_streams(hoisted)), n_phases=len(kernels),
         kernels=rendered, channels=channels, channels_literal=literal(channels),
         streams_literal=literal(tuple(streams)), stored_literal=literal(tuple(all_stored)),
         streams=streams, scalar_streams=[ident(s.name) for s in device_scalars],
@@ -146,25 +146,20 @@ def _guarded(w: Writer, k: KernelEmitter, state, line: str) -> None:
         w.line(line)
 
 
-def _describe(v) -> str:
-    scope = "" if v.arg == "tensor" else f" per {v.arg}"
-    return f"{v.op.name.lower()}{scope}"
-
-
-def describe_phase_traffic(streams, kernels, k: KernelEmitter) -> str:
-    """Bytes per element each phase moves (fp32 streams), and the total. Phases before the last
-    recompute what they need from their streams and write none (their partials and the combined
-    tables are a few bytes per program / per tensor, not per element)."""
-    parts, total_base, total_full = [], 0, 0
-    for j, kern in enumerate(kernels):
-        base, full = traffic(streams, kern["read"], kern["stored"], k)
-        loaded = [s for s in streams if s in kern["read"] or s in kern["stored"]]
-        label = "last phase" if kern["phase"].final else f"phase {j}"
-        text = f"{label}: {base} B (reads {', '.join(loaded) or 'nothing'}; writes {', '.join(kern['stored']) or 'none'})"
-        if full != base:
-            text += f", {full} B with every optional state"
+def describe_phase_traffic(costs: list[PhaseCost], optional: frozenset[str]) -> str:
+    """fp32 bytes per element each phase moves, and the total. Phases before the last recompute
+    what they need from their streams and write none (their partials and the combined tables are
+    a few bytes per program / per tensor, not per element)."""
+    parts, total, total_full = [], 0, 0
+    for cost in costs:
+        moved = phase_bytes(cost, optional)
+        loaded = [s for s in cost.read if s not in optional]
+        stored = [s for s in cost.stored if s not in optional]
+        text = f"{cost.label}: {moved.total} B (reads {', '.join(loaded) or 'nothing'}; writes {', '.join(stored) or 'none'})"
+        if moved.total_full != moved.total:
+            text += f", {moved.total_full} B with every optional state ({', '.join(s for s in cost.read if s in optional)})"
         parts.append(text)
-        total_base += base
-        total_full += full
-    total = f"total {total_base} B" + (f" ({total_full} B with every optional state)" if total_full != total_base else "")
-    return ";\n".join(parts) + f";\n{total}"
+        total += moved.total
+        total_full += moved.total_full
+    summary = f"total {total} B" + (f" ({total_full} B with every optional state)" if total_full != total else "")
+    return ";\n".join(parts) + f";\n{summary}"

@@ -1,0 +1,1 @@
+"""`optdsl docs`: the generated pages of docs/optimizers/."""
