@@ -39,6 +39,9 @@ class FunnelledSGDM(_rt.GeneratedOptimizer):
         fused: bool | None = None,
         capturable: bool = False,
         differentiable: bool = False,
+        state_dtype: torch.dtype | None = None,
+        stochastic_rounding: bool = False,
+        rounding_seed: int = 0,
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
@@ -71,6 +74,9 @@ class FunnelledSGDM(_rt.GeneratedOptimizer):
             fused=fused,
             capturable=capturable,
             differentiable=differentiable,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            rounding_seed=rounding_seed,
         )
         super().__init__(params, defaults, partitioned=partitioned)
 

@@ -17,6 +17,7 @@ GENERATED = frozenset("""
     torch tl triton math np numpy os sys self cls super group groups state params param_groups grads
     state_steps step_t closure loss defaults foreach fused capturable differentiable params_with_grad
     Tensor Optimizer kernel launch device dtype offs mask pid has_sparse_grad optimizer partitioned
+    state_dtype stochastic_rounding rounding_seed rounding_step
 """.split())
 # Locals of the generated functions (the loop's index, the kernel's tensor index, the fused launcher's
 # and the foreach path's bookkeeping, the functional API's dispatch): a spec name equal to one would

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, _default_to_fused_or_foreach, _get_scalar_dtype
 
-from . import distributed
+from . import distributed, precision
 from .distributed import across_ranks, foreach_copy_, launch_on_shards  # noqa: F401  (generated code reads them as `_rt.`)
 
 # ---- host math: float64, IEEE results instead of Python exceptions or complex numbers ----
@@ -544,6 +544,8 @@ class GeneratedOptimizer(Optimizer):
     def __init__(self, params, defaults: dict[str, Any], partitioned: bool = False):
         if defaults.get("fused") and defaults.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        precision.check_options(type(self).__name__, defaults.get("state_dtype"),
+                                defaults.get("stochastic_rounding", False), defaults.get("rounding_seed", 0))
         super().__init__(params, defaults)
         # Not a group default: a state_dict saved under ZeRO must load into a single-process
         # optimizer that does not all-reduce (ZeRO copies the key into its groups; it is not read).
@@ -577,20 +579,21 @@ class GeneratedOptimizer(Optimizer):
         return torch.tensor(value, dtype=_get_scalar_dtype())
 
     def _new_state(self, kind, p: Tensor, group) -> Tensor | None:
+        dtype = precision.state_dtype_of(p, group)
         if kind == "zeros":
-            return torch.zeros_like(p, memory_format=torch.preserve_format)
+            return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
         if kind == "empty":
             return None
         what, fill = kind
         if what == "fill":
             if isinstance(fill, Tensor):   # a hyper given as a Tensor (Rprop's step_size = lr): copied, never read back
-                out = torch.empty_like(p, memory_format=torch.preserve_format)
+                out = torch.empty_like(p, dtype=dtype, memory_format=torch.preserve_format)
                 (torch.view_as_real(out) if torch.is_complex(p) else out).copy_(fill.detach().reshape(()))
                 return out
             # a complex parameter is optimized as its real view: every real component starts at
             # `fill` (torch.optim: `complex(initial_accumulator_value, initial_accumulator_value)`)
             value = complex(fill, fill) if torch.is_complex(p) else fill
-            return torch.full_like(p, value, memory_format=torch.preserve_format)
+            return torch.full_like(p, value, dtype=dtype, memory_format=torch.preserve_format)
         # ("scalar", value): one number per parameter, on its device when capturable (as torch's NAdam
         # mu_product); ("device_scalar", value), stored from a reduction: always on its device
         device = p.device if self._on_device(group) or what == "device_scalar" else torch.device("cpu")
@@ -656,12 +659,17 @@ class GeneratedOptimizer(Optimizer):
             if not params:
                 continue
             lists = dict(zip(self._state_names, state_lists))
+            work = precision.working_copies(self, group, params, grads, lists)
             with distributed.partitioned(self._partitioned):
-                self._update(group, params, grads, lists, steps)
+                if work is None:
+                    self._update(group, params, grads, lists, steps)
+                else:
+                    self._update(group, work.params, work.grads, work.lists, steps)
+                    work.write_back()
             for name in self._empty_states:   # states created by this step
                 for p, t in zip(params, lists[name]):
                     if t is not None:
-                        self.state[p][name] = t
+                        self.state[p][name] = t.to(precision.state_dtype_of(p, group))
         return loss
 
     def _update(self, group, params, grads, lists, steps) -> None:
@@ -670,6 +678,15 @@ class GeneratedOptimizer(Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         check_state_dict(self, state_dict)
         super().load_state_dict(state_dict)
+        # torch.optim casts floating state to its param's dtype on load; a state_dtype state goes back
+        # to it (exactly: the saved values are in that dtype)
+        for group in self.param_groups:
+            if group.get("state_dtype") is None:
+                continue
+            for p in group["params"]:
+                for name, t in self.state.get(p, {}).items():
+                    if name in self._state_names and torch.is_tensor(t) and t.shape == p.shape:
+                        self.state[p][name] = t.to(precision.state_dtype_of(p, group))
 
 
 def check_state_dict(opt: GeneratedOptimizer, state_dict: dict[str, Any]) -> None:
