@@ -170,3 +170,14 @@ def test_a_checkpoint_round_trips_bf16_state_exactly():
 def test_precision_options_are_checked(kwargs, match):
     with pytest.raises(ValueError, match=match):
         import_shipped("Adam")(_params(), **kwargs)
+
+
+def test_the_cost_report_counts_state_bytes_in_the_state_dtype():
+    """`optdsl show adam --state-dtype bf16`: 4 B of state per parameter element (8 in fp32),
+    20 B moved per element (28 in fp32)."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "optdsl", "show", "adam", "--state-dtype", "bf16", "--no-color"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "state per parameter element: 4 B (6 B with every optional state)" in out
+    assert "bytes moved per element: 20 B/element" in out

@@ -33,6 +33,14 @@ def parse_dtype(text: str) -> str | dict[str, str]:
     return dict(pairs)
 
 
+def with_state_dtype(p, dtype: str | dict[str, str], state_dtype: str) -> dict[str, str]:
+    """The streams' dtypes with every elementwise state in `state_dtype` (the optimizer's
+    `state_dtype=` option): param and grad keep `dtype`."""
+    from ..ir import Kind
+    base = dict(dtype) if isinstance(dtype, dict) else {"param": dtype, "grad": dtype}
+    return {**base, **{s.name: state_dtype for s in p.states if s.kind is Kind.TENSOR}}
+
+
 def eager_function(source: str, name: str) -> str:
     """One top-level function of a generated module, by name, as its source text."""
     tree = pyast.parse(source)
@@ -92,6 +100,8 @@ def main(args) -> int:
         print(format_stages(stages))
         return 0
     try:
+        if args.state_dtype:
+            dtype = with_state_dtype(stages.program, dtype, args.state_dtype)
         math = specialize_flags(stages.math, flags) if flags else stages.math
         report = cost_report(stages.program, flags, dtype)
     except ValueError as e:
@@ -118,5 +128,7 @@ def add_parser(sub) -> None:
     s.add_argument("--dtype", default="fp32", metavar="DTYPE",
                    help="the streams' dtype for the byte counts: fp32 (default), bf16, fp16, fp64, "
                         "or per stream: param=bf16,exp_avg=fp32")
+    s.add_argument("--state-dtype", metavar="DTYPE",
+                   help="every elementwise state's dtype (the optimizer's state_dtype=), e.g. bf16")
     s.add_argument("--no-color", action="store_true", help="plain text even on a terminal")
     s.set_defaults(func=main)

@@ -115,7 +115,8 @@ def cost_report(p: Program, flags: dict[str, bool] | None = None, dtype: str | d
         raise ValueError(f"{p.name} has no flag {sorted(unknown)[0]!r}; flags: "
                          f"{', '.join(f.name for f in p.flags) or 'none'}")
     fixed = specialize_flags(p, flags) if flags else p
-    sizes = itemsizes(fixed, dtype)
+    every = itemsizes(p, dtype)   # streams named for the spec, whether or not these flags keep them
+    sizes = {stream: every[stream] for stream in itemsizes(fixed)}
     plan = make_plan(fixed, "fused")
     optional = optional_streams(plan.program)
     phases = tuple((c, phase_bytes(c, optional, sizes)) for c in phase_costs(plan))
