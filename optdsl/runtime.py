@@ -107,6 +107,77 @@ def sign(x: float) -> float:
     return 0.0 if x == 0 or x != x else math.copysign(1.0, x)   # torch.sign: 0 for NaN
 
 
+def sigmoid(x: float) -> float:
+    if isinstance(x, Tensor):
+        return torch.sigmoid(x)
+    z = math.exp(-abs(x)) if x == x else x   # never overflows; NaN stays NaN
+    return 1.0 / (1.0 + z) if x >= 0 else z / (1.0 + z)
+
+
+def tanh(x: float) -> float:
+    if isinstance(x, Tensor):
+        return torch.tanh(x)
+    return math.tanh(x)
+
+
+def softplus(x):
+    """log(1 + exp(x)) as max(x, 0) + log1p(exp(-|x|)): no overflow, and accurate where
+    torch.nn.functional.softplus switches to x (its threshold, 20). Floats and tensors."""
+    if isinstance(x, Tensor):
+        return torch.clamp_min(x, 0).add_(torch.log1p(torch.exp(-torch.abs(x))))
+    if x != x:
+        return x
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+def log1p(x: float) -> float:
+    if isinstance(x, Tensor):
+        return torch.log1p(x)
+    if x > -1:
+        return math.log1p(x)
+    return -math.inf if x == -1 else math.nan
+
+
+def expm1(x: float) -> float:
+    if isinstance(x, Tensor):
+        return torch.expm1(x)
+    try:
+        return math.expm1(x)
+    except OverflowError:
+        return math.inf
+
+
+def cbrt(x):
+    """The real cube root, x's sign kept (cbrt(-8) = -2). torch has none: |x|^(1/3), whose exponent
+    rounds to the tensor's dtype (an error growing with |log x|), refined by one Newton step."""
+    if not isinstance(x, Tensor):
+        return math.cbrt(x)
+    a = torch.abs(x)
+    y = torch.pow(a, 1.0 / 3.0)
+    refined = y - (y - a / (y * y)) / 3.0
+    return torch.copysign(torch.where((y == 0) | torch.isinf(y), y, refined), x)
+
+
+def floor(x: float) -> float:
+    if isinstance(x, Tensor):
+        return torch.floor(x)
+    return float(math.floor(x)) if math.isfinite(x) else x
+
+
+def mod(a: float, b: float) -> float:
+    """Floor-mod, as Python's % and torch.remainder: the result has the divisor's sign. A zero divisor,
+    an infinite dividend or a NaN gives NaN (torch's value; Python's % raises); mod(a, +-inf) is a
+    where a has the divisor's sign (or is 0), else the divisor itself (torch.remainder's fmod rule)."""
+    if _any_tensor(a, b):
+        return torch.remainder(a, b)
+    if b == 0 or a != a or b != b or math.isinf(a):
+        return math.nan
+    r = math.fmod(a, b)
+    if r != 0 and (r < 0) != (b < 0):
+        r += b
+    return r
+
+
 def minimum(a: float, b: float) -> float:
     if _any_tensor(a, b):
         t = a if isinstance(a, Tensor) else b
@@ -533,18 +604,46 @@ class GeneratedOptimizer(Optimizer):
     _empty_states: frozenset[str] = frozenset()
     _uses_step: bool = True
     _supports_complex: bool = True
+    # `keep step per group`: one step count per param group, group["step"] (a 0-d tensor, as a per-tensor
+    # step is), incremented once per `step()` call, whether or not the group's params have gradients
+    _step_per_group: bool = False
+    # the update reads `initial_lr`: group["initial_lr"], set to the group's lr when the group is added
+    # unless it is there already (torch's LR schedulers set the same key the same way)
+    _reads_initial_lr: bool = False
 
     def __init__(self, params, defaults: dict[str, Any]):
         if defaults.get("fused") and defaults.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         super().__init__(params, defaults)
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        if self._reads_initial_lr:
+            group = self.param_groups[-1]
+            lr = group["lr"]
+            group.setdefault("initial_lr", lr.clone() if isinstance(lr, Tensor) else lr)
+
+    def _group_step(self, group) -> Tensor | None:
+        """group["step"] as a 0-d tensor where this group's steps live (the first param's device when
+        capturable, else the CPU), made on the group's first step; None for a group without params.
+        A plain number (a checkpoint of a library that counts steps per group in an int) is converted."""
+        if not group["params"]:
+            return None
+        p = group["params"][0]
+        step = group.get("step")
+        if not isinstance(step, Tensor):
+            step = group["step"] = self._new_step(float(step or 0.0), p, group)
+        device = p.device if self._on_device(group) else torch.device("cpu")
+        if step.device != device:
+            step = group["step"] = step.to(device)
+        return step
+
     def __setstate__(self, state):
         super().__setstate__(state)
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
-            if not self._uses_step:
+            if not self._uses_step or self._step_per_group:
                 continue
             for p in group["params"]:   # a pickled checkpoint from an old torch keeps `step` as a number
                 p_state = self.state.get(p, {})
@@ -599,6 +698,7 @@ class GeneratedOptimizer(Optimizer):
         anything Python can."""
         has_complex = False
         active = self._active_states(group)
+        group_step = self._group_step(group) if self._uses_step and self._step_per_group else None
         for i, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
@@ -613,7 +713,7 @@ class GeneratedOptimizer(Optimizer):
             params.append(p)
             grads.append(p.grad)
             state = self.state[p]
-            if self._uses_step and "step" not in state:
+            if self._uses_step and group_step is None and "step" not in state:
                 state["step"] = self._new_step(0.0, p, group)
             for name, out in zip(self._state_names, state_lists):
                 if name in active and name not in state:
@@ -621,7 +721,11 @@ class GeneratedOptimizer(Optimizer):
                     if init is not None:
                         state[name] = init
                 out.append(state.get(name) if name in active else None)
-            if self._uses_step:
+            if group_step is not None:
+                # the group's count so far, per tensor: the update adds 1 to each, as to a per-tensor
+                # step, and step() adds 1 to the group's own once
+                state_steps.append(group_step.clone())
+            elif self._uses_step:
                 state_steps.append(state["step"])
         return has_complex
 
@@ -639,6 +743,8 @@ class GeneratedOptimizer(Optimizer):
             steps: list[Tensor] = []
             state_lists: list[list] = [[] for _ in self._state_names]
             self._init_group(group, params, grads, steps, *state_lists)
+            if self._uses_step and self._step_per_group and group["params"]:
+                self._group_step(group).add_(1)
             if not params:
                 continue
             lists = dict(zip(self._state_names, state_lists))
@@ -654,7 +760,12 @@ class GeneratedOptimizer(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         check_state_dict(self, state_dict)
+        own_initial = [g.get("initial_lr") for g in self.param_groups]
         super().load_state_dict(state_dict)
+        if self._reads_initial_lr:   # a state_dict saved without it keeps this optimizer's own
+            for group, initial in zip(self.param_groups, own_initial):
+                if "initial_lr" not in group and initial is not None:
+                    group["initial_lr"] = initial
 
 
 def check_state_dict(opt: GeneratedOptimizer, state_dict: dict[str, Any]) -> None:
@@ -676,7 +787,8 @@ def check_state_dict(opt: GeneratedOptimizer, state_dict: dict[str, Any]) -> Non
                              "that doesn't match the size of optimizer's group")
         for key, p in zip(g_saved["params"], g_own["params"]):
             ids[key] = (p, g_saved)
-    known = set(opt._state_names) | ({"step"} if opt._uses_step else set())
+    per_tensor_step = opt._uses_step and not opt._step_per_group   # else the step is in the group
+    known = set(opt._state_names) | ({"step"} if per_tensor_step else set())
     for key, entry in state_dict["state"].items():
         if key not in ids:
             continue   # torch.optim keeps state that matches no parameter as it is
@@ -693,7 +805,7 @@ def check_state_dict(opt: GeneratedOptimizer, state_dict: dict[str, Any]) -> Non
         except Exception:   # a group this optimizer cannot read: judge the keys alone
             active = {}
         if entry:
-            needed = {n for n, kind in active.items() if kind != "empty"} | ({"step"} if opt._uses_step else set())
+            needed = {n for n, kind in active.items() if kind != "empty"} | ({"step"} if per_tensor_step else set())
             missing = sorted(needed - set(entry))
             if missing:
                 raise ValueError(f"{name}.load_state_dict: the state of parameter {key!r} lacks {missing}, which {name} "
