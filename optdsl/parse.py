@@ -55,6 +55,7 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "expected `keep step` or `keep step per group`": [
         "optimizer A keep", "optimizer A keep 1", "optimizer A keep (",
         "optimizer A keep step per", "optimizer A keep step per 1", "optimizer A keep step per (",
+        "optimizer A keep step per update {",
     ],
     "expected `{` to open the update block": [
         "optimizer A update", "optimizer A update x", "optimizer A update (",
