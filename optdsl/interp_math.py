@@ -251,7 +251,7 @@ def _rule_mod(a: Bounded, b: Bounded, x):
     settled where a / b over the box's corners has the exact n as its floor, even rounded up by a few fp32
     ulps (the fused kernel divides in fp32 before it floors; a correctly rounded quotient never drops below
     an integer it is at least, but may reach the next one); there the bounds are a - b n over the corners.
-    Elsewhere the value hangs on the decision (a divisor reaching 0 or infinity, a quotient of 2^24 or more,
+    Elsewhere the value hangs on the decision (a divisor reaching 0 or infinity, a quotient of 2^21 or more,
     a dividend reaching infinity included)."""
     with np.errstate(all="ignore"):
         n = np.floor(a.x / b.x)

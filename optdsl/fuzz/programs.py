@@ -230,8 +230,8 @@ class ProgramGen:
         # store-free slice, which cannot read an `empty` state or a host scalar state that the
         # update stores (a PlanError: not supported yet). `dirty` holds the names whose value may
         # depend on one (locals, tensor states and `param` stored from such a value or under a
-        # condition that reads one); a reduction's operand reads none of them (`clean_only`), and
-        # no reduction is written under a dirty condition (`control_dirty`).
+        # condition that reads one, `is_empty(x)` included); a reduction's operand reads none of them
+        # (`clean_only`), and no reduction is written under a dirty condition (`control_dirty`).
         self.dirty: set[str] = set()
         self.control_dirty = False
         self.clean_only = False
@@ -440,7 +440,7 @@ class ProgramGen:
             if max_kind >= TS:
                 for s in self.states:
                     if s.init == "empty" and (s.cond is None or all(c in scope.guards for c in s.cond)):
-                        out.append(call("is_empty", [atom(s.name, TS)], 0.0, BOOL, kind=TS))
+                        out.append(call("is_empty", [atom(s.name, TS, dirty=True)], 0.0, BOOL, kind=TS))
         for name, (kind, t, mag) in scope.locals.items():
             if t == typ and kind <= max_kind:
                 out.append(atom(name, kind, typ, mag, name in self.dirty))
@@ -872,12 +872,12 @@ class ProgramGen:
                 later_scope = scope.copy()
                 later_scope.nonempty.add(s.name)
                 later = self.update_form(later_scope, s)
-                test = call("is_empty", [atom(s.name, TS)], 0.0, BOOL, kind=TS)
+                test = call("is_empty", [atom(s.name, TS, dirty=True)], 0.0, BOOL, kind=TS)
                 e = ternary(test, first, later) if self.chance(0.7) else call("where", [test, first, later], STATE_MAG)
                 scope.nonempty.add(s.name)
                 return self.assign(s.name, e)
             if form == 1 and depth < 2:
-                test = call("is_empty", [atom(s.name, TS)], 0.0, BOOL, kind=TS)
+                test = call("is_empty", [atom(s.name, TS, dirty=True)], 0.0, BOOL, kind=TS)
                 later_scope = scope.copy()
                 later_scope.nonempty.add(s.name)
                 then = [self.assign(s.name, first)]
@@ -1037,7 +1037,7 @@ class ProgramGen:
             empties = [s for s in self.states if s.init == "empty" and (s.cond is None or all(c in scope.guards for c in s.cond))]
             if empties:
                 s = self.pick(empties)
-                test = call("is_empty", [atom(s.name, TS)], 0.0, BOOL, kind=TS)
+                test = call("is_empty", [atom(s.name, TS, dirty=True)], 0.0, BOOL, kind=TS)
                 return not_(test) if self.chance(0.3) else test
         # one boolean per tensor: host, step and scalar-state math, or reductions (`norm(g) > c`)
         return self.boolean(scope, self.pick((TS, TS, RED)), 2)
