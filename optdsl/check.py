@@ -56,6 +56,7 @@ class Checker:
         # device value too (a fixed point: see infer_device_scalars)
         self.device_scalars: set[str] = set()
         self.stored_from_device: set[str] = set()
+        self.in_update = False   # declarations are checked first: `initial_lr` is not known there
 
     # ---- declarations ---------------------------------------------------------
     def check(self) -> None:
@@ -111,6 +112,7 @@ class Checker:
                 self.r.error(req.span, "a `require` message must be printable text on one line")
             else:
                 self.check_message(req)
+        self.in_update = True
         self.infer_device_scalars()
         self.block(spec.body, {}, guards=[])
         if not self.param_stored:
@@ -364,6 +366,10 @@ class Checker:
             return Sym(locals_[n].kind, locals_[n].type)
         if n in CONSTANTS:
             return Sym(Kind.CONST, Type.NUM)
+        if n == INITIAL_LR and not self.in_update:
+            self.r.error(e.span, f"'{INITIAL_LR}' can be read only in `update`; a declaration's condition runs "
+                                 "when the group is made, where it is 'lr' itself")
+            return None
         if n == INITIAL_LR:
             lr = self.hypers.get("lr")
             if lr is None or lr.optional or lr.is_tuple:

@@ -206,6 +206,8 @@ CASES = [
      "the step is counted either per tensor or per group, not both", 1, 32),
     ('optimizer A "x" keep step per update { param = param }',
      "expected `keep step` or `keep step per group`", 1, 38),
+    ('optimizer A "x" hyper lr = 1 require initial_lr > 0 else "no" update { param = param - lr * grad }',
+     "'initial_lr' can be read only in `update`", 1, 38),
 ]
 
 
