@@ -101,6 +101,19 @@ def test_mod_by_zero_is_nan_and_floor_mod_on_every_path():
         assert all(same(float(g), w) for g, w in zip(out, want)), (path, out)
 
 
+def test_mod_of_a_huge_quotient_is_exact_on_the_eager_paths_and_nan_fused():
+    """The fused kernel's fmod takes three exact fp32 steps: |x / y| < 2^69 (docs/language.md)."""
+    cls = load('optimizer ModHuge "x"\nupdate { param = mod(param, grad) }\n')
+    params = [torch.tensor([2.0 ** 60 + 2.0 ** 40, 2.0 ** 80, 2.0 ** 60 * 3])]
+    grads = [[torch.tensor([3.0, 3.0, -7.0])]]
+    want = [float(np.remainder(float(x), float(y))) for x, y in zip(params[0].double(), grads[0][0].double())]
+    for path in ("loop", "foreach"):
+        _, (out,) = _run(cls, path, params, grads)
+        assert out.tolist() == want, path
+    _, (out,) = _run(cls, "fused", params, grads)
+    assert out[0].item() == want[0] and math.isnan(out[1].item()) and out[2].item() == want[2]
+
+
 def test_inf_is_a_number_on_every_path():
     cls = load('optimizer Inf "x"\nhyper lr = 0.5 where 0 < lr < inf\n'
                'update { param = clamp(param - lr * grad, -inf, 1) + min(grad, inf) * 0 + (max(grad, -inf) > -inf ? 0 : 1) }\n')
