@@ -126,8 +126,11 @@ class Require(Node):
 
 @dataclass(frozen=True)
 class Keep(Node):
-    """`keep step`: the step count is kept in the state even where the update never reads it."""
+    """`keep step`: the step count is kept in the state even where the update never reads it.
+    `keep step per group`: one count per param group; `per` is "tensor" (the default) or "group"."""
     name: str
+    per: str | None = None
+    per_span: Span | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ Columns:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .ir import REDUCE, Op
@@ -34,6 +35,18 @@ OPS: dict[Op, Form] = {
     Op.SIGN:  Form("_rt.sign({0})", "torch.sign({0})", "_foreach_sign", "_sign({0})", "np.nan_to_num(np.sign({0}), nan=0.0)"),
     Op.EXP:   Form("_rt.exp({0})", "torch.exp({0})", "_foreach_exp", "tl.exp({0})", "np.exp({0})"),
     Op.LOG:   Form("_rt.log({0})", "torch.log({0})", "_foreach_log", "tl.log({0})", "np.log({0})"),
+    # log1p/expm1/tanh/sigmoid/softplus/cbrt: accurate near 0 and IEEE at the ends on every backend;
+    # Triton lacks most of them (or has only fast approximations on a GPU): optdsl/triton_lib.py
+    Op.SIGMOID: Form("_rt.sigmoid({0})", "torch.sigmoid({0})", "_foreach_sigmoid", "_sigmoid({0})", "_sigmoid({0})"),
+    Op.TANH:  Form("_rt.tanh({0})", "torch.tanh({0})", "_foreach_tanh", "_tanh({0})", "np.tanh({0})"),
+    # torch.nn.functional.softplus returns x itself above its threshold (20), an error of 2e-9 there:
+    # max(x, 0) + log1p(exp(-|x|)) is log(1 + exp(x)) to rounding everywhere, and never overflows
+    Op.SOFTPLUS: Form("_rt.softplus({0})", "_rt.softplus({0})", None, "_softplus({0})", "np.logaddexp(0.0, {0})"),
+    Op.LOG1P: Form("_rt.log1p({0})", "torch.log1p({0})", "_foreach_log1p", "_log1p({0})", "np.log1p({0})"),
+    Op.EXPM1: Form("_rt.expm1({0})", "torch.expm1({0})", "_foreach_expm1", "_expm1({0})", "np.expm1({0})"),
+    # torch has no cbrt: |x|^(1/3) refined by a Newton step, with x's sign (optdsl.runtime.cbrt)
+    Op.CBRT:  Form("_rt.cbrt({0})", "_rt.cbrt({0})", None, "_cbrt({0})", "np.cbrt({0})"),
+    Op.FLOOR: Form("_rt.floor({0})", "torch.floor({0})", "_foreach_floor", "tl.floor({0})", "np.floor({0})"),
     Op.ON_DEVICE: Form("{0}", "_rt.on_device({0})", None, "{0}", "{0}"),
     Op.COPY:  Form("{0}", "torch.clone({0})", "_foreach_clone", "{0}", "np.array({0}, copy=True)"),
     Op.ADD:   Form("({0} + {1})", "({0} + {1})", "_foreach_add", "({0} + {1})", "({0} + {1})"),
@@ -41,6 +54,9 @@ OPS: dict[Op, Form] = {
     Op.MUL:   Form("({0} * {1})", "({0} * {1})", "_foreach_mul", "({0} * {1})", "({0} * {1})"),
     Op.DIV:   Form("_rt.div({0}, {1})", "({0} / {1})", "_foreach_div", "tl.div_rn({0}, {1})", "({0} / {1})"),
     Op.POW:   Form("_rt.pow({0}, {1})", "torch.pow({0}, {1})", "_foreach_pow", "_pow({0}, {1})", "np.power({0}, {1})"),
+    # floor-mod, as Python's % and torch.remainder: the result has the divisor's sign (mod(-1, 3) = 2);
+    # a zero divisor, or an infinite dividend, gives NaN on every backend (IEEE fmod)
+    Op.MOD:   Form("_rt.mod({0}, {1})", "torch.remainder({0}, {1})", None, "_mod({0}, {1})", "np.remainder({0}, {1})"),
     Op.MIN:   Form("_rt.minimum({0}, {1})", "torch.minimum({0}, {1})", "_foreach_minimum", "_minimum({0}, {1})", "np.minimum({0}, {1})"),
     Op.MAX:   Form("_rt.maximum({0}, {1})", "torch.maximum({0}, {1})", "_foreach_maximum", "_maximum({0}, {1})", "np.maximum({0}, {1})"),
     Op.LT:    Form("({0} < {1})", "({0} < {1})", None, "({0} < {1})", "({0} < {1})"),
@@ -112,6 +128,8 @@ for _op, _r in REDUCTIONS.items():
 FUNCTIONS: dict[str, tuple[Op, int]] = {
     "sqrt": (Op.SQRT, 1), "rsqrt": (Op.RSQRT, 1), "abs": (Op.ABS, 1), "sign": (Op.SIGN, 1),
     "exp": (Op.EXP, 1), "log": (Op.LOG, 1),
+    "sigmoid": (Op.SIGMOID, 1), "tanh": (Op.TANH, 1), "softplus": (Op.SOFTPLUS, 1), "log1p": (Op.LOG1P, 1),
+    "expm1": (Op.EXPM1, 1), "cbrt": (Op.CBRT, 1), "floor": (Op.FLOOR, 1), "mod": (Op.MOD, 2),
     "min": (Op.MIN, 2), "max": (Op.MAX, 2), "pow": (Op.POW, 2),
     "clamp": (Op.CLAMP, 3), "lerp": (Op.LERP, 3), "where": (Op.WHERE, 3),
 }
@@ -133,6 +151,11 @@ COMPARE_SYMBOLS: dict[str, Op] = {"<": Op.LT, "<=": Op.LE, ">": Op.GT, ">=": Op.
 # Inputs every update block can read.
 INPUTS: dict[str, Op] = {"param": Op.PARAM, "grad": Op.GRAD, "step": Op.STEP,
                          "numel": Op.NUMEL, "ndim": Op.NDIM, "channel_numel": Op.CHANNEL_NUMEL}
+# The param group's lr at construction (group["initial_lr"], as torch's LR schedulers record it): a
+# host value, read where the spec has a hyper `lr`.
+INITIAL_LR = "initial_lr"
+# Named numbers: `inf` (and `-inf`), where a literal cannot spell it.
+CONSTANTS: dict[str, float] = {"inf": math.inf}
 # The word that stands for an optional hyper's absence: `hyper clip = none`, `if clip != none`.
 NONE = "none"
 

@@ -6,7 +6,7 @@ import difflib
 from dataclasses import dataclass
 
 from . import ast
-from .builtins import FUNCTIONS, INPUTS, NONE, REDUCTION_FUNCTIONS, SHAPE_FUNCTIONS, STATE_PREDICATES
+from .builtins import CONSTANTS, FUNCTIONS, INITIAL_LR, INPUTS, NONE, REDUCTION_FUNCTIONS, SHAPE_FUNCTIONS, STATE_PREDICATES
 from .ir import SCOPE_KIND, SCOPES
 from .diagnostics import Reporter, Span
 from .ir import Kind, Type
@@ -56,6 +56,7 @@ class Checker:
         # device value too (a fixed point: see infer_device_scalars)
         self.device_scalars: set[str] = set()
         self.stored_from_device: set[str] = set()
+        self.in_update = False   # declarations are checked first: `initial_lr` is not known there
 
     # ---- declarations ---------------------------------------------------------
     def check(self) -> None:
@@ -99,12 +100,19 @@ class Checker:
         for keep in spec.keeps:
             if keep.name != "step":
                 self.r.error(keep.span, f"only the step count can be kept (`keep step`), not '{keep.name}'")
+            elif keep.per not in (None, "tensor", "group"):
+                self.r.error(keep.per_span, f"the step is counted `per tensor` (torch.optim's way, the default) or "
+                                            f"`per group`, not per '{keep.per}'{_did_you_mean(keep.per, ('tensor', 'group'))}")
+        pers = {k.per or "tensor" for k in spec.keeps if k.name == "step"}
+        if len(pers) > 1:
+            self.r.error(spec.keeps[-1].span, "the step is counted either per tensor or per group, not both")
         for req in spec.requires:
             self.expect(req.cond, Type.BOOL, max_kind=Kind.HOST, what="a `require` condition", locals_={})
             if not req.message.isprintable():
                 self.r.error(req.span, "a `require` message must be printable text on one line")
             else:
                 self.check_message(req)
+        self.in_update = True
         self.infer_device_scalars()
         self.block(spec.body, {}, guards=[])
         if not self.param_stored:
@@ -356,6 +364,20 @@ class Checker:
             if locals_[n].type is None:
                 return None
             return Sym(locals_[n].kind, locals_[n].type)
+        if n in CONSTANTS:
+            return Sym(Kind.CONST, Type.NUM)
+        if n == INITIAL_LR and not self.in_update:
+            self.r.error(e.span, f"'{INITIAL_LR}' can be read only in `update`; a declaration's condition runs "
+                                 "when the group is made, where it is 'lr' itself")
+            return None
+        if n == INITIAL_LR:
+            lr = self.hypers.get("lr")
+            if lr is None or lr.optional or lr.is_tuple:
+                self.r.error(e.span, f"'{INITIAL_LR}' is the param group's lr at construction; it needs a hyper "
+                                     f"'lr' that is one number, not optional"
+                             + ("" if lr is None else f" ('lr' here is {'optional' if lr.optional else 'a tuple'})"))
+                return None
+            return Sym(Kind.HOST, Type.NUM)
         if n in INPUTS:
             if n in ("param", "grad"):
                 return Sym(Kind.TENSOR, Type.NUM)
@@ -382,7 +404,7 @@ class Checker:
         if n in FUNCTIONS or n in STATE_PREDICATES or n in REDUCTION_FUNCTIONS:
             self.r.error(e.span, f"'{n}' is a function; call it, e.g. {n}(...)")
             return None
-        options = {*locals_, *INPUTS, *self.states, *self.hypers, *self.flags}
+        options = {*locals_, *INPUTS, *self.states, *self.hypers, *self.flags, *CONSTANTS, INITIAL_LR}
         self.r.error(e.span, f"unknown name '{n}'{_did_you_mean(n, options)}")
         return None
 

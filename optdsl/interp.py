@@ -4,7 +4,9 @@ It runs a compiled Program's update rule straight from the IR, in NumPy float64,
 one parameter tensor at a time, with the bookkeeping a generated optimizer keeps:
 
 * a step counter per tensor, incremented before the update (as in torch); a
-  tensor whose grad is None is skipped and its step lags behind;
+  tensor whose grad is None is skipped and its step lags behind (`keep step per
+  group`: one counter, `group_step`, incremented by every `step` call);
+* `initial_lr`: the `lr` hyper's value unless given (`hypers={"initial_lr": ...}`);
 * states created lazily on a tensor's first step, where their host condition
   holds: `zeros`, a number, a hyper's value, or `empty` (absent until first
   stored; `is_empty(x)` is true until then); scalar state is one float per tensor
@@ -99,6 +101,8 @@ class Interpreter:
         self.program = program
         self.hypers: dict[str, Any] = {h.name: h.default for h in program.hypers}
         self.flags: dict[str, bool] = {f.name: f.default for f in program.flags}
+        if program.reads_initial_lr:   # the lr at construction, unless given (a scheduler's initial_lr)
+            self.hypers["initial_lr"] = None
         for name, value in (hypers or {}).items():
             if name not in self.hypers:
                 raise KeyError(f"{program.name} has no hyper {name!r}")
@@ -107,8 +111,11 @@ class Interpreter:
             if name not in self.flags:
                 raise KeyError(f"{program.name} has no flag {name!r}")
             self.flags[name] = bool(value)
+        if program.reads_initial_lr and self.hypers["initial_lr"] is None:
+            self.hypers["initial_lr"] = self.hypers["lr"]
         self.bounded = bounds
         self.state: dict[int, dict[str, Any]] = {}
+        self.group_step = 0.0   # `keep step per group`: the group's count (every step() call adds 1)
         self._phases = None
         if validate:
             self.validate()
@@ -184,6 +191,8 @@ class Interpreter:
         active = self.active_states()
         out: list = [None] * len(params)
         runs = []
+        if p.uses_step and p.step_per_group:
+            self.group_step += 1.0
         for i, (param, grad) in enumerate(zip(params, grads)):
             param = np.asarray(param, dtype=np.float64)
             if grad is None:
@@ -192,16 +201,20 @@ class Interpreter:
             prec = (precisions[i] if precisions is not None else Precision()) if self.bounded else None
             grad = np.asarray(grad, dtype=np.float64)
             st = self.state.setdefault(i, {})
-            if p.uses_step:
-                st["step"] = st.get("step", 0.0) + 1.0
+            if p.uses_step and p.step_per_group:
+                step = self.group_step
+            elif p.uses_step:
+                st["step"] = step = st.get("step", 0.0) + 1.0
+            else:
+                step = 0.0
             for s in p.states:
                 if s.name in active and s.name not in st and s.init != "empty":
                     st[s.name] = self._initial(s, param.shape, prec)
             if self.bounded:
-                ctx = _Context(Bounded.point(param.copy()), Bounded.point(grad), Bounded.point(np.float64(st.get("step", 0.0))),
+                ctx = _Context(Bounded.point(param.copy()), Bounded.point(grad), Bounded.point(np.float64(step)),
                                st, param.shape)
             else:
-                ctx = _Context(param.copy(), grad, np.float64(st.get("step", 0.0)), st, param.shape)
+                ctx = _Context(param.copy(), grad, np.float64(step), st, param.shape)
             runs.append((i, ctx, prec))
         plan = self.phases()
         ready: dict[str, Any] = {}

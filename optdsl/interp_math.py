@@ -46,7 +46,14 @@ def _lerp(a, b, w):
     return np.where(np.abs(w) < 0.5, a + w * (b - a), b - (b - a) * (1 - w))
 
 
-_NAMESPACE = {"np": np, "_lerp": _lerp}
+def _sigmoid(x):
+    """1 / (1 + exp(-x)) without overflow, accurate for very negative x (where 1 / (1 + e^-x) is tiny)."""
+    x = np.asarray(x, dtype=np.float64)
+    z = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
+
+
+_NAMESPACE = {"np": np, "_lerp": _lerp, "_sigmoid": _sigmoid}
 _NUMPY: dict[Op, Any] = {}
 
 
@@ -111,7 +118,9 @@ class Precision:
     host: float = 2.0 ** -52
     ulps: Mapping[Op, float] = field(default_factory=dict)
     host_ulps: Mapping[Op, float] = field(default_factory=lambda: {Op.SQRT: 1.0, Op.RSQRT: 2.0, Op.EXP: 1.0,
-                                                                   Op.LOG: 1.0, Op.POW: 1.0})
+                                                                   Op.LOG: 1.0, Op.POW: 1.0, Op.SIGMOID: 2.0,
+                                                                   Op.TANH: 1.0, Op.SOFTPLUS: 3.0, Op.LOG1P: 1.0,
+                                                                   Op.EXPM1: 1.0, Op.CBRT: 1.0})
     default_ulps: float = 4.0
     store_ulps: float = 1.0
     scalar_store_ulps: float = 2.0
@@ -217,14 +226,45 @@ def _rule_abs(a: Bounded, x):
     return lo, hi, None
 
 
-def _rule_domain(fn, a: Bounded, x, increasing=True):
-    """sqrt/log/rsqrt: defined on [0, inf); an interval reaching below 0 around a defined value may be NaN."""
+def _rule_domain(fn, a: Bounded, x, increasing=True, start: float = 0.0):
+    """sqrt/log/rsqrt: defined on [0, inf) (log1p: on [-1, inf)); an interval reaching below the start
+    around a defined value may be NaN."""
     with np.errstate(all="ignore"):
-        lo, hi = fn(np.maximum(a.lo, 0.0)), fn(np.maximum(a.hi, 0.0))
+        lo, hi = fn(np.maximum(a.lo, start)), fn(np.maximum(a.hi, start))
     if not increasing:
         lo, hi = hi, lo
-    unc = (a.lo < 0) & (a.hi >= 0)
+    unc = (a.lo < start) & (a.hi >= start)
     return lo, hi, unc
+
+
+def _rule_floor(a: Bounded, x):
+    """floor jumps at each integer: where the interval reaches across one, the value hangs on a decision
+    the bounds cannot settle (as sign's at 0), and stays the exact one; elsewhere it is one integer."""
+    with np.errstate(all="ignore"):
+        lo, hi = np.floor(a.lo), np.floor(a.hi)
+        unc = lo != hi
+    return np.where(unc, x, lo), np.where(unc, x, hi), unc
+
+
+def _rule_mod(a: Bounded, b: Bounded, x):
+    """mod(a, b) = a - b n, n = floor(a / b): continuous while n holds, and n is a decision, as floor's. It is
+    settled where a / b over the box's corners has the exact n as its floor, even rounded up by a few fp32
+    ulps (the fused kernel divides in fp32 before it floors; a correctly rounded quotient never drops below
+    an integer it is at least, but may reach the next one); there the bounds are a - b n over the corners.
+    Elsewhere the value hangs on the decision (a divisor reaching 0 or infinity, a quotient of 2^21 or more,
+    a dividend reaching infinity included)."""
+    with np.errstate(all="ignore"):
+        n = np.floor(a.x / b.x)
+        q_lo, q_hi = _corners(lambda p, q: p / q, a, b)
+        slack = 8.0 * 2.0 ** -24 * np.maximum(np.abs(q_lo), np.abs(q_hi))
+        settled = (np.floor(q_lo) == n) & (np.floor(q_hi + slack) == n) & np.isfinite(n) \
+            & ((b.lo > 0) | (b.hi < 0)) & np.isfinite(b.lo) & np.isfinite(b.hi)
+        lo, hi = _corners(lambda p, q: p - q * n, a, b)
+    return np.where(settled, lo, x), np.where(settled, hi, x), ~settled & ~np.isnan(x)
+
+
+def _monotone_rule(fn):
+    return lambda a, x: (*_monotone(fn, a), None)
 
 
 def _rule_pow(a: Bounded, b: Bounded, x):
@@ -269,6 +309,14 @@ _NUM_RULES = {
     Op.RSQRT: lambda a, x: _rule_domain(lambda v: 1.0 / np.sqrt(v), a, x, increasing=False),
     Op.LOG: lambda a, x: _rule_domain(np.log, a, x),
     Op.EXP: lambda a, x: (*_monotone(np.exp, a), None),
+    Op.SIGMOID: _monotone_rule(_sigmoid),
+    Op.TANH: _monotone_rule(np.tanh),
+    Op.SOFTPLUS: _monotone_rule(lambda v: np.logaddexp(0.0, v)),
+    Op.LOG1P: lambda a, x: _rule_domain(np.log1p, a, x, start=-1.0),
+    Op.EXPM1: _monotone_rule(np.expm1),
+    Op.CBRT: _monotone_rule(np.cbrt),
+    Op.FLOOR: _rule_floor,
+    Op.MOD: _rule_mod,
     Op.SIGN: _rule_sign,
     Op.COPY: lambda a, x: (a.lo, a.hi, None),
     Op.ADD: lambda a, b, x: (a.lo + b.lo, a.hi + b.hi, None),
@@ -281,6 +329,21 @@ _NUM_RULES = {
     Op.CLAMP: lambda a, lo, hi, x: (np.minimum(np.maximum(a.lo, lo.lo), hi.lo),
                                      np.minimum(np.maximum(a.hi, lo.hi), hi.hi), None),
     Op.LERP: _rule_lerp,
+}
+
+
+# Roundings an op built on exp may cost beyond its op class, by its argument x. A GPU's fp32 exp is
+# ex2.approx(x * log2(e)): the product's rounding is an error of |x| log2(e) ulps in the result, which
+# optdsl/triton_lib.py's helpers carry through (times how much they amplify it) where the result is not
+# much smaller than exp's own error: sigmoid and softplus below 0 (the result is e^x), expm1 beyond its
+# polynomial (|x| > 0.5, the subtraction amplifying by e^|x| / |e^x - 1| <= 2.54), tanh beyond its
+# polynomial (2|x| > 0.5; t = e^-2|x| - 1, amplified by 2.54, then by at most 2).
+_LOG2E = 1.4426950408889634
+EXP_ARGUMENT_ULPS = {
+    Op.SIGMOID: lambda x: _LOG2E * np.maximum(-x, 0.0),
+    Op.SOFTPLUS: lambda x: _LOG2E * np.maximum(-x, 0.0),
+    Op.EXPM1: lambda x: np.where(np.abs(x) > 0.5, 2.54 * _LOG2E * np.abs(x), 0.0),
+    Op.TANH: lambda x: np.where(np.abs(x) > 0.25, 2.0 * 2.54 * _LOG2E * 2.0 * np.abs(x) * np.exp(0.5 - 2.0 * np.abs(x)), 0.0),
 }
 
 
@@ -337,6 +400,9 @@ def bounded_apply(op: Op, args: Sequence[Bounded], tensor: bool, prec: Precision
         k = prec.ulps.get(op, prec.default_ulps) if tensor else prec.host_ulps.get(op, 0.0)
         if op is Op.POW and tensor:   # exp2(y * log2(x)): the error grows with |y log2 x|
             k = k + 2.0 * np.nan_to_num(np.abs(args[1].x * np.log2(np.abs(args[0].x))), nan=0.0, posinf=1e30)
+        if op in EXP_ARGUMENT_ULPS and tensor:
+            k = k + 2.0 * np.nan_to_num(EXP_ARGUMENT_ULPS[op](np.asarray(args[0].x, dtype=np.float64)),
+                                        nan=0.0, posinf=1e30)
         lo, hi = _widen(np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64), k, u, tiny)
         if op is Op.LERP:   # a + w (b - a): the inner roundings scale with |a| + |b|, not with the result
             a, b, w = args

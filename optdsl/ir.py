@@ -65,6 +65,13 @@ class Op(enum.Enum):
     SIGN = enum.auto()
     EXP = enum.auto()
     LOG = enum.auto()
+    SIGMOID = enum.auto()   # 1 / (1 + exp(-x))
+    TANH = enum.auto()
+    SOFTPLUS = enum.auto()  # log(1 + exp(x))
+    LOG1P = enum.auto()     # log(1 + x), accurate near 0
+    EXPM1 = enum.auto()     # exp(x) - 1, accurate near 0
+    CBRT = enum.auto()      # the real cube root (sign kept)
+    FLOOR = enum.auto()
     COPY = enum.auto()      # a fresh copy: breaks aliasing before an in-place store
     ON_DEVICE = enum.auto()  # a host value as a per-tensor device value (where a local joins both)
     # reductions (arg: the scope, one of SCOPES), unary ...
@@ -90,6 +97,7 @@ class Op(enum.Enum):
     AND = enum.auto()
     OR = enum.auto()
     DOT = enum.auto()       # a reduction: sum(x * y)
+    MOD = enum.auto()       # floor-mod: x - y * floor(x / y), the divisor's sign (torch.remainder)
     # ternary
     WHERE = enum.auto()     # (cond, then, other)
     LERP = enum.auto()      # (start, end, weight)
@@ -99,9 +107,10 @@ class Op(enum.Enum):
 LEAF = frozenset({Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY,
                   Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE})
 UNARY = frozenset({Op.NEG, Op.NOT, Op.SQRT, Op.RSQRT, Op.ABS, Op.SIGN, Op.EXP, Op.LOG, Op.COPY, Op.ON_DEVICE,
+                   Op.SIGMOID, Op.TANH, Op.SOFTPLUS, Op.LOG1P, Op.EXPM1, Op.CBRT, Op.FLOOR,
                    Op.SUM, Op.MEAN, Op.NORM, Op.RMS, Op.AMAX})
 BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MIN, Op.MAX,
-                    Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR, Op.DOT})
+                    Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR, Op.DOT, Op.MOD})
 TERNARY = frozenset({Op.WHERE, Op.LERP, Op.CLAMP})
 COMPARE = frozenset({Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE})
 LOGIC = frozenset({Op.AND, Op.OR, Op.NOT})
@@ -233,7 +242,16 @@ class Program:
     requires: tuple[tuple[str, str], ...]   # (python condition source, message)
     body: tuple[Stmt, ...]
     uses_step: bool = True
+    step_per_group: bool = False    # `keep step per group`: one step count per param group (group["step"])
+    reads_initial_lr: bool = False  # the update reads `initial_lr`: group["initial_lr"], the lr at construction
     source_file: str = field(default="<spec>", compare=False)
+
+    @property
+    def group_value_names(self) -> list[str]:
+        """The names read from the param group and passed to the functional API: hypers, `initial_lr`
+        where the update reads it, flags."""
+        return [h.name for h in self.hypers] + (["initial_lr"] if self.reads_initial_lr else []) \
+            + [f.name for f in self.flags]
 
     def state(self, name: str) -> StateInfo:
         return next(s for s in self.states if s.name == name)

@@ -6,8 +6,8 @@ state (or the parameter) when that state is overwritten in place gets a COPY."""
 from __future__ import annotations
 
 from . import ast
-from .builtins import (BINARY_SYMBOLS, COMPARE_SYMBOLS, FUNCTIONS, INPUTS, REDUCTION_FUNCTIONS, SHAPE_FUNCTIONS,
-                       STATE_PREDICATES)
+from .builtins import (BINARY_SYMBOLS, COMPARE_SYMBOLS, CONSTANTS, FUNCTIONS, INITIAL_LR, INPUTS, REDUCTION_FUNCTIONS,
+                       SHAPE_FUNCTIONS, STATE_PREDICATES)
 from .names import state_list_names
 from .ir import (SCOPES, Kind, Let, Op, Program, Stmt, Store, Type, Value, apply, const, reduce,
                  FlagInfo, HyperInfo, If, StateInfo, walk_stmts, walk_values)
@@ -44,6 +44,7 @@ class Lowerer:
         self.flags = {f.name for f in spec.flags}
         self.states = {s.name: s for s in spec.states}
         self.uses_step = False
+        self.reads_initial_lr = False
         self.device_scalars: set[str] = set()   # scalar states stored from a reduction (see lower())
 
     # ---- expressions ------------------------------------------------------------
@@ -56,6 +57,11 @@ class Lowerer:
             n = e.id
             if n in env:
                 return env[n]
+            if n in CONSTANTS:
+                return const(CONSTANTS[n])
+            if n == INITIAL_LR:
+                self.reads_initial_lr = True
+                return Value(Op.HYPER, (), (INITIAL_LR, None), Kind.HOST, Type.NUM)
             if n in INPUTS:
                 self.uses_step |= n == "step"
                 kind = Kind.TENSOR if n in ("param", "grad") else Kind.TENSOR_SCALAR
@@ -198,6 +204,8 @@ class Lowerer:
             flags=tuple(FlagInfo(f.name, f.default) for f in spec.flags),
             states=states, requires=requires, body=body,
             uses_step=self.uses_step or any(k.name == "step" for k in spec.keeps), source_file=spec.span.file,
+            step_per_group=any(k.name == "step" and k.per == "group" for k in spec.keeps),
+            reads_initial_lr=self.reads_initial_lr,
         )
 
 

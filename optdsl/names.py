@@ -34,7 +34,7 @@ RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset
 LANGUAGE = frozenset({"param", "grad", "step", "zeros", "empty", "scalar", "tensor", "true", "false",
                       "optimizer", "hyper", "flag", "state", "require", "update", "where", "if", "else",
                       "and", "or", "not", "key", "keep", "none",
-                      "channel", "group", "numel", "ndim", "channel_numel"})
+                      "channel", "group", "numel", "ndim", "channel_numel", "per", "inf", "initial_lr"})
 
 
 def problem_with_name(name: str) -> str | None:

@@ -52,8 +52,10 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "optimizer A require", "optimizer A require x", "optimizer A require x else",
         "optimizer A require x else y",
     ],
-    "expected `keep step`": [
+    "expected `keep step` or `keep step per group`": [
         "optimizer A keep", "optimizer A keep 1", "optimizer A keep (",
+        "optimizer A keep step per", "optimizer A keep step per 1", "optimizer A keep step per (",
+        "optimizer A keep step per update {",
     ],
     "expected `{` to open the update block": [
         "optimizer A update", "optimizer A update x", "optimizer A update (",
@@ -281,7 +283,9 @@ class _Builder(Transformer_NonRecursive):
 
     @v_args(meta=True)
     def keep(self, meta, children):
-        return ast.Keep(self._s(children[0]), str(children[0]))
+        per = children[1] if len(children) > 1 else None
+        return ast.Keep(self._s(children[0]), str(children[0]), None if per is None else str(per),
+                        None if per is None else self._s(per))
 
     @v_args(meta=True)
     def update(self, meta, children):

@@ -1,5 +1,6 @@
 """What generated optimizers share at run time: the torch.optim-shaped base class
-(lazy state, param groups, closures, state_dict checks) and IEEE-safe host math.
+(lazy state, param groups, closures, state_dict checks) and IEEE-safe host math (in
+optdsl/host_math.py, re-exported here).
 
 Generated modules hold the math; this module holds the plumbing, once."""
 from __future__ import annotations
@@ -7,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import struct
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -18,142 +18,12 @@ from torch.optim.optimizer import Optimizer, _default_to_fused_or_foreach, _get_
 
 from . import distributed, precision
 from .distributed import across_ranks, foreach_copy_, launch_on_shards  # noqa: F401  (generated code reads them as `_rt.`)
-
-# ---- host math: float64, IEEE results instead of Python exceptions or complex numbers ----
-#
-# Host values are Python floats in eager mode. They are 0-d tensors in two cases, and every
-# helper below then stays in torch ops (no .item(), no Python branch on a tensor):
-#   * capturable=True: `step` (and a Tensor `lr`) live on the parameter's device, so the
-#     host math runs there too and the step can be captured in a CUDA graph;
-#   * under torch.compile: `value()` hands back the traced tensor, as torch.optim's
-#     `_get_value` does, so reading `step` is no graph break.
-# With floats the helpers are what they always were, so eager numerics do not change.
-
-
-def compiling() -> bool:
-    return torch.compiler.is_compiling()
-
-
-def _any_tensor(*xs) -> bool:
-    return any(isinstance(x, Tensor) for x in xs)
-
-
-def value(x: Any) -> Any:
-    """A host number from a 0-d tensor (a step, a scalar state): .item() in eager mode, the
-    tensor itself while torch.compile traces (torch.optim's `_get_value`)."""
-    if isinstance(x, Tensor) and not compiling():
-        return x.item()
-    return x
-
-
-def _like(x, t: Tensor) -> Tensor:
-    """x as a 0-d tensor on t's device (a fill, never a host-to-device copy: capturable-safe)."""
-    if isinstance(x, Tensor):
-        return x
-    return torch.full((), x, dtype=t.dtype if t.is_floating_point() else torch.float32, device=t.device)
-
-
-def sqrt(x: float) -> float:
-    # `x ** 0.5` is what torch.optim writes for bias_correction2_sqrt; keep its rounding
-    if isinstance(x, Tensor):
-        return x ** 0.5   # NaN below zero, as the float branch
-    return x ** 0.5 if x >= 0 else math.nan
-
-
-def rsqrt(x: float) -> float:
-    return div(1.0, sqrt(x))
-
-
-def div(a: float, b: float) -> float:
-    if _any_tensor(a, b):
-        return a / b   # tensors divide by zero the IEEE way already
-    try:
-        return a / b
-    except ZeroDivisionError:
-        if a == 0 or a != a:
-            return math.nan
-        return math.copysign(math.inf, a) * math.copysign(1.0, b)
-
-
-def pow(a: float, b: float) -> float:  # noqa: A001 - mirrors the builtin's name on purpose
-    if _any_tensor(a, b):
-        return a ** b
-    try:
-        out = a ** b
-    except ZeroDivisionError:
-        return math.inf
-    except OverflowError:
-        return math.inf
-    return math.nan if isinstance(out, complex) else out
-
-
-def exp(x: float) -> float:
-    if isinstance(x, Tensor):
-        return torch.exp(x)
-    try:
-        return math.exp(x)
-    except OverflowError:
-        return math.inf
-
-
-def log(x: float) -> float:
-    if isinstance(x, Tensor):
-        return torch.log(x)
-    if x > 0:
-        return math.log(x)
-    return -math.inf if x == 0 else math.nan
-
-
-def sign(x: float) -> float:
-    if isinstance(x, Tensor):
-        return torch.sign(x)
-    return 0.0 if x == 0 or x != x else math.copysign(1.0, x)   # torch.sign: 0 for NaN
-
-
-def minimum(a: float, b: float) -> float:
-    if _any_tensor(a, b):
-        t = a if isinstance(a, Tensor) else b
-        return torch.minimum(_like(a, t), _like(b, t))   # NaN from either side, as below
-    return a if a != a else b if b != b else min(a, b)
-
-
-def maximum(a: float, b: float) -> float:
-    if _any_tensor(a, b):
-        t = a if isinstance(a, Tensor) else b
-        return torch.maximum(_like(a, t), _like(b, t))
-    return a if a != a else b if b != b else max(a, b)
-
-
-def clamp(x: float, lo: float, hi: float) -> float:
-    return minimum(maximum(x, lo), hi)
-
-
-def lerp(a: float, b: float, w: float) -> float:
-    # torch's formula, exact at both ends
-    if isinstance(w, Tensor):
-        return torch.where(abs(w) < 0.5, a + w * (b - a), b - (b - a) * (1 - w))
-    return a + w * (b - a) if abs(w) < 0.5 else b - (b - a) * (1 - w)
-
-
-_F32 = struct.Struct("f")
-
-
-def f32(x: float) -> float:
-    """x rounded to float32 (to nearest even), as a float: what a scalar state's 0-d float32
-    tensor holds after `fill_(x)`. Overflow gives inf, as the tensor would."""
-    if isinstance(x, Tensor):
-        return x.to(torch.float32)
-    try:
-        return _F32.unpack(_F32.pack(x))[0]
-    except OverflowError:
-        return math.copysign(math.inf, x)
-
-
-def where(cond, a, b):
-    """A host select; a per-tensor condition that is a tensor (capturable, torch.compile) selects with torch.where."""
-    if isinstance(cond, Tensor):
-        return torch.where(cond, a, b)
-    return a if cond else b
+from .host_math import (  # noqa: F401 - generated code reads these as _rt.<name>
+    compiling, _any_tensor, value, _like, sqrt, rsqrt, div, pow,
+    exp, log, sign, sigmoid, tanh, softplus, log1p, expm1,
+    cbrt, floor, mod, minimum, maximum, clamp, lerp, f32,
+    where,
+)
 
 
 # ---- in-place updates whose scale may be a device scalar ---------------------------------
@@ -538,6 +408,12 @@ class GeneratedOptimizer(Optimizer):
     _empty_states: frozenset[str] = frozenset()
     _uses_step: bool = True
     _supports_complex: bool = True
+    # `keep step per group`: one step count per param group, group["step"] (a 0-d tensor, as a per-tensor
+    # step is), incremented once per `step()` call, whether or not the group's params have gradients
+    _step_per_group: bool = False
+    # the update reads `initial_lr`: group["initial_lr"], set to the group's lr when the group is added
+    # unless it is there already (torch's LR schedulers set the same key the same way)
+    _reads_initial_lr: bool = False
 
     _partitioned = False   # (Optimizer.__getstate__ keeps only defaults, state and groups)
 
@@ -553,12 +429,34 @@ class GeneratedOptimizer(Optimizer):
         if self._partitioned:
             distributed.check_partition(self)
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        if self._reads_initial_lr:
+            group = self.param_groups[-1]
+            lr = group["lr"]
+            group.setdefault("initial_lr", lr.clone() if isinstance(lr, Tensor) else lr)
+
+    def _group_step(self, group) -> Tensor | None:
+        """group["step"] as a 0-d tensor where this group's steps live (the first param's device when
+        capturable, else the CPU), made on the group's first step; None for a group without params.
+        A plain number (a checkpoint of a library that counts steps per group in an int) is converted."""
+        if not group["params"]:
+            return None
+        p = group["params"][0]
+        step = group.get("step")
+        if not isinstance(step, Tensor):
+            step = group["step"] = self._new_step(float(step or 0.0), p, group)
+        device = p.device if self._on_device(group) else torch.device("cpu")
+        if step.device != device:
+            step = group["step"] = step.to(device)
+        return step
+
     def __setstate__(self, state):
         super().__setstate__(state)
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
-            if not self._uses_step:
+            if not self._uses_step or self._step_per_group:
                 continue
             for p in group["params"]:   # a pickled checkpoint from an old torch keeps `step` as a number
                 p_state = self.state.get(p, {})
@@ -616,6 +514,7 @@ class GeneratedOptimizer(Optimizer):
         anything Python can."""
         has_complex = False
         active = self._active_states(group)
+        group_step = self._group_step(group) if self._uses_step and self._step_per_group else None
         for i, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
@@ -630,7 +529,7 @@ class GeneratedOptimizer(Optimizer):
             params.append(p)
             grads.append(p.grad)
             state = self.state[p]
-            if self._uses_step and "step" not in state:
+            if self._uses_step and group_step is None and "step" not in state:
                 state["step"] = self._new_step(0.0, p, group)
             for name, out in zip(self._state_names, state_lists):
                 if name in active and name not in state:
@@ -638,7 +537,11 @@ class GeneratedOptimizer(Optimizer):
                     if init is not None:
                         state[name] = init
                 out.append(state.get(name) if name in active else None)
-            if self._uses_step:
+            if group_step is not None:
+                # the group's count so far, per tensor: the update adds 1 to each, as to a per-tensor
+                # step, and step() adds 1 to the group's own once
+                state_steps.append(group_step.clone())
+            elif self._uses_step:
                 state_steps.append(state["step"])
         return has_complex
 
@@ -656,6 +559,8 @@ class GeneratedOptimizer(Optimizer):
             steps: list[Tensor] = []
             state_lists: list[list] = [[] for _ in self._state_names]
             self._init_group(group, params, grads, steps, *state_lists)
+            if self._uses_step and self._step_per_group and group["params"]:
+                self._group_step(group).add_(1)
             if not params:
                 continue
             lists = dict(zip(self._state_names, state_lists))
@@ -677,6 +582,7 @@ class GeneratedOptimizer(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         check_state_dict(self, state_dict)
+        own_initial = [g.get("initial_lr") for g in self.param_groups]
         super().load_state_dict(state_dict)
         # torch.optim casts floating state to its param's dtype on load; a state_dtype state goes back
         # to it (exactly: the saved values are in that dtype)
@@ -687,6 +593,10 @@ class GeneratedOptimizer(Optimizer):
                 for name, t in self.state.get(p, {}).items():
                     if name in self._state_names and torch.is_tensor(t) and t.shape == p.shape:
                         self.state[p][name] = t.to(precision.state_dtype_of(p, group))
+        if self._reads_initial_lr:   # a state_dict saved without it keeps this optimizer's own
+            for group, initial in zip(self.param_groups, own_initial):
+                if "initial_lr" not in group and initial is not None:
+                    group["initial_lr"] = initial
 
 
 def check_state_dict(opt: GeneratedOptimizer, state_dict: dict[str, Any]) -> None:
@@ -708,7 +618,8 @@ def check_state_dict(opt: GeneratedOptimizer, state_dict: dict[str, Any]) -> Non
                              "that doesn't match the size of optimizer's group")
         for key, p in zip(g_saved["params"], g_own["params"]):
             ids[key] = (p, g_saved)
-    known = set(opt._state_names) | ({"step"} if opt._uses_step else set())
+    per_tensor_step = opt._uses_step and not opt._step_per_group   # else the step is in the group
+    known = set(opt._state_names) | ({"step"} if per_tensor_step else set())
     for key, entry in state_dict["state"].items():
         if key not in ids:
             continue   # torch.optim keeps state that matches no parameter as it is
@@ -725,7 +636,7 @@ def check_state_dict(opt: GeneratedOptimizer, state_dict: dict[str, Any]) -> Non
         except Exception:   # a group this optimizer cannot read: judge the keys alone
             active = {}
         if entry:
-            needed = {n for n, kind in active.items() if kind != "empty"} | ({"step"} if opt._uses_step else set())
+            needed = {n for n, kind in active.items() if kind != "empty"} | ({"step"} if per_tensor_step else set())
             missing = sorted(needed - set(entry))
             if missing:
                 raise ValueError(f"{name}.load_state_dict: the state of parameter {key!r} lacks {missing}, which {name} "

@@ -95,3 +95,114 @@ def fold_max(x, mask):
     y = tl.where(mask, x, 0.0)
     has_nan = tl.sum(tl.where(y != y, 1, 0), axis=0) > 0
     return tl.where(has_nan, float("nan"), tl.max(y, axis=0))
+
+
+# ---- exp/log relatives: tl has only exp and log (fast approximations on a GPU, whose relative error
+# near 1, or for log1p/expm1 near 0, is far from the few ulps the fuzz tolerance grants). Near 0 these
+# use polynomials in +, * and div_rn only, which round the same in the interpreter and on a GPU;
+# elsewhere exp/log, where the result is not small relative to their error (optdsl/interp_math.py
+# bounds what is left, the GPU exp's error growing with |x|, included). Each branch computes on
+# arguments it can take (the other branch's lanes get a harmless 0 or 1), so that the Triton
+# interpreter's NumPy never warns about a value tl.where then drops.
+
+@triton.jit
+def _expm1(x):
+    # |x| <= 0.5: Taylor to x^11 (the rest is below 2^-31 relative); else exp(x) - 1, whose subtraction
+    # loses at most a factor e^0.5 / (e^0.5 - 1) = 2.54
+    near = tl.abs(x) <= 0.5
+    xs = tl.where(near, x, 0.0)
+    p = 1.0 / 39916800.0
+    p = p * xs + 1.0 / 3628800.0
+    p = p * xs + 1.0 / 362880.0
+    p = p * xs + 1.0 / 40320.0
+    p = p * xs + 1.0 / 5040.0
+    p = p * xs + 1.0 / 720.0
+    p = p * xs + 1.0 / 120.0
+    p = p * xs + 1.0 / 24.0
+    p = p * xs + 1.0 / 6.0
+    p = p * xs + 0.5
+    small = xs + xs * (xs * p)
+    over = x > 88.72283   # log(FLT_MAX): inf
+    big = tl.exp(tl.where(near | over | (x != x), 0.0, x)) - 1.0
+    return tl.where(near, small, tl.where(over, float("inf"), tl.where(x != x, x, big)))
+
+
+@triton.jit
+def _log1p(x):
+    # |x| <= 0.5: 2 atanh(s), s = x / (2 + x), |s| <= 1/3, the series to s^17; else log(1 + x), where
+    # |log(1 + x)| >= log(1.5) keeps the rounding of 1 + x and log's error small relative to it;
+    # -inf at -1, NaN below
+    near = tl.abs(x) <= 0.5
+    xs = tl.where(near, x, 0.0)
+    s = tl.div_rn(xs, 2.0 + xs)
+    s2 = s * s
+    p = 1.0 / 17.0
+    p = p * s2 + 1.0 / 15.0
+    p = p * s2 + 1.0 / 13.0
+    p = p * s2 + 1.0 / 11.0
+    p = p * s2 + 1.0 / 9.0
+    p = p * s2 + 1.0 / 7.0
+    p = p * s2 + 1.0 / 5.0
+    p = p * s2 + 1.0 / 3.0
+    small = 2.0 * s + 2.0 * s * (s2 * p)
+    big = tl.log(tl.where(near | (x <= -1.0), 1.0, 1.0 + x))
+    big = tl.where(x < -1.0, float("nan"), tl.where(x == -1.0, float("-inf"), big))
+    return tl.where(near, small, big)
+
+
+@triton.jit
+def _sigmoid(x):
+    # z = exp(-|x|) never overflows: 1 / (1 + z) for x >= 0, z / (1 + z) below (NaN stays NaN)
+    z = tl.exp(-tl.abs(x))
+    return tl.where(x >= 0, tl.div_rn(1.0, 1.0 + z), tl.div_rn(z, 1.0 + z))
+
+
+@triton.jit
+def _tanh(x):
+    # tanh|x| = -t / (2 + t), t = expm1(-2|x|) in [-1, 0]: no cancellation anywhere; x's sign
+    t = _expm1(-2.0 * tl.abs(x))
+    r = tl.div_rn(-t, 2.0 + t)
+    return tl.where(x < 0, -r, r)
+
+
+@triton.jit
+def _softplus(x):
+    # log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), as optdsl.runtime.softplus (NaN stays NaN)
+    return tl.where(x > 0, x, 0.0) + _log1p(tl.exp(-tl.abs(x)))
+
+
+@triton.jit
+def _cbrt(x):
+    # 2^(log2|x| / 3), then a Newton step (it squares the first guess's relative error); 0, inf and
+    # NaN as they are, with x's sign
+    a = tl.abs(x)
+    special = (a == 0.0) | (a == float("inf")) | (a != a)
+    a_s = tl.where(special, 1.0, a)
+    y = tl.exp2(tl.log2(a_s) / 3.0)
+    y = y - (y - tl.div_rn(a_s, y * y)) / 3.0
+    y = tl.where(special, a, y)
+    return tl.where(x < 0, -y, y)
+
+
+@triton.jit
+def _mod(a, b):
+    # floor-mod, as torch.remainder: fmod (sign of a, |r| < |b|, exact), then `+ b` where the signs differ.
+    # fmod in steps r -= trunc(r / b) * b, each exact in one fma (the remainder of a correctly rounded
+    # quotient is a float), each dividing r / b by 2^23 or more: three steps reach |r| < |b| from a
+    # quotient below 2^69. Beyond: NaN, as for b = 0, a = +-inf or NaN;
+    # b = +-inf: a where a has b's sign (or is 0), else b
+    b = tl.where(a == a, b, b)   # both blocks, where one is a number
+    a = tl.where(b == b, a, a)
+    inf_b = tl.abs(b) == float("inf")
+    finite_a = tl.abs(a) < float("inf")
+    usable = finite_a & (b != 0.0) & ~inf_b & (b == b) & (tl.abs(a) * 1.6940658945086007e-21 < tl.abs(b))  # 2^-69
+    b_s = tl.where(usable, b, 1.0)
+    r = tl.where(usable, a, 0.0)
+    for _ in tl.static_range(3):
+        t = tl.div_rn(r, b_s)
+        r = tl.fma(-tl.where(t < 0.0, tl.ceil(t), tl.floor(t)), b_s, r)
+    reduced = tl.abs(r) < tl.abs(b_s)
+    r = tl.where((r != 0.0) & ((r < 0.0) != (b_s < 0.0)), r + b_s, r)
+    same_sign = (a == 0.0) | ((a < 0.0) == (b < 0.0))
+    special = tl.where(inf_b & finite_a, tl.where(same_sign, a, b), float("nan"))
+    return tl.where(usable & reduced, r, special)

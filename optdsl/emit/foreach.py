@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 
 from ..builtins import OPS, REDUCTIONS
-from ..ir import LEAF, REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value
+from ..ir import LEAF, REDUCE, UNARY, Kind, Let, Op, Program, Stmt, Store, Type, Value
 from ..names import ident
 from .common import Writer, across_ranks, float_literal
-from .forms import INPLACE_UNARY, alpha_scaled, is_target, neg, number_args, reads, rest_forms, split_accumulate
+from .forms import alpha_scaled, is_target, neg, number_args, reads, rest_forms, split_accumulate
 from .host import Column, host_expr, is_device_stmt, may_be_tensor, tensor_capable
 
 
@@ -215,10 +215,9 @@ class ForeachEmitter:
             else:
                 args, _ = self.tensor(y)
             return self.in_place_or_new(f"torch._foreach_{op_name}", xs, xfresh and v.op is not Op.POW, args)
-        if v.op in INPLACE_UNARY:
+        if v.op in UNARY and v.op not in REDUCE and v.op is not Op.COPY and OPS[v.op].foreach is not None:
             xs, xfresh = self.tensor(v.args[0])
-            name = INPLACE_UNARY[v.op][:-1]
-            return self.in_place_or_new(f"torch._foreach_{name}", xs, xfresh)
+            return self.in_place_or_new(f"torch.{OPS[v.op].foreach}", xs, xfresh)
         if v.op is Op.LERP and v.args[0].kind is Kind.TENSOR and v.args[1].kind is Kind.TENSOR:
             a, _ = self.tensor(v.args[0])
             b, _ = self.tensor(v.args[1])

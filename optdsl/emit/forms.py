@@ -9,10 +9,11 @@ from __future__ import annotations
 from ..ir import Kind, Op, Value, apply, const, walk_values
 
 INPLACE_UNARY = {Op.SQRT: "sqrt_", Op.NEG: "neg_", Op.ABS: "abs_", Op.SIGN: "sign_", Op.EXP: "exp_",
-                  Op.LOG: "log_", Op.RSQRT: "rsqrt_"}
+                  Op.LOG: "log_", Op.RSQRT: "rsqrt_", Op.SIGMOID: "sigmoid_", Op.TANH: "tanh_", Op.LOG1P: "log1p_",
+                  Op.EXPM1: "expm1_", Op.FLOOR: "floor_"}
 BINARY_METHOD = {Op.ADD: "add", Op.SUB: "sub", Op.MUL: "mul", Op.DIV: "div"}
 # operand positions where a torch form takes a Python number (elsewhere a host value is made a tensor)
-TORCH_NUMBER_ARGS = {Op.WHERE: (1, 2), Op.CLAMP: (1, 2), Op.POW: (0, 1), Op.LERP: (2,),
+TORCH_NUMBER_ARGS = {Op.WHERE: (1, 2), Op.CLAMP: (1, 2), Op.POW: (0, 1), Op.LERP: (2,), Op.MOD: (0, 1),
                       Op.LT: (0, 1), Op.LE: (0, 1), Op.GT: (0, 1), Op.GE: (0, 1), Op.EQ: (0, 1), Op.NE: (0, 1),
                       # Python operators: `number / tensor` is torch.optim's own form (RAdam's
                       # `bias_correction2**0.5 / exp_avg_sq_sqrt`, a reciprocal-multiply)

@@ -89,7 +89,7 @@ def emit_per_tensor_function(p: Program, fn_name: str, cols: list[Column] | None
                       for n in walk_values(v))}
     w = Writer()
     params = per_tensor_inputs(p)
-    kw = [h.name for h in p.hypers] + [f.name for f in p.flags]
+    kw = list(p.group_value_names)
     sig = ", ".join(params + (["*"] + kw if kw else []))
     w.line(f"def {fn_name}({sig}):")
     with w.indent():

@@ -35,7 +35,8 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     hoisted, cols = foreach_plan.program, list(foreach_plan.columns)
     tensor_states = [s for s in p.states if s.kind is Kind.TENSOR]
     state_lists = [{"name": ident(s.name), "plural": ident(s.list), "key": s.storage_key} for s in p.states]
-    hyper_names = [ident(h.name) for h in p.hypers] + [ident(f.name) for f in p.flags]
+    default_names = [ident(h.name) for h in p.hypers] + [ident(f.name) for f in p.flags]
+    hyper_names = [ident(n) for n in p.group_value_names]   # read from the group: `initial_lr` too
 
     # __init__: positional hypers then flags, as torch.optim orders them
     init_args = [f"{ident(h.name)}={literal(h.default)}" for h in p.hypers]
@@ -58,7 +59,7 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
 
     # _active_states
     a = Writer(2)
-    for name in hyper_names:
+    for name in default_names:
         a.line(f"{name} = group[{literal(name)}]")
     a.line("active = {}")
     for s in p.states:
@@ -127,8 +128,9 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         doc_text=_doc_line(doc), doc_literal=literal(doc),
         state_names=literal(tuple(s.storage_key for s in p.states)),
         empty_states=literal(tuple(s.storage_key for s in p.states if s.init == "empty")),
-        uses_step=p.uses_step, uses_step_literal=literal(p.uses_step), init_args=init_args, validation=v.text() or "        pass",
-        default_names=hyper_names, active_states=a.text(), state_lists=state_lists,
+        uses_step=p.uses_step, uses_step_literal=literal(p.uses_step), step_per_group=p.step_per_group,
+        reads_initial_lr=p.reads_initial_lr, init_args=init_args, validation=v.text() or "        pass",
+        default_names=default_names, active_states=a.text(), state_lists=state_lists,
         tensor_states=[{"name": ident(s.name), "plural": ident(s.list)} for s in tensor_states],
         empty_state_lists=[{"plural": ident(s.list)} for s in p.states if s.init == "empty"],
         hyper_names=hyper_names, signature=signature, loop_phases=loop_phases,

@@ -10,7 +10,10 @@ device from device tensors (step, a Tensor lr), with no .item(), so the launch
 can be captured in a CUDA graph."""
 from __future__ import annotations
 
-from ..ir import REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, walk_stmts
+import re
+
+from ..builtins import OPS
+from ..ir import REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, stmt_values, walk_stmts, walk_values
 from ..names import ident, literal, module_name
 from ..plan import make_plan
 from ..plan.cost import PhaseCost, optional_streams, phase_bytes, phase_costs
@@ -177,6 +180,21 @@ class KernelEmitter:
         return out
 
 
+
+# the helpers every kernel module imports (templates/triton.py.jinja); others are imported where used
+BASE_HELPERS = frozenset({"load_stream", "store_stream", "_sign", "_maximum", "_minimum", "_lerp", "_pow"})
+
+
+def extra_helpers(p: Program) -> list[str]:
+    """optdsl.triton_lib helpers the kernels call beyond BASE_HELPERS (the Triton column of OPS)."""
+    names: set[str] = set()
+    for s in walk_stmts(p.body):
+        for v in stmt_values(s):
+            for n in walk_values(v):
+                if n.op in OPS:
+                    names.update(re.findall(r"\b(_[a-z][a-z0-9_]*)\(", OPS[n.op].triton))
+    return sorted(names - BASE_HELPERS)
+
 def stream_condition(emitter: KernelEmitter, cond: Value | None) -> str:
     return "True" if cond is None else host_expr(cond)
 
@@ -229,12 +247,12 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
 
     bytes_per_element = describe_traffic(cost, optional_streams(hoisted))
 
-    hyper_names = [ident(h.name) for h in p.hypers] + [ident(f.name) for f in p.flags]
+    hyper_names = [ident(n) for n in p.group_value_names]
     host_fn_name = f"_{fn}_host_values"
     writeback = [(n, len(k.cols) + i) for i, n in enumerate(scalar_states(p))]
     stream_active = [(ident(s.name), stream_condition(k, s.cond)) for s in k.tensor_states if s.name in read or s.name in stored]
     return environment().get_template("triton.py.jinja").render(
-        phased=False, source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
+        extra_helpers=extra_helpers(p), phased=False, source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
         bytes_per_element=bytes_per_element, kernel_name=f"_{fn}_kernel",
         streams_literal=literal(tuple(streams)), stored_literal=literal(tuple(stored)),
         streams=streams, constexprs=list(k.constexprs),

@@ -28,7 +28,7 @@ from ..plan.cost import PhaseCost, describe_reduction, optional_streams, phase_b
 from .common import Writer
 from .host import emit_per_tensor_function, first_stored, scalar_states
 from .pymodule import environment
-from .triton import KernelEmitter, stream_condition
+from .triton import KernelEmitter, extra_helpers, stream_condition
 
 
 def _scalar_reads(stmts, names: set[str]) -> set[str]:
@@ -110,14 +110,14 @@ def emit_phased_module(p: Program, fused: Plan, source_name: str, spec_hash: str
 
     all_stored = kernels[-1]["stored"]
     all_read = set().union(*(kern["read"] for kern in kernels))
-    hyper_names = [ident(h.name) for h in p.hypers] + [ident(f.name) for f in p.flags]
+    hyper_names = [ident(n) for n in p.group_value_names]
     host_fn_name = f"_{fn}_host_values"
     writeback = [(n, len(k.cols) + i) for i, n in enumerate(scalar_states(p))]
     stream_active = [(ident(s.name), stream_condition(k, s.cond)) for s in k.tensor_states
                      if s.name in all_read or s.name in all_stored]
     scalar_active = [(ident(s.name), stream_condition(k, s.cond)) for s in device_scalars]
     return environment().get_template("triton.py.jinja").render(
-        phased=True, source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
+        extra_helpers=extra_helpers(p), phased=True, source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
         traffic=describe_phase_traffic(costs, optional_streams(hoisted)), n_phases=len(kernels),
         kernels=rendered, channels=channels, channels_literal=literal(channels),
         streams_literal=literal(tuple(streams)), stored_literal=literal(tuple(all_stored)),

@@ -253,9 +253,12 @@ def run_path(cls, program, case: Case, path: str, data, out: Outcome) -> None:
     precs = [[precision(path, d) for d in g.dtypes] for g in case.groups]
     keys = {s.name: getattr(s, "storage_key", s.name) for s in program.states}
     nsteps = case.fused_steps if path == "fused" else case.steps
+    group_step = program.uses_step and getattr(program, "step_per_group", False)
     for k in range(nsteps):
         before = []
         for gi, ts in enumerate(tensors):
+            if group_step:   # `keep step per group`: the count is the group's (none before the first step)
+                interps[gi].group_step = float(_as_array(opt.param_groups[gi].get("step", 0.0)))
             row = []
             for ti, t in enumerate(ts):
                 gr = grads[k][gi][ti]
@@ -271,12 +274,17 @@ def run_path(cls, program, case: Case, path: str, data, out: Outcome) -> None:
         for gi, ts in enumerate(tensors):
             g_f64 = grads[k][gi]
             new = interps[gi].step(before[gi], g_f64, precs[gi])
+            if group_step:
+                got_step, want = _as_array(opt.param_groups[gi].get("step")), interps[gi].group_step
+                if got_step is None or got_step != want:
+                    _missing(out, dict(path=path, step=k, group=gi, tensor=-1, target="step"),
+                             f"group step {got_step} != {want}")
             for ti, t in enumerate(ts):
                 where = dict(path=path, step=k, group=gi, tensor=ti)
                 compare(out, _as_array(t), new[ti], {**where, "target": "param"})
                 st = opt.state.get(t, {})
                 mine = interps[gi].state.get(ti, {})
-                if program.uses_step:
+                if program.uses_step:   # per group: no per-tensor step, in either
                     got_step, want = _as_array(st.get("step")), mine.get("step")
                     if (got_step is None) != (want is None) or (want is not None and got_step != want):
                         _missing(out, {**where, "target": "step"}, f"step {got_step} != {want}")

@@ -6,8 +6,9 @@ it (parameter groups of mixed sizes -- 0-d, 1, odd, spanning several kernel bloc
 fp32 and bf16, per-group hypers and flags, steps, data seed). The program uses every
 construct of the language: hypers (scalar and tuple, negative defaults, `where`
 clauses), flags, states (zeros, a number, a hyper's value, `empty` with `is_empty`,
-`: scalar`, `key "..."`, conditional `if ...`), `require` with `{placeholders}`, `keep step`, EMAs,
-bias corrections `1 - b ^ step`, every builtin of builtins.FUNCTIONS and
+`: scalar`, `key "..."`, conditional `if ...`), `require` with `{placeholders}`, `keep step` (per tensor
+and per group), EMAs, bias corrections `1 - b ^ step`, `inf`, `initial_lr` (beside a hyper `lr`),
+`mod(step, n) == 0` (every n steps), every builtin of builtins.FUNCTIONS and
 STATE_PREDICATES, `?:`/where on per-element, per-tensor and host conditions,
 `if`/`else if`/`else` on flags, hypers, the step and scalar state, comparison chains,
 `and`/`or`/`not`, powers, aliases that need a copy, comments, CRLF.
@@ -31,7 +32,7 @@ from functools import lru_cache
 
 from hypothesis import strategies as st
 
-from ..builtins import FUNCTIONS, REDUCTION_FUNCTIONS, STATE_PREDICATES
+from ..builtins import CONSTANTS, FUNCTIONS, INITIAL_LR, REDUCTION_FUNCTIONS, STATE_PREDICATES
 from ..ir import SCOPES
 from .execute import Case, Group
 
@@ -229,8 +230,8 @@ class ProgramGen:
         # store-free slice, which cannot read an `empty` state or a host scalar state that the
         # update stores (a PlanError: not supported yet). `dirty` holds the names whose value may
         # depend on one (locals, tensor states and `param` stored from such a value or under a
-        # condition that reads one); a reduction's operand reads none of them (`clean_only`), and
-        # no reduction is written under a dirty condition (`control_dirty`).
+        # condition that reads one, `is_empty(x)` included); a reduction's operand reads none of them
+        # (`clean_only`), and no reduction is written under a dirty condition (`control_dirty`).
         self.dirty: set[str] = set()
         self.control_dirty = False
         self.clean_only = False
@@ -307,12 +308,19 @@ class ProgramGen:
                     text += f" where {where}"
             self.hypers.append(h)
             lines.append(text)
+        if "lr" not in self.used and self.chance(0.2):   # `lr`, whose value at construction is `initial_lr`
+            self.used.add("lr")
+            h = Hyper("lr", (0.01,), ((0.001, 0.1),), False)
+            self.hypers.append(h)
+            lines.append("hyper lr = 0.01" + self.pick(("", " where lr > 0", " where 0 <= lr < inf")))
         for i in range(self.d(st.integers(0, 4))):
             lines.append(self.declare_state(i))
         for _ in range(self.d(st.integers(0, 2))):
             lines.append(self.require())
-        if self.chance(0.1):
-            lines.append("keep step")    # the step count is kept even if the update never reads it
+        if self.chance(0.15):
+            # the step count is kept even if the update never reads it; `per group`: one count per param
+            # group, whatever its tensors' grads (a tensor without one then sees a jump in its step)
+            lines.append(self.pick(("keep step", "keep step", "keep step per group", "keep step per tensor")))
         return self.d(st.permutations(lines)) if lines else lines
 
     def where_clause(self, name: str, lo: float, hi: float) -> str | None:
@@ -414,6 +422,8 @@ class ProgramGen:
             for h in self.readable_hypers(scope):
                 for src, lo, hi in h.entries():
                     out.append(atom(src, HOST, NUM, max(abs(lo), abs(hi))))
+                if h.name == "lr" and not h.optional and not h.is_tuple:
+                    out.append(atom("initial_lr", HOST, NUM, max(abs(lo), abs(hi))))
             if max_kind >= TS:
                 out.append(atom("step", TS, NUM, 10.0))
                 if self.chance(0.3):
@@ -430,7 +440,7 @@ class ProgramGen:
             if max_kind >= TS:
                 for s in self.states:
                     if s.init == "empty" and (s.cond is None or all(c in scope.guards for c in s.cond)):
-                        out.append(call("is_empty", [atom(s.name, TS)], 0.0, BOOL, kind=TS))
+                        out.append(call("is_empty", [atom(s.name, TS, dirty=True)], 0.0, BOOL, kind=TS))
         for name, (kind, t, mag) in scope.locals.items():
             if t == typ and kind <= max_kind:
                 out.append(atom(name, kind, typ, mag, name in self.dirty))
@@ -457,7 +467,8 @@ class ProgramGen:
         return call("clamp", [e, neg(lit), lit], c)
 
     RECIPES = ("add", "add", "mul", "mul", "div", "neg", "sqrt", "rsqrt", "abs", "sign", "exp", "log",
-               "minmax", "pow", "powop", "clamp", "lerp", "where", "select", "bias", "paren", "other", "optional")
+               "minmax", "pow", "powop", "clamp", "lerp", "where", "select", "bias", "paren", "other", "optional",
+               "squash", "softplus", "log1p", "expm1", "cbrt", "floor", "mod", "inf")
 
     def num_recipe(self) -> str:
         if self.chance(self.red_rate):
@@ -648,9 +659,69 @@ class ProgramGen:
     def r_paren(self, scope, k, dd):
         return paren(self.num(scope, k, dd))
 
+    def r_squash(self, scope, k, dd):
+        """sigmoid(x), tanh(x): any x (saturating at both ends)."""
+        x = self.num(scope, k, dd)
+        return call(self.pick(("sigmoid", "tanh")), [x], 1.0)
+
+    def r_softplus(self, scope, k, dd):
+        x = self.num(scope, k, dd)
+        return call("softplus", [x], x.mag + 1.0)
+
+    def r_log1p(self, scope, k, dd):
+        """log1p(|x|), or of x clamped to [-0.9, c]: near -1, near 0 and large arguments."""
+        x = self.num(scope, k, dd)
+        if self.chance(0.5):
+            return call("log1p", [call("abs", [x], x.mag)], math.log1p(x.mag) + 1.0)
+        c = self.pick((1.0, 10.0))
+        lit = atom(spell(self.draw, c), CONST, NUM, c)
+        return call("log1p", [call("clamp", [x, neg(self.num_lit((0.9, 0.5, 0.1))), lit], c)], math.log1p(c) + 3.0)
+
+    def r_expm1(self, scope, k, dd):
+        x = self.num(scope, k, dd)
+        c = self.pick((0.5, 1.0, 3.0))
+        lit = atom(spell(self.draw, c), CONST, NUM, c)
+        return call("expm1", [call("clamp", [x, neg(lit), lit], c)], math.expm1(c))
+
+    def r_cbrt(self, scope, k, dd):
+        x = self.num(scope, k, dd)
+        return call("cbrt", [x], x.mag ** (1 / 3) + 1.0)
+
+    def r_floor(self, scope, k, dd):
+        x = self.num(scope, k, dd)
+        return call("floor", [x], x.mag + 1.0)
+
+    def r_mod(self, scope, k, dd):
+        """mod(x, d) with a divisor of either sign, or `mod(step, n) == 0 ? a : b` (every n steps)."""
+        if k >= TS and self.chance(0.35):
+            n = self.num_lit((2.0, 3.0, 10.0))
+            every = compare([call("mod", [atom("step", TS, NUM, 10.0), n], n.mag, kind=TS), self.num_lit((0.0, 1.0))],
+                            [self.pick(("==", "!="))])
+            a, b = self.num(scope, k, dd), self.num(scope, k, dd)
+            return ternary(every, a, b)
+        x = self.num(scope, k, dd)
+        d, lo = self.positive(scope, k, dd)
+        d = self.bounded(d, 10.0)
+        if self.chance(0.4):
+            d = neg(d)
+        return call("mod", [x, d], d.mag)
+
+    def r_inf(self, scope, k, dd):
+        """The `inf` constant: min(x, inf), max(x, -inf), clamp(x, -inf, c)."""
+        x = self.num(scope, k, dd)
+        inf = atom("inf", CONST, NUM, 0.0)
+        form = self.d(st.integers(0, 2))
+        if form == 0:
+            return call("min", [x, inf], x.mag)
+        if form == 1:
+            return call("max", [neg(inf), x], x.mag)
+        c = self.num_lit((1.0, 10.0))
+        return call("clamp", [x, neg(inf), c], x.mag)
+
     def r_other(self, scope, k, dd):
         """Builtins without a recipe above (added to builtins.FUNCTIONS later): arguments >= 0.5."""
-        known = {"sqrt", "rsqrt", "abs", "sign", "exp", "log", "min", "max", "pow", "clamp", "lerp", "where"}
+        known = {"sqrt", "rsqrt", "abs", "sign", "exp", "log", "min", "max", "pow", "clamp", "lerp", "where",
+                 "sigmoid", "tanh", "softplus", "log1p", "expm1", "cbrt", "floor", "mod"}
         others = sorted(set(FUNCTIONS) - known)
         if not others:
             return self.r_add(scope, k, dd)
@@ -801,12 +872,12 @@ class ProgramGen:
                 later_scope = scope.copy()
                 later_scope.nonempty.add(s.name)
                 later = self.update_form(later_scope, s)
-                test = call("is_empty", [atom(s.name, TS)], 0.0, BOOL, kind=TS)
+                test = call("is_empty", [atom(s.name, TS, dirty=True)], 0.0, BOOL, kind=TS)
                 e = ternary(test, first, later) if self.chance(0.7) else call("where", [test, first, later], STATE_MAG)
                 scope.nonempty.add(s.name)
                 return self.assign(s.name, e)
             if form == 1 and depth < 2:
-                test = call("is_empty", [atom(s.name, TS)], 0.0, BOOL, kind=TS)
+                test = call("is_empty", [atom(s.name, TS, dirty=True)], 0.0, BOOL, kind=TS)
                 later_scope = scope.copy()
                 later_scope.nonempty.add(s.name)
                 then = [self.assign(s.name, first)]
@@ -966,7 +1037,7 @@ class ProgramGen:
             empties = [s for s in self.states if s.init == "empty" and (s.cond is None or all(c in scope.guards for c in s.cond))]
             if empties:
                 s = self.pick(empties)
-                test = call("is_empty", [atom(s.name, TS)], 0.0, BOOL, kind=TS)
+                test = call("is_empty", [atom(s.name, TS, dirty=True)], 0.0, BOOL, kind=TS)
                 return not_(test) if self.chance(0.3) else test
         # one boolean per tensor: host, step and scalar-state math, or reductions (`norm(g) > c`)
         return self.boolean(scope, self.pick((TS, TS, RED)), 2)
@@ -1189,6 +1260,9 @@ class Coverage:
         for name in sorted(set(FUNCTIONS) | set(STATE_PREDICATES) | set(REDUCTION_FUNCTIONS)):
             if name not in self.calls:
                 out.append(f"builtin {name}()")
+        for name in sorted({*CONSTANTS, INITIAL_LR}):   # names the language gives a meaning
+            if ("NAME", name) not in self.token_values:
+                out.append(f"named value {name}")
         if check_ops:
             for scope, n in self.scopes.items():
                 if not n:

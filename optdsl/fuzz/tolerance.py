@@ -64,10 +64,24 @@ OP_CLASSES: dict[str, tuple[tuple[Op, ...], float]] = {
     # no rounding at all
     # (ON_DEVICE: a host number moved onto the device; its rounding to the compute dtype is the
     # conversion every host operand of device math gets, optdsl.interp_math._convert)
+    # (FLOOR: its jumps are decisions, as SIGN's: optdsl.interp_math._rule_floor)
     "exact": ((Op.NEG, Op.ABS, Op.SIGN, Op.MIN, Op.MAX, Op.CLAMP, Op.COPY, Op.ON_DEVICE, Op.WHERE, Op.NOT, Op.AND, Op.OR,
-               Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE), 0.0),
+               Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.FLOOR), 0.0),
     # one correctly rounded operation
     "arithmetic": ((Op.ADD, Op.SUB, Op.MUL), 1.0),
+    # mod: torch's exact fmod then `+ b`, or Triton's fma(-q, b, a) then `+ b`: one rounding where the
+    # quotient's floor is settled (the jumps are decisions: optdsl.interp_math._rule_mod)
+    "remainder": ((Op.MOD,), 1.0),
+    # cbrt: |x|^(1/3) and a Newton step (y^2, a / y^2, the step: about three roundings)
+    "cbrt": ((Op.CBRT,), 4.0),
+    # sigmoid: exp(-|x|) (4), 1 + z, the division; the GPU exp's argument error on top (interp_math)
+    "sigmoid": ((Op.SIGMOID,), 6.0),
+    # tanh: expm1 (amplified by up to 2), 2 + t, the division; log1p: s = x / (2 + x) and the series, or
+    # 1 + x (amplified by 1 / log 1.5) and a GPU log's absolute error 2^-22 (7 ulps of a result >= log 1.5);
+    # expm1: the series, or exp(x) - 1 (exp's error amplified by up to 2.54)
+    "exp relatives": ((Op.TANH, Op.LOG1P, Op.EXPM1), 12.0),
+    # softplus: max(x, 0) + log1p(exp(-|x|)): exp's and log1p's errors, the addition
+    "softplus": ((Op.SOFTPLUS,), 16.0),
     # foreach: s / t = s * (1 / t)
     "division": ((Op.DIV,), 2.0),
     "sqrt": ((Op.SQRT,), 1.0),
@@ -102,7 +116,8 @@ REDUCE_PART_ULPS = 4.0
 
 # host math (float64): backends use Python's math / `**`, the interpreter NumPy; IEEE +, -, *, /
 # and the shared formulas of lerp, clamp, sign agree exactly, so only these may differ (by an ulp)
-HOST_ULPS = {Op.SQRT: 1.0, Op.RSQRT: 2.0, Op.EXP: 1.0, Op.LOG: 1.0, Op.POW: 1.0}
+HOST_ULPS = {Op.SQRT: 1.0, Op.RSQRT: 2.0, Op.EXP: 1.0, Op.LOG: 1.0, Op.POW: 1.0, Op.SIGMOID: 2.0, Op.TANH: 1.0,
+             Op.SOFTPLUS: 3.0, Op.LOG1P: 1.0, Op.EXPM1: 1.0, Op.CBRT: 1.0}
 
 # a stored value rounds once more (to the storage dtype); scalar states are 0-d float32 tensors
 # stored either from float64 (one rounding) or by an in-place op on a float32 operand (two)

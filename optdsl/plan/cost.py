@@ -8,8 +8,9 @@ stores. A state kept only where its (host) condition holds (`state m = zeros if 
 
 FLOPs per element (`FLOPS` below): every elementwise operation on a per-element value counts 1
 (`+ - * /`, `sqrt`, `exp`, `log`, `^`, `min`, `max`, `abs`, `sign`, a comparison, a select);
+`sigmoid`, `tanh`, `softplus`, `log1p`, `expm1`, `cbrt` and `floor` 1 each, as `exp`;
 `rsqrt` 2 (a square root and a division, as the kernel computes it), `clamp` 2, `lerp` 3
-(a + w * (b - a)); logic on booleans, copies and leaves 0. A reduction a phase computes counts
+(a + w * (b - a)), `mod` 3 (a - b * floor(a / b)); logic on booleans, copies and leaves 0. A reduction a phase computes counts
 its map and fold per element (`sum`/`mean` 1, `norm`/`rms`/`amax`/`dot` 2); one it reads from a
 combined table counts 0. Host math (hypers, step, reductions' values: once per group, tensor or
 channel) is not per element and counts 0. Each node of the value DAG counts once per phase (the
@@ -32,7 +33,8 @@ FLOPS: dict[Op, int] = {
                         Op.AND, Op.OR, Op.NOT)},
     **{op: 1 for op in (Op.NEG, Op.SQRT, Op.ABS, Op.SIGN, Op.EXP, Op.LOG, Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW,
                         Op.MIN, Op.MAX, Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.WHERE)},
-    Op.RSQRT: 2, Op.CLAMP: 2, Op.LERP: 3,
+    **{op: 1 for op in (Op.SIGMOID, Op.TANH, Op.SOFTPLUS, Op.LOG1P, Op.EXPM1, Op.CBRT, Op.FLOOR)},
+    Op.RSQRT: 2, Op.CLAMP: 2, Op.LERP: 3, Op.MOD: 3,
     Op.SUM: 1, Op.MEAN: 1, Op.NORM: 2, Op.RMS: 2, Op.AMAX: 2, Op.DOT: 2,
 }
 assert set(FLOPS) == set(Op), "every Op has a FLOP count"

@@ -172,7 +172,7 @@ class LatexRenderer(Renderer):
 
     def func(self, name: str, args: list[str], sub: str = "") -> str:
         head = f"\\operatorname{{{_latex_text(name)}}}"
-        if name in ("exp", "log", "min", "max"):
+        if name in ("exp", "log", "min", "max", "tanh"):
             head = "\\" + name
         if sub:
             head += f"_{{\\mathrm{{{sub}}}}}"
@@ -352,6 +352,9 @@ RULES = {
     Op.NUMEL: _shape, Op.NDIM: _shape, Op.CHANNEL_NUMEL: _shape, Op.SIZE: _shape,
     Op.NEG: _neg, Op.NOT: _not, Op.SQRT: _sqrt, Op.RSQRT: _rsqrt, Op.ABS: _abs,
     Op.SIGN: _call("sign"), Op.EXP: _call("exp"), Op.LOG: _call("log"),
+    Op.SIGMOID: _call("sigmoid"), Op.TANH: _call("tanh"), Op.SOFTPLUS: _call("softplus"),
+    Op.LOG1P: _call("log1p"), Op.EXPM1: _call("expm1"), Op.CBRT: _call("cbrt"), Op.FLOOR: _call("floor"),
+    Op.MOD: _call("mod"),
     Op.COPY: _transparent, Op.ON_DEVICE: _transparent,
     **{op: _reduction for op in REDUCE},
     Op.ADD: _add, Op.SUB: _sub, Op.MUL: _mul, Op.DIV: _div, Op.POW: _pow,
