@@ -5,6 +5,7 @@ import hashlib
 from dataclasses import dataclass
 
 from .check import check
+from .defaults import default_violations
 from .diagnostics import CompileError, Diagnostic
 from .ir import Program, verify
 from .lower import lower
@@ -26,7 +27,10 @@ def spec_hash(source: str) -> str:
 
 
 def compile_ir(source: str, file: str = "<spec>", verify_ir: bool = False) -> Program:
-    program = lower(check(parse(source, file)))
+    spec = check(parse(source, file))
+    program = lower(spec)
+    if (refused := default_violations(spec, program)):
+        raise CompileError(refused, source)
     if verify_ir:
         verify(program)
     return optimize(program, check=verify_ir)
