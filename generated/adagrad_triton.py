@@ -66,6 +66,7 @@ def _adagrad_host_values(step, *, lr, lr_decay, weight_decay, initial_accumulato
     return (_h1, clr)
 
 
+@_krt.quiet_interpreter
 def launch(params, grads, states, inputs, hypers, capturable=False):
     """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket.
     With capturable=True the inputs (steps, scalar states) are device tensors and the host

@@ -44,6 +44,7 @@ class Adam(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        _rt.check_tuple_length('betas', betas, 2)
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not ((0.0 <= betas[0]) and (betas[0] < 1.0)):

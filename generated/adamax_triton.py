@@ -75,6 +75,7 @@ def _adamax_host_values(step, *, lr, betas, eps, weight_decay, maximize):
     return (_h1, _h2, clr)
 
 
+@_krt.quiet_interpreter
 def launch(params, grads, states, inputs, hypers, capturable=False):
     """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket.
     With capturable=True the inputs (steps, scalar states) are device tensors and the host

@@ -97,6 +97,7 @@ def _adamw_host_values(step, *, lr, betas, eps, weight_decay, amsgrad, maximize)
     return (_h1, _h2, _h3, _h4, _h5, step_size)
 
 
+@_krt.quiet_interpreter
 def launch(params, grads, states, inputs, hypers, capturable=False):
     """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket.
     With capturable=True the inputs (steps, scalar states) are device tensors and the host

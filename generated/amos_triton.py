@@ -216,6 +216,7 @@ def _launch(kernel, run, constexprs):
     _krt.LAUNCHES[0] += 1
 
 
+@_krt.quiet_interpreter
 def launch(params, grads, states, inputs, hypers, capturable=False):
     """One fused step over lists of tensors: every phase is one kernel launch per (device, dtypes)
     bucket, and one combine follows each phase but the last. With capturable=True the inputs

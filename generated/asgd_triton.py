@@ -80,6 +80,7 @@ def _asgd_host_values(step, mu, eta, *, lr, lambd, alpha, t0, weight_decay, maxi
     return (_h1, _h2, _h3, _h4, _h5, mu, eta)
 
 
+@_krt.quiet_interpreter
 def launch(params, grads, states, inputs, hypers, capturable=False):
     """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket.
     With capturable=True the inputs (steps, scalar states) are device tensors and the host

@@ -98,6 +98,7 @@ def _nadam_host_values(step, mu_product, *, lr, betas, eps, weight_decay, moment
     return (_h1, _h2, _h3, _h4, bias_correction2, _h5, _h6, mu_product)
 
 
+@_krt.quiet_interpreter
 def launch(params, grads, states, inputs, hypers, capturable=False):
     """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket.
     With capturable=True the inputs (steps, scalar states) are device tensors and the host

@@ -105,6 +105,7 @@ def _radam_host_values(step, *, lr, betas, eps, weight_decay, decoupled_weight_d
     return (_h1, _h2, _h3, _h4, bias_correction1, _h5, _h6, rect)
 
 
+@_krt.quiet_interpreter
 def launch(params, grads, states, inputs, hypers, capturable=False):
     """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket.
     With capturable=True the inputs (steps, scalar states) are device tensors and the host

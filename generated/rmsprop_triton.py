@@ -99,6 +99,7 @@ def _rmsprop_host_values(step, *, lr, alpha, eps, weight_decay, momentum, center
     return (_h1, _h2, _h3, _h4)
 
 
+@_krt.quiet_interpreter
 def launch(params, grads, states, inputs, hypers, capturable=False):
     """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket.
     With capturable=True the inputs (steps, scalar states) are device tensors and the host

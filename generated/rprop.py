@@ -41,6 +41,8 @@ class Rprop(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        _rt.check_tuple_length('etas', etas, 2)
+        _rt.check_tuple_length('step_sizes', step_sizes, 2)
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not (((0.0 < etas[0]) and (etas[0] < 1.0)) and (1.0 < etas[1])):

@@ -67,6 +67,7 @@ def _rprop_host_values(step, *, lr, etas, step_sizes, maximize):
     return ()
 
 
+@_krt.quiet_interpreter
 def launch(params, grads, states, inputs, hypers, capturable=False):
     """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket.
     With capturable=True the inputs (steps, scalar states) are device tensors and the host

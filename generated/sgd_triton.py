@@ -81,6 +81,7 @@ def _sgd_host_values(momentum_buffer_is_empty, *, lr, momentum, dampening, weigh
     return (_h1, _h2, _h3, _h4, _stored_momentum_buffer)
 
 
+@_krt.quiet_interpreter
 def launch(params, grads, states, inputs, hypers, capturable=False):
     """One fused step over lists of tensors: one kernel launch per (device, dtypes) bucket.
     With capturable=True the inputs (steps, scalar states) are device tensors and the host

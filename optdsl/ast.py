@@ -101,6 +101,7 @@ class Hyper(Node):
     is_tuple: bool
     where: Expr | None
     optional: bool = False      # `= none` or `= 1.0 or none`: None from Python means absent
+    default_span: Span | None = field(default=None, compare=False, repr=False)   # where the default is written
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,15 @@ def spec_files(specs_dir: Path | None = None) -> list[Path]:
     return sorted((specs_dir or data_dir("specs")).glob("*.opt"))
 
 
-def render_all(specs_dir: Path | None = None) -> dict[str, str]:
-    """file name in generated/ -> its text."""
+def render_all(specs_dir: Path | None = None, warnings: list[str] | None = None) -> dict[str, str]:
+    """file name in generated/ -> its text. The specs' warnings, rendered, go to `warnings`."""
     out: dict[str, str] = {}
     registry: dict[str, str] = {}
     for path in spec_files(specs_dir):
-        compiled = compile_spec(path.read_text(encoding="utf-8"), path.name)
+        source = path.read_text(encoding="utf-8")
+        compiled = compile_spec(source, path.name)
+        if warnings is not None:
+            warnings += [w.render(source) for w in compiled.warnings]
         mod = module_name(compiled.program.name)
         if mod in registry.values():
             raise SystemExit(f"{path.name}: optimizer name '{compiled.program.name}' is used by another spec")
@@ -54,10 +57,11 @@ def render_all(specs_dir: Path | None = None) -> dict[str, str]:
     return out
 
 
-def build(out_dir: Path | None = None, check: bool = False) -> list[str]:
-    """Write generated/ (or, with check, only report it). Returns the names of stale files."""
+def build(out_dir: Path | None = None, check: bool = False, warnings: list[str] | None = None) -> list[str]:
+    """Write generated/ (or, with check, only report it). Returns the names of stale files; the
+    specs' warnings, rendered, go to `warnings`."""
     out_dir = out_dir or data_dir("generated")
-    wanted = render_all()
+    wanted = render_all(warnings=warnings)
     stale = []
     for name, text in wanted.items():
         path = out_dir / name

@@ -162,3 +162,11 @@ NONE = "none"
 missing = set(Op) - set(OPS) - {Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY,
                                  Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE}
 assert not missing, f"ops without backend forms: {missing}"
+
+# The spec-level functions by what they do, in the order diagnostics list them (`unknown function`).
+FUNCTION_GROUPS: dict[str, dict] = {
+    "elementwise math": FUNCTIONS,
+    "reductions": REDUCTION_FUNCTIONS,
+    "shape inputs": SHAPE_FUNCTIONS,
+    "state tests": STATE_PREDICATES,
+}

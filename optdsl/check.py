@@ -6,7 +6,9 @@ import difflib
 from dataclasses import dataclass
 
 from . import ast
-from .builtins import CONSTANTS, FUNCTIONS, INITIAL_LR, INPUTS, NONE, REDUCTION_FUNCTIONS, SHAPE_FUNCTIONS, STATE_PREDICATES
+from .builtins import (CONSTANTS, FUNCTION_GROUPS, FUNCTIONS, INITIAL_LR, INPUTS, NONE, REDUCTION_FUNCTIONS,
+                       SHAPE_FUNCTIONS, STATE_PREDICATES)
+from .definite import unguarded_empty_reads
 from .ir import SCOPE_KIND, SCOPES
 from .diagnostics import Reporter, Span
 from .ir import Kind, Type
@@ -115,6 +117,10 @@ class Checker:
         self.in_update = True
         self.infer_device_scalars()
         self.block(spec.body, {}, guards=[])
+        for read in unguarded_empty_reads(spec):
+            self.r.error(read.span, f"state '{read.id}' starts `empty`, and this read can come before its first store "
+                                    f"(on the first step it has no value): guard it with `is_empty({read.id})`, "
+                                    f"e.g. `is_empty({read.id}) ? grad : {read.id}`, or store '{read.id}' before reading it")
         if not self.param_stored:
             self.r.error(spec.span, "the update block never assigns 'param'")
         self.r.raise_if_any()
@@ -172,7 +178,11 @@ class Checker:
                     self.r.error(s.span, f"state '{s.name}' cannot start from tuple hyper '{s.init}'")
             else:
                 options = {"zeros", "empty", *self.hypers}
-                self.r.error(s.span, f"unknown initial value '{s.init}' for state '{s.name}'{_did_you_mean(s.init, options)}")
+                hint = _did_you_mean(s.init, options) or (
+                    f"; a state starts as `zeros`, `empty`, a number or a hyper's value. To start from a value of the "
+                    f"first step, declare it `empty` and store it there: `{s.name} = is_empty({s.name}) ? "
+                    f"{s.init if s.init in INPUTS else 'grad'} : ...`")
+                self.r.error(s.span, f"unknown initial value '{s.init}' for state '{s.name}'{hint}")
         if s.cond is not None:
             self.expect(s.cond, Type.BOOL, max_kind=Kind.HOST, what="a state's `if` condition", locals_={})
 
@@ -232,6 +242,7 @@ class Checker:
             return
         if (why := problem_with_name(t) or self.derived_clash(t)):
             self.r.error(st.target_span, why)
+            locals_[t] = Local(Kind.TENSOR, None)   # poisoned: its uses stay quiet, this error said it all
             return
         if t in self.list_names.values():
             owner = next(n for n, v in self.list_names.items() if v == t)
@@ -456,8 +467,9 @@ class Checker:
             self.require_guard(s, e.args[0].span, guards)
             return Sym(Kind.TENSOR_SCALAR, Type.BOOL)
         if e.func not in FUNCTIONS:
-            self.r.error(e.span, f"unknown function '{e.func}'"
-                                 f"{_did_you_mean(e.func, {*FUNCTIONS, *STATE_PREDICATES, *REDUCTION_FUNCTIONS, *SHAPE_FUNCTIONS})}")
+            known = {name for table in FUNCTION_GROUPS.values() for name in table}
+            listing = "; ".join(f"{group}: {', '.join(sorted(table))}" for group, table in FUNCTION_GROUPS.items())
+            self.r.error(e.span, f"unknown function '{e.func}'{_did_you_mean(e.func, known)}; the functions are {listing}")
             for a in e.args:
                 self.infer(a, locals_, guards)
             return None

@@ -7,7 +7,10 @@ import sys
 
 def cmd_build(args) -> int:
     from .build import build
-    stale = build(check=args.check)
+    warnings: list[str] = []
+    stale = build(check=args.check, warnings=warnings)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     if args.check:
         if stale:
             print("generated/ is stale; run `optdsl build`. Out of date: " + ", ".join(stale), file=sys.stderr)
@@ -20,7 +23,7 @@ def cmd_build(args) -> int:
 
 def cmd_check(args) -> int:
     from .checkfiles import check_files
-    return check_files(args.files)
+    return check_files(args.files, werror=args.werror)
 
 
 def cmd_verify(args) -> int:
@@ -46,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_build)
     c = sub.add_parser("check", help="parse and check spec files, printing diagnostics")
     c.add_argument("files", nargs="+")
+    c.add_argument("--werror", action="store_true", help="treat warnings (unused hypers, flags, states) as errors")
     c.set_defaults(func=cmd_check)
     v = sub.add_parser("verify", help="every path of every spec against its reference; prints a table")
     v.add_argument("specs", nargs="*", help="spec class names (default: all)")

@@ -4,13 +4,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from . import ast
 from .check import check
+from .defaults import default_violations
 from .diagnostics import CompileError, Diagnostic
 from .ir import Program, verify
 from .lower import lower
 from .parse import parse
 from .passes import optimize
 from .plan import PlanError
+from .unused import unused_declarations
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,9 @@ class Compiled:
     eager_source: str
     triton_source: str
     spec_hash: str
+    # what compiles but is probably a slip (unused hypers, flags, states): severity "warning",
+    # rendered against the source like errors; `optdsl check --werror` refuses them
+    warnings: tuple[Diagnostic, ...] = ()
 
 
 def spec_hash(source: str) -> str:
@@ -26,21 +32,28 @@ def spec_hash(source: str) -> str:
 
 
 def compile_ir(source: str, file: str = "<spec>", verify_ir: bool = False) -> Program:
-    program = lower(check(parse(source, file)))
+    return _front(source, file, verify_ir)[1]
+
+
+def _front(source: str, file: str, verify_ir: bool) -> tuple[ast.Spec, Program]:
+    spec = check(parse(source, file))
+    program = lower(spec)
+    if (refused := default_violations(spec, program)):
+        raise CompileError(refused, source)
     if verify_ir:
         verify(program)
-    return optimize(program, check=verify_ir)
+    return spec, optimize(program, check=verify_ir)
 
 
 def compile_spec(source: str, file: str = "<spec>", verify_ir: bool = False) -> Compiled:
     from .emit.pymodule import emit_eager_module
     from .emit.triton import emit_triton_module
-    program = compile_ir(source, file, verify_ir)
+    spec, program = _front(source, file, verify_ir)
     digest = spec_hash(source)
     name = file.rsplit("/", 1)[-1]
     try:
         return Compiled(program, emit_eager_module(program, name, digest), emit_triton_module(program, name, digest),
-                        digest)
+                        digest, tuple(unused_declarations(spec)))
     except PlanError as err:   # an update the phase plan cannot split: a diagnostic at the spec's header
         header = parse(source, file).span
         raise CompileError([Diagnostic(header, f"cannot plan this update's reductions: {err}")], source) from None

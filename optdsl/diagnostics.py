@@ -50,11 +50,12 @@ class Diagnostic:
 
 def _shorten(message: str, limit: int = 40) -> str:
     """Quoted names and long numbers in a message cut to `limit` characters: a 100,000-character
-    identifier must not make a 100,000-character diagnostic."""
+    identifier must not make a 100,000-character diagnostic. A run with a space in it is prose
+    between two quoted words, never a name, and stays whole."""
     def cut(m: re.Match) -> str:
         q, body = m.group(1), m.group(2)
         return f"{q}{body[:limit - 3]}...{q}"
-    message = re.sub(r"(['`])([^'`]{%d,})\1" % (limit + 1), cut, message)
+    message = re.sub(r"(['`])([^'`\s]{%d,})\1" % (limit + 1), cut, message)
     return re.sub(r"\d{%d,}" % (limit + 1), lambda m: m.group(0)[:limit - 3] + "...", message)
 
 

@@ -130,6 +130,10 @@ class Interpreter:
     def validate(self) -> None:
         """The checks the generated __init__ makes: `where` clauses (an optional hyper's only where
         it is given) and `require`s. Raises ValueError."""
+        from .runtime import check_tuple_length
+        for h in self.program.hypers:
+            if h.arity and self.hypers[h.name] is not None:
+                check_tuple_length(h.name, self.hypers[h.name], h.arity)
         for h in self.program.hypers:
             if self.hypers[h.name] is None:
                 if not h.optional:

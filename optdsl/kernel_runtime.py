@@ -2,6 +2,7 @@
 pointer tables, and one launch per parameter group (per dtype combination)."""
 from __future__ import annotations
 
+import functools
 import os
 from collections import OrderedDict
 
@@ -112,6 +113,22 @@ def buckets(params: list[torch.Tensor], streams: list[list[torch.Tensor]]) -> li
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def quiet_interpreter(launch):
+    """`launch` with NumPy's floating-point warnings off under TRITON_INTERPRET=1. The interpreter
+    runs a kernel as NumPy arrays, and NumPy warns where a GPU computes the IEEE value silently:
+    `0 ^ y` takes log2(0) = -inf on its way to the right result, an fp32 overflow gives inf. The
+    values are the same either way; the warnings would only reach the user as noise (or, under
+    warnings-as-errors, as an InterpreterError)."""
+    @functools.wraps(launch)
+    def run(*args, **kwargs):
+        if not interpreting():
+            return launch(*args, **kwargs)
+        import numpy as np
+        with np.errstate(all="ignore"):
+            return launch(*args, **kwargs)
+    return run
 
 
 def flat_views(streams: dict[str, list[torch.Tensor]], index: list[int], stored: tuple[str, ...]):

@@ -241,12 +241,13 @@ class _Builder(Transformer_NonRecursive):
         where = rest[1:] if optional else rest
         if isinstance(value, tuple):
             default: float | tuple | None = tuple(n.value for n in value[2])
-            is_tuple = True
+            is_tuple, default_span = True, value[1]
         elif isinstance(value, ast.NoneLit):
-            default, is_tuple, optional = None, False, True
+            default, is_tuple, optional, default_span = None, False, True, value.span
         else:
-            default, is_tuple = value.value, False
-        return ast.Hyper(self._s(tok), str(tok), default, is_tuple, where[0] if where else None, optional)
+            default, is_tuple, default_span = value.value, False, value.span
+        return ast.Hyper(self._s(tok), str(tok), default, is_tuple, where[0] if where else None, optional,
+                         default_span)
 
     def hyper_optional(self, children):
         return ("optional",)
@@ -336,11 +337,28 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, source: str) -> Diagnost
     except Exception:  # an example that itself fails oddly must not hide the user's error
         label = None
     tok = getattr(err, "token", None)
+    if (power := _python_power(tok, file, source)) is not None:
+        return power
     found = f"found {_describe(tok)}"
     msg = f"{label}; {found}" if label else (
         "unexpected end of the file" if tok is None or tok.type == "$END" else f"unexpected {_describe(tok)}")
     width = len(str(tok)) if tok is not None and tok.type != "$END" else 1
     return Diagnostic(Span(file, line, col, line, col + max(1, width)), msg)
+
+
+def _python_power(tok: Token | None, file: str, source: str) -> Diagnostic | None:
+    """`x ** 2` (Python's power) fails at one of its two `*`: say what the language writes instead."""
+    if tok is None or tok.type == "$END" or str(tok) != "*" or tok.start_pos is None:
+        return None
+    pos = tok.start_pos
+    if source[pos - 1:pos] == "*":
+        line, col = tok.line, tok.column - 1
+    elif source[pos + 1:pos + 2] == "*":
+        line, col = tok.line, tok.column
+    else:
+        return None
+    return Diagnostic(Span(file, line, col, line, col + 2),
+                      "`**` is not an operator; a power is written `x ^ y` (as in `beta2 ^ step`)")
 
 
 # rules whose children are a flat chain (`a or b or c`, `a < b < c`): the checker and the IR see a

@@ -359,6 +359,17 @@ def check_tensor_lr(lr, foreach, capturable, per_tensor_lr: bool) -> None:
         raise ValueError("Tensor lr must be 1-element")
 
 
+def check_tuple_length(name: str, value, n: int) -> None:
+    """A tuple hyper has exactly the entries the spec declares: a shorter one would fail later
+    with a bare IndexError, a longer one would be silently half-used."""
+    try:
+        got = len(value)
+    except TypeError:
+        raise ValueError(f"Invalid {name} value: expected a tuple of {n} numbers, got {value}") from None
+    if got != n:
+        raise ValueError(f"Invalid {name} value: expected a tuple of {n} numbers, got {got}: {value}")
+
+
 def to_scalar(x):
     """torch.optim's `_to_scalar`: a 1-element tensor hyper becomes 0-d."""
     return x.squeeze() if isinstance(x, Tensor) and x.dim() != 0 else x

@@ -208,6 +208,38 @@ CASES = [
      "expected `keep step` or `keep step per group`", 1, 38),
     ('optimizer A "x" hyper lr = 1 require initial_lr > 0 else "no" update { param = param - lr * grad }',
      "'initial_lr' can be read only in `update`", 1, 38),
+    # issue 11: definite assignment of `empty` states, defaults against their checks, the new user's slips
+    ('optimizer EmptyRead\nhyper lr = 1e-3\nstate x0 = empty\nupdate {\n  param = param - lr * (param - x0)\n  x0 = grad\n}\n',
+     "state 'x0' starts `empty`, and this read can come before its first store (on the first step it has no "
+     "value): guard it with `is_empty(x0)`, e.g. `is_empty(x0) ? grad : x0`, or store 'x0' before reading it", 5, 33),
+    ('optimizer A "x" state m = empty update { if step > 1 { param = param - m } else { param = param } m = grad }',
+     "state 'm' starts `empty`, and this read can come before its first store", 1, 72),
+    ('optimizer A "x" state m = empty update { x = (is_empty(m) or grad > 0) ? grad : m m = grad param = param - x }',
+     "state 'm' starts `empty`, and this read can come before its first store", 1, 81),
+    ('optimizer A "x" state m = empty update { x = not is_empty(m) and sum(m) > 0 ? m : grad m = grad '
+     'param = param - x }',
+     "state 'm' starts `empty`, and this read can come before its first store", 1, 70),
+    ('optimizer A "x" hyper lr = -1 where lr > 0 update { param = param - lr * grad }',
+     "the default of hyper 'lr' fails `lr > 0`: built with its defaults, the class would raise ValueError: "
+     "Invalid learning rate: -1.0", 1, 28),
+    ('optimizer A "x" hyper betas = (0.9, 1.5) where 0 <= betas[0] < 1 and 0 <= betas[1] < 1 '
+     'update { param = param - betas[0] * betas[1] * grad }',
+     "the default of hyper 'betas' fails `0 <= betas[1] < 1`: built with its defaults, the class would raise "
+     "ValueError: Invalid beta parameter at index 1: 1.5", 1, 31),
+    ('optimizer A "x" hyper etas = (0.5, 0.9) require 0 < etas[0] < 1 < etas[1] else "Invalid eta values: {etas[0]}, '
+     '{etas[1]}" update { param = param - etas[0] * etas[1] * grad }',
+     "the defaults fail this `require`: built with its defaults, the class would raise ValueError: "
+     "Invalid eta values: 0.5, 0.9", 1, 41),
+    ('optimizer A "x" update { param = param ** 2 }',
+     "`**` is not an operator; a power is written `x ^ y`", 1, 40),
+    ('optimizer A "x" state m = grad update { m = is_empty(m) ? grad : m param = param - m }',
+     "unknown initial value 'grad' for state 'm'; a state starts as `zeros`, `empty`, a number or a hyper's value. "
+     "To start from a value of the first step, declare it `empty` and store it there: "
+     "`m = is_empty(m) ? grad : ...`", 1, 23),
+    ('optimizer A "x" update { class = grad * 2 param = param - class * class }',
+     "'class' is reserved (it would shadow a Python or generated-code name)", 1, 26),
+    ('optimizer A "x" update { param = frobnicate(param) }',
+     "unknown function 'frobnicate'; the functions are elementwise math: abs, ", 1, 34),
 ]
 
 
@@ -290,3 +322,73 @@ def test_odd_inputs_end_in_a_diagnostic(text):
 def test_crlf_and_bom_are_accepted():
     source = '\ufeffoptimizer A "x"\r\nhyper lr = 0.1\r\nupdate {\r\n  param = param - lr * grad\r\n}\r\n'
     assert compile_spec(source, "crlf.opt").program.name == "A"
+
+
+def test_a_local_with_a_reserved_name_is_one_error_not_one_per_use():
+    source = 'optimizer A "x" update { class = grad * 2\n u = class + 1\n param = param - class * u }'
+    with pytest.raises(CompileError) as info:
+        compile_spec(source, "t.opt")
+    assert [(d.span.line, d.span.col) for d in info.value.diagnostics] == [(1, 26)]
+
+
+def test_unknown_function_lists_every_builtin_by_group():
+    from optdsl.builtins import FUNCTION_GROUPS
+    with pytest.raises(CompileError) as info:
+        compile_spec('optimizer A "x" update { param = sqrtt(param) }', "t.opt")
+    message = info.value.diagnostics[0].message
+    assert message.startswith("unknown function 'sqrtt' (did you mean 'sqrt'?); the functions are ")
+    for group, table in FUNCTION_GROUPS.items():
+        assert f"{group}: {', '.join(sorted(table))}" in message
+    assert {"sqrt", "norm", "size", "is_empty"} <= {name for table in FUNCTION_GROUPS.values() for name in table}
+
+
+# Warnings: the spec compiles, `Compiled.warnings` holds each (severity "warning", positioned).
+WARNING_CASES = [
+    ('optimizer A "x" hyper lr = 0.1 hyper beta = 0.9 update { param = param - lr * grad }',
+     "hyper 'beta' is never used: the update, the states and the checks do not read it", 1, 38),
+    ('optimizer A "x" hyper lr = 0.1 where lr > 0 update { param = param - grad }',
+     "hyper 'lr' is never used", 1, 23),
+    ('optimizer A "x" flag nesterov = false update { param = param - grad }',
+     "flag 'nesterov' is never used: no condition tests it", 1, 22),
+    ('optimizer A "x" state m = zeros update { param = param - grad }',
+     "state 'm' is never used: the update neither reads nor stores it", 1, 23),
+]
+
+
+@pytest.mark.parametrize("source, message, line, col", WARNING_CASES, ids=[f"warn{i}" for i in range(len(WARNING_CASES))])
+def test_unused_declarations_are_positioned_warnings(source, message, line, col):
+    compiled = compile_spec(source, "t.opt")
+    assert len(compiled.warnings) == 1
+    warning = compiled.warnings[0]
+    assert warning.severity == "warning" and message in warning.message
+    assert (warning.span.line, warning.span.col) == (line, col)
+    rendered = warning.render(source).splitlines()
+    assert rendered[0].startswith(f"t.opt:{line}:{col}: warning: ")
+    assert rendered[2].index("^") - 2 == col - 1
+
+
+def test_declarations_read_outside_the_update_are_used():
+    source = ('optimizer A "x" hyper lr = 0.1 hyper lo = 0 hyper init = 0.5 flag f = true '
+              'hyper cap = 1 where cap > lo require lr < 1 or f else "no" state m = init if cap > 0 '
+              'update { if cap > 0 { m = 0.5 * m + grad } param = param - lr * grad }')
+    assert compile_spec(source, "t.opt").warnings == ()
+
+
+def test_check_prints_warnings_and_werror_makes_them_errors(tmp_path, capsys):
+    from optdsl.cli import main
+    spec = tmp_path / "u.opt"
+    spec.write_text('optimizer U "x"\nhyper lr = 0.1\nflag f = false\nupdate {\n  param = param - lr * grad\n}\n')
+    assert main(["check", str(spec)]) == 0
+    err = capsys.readouterr().err
+    assert f"{spec}:3:6: warning: flag 'f' is never used" in err and "  flag f = false\n       ^" in err
+    assert main(["check", "--werror", str(spec)]) == 1
+    captured = capsys.readouterr()
+    assert f"{spec}:3:6: error: flag 'f' is never used" in captured.err and "[--werror]" in captured.err
+    assert "ok" not in captured.out
+
+
+def test_shipped_specs_have_no_warnings():
+    from optdsl.build import spec_files
+    for path in spec_files():
+        compiled = compile_spec(path.read_text(encoding="utf-8"), path.name)
+        assert compiled.warnings == (), [w.render(path.read_text(encoding="utf-8")) for w in compiled.warnings]

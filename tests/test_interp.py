@@ -166,9 +166,15 @@ update {
 
 
 def test_reading_an_empty_state_is_an_interpreter_error():
-    program = compile_ir('''optimizer R "r"
+    from optdsl.diagnostics import CompileError
+    from optdsl.lower import lower
+    from optdsl.parse import parse
+    source = '''optimizer R "r"
 state m = empty
-update { param = param - m }''', "r.opt")
+update { param = param - m }'''
+    with pytest.raises(CompileError, match="starts `empty`"):   # the checker refuses it ...
+        compile_ir(source, "r.opt")
+    program = lower(parse(source, "r.opt"))                     # ... and the oracle, given it unchecked
     with pytest.raises(InterpError, match="absent"):
         Interpreter(program).step([np.zeros(2)], [np.ones(2)])
 

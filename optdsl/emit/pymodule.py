@@ -43,6 +43,13 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     init_args += [f"{ident(f.name)}: bool = {literal(f.default)}" for f in p.flags]
     v = Writer(2)
     for h in p.hypers:
+        if h.arity and h.optional:   # before any check indexes it
+            v.line(f"if {ident(h.name)} is not None:")
+            with v.indent():
+                v.line(f"_rt.check_tuple_length({literal(h.name)}, {ident(h.name)}, {int(h.arity)})")
+        elif h.arity:
+            v.line(f"_rt.check_tuple_length({literal(h.name)}, {ident(h.name)}, {int(h.arity)})")
+    for h in p.hypers:
         for cond, message, (name, index) in h.checks:
             shown = ident(name) if index is None else f"{ident(name)}[{int(index)}]"
             given = f"{ident(h.name)} is not None and " if h.optional else ""   # None: an optional hyper left out
