@@ -175,7 +175,7 @@ def verify_entry(entry: Entry, steps: int, paths=("loop", "foreach", "fused")) -
 
 # The quick plan (`optdsl verify`, `make verify`): every spec, every path, and every level of every
 # hyper and flag in the spec's grid at least once, over fewer steps and smaller tensors. The
-# fused path in the Triton interpreter costs about 1 ms per program, and a spec with a channel
+# fused path in the Triton interpreter costs a few ms per program, and a spec with a channel
 # reduction runs one program per output channel: the quick shapes keep every rank of SHAPES
 # (2-D, 1-D, a single element, 3-D) with few channels.
 QUICK_SHAPES = ((4, 3), (3,), (1,), (2, 3, 2))
@@ -238,12 +238,18 @@ def run_plan(tasks: list[Task], progress: bool = True) -> list[Row]:
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
     rows: list[Row] = []
-    with Progress(*columns, console=Console(stderr=True), redirect_stdout=False, redirect_stderr=False) as bar:
+    console = Console(stderr=True)
+    start = time.perf_counter()
+    with Progress(*columns, console=console, redirect_stdout=False, redirect_stderr=False) as bar:
         job = bar.add_task("verify", total=len(tasks))
-        for task in tasks:
+        for k, task in enumerate(tasks):
             bar.update(job, description=f"{task.entry.name} {task.path}")
             rows += run_task(task)
             bar.advance(job)
+            last_of_spec = k + 1 == len(tasks) or tasks[k + 1].entry is not task.entry
+            if not console.is_terminal and last_of_spec:   # a log (CI, a pipe): one line per spec instead
+                print(f"verify: {task.entry.name} done, {k + 1}/{len(tasks)} runs, "
+                      f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         bar.update(job, description="verify")
     return rows
 
