@@ -1,4 +1,4 @@
-"""The `optdsl` command: build, check, verify, bench, fuzz, show, docs."""
+"""The `optdsl` command: build, check, verify, bench, fuzz, show, docs, compare."""
 from __future__ import annotations
 
 import argparse
@@ -28,7 +28,7 @@ def cmd_check(args) -> int:
 
 def cmd_verify(args) -> int:
     from .verify import main
-    return main(args.specs, args.steps)
+    return main(args.specs, args.steps, full=args.full, progress=args.progress)
 
 
 def cmd_bench(args) -> int:
@@ -51,9 +51,13 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("files", nargs="+")
     c.add_argument("--werror", action="store_true", help="treat warnings (unused hypers, flags, states) as errors")
     c.set_defaults(func=cmd_check)
-    v = sub.add_parser("verify", help="every path of every spec against its reference; prints a table")
+    v = sub.add_parser("verify", help="every path of every spec against its reference (every flag level at least once; --full: the whole grid); prints a table")
     v.add_argument("specs", nargs="*", help="spec class names (default: all)")
-    v.add_argument("--steps", type=int, default=200)
+    v.add_argument("--steps", type=int, default=None,
+                   help="steps per run (default: 20, a few specs more, on small tensors; --full: 200)")
+    v.add_argument("--full", action="store_true",
+                   help="the whole flag grid of every spec over 200 steps on the full shapes (slow in the interpreter)")
+    v.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
     v.set_defaults(func=cmd_verify)
     be = sub.add_parser("bench", help="step-time ratios against torch, measured side by side (CPU)")
     be.add_argument("specs", nargs="*")
@@ -65,11 +69,14 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--count", type=int, default=100)
     f.add_argument("--time", type=float, default=None, help="stop after this many seconds")
     f.add_argument("--mode", choices=("programs", "text", "both"), default="both")
+    f.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
     f.set_defaults(func=cmd_fuzz)
     from .show.command import add_parser as add_show
     add_show(sub)
     from .docgen.command import add_parser as add_docs
     add_docs(sub)
+    from .convergence import add_compare_parser
+    add_compare_parser(sub)
     return p
 
 

@@ -54,6 +54,9 @@ class Entry:
     # Why our foreach path is compared with the reference's for-loop path, not its foreach path,
     # where those two disagree beyond tolerance themselves ("" : compare foreach with foreach).
     foreach_against_loop: str = ""
+    # Steps of the quick `optdsl verify` (0: verify.QUICK_STEPS): more where a level of the grid
+    # acts only later (ASGD's t0), fewer where the fused path is slow in the interpreter.
+    quick_steps: int = 0
 
     def combos(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
@@ -206,10 +209,10 @@ register(Entry(
 _ASGD = {"lambd": (1e-4, 1e-2), "alpha": (0.75, 0.5), "t0": (0.0, 50.0), "weight_decay": (0.0, 0.1),
          "maximize": (False, True)}
 register(Entry(
-    # t0 small (torch's default is 1e6): averaging starts at step 2 or after step 51
+    # t0 small (torch's default is 1e6): averaging starts at step 2 or after step 51 (quick_steps=60)
     "ASGD", torch.optim.ASGD, "torch.optim.ASGD", grid=_ASGD, base={"lr": 0.01},
     valid=fraction(_ASGD, ("maximize", ("lambd", "alpha", "t0", "weight_decay"))),
-    torch_class=torch.optim.ASGD, reference_foreach=True, bench=True, wave=2,
+    torch_class=torch.optim.ASGD, reference_foreach=True, bench=True, wave=2, quick_steps=60,
     foreach_against_loop=(
         "torch's own ASGD paths differ by up to 1.6e-5 after 200 steps (lambd=1e-4): its for-loop "
         "rounds the decay factor 1 - lambd * eta to float32 every step, a bias of the same sign each "
@@ -247,7 +250,8 @@ def _formula_reference(name: str):
     return make
 
 
-# max_grad_norm=1.0 clips every step here: the test gradients' global norm is about 16.
+# max_grad_norm=1.0 clips every step here: the test gradients' global norm is about 16 (about 5.3
+# on the quick verify's smaller shapes).
 _LAMB = {"betas": ((0.9, 0.999), (0.8, 0.99)), "eps": (1e-6, 1e-3), "weight_decay": (0.0, 0.01),
          "max_grad_norm": (None, 1.0), "bias_correction": (True, False), "grad_averaging": (True, False),
          "trust_clip": (False, True), "always_adapt": (False, True)}
@@ -286,7 +290,7 @@ _ADAMP = {"betas": ((0.9, 0.999), (0.8, 0.99)), "eps": (1e-8, 1e-3), "weight_dec
           "delta": (0.1, 1.5), "wd_ratio": (0.1, 0.5), "nesterov": (False, True), "caution": (False, True)}
 register(Entry(
     "AdamP", _timm_reference("adamp", "AdamP", foreach=None), "timm.optim.adamp.AdamP", grid=_ADAMP,
-    base={"lr": 0.01},
+    base={"lr": 0.01}, quick_steps=6,   # 11 launches a step, one program per channel
     valid=fraction(_ADAMP, ("wd_ratio", ("betas", "eps", "weight_decay")),
                    ("nesterov", ("eps", "weight_decay", "delta")),
                    ("caution", ("betas", "weight_decay", "delta"))),
@@ -296,6 +300,7 @@ _SGDP = {"momentum": (0.0, 0.9), "dampening": (0.0, 0.3), "weight_decay": (0.0, 
          "eps": (1e-8, 1e-3), "delta": (0.1, 1.5), "wd_ratio": (0.1, 0.5), "caution": (False, True)}
 register(Entry(
     "SGDP", _timm_reference("sgdp", "SGDP", foreach=None), "timm.optim.sgdp.SGDP", grid=_SGDP, base={"lr": 0.01},
+    quick_steps=6,   # as AdamP
     valid=fraction(_SGDP, ("eps", ("dampening", "weight_decay", "nesterov")),
                    ("delta", ("momentum", "weight_decay", "nesterov")),
                    ("wd_ratio", ("momentum", "dampening", "nesterov")),

@@ -14,6 +14,7 @@ from .registry import REGISTRY, Entry
 # torch.testing.assert_close defaults
 TOLERANCE = {torch.float32: (1.3e-6, 1e-5), torch.float64: (1e-7, 1e-7)}
 SHAPES = ((17, 9), (64,), (1,), (3, 5, 2))
+FULL_STEPS = 200
 
 
 @dataclass
@@ -39,23 +40,38 @@ def _params(seed: int, dtype=torch.float32, shapes=SHAPES):
 def run_pair(entry: Entry, combo: dict, path: str, steps: int, seed: int = 0, against: str = "reference",
              dtype=torch.float32, shapes=SHAPES):
     """Run the generated optimizer (path) and the reference side by side on the same gradients."""
+    ours, opt_a, [(theirs, opt_b)] = run_against(entry, combo, path, (against,), steps, seed, dtype, shapes)
+    return ours, theirs, opt_a, opt_b
+
+
+def run_against(entry: Entry, combo: dict, path: str, againsts: tuple[str, ...], steps: int, seed: int = 0,
+                dtype=torch.float32, shapes=SHAPES):
+    """One run of the generated optimizer (path) beside each comparator in `againsts` ("reference"
+    or "loop"), all fed the same gradients: the costly run (the fused path, in the interpreter)
+    happens once however many comparators it is checked against. Returns (params, optimizer,
+    [(params, optimizer) per comparator])."""
     base = _params(seed, dtype, shapes)
     ours = [p.clone().requires_grad_() for p in base]
-    theirs = [p.clone().requires_grad_() for p in base]
     opt_a = entry.make(ours, combo, path)
-    if against == "reference":
-        opt_b = entry.make_reference(theirs, combo, foreach=entry.reference_path(path))
-    else:
-        opt_b = entry.make(theirs, combo, "loop")
+    others = []
+    for against in againsts:
+        theirs = [p.clone().requires_grad_() for p in base]
+        if against == "reference":
+            opt_b = entry.make_reference(theirs, combo, foreach=entry.reference_path(path))
+        else:
+            opt_b = entry.make(theirs, combo, "loop")
+        others.append((theirs, opt_b))
     g = torch.Generator().manual_seed(seed + 1)
     for _ in range(steps):
-        for a, b in zip(ours, theirs):
+        for i, a in enumerate(ours):
             grad = torch.randn(a.shape, generator=g, dtype=dtype)
             a.grad = grad.clone()
-            b.grad = grad.clone()
+            for theirs, _ in others:
+                theirs[i].grad = grad.clone()
         opt_a.step()
-        opt_b.step()
-    return ours, theirs, opt_a, opt_b
+        for _, opt_b in others:
+            opt_b.step()
+    return ours, opt_a, others
 
 
 def compare(xs, ys, dtype=torch.float32):
@@ -101,23 +117,99 @@ def flags_text(combo: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in combo.items()) or "-"
 
 
-def verify_entry(entry: Entry, steps: int, paths=("loop", "foreach", "fused")) -> list[Row]:
+@dataclass(frozen=True)
+class Task:
+    """One run of one path of one spec under one flag combination, checked against each of
+    `againsts` (the reference, and the loop path for the foreach and fused paths)."""
+    entry: Entry
+    combo: dict
+    path: str
+    steps: int
+    shapes: tuple = SHAPES
+
+    @property
+    def againsts(self) -> tuple[str, ...]:
+        return ("reference",) if self.path == "loop" else ("reference", "loop")
+
+
+def _row(task: Task, against: str, xs, ys) -> Row:
+    max_abs, max_rel, same, total, ok = compare(xs, ys)
+    label = task.entry.reference_label(task.path) if against == "reference" else "loop path"
+    return Row(task.entry.name, task.path, flags_text(task.combo), label, task.steps, max_abs, max_rel,
+               same, total, ok)
+
+
+def _crash_row(task: Task, against: str, exc: Exception) -> Row:
+    # a crash is a FAIL row, with its reason, not a lost table
+    return Row(task.entry.name, task.path, flags_text(task.combo), against, task.steps, float("nan"),
+               float("nan"), 0, 0, False, f"{type(exc).__name__}: {exc}")
+
+
+def run_task(task: Task) -> list[Row]:
+    """One row per comparator. A crash in the shared run is retried per comparator, so the row
+    that fails says which side crashed."""
+    e = task.entry
+    try:
+        ours, opt_a, others = run_against(e, task.combo, task.path, task.againsts, task.steps, shapes=task.shapes)
+    except Exception:
+        others = None
     rows = []
-    for combo in entry.combos():
-        for path in paths:
-            for against in (("reference",) if path == "loop" else ("reference", "loop")):
-                try:
-                    ours, theirs, opt_a, opt_b = run_pair(entry, combo, path, steps, against=against)
-                    xs, ys = with_state(ours, theirs, opt_a, opt_b,
-                                        check_keys=entry.torch_class is not None or against == "loop")
-                    max_abs, max_rel, same, total, ok = compare(xs, ys)
-                    rows.append(Row(entry.name, path, flags_text(combo),
-                                    entry.reference_label(path) if against == "reference" else "loop path",
-                                    steps, max_abs, max_rel, same, total, ok))
-                except Exception as exc:  # a crash is a FAIL row, with its reason, not a lost table
-                    rows.append(Row(entry.name, path, flags_text(combo), against, steps, float("nan"),
-                                    float("nan"), 0, 0, False, f"{type(exc).__name__}: {exc}"))
+    for i, against in enumerate(task.againsts):
+        check_keys = e.torch_class is not None or against == "loop"
+        try:
+            if others is None:
+                ours, theirs, opt_a, opt_b = run_pair(e, task.combo, task.path, task.steps, against=against,
+                                                      shapes=task.shapes)
+            else:
+                theirs, opt_b = others[i]
+            rows.append(_row(task, against, *with_state(ours, theirs, opt_a, opt_b, check_keys)))
+        except Exception as exc:
+            rows.append(_crash_row(task, against, exc))
     return rows
+
+
+def verify_entry(entry: Entry, steps: int, paths=("loop", "foreach", "fused")) -> list[Row]:
+    """The full grid of one spec (`optdsl verify --full`)."""
+    return [row for task in full_plan([entry], paths, steps) for row in run_task(task)]
+
+
+# The quick plan (`optdsl verify`, `make verify`): every spec, every path, and every level of every
+# hyper and flag in the spec's grid at least once, over fewer steps and smaller tensors. The
+# fused path in the Triton interpreter costs a few ms per program, and a spec with a channel
+# reduction runs one program per output channel: the quick shapes keep every rank of SHAPES
+# (2-D, 1-D, a single element, 3-D) with few channels.
+QUICK_SHAPES = ((4, 3), (3,), (1,), (2, 3, 2))
+QUICK_STEPS = 20
+
+
+def covering_combos(entry: Entry) -> list[dict]:
+    """Few valid combinations of the grid in which every level of every factor appears at least
+    once: the first combination (the grid's first levels), then greedily the one that adds the
+    most levels not yet seen (ties: grid order). Deterministic."""
+    combos = entry.combos()
+    if not combos:
+        return []
+
+    def levels(combo: dict) -> set:
+        return {(k, entry.grid[k].index(v)) for k, v in combo.items()}
+
+    wanted = set().union(*(levels(c) for c in combos))
+    chosen = [combos[0]]
+    seen = levels(combos[0])
+    while seen != wanted:
+        best = max(combos, key=lambda c: len(levels(c) - seen))
+        chosen.append(best)
+        seen |= levels(best)
+    return chosen
+
+
+def quick_plan(entries: list[Entry], paths, steps: int | None = None) -> list[Task]:
+    return [Task(e, combo, path, steps or e.quick_steps or QUICK_STEPS, QUICK_SHAPES)
+            for e in entries for combo in covering_combos(e) for path in paths]
+
+
+def full_plan(entries: list[Entry], paths, steps: int) -> list[Task]:
+    return [Task(e, combo, path, steps) for e in entries for combo in e.combos() for path in paths]
 
 
 def fused_paths() -> tuple[str, ...]:
@@ -136,7 +228,33 @@ def print_table(rows: list[Row], out=sys.stdout) -> None:
               f"{ident:>12}  {'PASS' if r.ok else 'FAIL'}{'  ' + r.error if r.error else ''}", file=out)
 
 
-def main(names: list[str], steps: int) -> int:
+def run_plan(tasks: list[Task], progress: bool = True) -> list[Row]:
+    """Run every task, with a live progress bar on stderr (spec, path, done/total, ETA)."""
+    if not progress:
+        return [row for task in tasks for row in run_task(task)]
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    rows: list[Row] = []
+    console = Console(stderr=True)
+    start = time.perf_counter()
+    with Progress(*columns, console=console, redirect_stdout=False, redirect_stderr=False) as bar:
+        job = bar.add_task("verify", total=len(tasks))
+        for k, task in enumerate(tasks):
+            bar.update(job, description=f"{task.entry.name} {task.path}")
+            rows += run_task(task)
+            bar.advance(job)
+            last_of_spec = k + 1 == len(tasks) or tasks[k + 1].entry is not task.entry
+            if not console.is_terminal and last_of_spec:   # a log (CI, a pipe): one line per spec instead
+                print(f"verify: {task.entry.name} done, {k + 1}/{len(tasks)} runs, "
+                      f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+        bar.update(job, description="verify")
+    return rows
+
+
+def main(names: list[str], steps: int | None = None, full: bool = False, progress: bool = True) -> int:
     if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
         os.environ["TRITON_INTERPRET"] = "1"   # CPU tensors run the fused kernels in the interpreter
     unknown = [n for n in names if n not in REGISTRY]
@@ -144,12 +262,15 @@ def main(names: list[str], steps: int) -> int:
         print(f"unknown spec(s): {', '.join(unknown)}; known: {', '.join(REGISTRY)}", file=sys.stderr)
         return 2
     entries = [REGISTRY[n] for n in names] if names else list(REGISTRY.values())
-    rows: list[Row] = []
+    paths = fused_paths()
+    tasks = full_plan(entries, paths, steps or FULL_STEPS) if full else quick_plan(entries, paths, steps)
     start = time.perf_counter()
-    for e in entries:
-        rows += verify_entry(e, steps, fused_paths())
+    rows = run_plan(tasks, progress)
     print_table(rows)
     failed = sum(not r.ok for r in rows)
-    print(f"\n{len(rows) - failed} passed, {failed} failed ({len(entries)} specs, {steps} steps each, "
+    plan = "the full grid" if full else "every path and every flag level at least once (--full: the whole grid)"
+    counts = sorted({t.steps for t in tasks}) or [0]
+    steps_text = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    print(f"\n{len(rows) - failed} passed, {failed} failed ({len(entries)} specs, {plan}, {steps_text} steps, "
           f"{time.perf_counter() - start:.1f} s)")
     return 1 if failed else 0

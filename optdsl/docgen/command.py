@@ -6,17 +6,14 @@ from pathlib import Path
 
 
 def plot_hook(args):
-    """The convergence-plot writer (optdsl.convergence) unless --no-plots or --check; None where that
-    module is not part of this install (pages are then written, PNGs left as they are)."""
+    """The convergence-plot writer (optdsl.convergence) unless --no-plots or --check."""
     if args.check or args.no_plots:
         return None
     try:
         from ..convergence import write_convergence_plot
-    except ModuleNotFoundError as e:
-        if e.name != "optdsl.convergence":
-            raise
-        print("optdsl docs: no optdsl.convergence here; pages written, PNGs not regenerated", file=sys.stderr)
-        return None
+    except ModuleNotFoundError as e:   # matplotlib or scikit-learn: the `docs` extra
+        raise SystemExit(f"optdsl docs: the convergence plots need {e.name} (pip install 'optdsl[docs]'), "
+                         "or pass --no-plots") from e
     return write_convergence_plot
 
 

@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +68,9 @@ class ProgramStats:
 
 
 def fuzz_programs(seed: int, count: int, deadline: float | None, out=sys.stdout, fused: bool = True,
-                  save_failures: bool = True) -> ProgramStats:
+                  save_failures: bool = True, on_program=None) -> ProgramStats:
+    """`on_program(stats)`, if given, is called after each program (the progress bar); without it
+    a line every 100 programs says how far the campaign is."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
     from .execute import check_case
@@ -101,7 +104,9 @@ def fuzz_programs(seed: int, count: int, deadline: float | None, out=sys.stdout,
                 stats.unsettled += outcome.unsettled
                 stats.unbounded += outcome.unbounded
                 stats.errors += outcome.error is not None
-                if stats.programs % 100 == 0:
+                if on_program is not None:
+                    on_program(stats)
+                elif stats.programs % 100 == 0:
                     print(f"  ... {stats.programs} programs, {stats.steps} steps, {stats.mismatches} mismatches, "
                           f"{time.perf_counter() - start:.0f} s", file=out, flush=True)
             if not outcome.ok:
@@ -134,14 +139,39 @@ def fuzz_programs(seed: int, count: int, deadline: float | None, out=sys.stdout,
     return stats
 
 
-def fuzz_text(seed: int, count: int, deadline: float | None, out=sys.stdout, save_failures: bool = True):
+def fuzz_text(seed: int, count: int, deadline: float | None, out=sys.stdout, save_failures: bool = True,
+              on_input=None):
     from .text import run
-    report = run(seed, count, deadline)
+    report = run(seed, count, deadline, on_input=on_input)
     for base, desc, text, problem in report.failures[:MAX_FAILURES]:
         path = save("text", text, ".txt") if save_failures else None
         print(f"\nTEXT FAILURE (seed {seed}; {base}: {desc})" + (f", input saved as {path}" if path else "")
               + f":\n{problem}\n", file=out)
     return report
+
+
+@contextmanager
+def progress_bar(enabled: bool = True):
+    """A live bar on stderr (stdout keeps the report): `track(name, total)` adds a row and returns
+    `update(done, failures)` (failures: a short text, the running mismatch count), or None when
+    the bar is disabled."""
+    if not enabled:
+        yield lambda name, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+    columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[failures]}"), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), redirect_stdout=False, redirect_stderr=False) as bar:
+        def track(name: str, total: int):
+            job = bar.add_task(name, total=total, failures="")
+
+            def update(done: int, failures: str) -> None:
+                bar.update(job, completed=done, failures=failures)
+            return update
+        yield track
 
 
 def main(args) -> int:
@@ -150,17 +180,25 @@ def main(args) -> int:
     start = time.perf_counter()
     deadline = start + args.time if args.time else None
     print(f"optdsl fuzz: seed {args.seed}, count {args.count}, mode {args.mode}"
-          + (f", time limit {args.time:g} s" if args.time else ""))
-    print(describe())
+          + (f", time limit {args.time:g} s" if args.time else ""), flush=True)
+    print(describe(), flush=True)
     status = 0
-    if args.mode in ("text", "both"):
-        text_deadline = None if deadline is None else start + (args.time * (0.2 if args.mode == "both" else 1.0))
-        report = fuzz_text(args.seed, args.count, text_deadline)
-        print("text: " + report.summary())
-        status |= bool(report.failures)
-    if args.mode in ("programs", "both"):
-        stats = fuzz_programs(args.seed, args.count, deadline)
-        print(stats.summary())
-        status |= bool(stats.failures)
+    summaries = []   # printed once the bar is closed, so that stdout and the live bar do not interleave
+    with progress_bar(getattr(args, "progress", True)) as track:
+        if args.mode in ("text", "both"):
+            text_deadline = None if deadline is None else start + (args.time * (0.2 if args.mode == "both" else 1.0))
+            shown = track("text", args.count)
+            report = fuzz_text(args.seed, args.count, text_deadline, on_input=shown and (
+                lambda r: shown(r.inputs, f"{len(r.failures)} failures")))
+            summaries.append("text: " + report.summary())
+            status |= bool(report.failures)
+        if args.mode in ("programs", "both"):
+            shown = track("programs", args.count)
+            stats = fuzz_programs(args.seed, args.count, deadline, on_program=shown and (
+                lambda s: shown(s.programs, f"{s.mismatches} mismatches, {s.errors} raised")))
+            summaries.append(stats.summary())
+            status |= bool(stats.failures)
+    for line in summaries:
+        print(line)
     print(f"wall time {time.perf_counter() - start:.1f} s; {'FAILED' if status else 'no failures'}")
     return 1 if status else 0

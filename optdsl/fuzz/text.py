@@ -329,9 +329,10 @@ class TextReport:
 
 
 def run(seed: int, count: int, deadline: float | None = None, bytes_every: int = 25,
-        bases: list[tuple[str, str]] | None = None) -> TextReport:
+        bases: list[tuple[str, str]] | None = None, on_input=None) -> TextReport:
     """Run `count` mutations (every `bytes_every`-th also as raw bytes through `optdsl check`), in an
-    empty working directory, and report; a file appearing there or in the cache is a failure."""
+    empty working directory, and report; a file appearing there or in the cache is a failure.
+    `on_input(report)`, if given, is called after each input (the progress bar)."""
     report = TextReport()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="optdsl-textfuzz-") as tmp:
@@ -374,6 +375,8 @@ def run(seed: int, count: int, deadline: float | None = None, bytes_every: int =
                     for p in Path(tmp).rglob("*"):
                         if p.is_file():
                             p.unlink()
+                if on_input is not None:
+                    on_input(report)
         finally:
             os.chdir(cwd)
             if saved_cache is None:
