@@ -101,3 +101,19 @@ def test_index_links_every_page():
         assert f"]({spec.stem}.md)" in index
         assert (DOCS / f"{spec.stem}.md").exists()
     assert "| [Adam](adam.md) |" in index and "| 28 (36) | 1 |" in index
+
+
+def test_one_page_regenerated_in_full_with_its_training_matches_the_committed_one(tmp_path):
+    """The whole pipeline for one spec, plots included: the convergence runs train the generated
+    class for real; the page text must equal the committed page (the PNG bytes are not compared,
+    only that a PNG was written with the losses of three problems)."""
+    from optdsl.convergence import write_convergence_plot
+    losses = {}
+
+    def plot(name, png):
+        losses[name] = write_convergence_plot(name, png)
+
+    write_docs(tmp_path, plot=plot, names=["adam"])
+    assert (tmp_path / "adam.md").read_text() == (default_dir() / "adam.md").read_text()
+    assert (tmp_path / "adam.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(losses["Adam"]) == {"digits", "rosenbrock", "lstsq"}
