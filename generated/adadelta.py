@@ -38,6 +38,29 @@ class Adadelta(_rt.GeneratedOptimizer):
         differentiable: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "rho": rho,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("Adadelta: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        rho = group['rho']
+        eps = group['eps']
+        weight_decay = group['weight_decay']
+        maximize = group['maximize']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not ((0.0 <= rho) and (rho <= 1.0)):
@@ -46,20 +69,6 @@ class Adadelta(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid epsilon value: {eps}')
         if not (weight_decay >= 0.0):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
-        if differentiable:
-            raise ValueError("Adadelta: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            rho=rho,
-            eps=eps,
-            weight_decay=weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-        )
-        super().__init__(params, defaults)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -113,12 +122,12 @@ def adadelta(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_adadelta
+        _func = _fused_adadelta
     elif foreach:
-        func = _multi_tensor_adadelta
+        _func = _multi_tensor_adadelta
     else:
-        func = _single_tensor_adadelta
-    func(
+        _func = _single_tensor_adadelta
+    _func(
         params,
         grads,
         square_avgs,

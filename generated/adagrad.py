@@ -39,6 +39,31 @@ class Adagrad(_rt.GeneratedOptimizer):
         differentiable: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "lr_decay": lr_decay,
+            "weight_decay": weight_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+            "eps": eps,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("Adagrad: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        lr_decay = group['lr_decay']
+        weight_decay = group['weight_decay']
+        initial_accumulator_value = group['initial_accumulator_value']
+        eps = group['eps']
+        maximize = group['maximize']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not (lr_decay >= 0.0):
@@ -49,21 +74,6 @@ class Adagrad(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid initial_accumulator_value value: {initial_accumulator_value}')
         if not (eps >= 0.0):
             raise ValueError(f'Invalid epsilon value: {eps}')
-        if differentiable:
-            raise ValueError("Adagrad: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            lr_decay=lr_decay,
-            weight_decay=weight_decay,
-            initial_accumulator_value=initial_accumulator_value,
-            eps=eps,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-        )
-        super().__init__(params, defaults)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -117,12 +127,12 @@ def adagrad(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_adagrad
+        _func = _fused_adagrad
     elif foreach:
-        func = _multi_tensor_adagrad
+        _func = _multi_tensor_adagrad
     else:
-        func = _single_tensor_adagrad
-    func(
+        _func = _single_tensor_adagrad
+    _func(
         params,
         grads,
         state_sums,

@@ -41,6 +41,35 @@ class AdamP(_rt.GeneratedOptimizer):
         differentiable: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "delta": delta,
+            "wd_ratio": wd_ratio,
+            "nesterov": nesterov,
+            "caution": caution,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("AdamP: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        betas = group['betas']
+        eps = group['eps']
+        weight_decay = group['weight_decay']
+        delta = group['delta']
+        wd_ratio = group['wd_ratio']
+        nesterov = group['nesterov']
+        caution = group['caution']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not ((0.0 <= betas[0]) and (betas[0] < 1.0)):
@@ -49,23 +78,6 @@ class AdamP(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid beta parameter at index 1: {betas[1]}')
         if not (eps >= 0.0):
             raise ValueError(f'Invalid epsilon value: {eps}')
-        if differentiable:
-            raise ValueError("AdamP: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            delta=delta,
-            wd_ratio=wd_ratio,
-            nesterov=nesterov,
-            caution=caution,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-        )
-        super().__init__(params, defaults)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -128,12 +140,12 @@ def adamp(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_adamp
+        _func = _fused_adamp
     elif foreach:
-        func = _multi_tensor_adamp
+        _func = _multi_tensor_adamp
     else:
-        func = _single_tensor_adamp
-    func(
+        _func = _single_tensor_adamp
+    _func(
         params,
         grads,
         exp_avgs,

@@ -47,10 +47,10 @@ CHANNELS = True   # whether programs are cut at output channels
 
 @triton.jit
 def _adamp_phase0_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -65,10 +65,10 @@ def _adamp_phase0_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -79,9 +79,9 @@ def _adamp_phase0_kernel(
     offs = _start + tl.arange(0, BLOCK)
     mask = offs < tl.load(work_end + pid)
     _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
@@ -98,41 +98,41 @@ def _adamp_phase0_kernel(
     _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
     _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
     step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    _r1_part = tl.full((), 0.0, tl.float32)
-    _r2_part = tl.full((), 0.0, tl.float32)
-    _r20_part = tl.full((), 0.0, tl.float32)
+    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, t, offs, mask, _DTYPE_EXP_AVG_SQ)
+    __r1_part = tl.full((), 0.0, tl.float32)
+    __r2_part = tl.full((), 0.0, tl.float32)
+    __r20_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
-    _s_exp_avg = ((betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
-        _r1_part = fold_sum((grad * grad), mask)
-        _r2_part = fold_sum((_s_param * _s_param), mask)
+        __r1_part = fold_sum((grad * grad), mask)
+        __r2_part = fold_sum((_s_param * _s_param), mask)
     else:
         if CAUTION:
             agree = tl.where(((perturb * grad) > 0.0), 1.0, 0.0)
-            _r20_part = fold_sum(agree, mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r1_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r2_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, _r20_part)
+            __r20_part = fold_sum(agree, mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r1_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, __r2_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, __r20_part)
 
 
 @triton.jit
 def _adamp_phase1_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -147,10 +147,10 @@ def _adamp_phase1_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -161,9 +161,9 @@ def _adamp_phase1_kernel(
     offs = _start + tl.arange(0, BLOCK)
     mask = offs < tl.load(work_end + pid)
     _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
@@ -180,23 +180,23 @@ def _adamp_phase1_kernel(
     _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
     _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
     step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    _r3_part = tl.full((), 0.0, tl.float32)
+    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    __r3_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _h5:
         _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
-        _r3_part = fold_sum((tl.div_rn(grad, _maximum(_r1, eps)) * tl.div_rn(_s_param, _maximum(_r2, eps))), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r3_part)
+        __r3_part = fold_sum((tl.div_rn(grad, _maximum(_r1, eps)) * tl.div_rn(_s_param, _maximum(_r2, eps))), mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r3_part)
 
 
 @triton.jit
 def _adamp_phase2_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -211,10 +211,10 @@ def _adamp_phase2_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -225,9 +225,9 @@ def _adamp_phase2_kernel(
     offs = _start + tl.arange(0, BLOCK)
     mask = offs < tl.load(work_end + pid)
     _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
@@ -244,25 +244,25 @@ def _adamp_phase2_kernel(
     _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
     _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
     step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    _r4_part = tl.full((), 0.0, tl.float32)
+    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    __r4_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _h5:
         _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4_part = fold_max(tl.abs(cos_c), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r4_part)
+        __r4_part = fold_max(tl.abs(cos_c), mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r4_part)
 
 
 @triton.jit
 def _adamp_phase3_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -277,10 +277,10 @@ def _adamp_phase3_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -291,9 +291,9 @@ def _adamp_phase3_kernel(
     offs = _start + tl.arange(0, BLOCK)
     mask = offs < tl.load(work_end + pid)
     _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
@@ -310,11 +310,11 @@ def _adamp_phase3_kernel(
     _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
     _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
     step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    _r5_part = tl.full((), 0.0, tl.float32)
-    _r10_part = tl.full((), 0.0, tl.float32)
-    _r11_part = tl.full((), 0.0, tl.float32)
+    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    __r5_part = tl.full((), 0.0, tl.float32)
+    __r10_part = tl.full((), 0.0, tl.float32)
+    __r11_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _h5:
         _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
@@ -324,21 +324,21 @@ def _adamp_phase3_kernel(
         _r4 = tl.load(reduced + 0 * _n_tensors + t)
         in_channel = (_r4 < _h6)
         if in_channel:
-            _r5_part = fold_sum((_s_param * _s_param), mask)
+            __r5_part = fold_sum((_s_param * _s_param), mask)
         else:
-            _r10_part = fold_sum((grad * grad), mask)
-            _r11_part = fold_sum((_s_param * _s_param), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r5_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r10_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, _r11_part)
+            __r10_part = fold_sum((grad * grad), mask)
+            __r11_part = fold_sum((_s_param * _s_param), mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r5_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, __r10_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, __r11_part)
 
 
 @triton.jit
 def _adamp_phase4_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -353,10 +353,10 @@ def _adamp_phase4_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -367,9 +367,9 @@ def _adamp_phase4_kernel(
     offs = _start + tl.arange(0, BLOCK)
     mask = offs < tl.load(work_end + pid)
     _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
@@ -386,21 +386,21 @@ def _adamp_phase4_kernel(
     _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
     _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
     step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    _r6_part = tl.full((), 0.0, tl.float32)
-    _r7_part = tl.full((), 0.0, tl.float32)
-    _r12_part = tl.full((), 0.0, tl.float32)
+    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, t, offs, mask, _DTYPE_EXP_AVG_SQ)
+    __r6_part = tl.full((), 0.0, tl.float32)
+    __r7_part = tl.full((), 0.0, tl.float32)
+    __r12_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
-    _s_exp_avg = ((betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
@@ -413,24 +413,24 @@ def _adamp_phase4_kernel(
         if in_channel:
             _r5 = tl.load(_reduced_channel + 3 * _n_channels + _ch)
             p_n = tl.div_rn(_s_param, (_r5 + eps))
-            _r6_part = fold_sum((p_n * perturb), mask)
+            __r6_part = fold_sum((p_n * perturb), mask)
             if CAUTION:
-                _r7_part = fold_sum((p_n * grad), mask)
+                __r7_part = fold_sum((p_n * grad), mask)
         else:
             _r10 = tl.load(reduced + 2 * _n_tensors + t)
             _r11 = tl.load(reduced + 3 * _n_tensors + t)
-            _r12_part = fold_sum((tl.div_rn(grad, _maximum(_r10, eps)) * tl.div_rn(_s_param, _maximum(_r11, eps))), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r6_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r7_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, _r12_part)
+            __r12_part = fold_sum((tl.div_rn(grad, _maximum(_r10, eps)) * tl.div_rn(_s_param, _maximum(_r11, eps))), mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r6_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, __r7_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, __r12_part)
 
 
 @triton.jit
 def _adamp_phase5_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -445,10 +445,10 @@ def _adamp_phase5_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -459,9 +459,9 @@ def _adamp_phase5_kernel(
     offs = _start + tl.arange(0, BLOCK)
     mask = offs < tl.load(work_end + pid)
     _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
@@ -478,20 +478,20 @@ def _adamp_phase5_kernel(
     _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
     _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
     step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    _r8_part = tl.full((), 0.0, tl.float32)
-    _r13_part = tl.full((), 0.0, tl.float32)
+    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, t, offs, mask, _DTYPE_EXP_AVG_SQ)
+    __r8_part = tl.full((), 0.0, tl.float32)
+    __r13_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
-    _s_exp_avg = ((betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
@@ -512,23 +512,23 @@ def _adamp_phase5_kernel(
                 grad_radial = (p_n * _r7)
                 grad_perp = (grad - grad_radial)
                 agree = tl.where(((perturb * grad_perp) > 0.0), 1.0, 0.0)
-                _r8_part = fold_sum(agree, mask)
+                __r8_part = fold_sum(agree, mask)
         else:
             _r10 = tl.load(reduced + 2 * _n_tensors + t)
             _r11 = tl.load(reduced + 3 * _n_tensors + t)
             _r12 = tl.load(reduced + 4 * _n_tensors + t)
             cos_l = _r12
-            _r13_part = fold_max(tl.abs(cos_l), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r8_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r13_part)
+            __r13_part = fold_max(tl.abs(cos_l), mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r8_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, __r13_part)
 
 
 @triton.jit
 def _adamp_phase6_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -543,10 +543,10 @@ def _adamp_phase6_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -557,9 +557,9 @@ def _adamp_phase6_kernel(
     offs = _start + tl.arange(0, BLOCK)
     mask = offs < tl.load(work_end + pid)
     _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
@@ -576,21 +576,21 @@ def _adamp_phase6_kernel(
     _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
     _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
     step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    _r9_part = tl.full((), 0.0, tl.float32)
-    _r14_part = tl.full((), 0.0, tl.float32)
-    _r19_part = tl.full((), 0.0, tl.float32)
+    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, t, offs, mask, _DTYPE_EXP_AVG_SQ)
+    __r9_part = tl.full((), 0.0, tl.float32)
+    __r14_part = tl.full((), 0.0, tl.float32)
+    __r19_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
-    _s_exp_avg = ((betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
@@ -614,7 +614,7 @@ def _adamp_phase6_kernel(
                 _r8 = tl.load(reduced + 1 * _n_tensors + t)
                 agree = tl.div_rn(agree, _maximum(_r8, 0.001))
                 perturb = (perturb * agree)
-                _r9_part = fold_sum((p_n * perturb), mask)
+                __r9_part = fold_sum((p_n * perturb), mask)
         else:
             _r10 = tl.load(reduced + 2 * _n_tensors + t)
             _r11 = tl.load(reduced + 3 * _n_tensors + t)
@@ -623,22 +623,22 @@ def _adamp_phase6_kernel(
             _r13 = tl.load(reduced + 5 * _n_tensors + t)
             in_layer = (_r13 < _h9)
             if in_layer:
-                _r14_part = fold_sum((_s_param * _s_param), mask)
+                __r14_part = fold_sum((_s_param * _s_param), mask)
             else:
                 if CAUTION:
                     agree = tl.where(((perturb * grad) > 0.0), 1.0, 0.0)
-                    _r19_part = fold_sum(agree, mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r9_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r14_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, _r19_part)
+                    __r19_part = fold_sum(agree, mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r9_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, __r14_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, __r19_part)
 
 
 @triton.jit
 def _adamp_phase7_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -653,10 +653,10 @@ def _adamp_phase7_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -667,9 +667,9 @@ def _adamp_phase7_kernel(
     offs = _start + tl.arange(0, BLOCK)
     mask = offs < tl.load(work_end + pid)
     _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
@@ -686,20 +686,20 @@ def _adamp_phase7_kernel(
     _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
     _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
     step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    _r15_part = tl.full((), 0.0, tl.float32)
-    _r16_part = tl.full((), 0.0, tl.float32)
+    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, t, offs, mask, _DTYPE_EXP_AVG_SQ)
+    __r15_part = tl.full((), 0.0, tl.float32)
+    __r16_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
-    _s_exp_avg = ((betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
@@ -721,19 +721,19 @@ def _adamp_phase7_kernel(
             if in_layer:
                 _r14 = tl.load(reduced + 6 * _n_tensors + t)
                 p_n = tl.div_rn(_s_param, (_r14 + eps))
-                _r15_part = fold_sum((p_n * perturb), mask)
+                __r15_part = fold_sum((p_n * perturb), mask)
                 if CAUTION:
-                    _r16_part = fold_sum((p_n * grad), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r15_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r16_part)
+                    __r16_part = fold_sum((p_n * grad), mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r15_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, __r16_part)
 
 
 @triton.jit
 def _adamp_phase8_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -748,10 +748,10 @@ def _adamp_phase8_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -762,9 +762,9 @@ def _adamp_phase8_kernel(
     offs = _start + tl.arange(0, BLOCK)
     mask = offs < tl.load(work_end + pid)
     _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
@@ -781,19 +781,19 @@ def _adamp_phase8_kernel(
     _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
     _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
     step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    _r17_part = tl.full((), 0.0, tl.float32)
+    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, t, offs, mask, _DTYPE_EXP_AVG_SQ)
+    __r17_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
-    _s_exp_avg = ((betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
@@ -823,16 +823,16 @@ def _adamp_phase8_kernel(
                     grad_radial = (p_n * _r16)
                     grad_perp = (grad - grad_radial)
                     agree = tl.where(((perturb * grad_perp) > 0.0), 1.0, 0.0)
-                    _r17_part = fold_sum(agree, mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r17_part)
+                    __r17_part = fold_sum(agree, mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r17_part)
 
 
 @triton.jit
 def _adamp_phase9_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -847,10 +847,10 @@ def _adamp_phase9_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -861,9 +861,9 @@ def _adamp_phase9_kernel(
     offs = _start + tl.arange(0, BLOCK)
     mask = offs < tl.load(work_end + pid)
     _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
@@ -880,19 +880,19 @@ def _adamp_phase9_kernel(
     _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
     _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
     step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    _r18_part = tl.full((), 0.0, tl.float32)
+    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, t, offs, mask, _DTYPE_EXP_AVG_SQ)
+    __r18_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
-    _s_exp_avg = ((betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
@@ -925,16 +925,16 @@ def _adamp_phase9_kernel(
                     _r17 = tl.load(reduced + 9 * _n_tensors + t)
                     agree = tl.div_rn(agree, _maximum(_r17, 0.001))
                     perturb = (perturb * agree)
-                    _r18_part = fold_sum((p_n * perturb), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r18_part)
+                    __r18_part = fold_sum((p_n * perturb), mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r18_part)
 
 
 @triton.jit
 def _adamp_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -949,10 +949,10 @@ def _adamp_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -963,9 +963,9 @@ def _adamp_kernel(
     offs = _start + tl.arange(0, BLOCK)
     mask = offs < tl.load(work_end + pid)
     _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
@@ -982,15 +982,15 @@ def _adamp_kernel(
     _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
     _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
     step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    exp_avg = ((betas_0 * exp_avg) + (_h1 * grad))
-    exp_avg_sq = ((betas_1 * exp_avg_sq) + ((_h2 * grad) * grad))
+    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, t, offs, mask, _DTYPE_EXP_AVG_SQ)
+    exp_avg = ((_betas_0 * exp_avg) + (_h1 * grad))
+    exp_avg_sq = ((_betas_1 * exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(exp_avg, denom)
     if _h5:
@@ -1062,9 +1062,9 @@ def _adamp_kernel(
         if _h14:
             param = (param * _h15)
     param = (param - (step_size * perturb))
-    store_stream(exp_avg_ptrs, t, offs, exp_avg, mask, EXP_AVG_DTYPE)
-    store_stream(exp_avg_sq_ptrs, t, offs, exp_avg_sq, mask, EXP_AVG_SQ_DTYPE)
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
+    store_stream(_exp_avg_ptrs, t, offs, exp_avg, mask, _DTYPE_EXP_AVG)
+    store_stream(_exp_avg_sq_ptrs, t, offs, exp_avg_sq, mask, _DTYPE_EXP_AVG_SQ)
+    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
 
 
 def _finish_amax(r, n):
@@ -1193,10 +1193,10 @@ def _launch(kernel, run, constexprs):
         run.partials,
         run.scalar_out,
         **constexprs,
-        PARAM_DTYPE=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
-        GRAD_DTYPE=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
-        EXP_AVG_DTYPE=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
-        EXP_AVG_SQ_DTYPE=_krt.dtype_code(run.view["exp_avg_sq"][0]) if "exp_avg_sq" in run.view else 0,
+        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
+        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
+        _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
+        _DTYPE_EXP_AVG_SQ=_krt.dtype_code(run.view["exp_avg_sq"][0]) if "exp_avg_sq" in run.view else 0,
         N_COLUMNS=13,
         BLOCK=run.block,
     )

@@ -38,6 +38,29 @@ class AdaX(_rt.GeneratedOptimizer):
         differentiable: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("AdaX: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        betas = group['betas']
+        eps = group['eps']
+        weight_decay = group['weight_decay']
+        maximize = group['maximize']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not ((0.0 <= betas[0]) and (betas[0] < 1.0)):
@@ -48,20 +71,6 @@ class AdaX(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid epsilon value: {eps}')
         if not (weight_decay >= 0.0):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
-        if differentiable:
-            raise ValueError("AdaX: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-        )
-        super().__init__(params, defaults)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -115,12 +124,12 @@ def adax(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_adax
+        _func = _fused_adax
     elif foreach:
-        func = _multi_tensor_adax
+        _func = _multi_tensor_adax
     else:
-        func = _single_tensor_adax
-    func(
+        _func = _single_tensor_adax
+    _func(
         params,
         grads,
         exp_avgs,

@@ -39,25 +39,35 @@ class ASGD(_rt.GeneratedOptimizer):
         differentiable: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "lambd": lambd,
+            "alpha": alpha,
+            "t0": t0,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("ASGD: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        lambd = group['lambd']
+        alpha = group['alpha']
+        t0 = group['t0']
+        weight_decay = group['weight_decay']
+        maximize = group['maximize']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not (weight_decay >= 0.0):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
-        if differentiable:
-            raise ValueError("ASGD: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            lambd=lambd,
-            alpha=alpha,
-            t0=t0,
-            weight_decay=weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-        )
-        super().__init__(params, defaults)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -117,12 +127,12 @@ def asgd(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_asgd
+        _func = _fused_asgd
     elif foreach:
-        func = _multi_tensor_asgd
+        _func = _multi_tensor_asgd
     else:
-        func = _single_tensor_asgd
-    func(
+        _func = _single_tensor_asgd
+    _func(
         params,
         grads,
         axs,

@@ -42,6 +42,37 @@ class Lamb(_rt.GeneratedOptimizer):
         differentiable: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "max_grad_norm": max_grad_norm,
+            "bias_correction": bias_correction,
+            "grad_averaging": grad_averaging,
+            "trust_clip": trust_clip,
+            "always_adapt": always_adapt,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("Lamb: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        betas = group['betas']
+        eps = group['eps']
+        weight_decay = group['weight_decay']
+        max_grad_norm = group['max_grad_norm']
+        bias_correction = group['bias_correction']
+        grad_averaging = group['grad_averaging']
+        trust_clip = group['trust_clip']
+        always_adapt = group['always_adapt']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not ((0.0 <= betas[0]) and (betas[0] < 1.0)):
@@ -54,24 +85,6 @@ class Lamb(_rt.GeneratedOptimizer):
             raise ValueError('Invalid epsilon: ' + str(eps))
         if not (weight_decay >= 0.0):
             raise ValueError('Invalid weight_decay: ' + str(weight_decay))
-        if differentiable:
-            raise ValueError("Lamb: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            max_grad_norm=max_grad_norm,
-            bias_correction=bias_correction,
-            grad_averaging=grad_averaging,
-            trust_clip=trust_clip,
-            always_adapt=always_adapt,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-        )
-        super().__init__(params, defaults)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -137,12 +150,12 @@ def lamb(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_lamb
+        _func = _fused_lamb
     elif foreach:
-        func = _multi_tensor_lamb
+        _func = _multi_tensor_lamb
     else:
-        func = _single_tensor_lamb
-    func(
+        _func = _single_tensor_lamb
+    _func(
         params,
         grads,
         exp_avgs,
@@ -164,7 +177,7 @@ def lamb(
 def _single_tensor_lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, max_grad_norm, bias_correction, grad_averaging, trust_clip, always_adapt, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
-    _parts_r1 = [None] * len(params)
+    __r1_parts = [None] * len(params)
     for i, param in enumerate(params):
         grad = grads[i]
         exp_avg = exp_avgs[i]
@@ -175,8 +188,8 @@ def _single_tensor_lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         if (max_grad_norm is not None):
-            _parts_r1[i] = torch.linalg.vector_norm(grad)
-    _r1 = torch.linalg.vector_norm(torch.stack(_rt.group_parts(_parts_r1, params)))
+            __r1_parts[i] = torch.linalg.vector_norm(grad)
+    _r1 = torch.linalg.vector_norm(torch.stack(_rt.group_parts(__r1_parts, params)))
     for i, param in enumerate(params):
         grad = grads[i]
         exp_avg = exp_avgs[i]

@@ -22,17 +22,17 @@ STORED = ('param', 'exp_avg')
 
 @triton.jit
 def _lion_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
     numels,
     work_tensor,
     work_start,
     table,
     MAXIMIZE: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -41,21 +41,21 @@ def _lion_kernel(
     offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
     mask = offs < tl.load(numels + t)
     _h1 = tl.load(table + 0)
-    betas_0 = tl.load(table + 1)
+    _betas_0 = tl.load(table + 1)
     _h2 = tl.load(table + 2)
     lr = tl.load(table + 3)
-    betas_1 = tl.load(table + 4)
+    _betas_1 = tl.load(table + 4)
     _h3 = tl.load(table + 5)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
+    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
     g = ((-grad) if MAXIMIZE else grad)
     param = (param * _h1)
-    direction = _sign(((betas_0 * exp_avg) + (_h2 * g)))
+    direction = _sign(((_betas_0 * exp_avg) + (_h2 * g)))
     param = (param - (lr * direction))
-    exp_avg = ((betas_1 * exp_avg) + (_h3 * g))
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
-    store_stream(exp_avg_ptrs, t, offs, exp_avg, mask, EXP_AVG_DTYPE)
+    exp_avg = ((_betas_1 * exp_avg) + (_h3 * g))
+    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
+    store_stream(_exp_avg_ptrs, t, offs, exp_avg, mask, _DTYPE_EXP_AVG)
 
 
 def _lion_host_values(*, lr, betas, weight_decay, maximize):
@@ -98,9 +98,9 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             work_start,
             table,
             MAXIMIZE=bool(maximize),
-            PARAM_DTYPE=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            GRAD_DTYPE=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            EXP_AVG_DTYPE=_krt.dtype_code(view["exp_avg"][0]) if "exp_avg" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
+            _DTYPE_EXP_AVG=_krt.dtype_code(view["exp_avg"][0]) if "exp_avg" in view else 0,
             N_COLUMNS=1,
             BLOCK=block,
         )

@@ -40,6 +40,33 @@ class RMSprop(_rt.GeneratedOptimizer):
         differentiable: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "alpha": alpha,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+            "centered": centered,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("RMSprop: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        alpha = group['alpha']
+        eps = group['eps']
+        weight_decay = group['weight_decay']
+        momentum = group['momentum']
+        centered = group['centered']
+        maximize = group['maximize']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not (alpha >= 0.0):
@@ -50,22 +77,6 @@ class RMSprop(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
         if not (momentum >= 0.0):
             raise ValueError(f'Invalid momentum value: {momentum}')
-        if differentiable:
-            raise ValueError("RMSprop: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            alpha=alpha,
-            eps=eps,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            centered=centered,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-        )
-        super().__init__(params, defaults)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -130,12 +141,12 @@ def rmsprop(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_rmsprop
+        _func = _fused_rmsprop
     elif foreach:
-        func = _multi_tensor_rmsprop
+        _func = _multi_tensor_rmsprop
     else:
-        func = _single_tensor_rmsprop
-    func(
+        _func = _single_tensor_rmsprop
+    _func(
         params,
         grads,
         square_avgs,

@@ -37,23 +37,31 @@ class Rprop(_rt.GeneratedOptimizer):
         differentiable: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "etas": etas,
+            "step_sizes": step_sizes,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("Rprop: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        etas = group['etas']
+        step_sizes = group['step_sizes']
+        maximize = group['maximize']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not (((0.0 < etas[0]) and (etas[0] < 1.0)) and (1.0 < etas[1])):
             raise ValueError('Invalid eta values: ' + str(etas[0]) + ', ' + str(etas[1]))
-        if differentiable:
-            raise ValueError("Rprop: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            etas=etas,
-            step_sizes=step_sizes,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-        )
-        super().__init__(params, defaults)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -104,12 +112,12 @@ def rprop(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_rprop
+        _func = _fused_rprop
     elif foreach:
-        func = _multi_tensor_rprop
+        _func = _multi_tensor_rprop
     else:
-        func = _single_tensor_rprop
-    func(
+        _func = _single_tensor_rprop
+    _func(
         params,
         grads,
         prevs,

@@ -42,28 +42,41 @@ class SGDP(_rt.GeneratedOptimizer):
         differentiable: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "eps": eps,
+            "delta": delta,
+            "wd_ratio": wd_ratio,
+            "nesterov": nesterov,
+            "caution": caution,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("SGDP: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        momentum = group['momentum']
+        dampening = group['dampening']
+        weight_decay = group['weight_decay']
+        eps = group['eps']
+        delta = group['delta']
+        wd_ratio = group['wd_ratio']
+        nesterov = group['nesterov']
+        caution = group['caution']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not (eps >= 0.0):
             raise ValueError(f'Invalid epsilon value: {eps}')
-        if differentiable:
-            raise ValueError("SGDP: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            eps=eps,
-            delta=delta,
-            wd_ratio=wd_ratio,
-            nesterov=nesterov,
-            caution=caution,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-        )
-        super().__init__(params, defaults)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -124,12 +137,12 @@ def sgdp(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_sgdp
+        _func = _fused_sgdp
     elif foreach:
-        func = _multi_tensor_sgdp
+        _func = _multi_tensor_sgdp
     else:
-        func = _single_tensor_sgdp
-    func(
+        _func = _single_tensor_sgdp
+    _func(
         params,
         grads,
         momentum_bufs,

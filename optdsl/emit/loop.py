@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..builtins import OPS, REDUCTIONS
 from ..ir import LEAF, REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, const
-from ..names import ident
+from ..names import ident, parts_name
 from ..plan import Phase
 from .common import Writer
 from .forms import INPLACE_UNARY, BINARY_METHOD, alpha_scaled, is_target, neg, number_args, reads, rest_forms, split_accumulate
@@ -285,7 +285,7 @@ class LoopEmitter:
 
 def parts_list(name: str) -> str:
     """The loop path's list of per-tensor parts of group reduction `name`."""
-    return f"_parts{ident(name)}"
+    return parts_name(name)
 
 
 def specialize_value(v: Value, op: Op, arg, value) -> Value:

@@ -8,7 +8,7 @@ import jinja2
 from ..builtins import REDUCTIONS
 from ..ir import Kind, Program, Type
 from ..plan import make_plan
-from ..names import ident, literal, message_parts, message_source, module_name
+from ..names import api_name, ident, literal, message_parts, message_source, module_name, out_name
 from ..resources import data_dir
 from .common import Writer
 from .foreach import ForeachEmitter
@@ -35,12 +35,18 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     hoisted, cols = foreach_plan.program, list(foreach_plan.columns)
     tensor_states = [s for s in p.states if s.kind is Kind.TENSOR]
     state_lists = [{"name": ident(s.name), "plural": ident(s.list), "key": s.storage_key} for s in p.states]
+    # a hyper or flag is spelled as it is where the API shows it (constructor and functional keywords,
+    # param_group keys), and through ident() inside the generated functions' bodies
+    api_names = [api_name(h.name) for h in p.hypers] + [api_name(f.name) for f in p.flags]
     hyper_names = [ident(h.name) for h in p.hypers] + [ident(f.name) for f in p.flags]
+    from_group = [f"{local} = group[{literal(name)}]" for local, name in zip(hyper_names, api_names)]
 
     # __init__: positional hypers then flags, as torch.optim orders them
-    init_args = [f"{ident(h.name)}={literal(h.default)}" for h in p.hypers]
-    init_args += [f"{ident(f.name)}: bool = {literal(f.default)}" for f in p.flags]
+    init_args = [f"{api_name(h.name)}={literal(h.default)}" for h in p.hypers]
+    init_args += [f"{api_name(f.name)}: bool = {literal(f.default)}" for f in p.flags]
     v = Writer(2)
+    for line in from_group:
+        v.line(line)
     for h in p.hypers:
         for cond, message, (name, index) in h.checks:
             shown = ident(name) if index is None else f"{ident(name)}[{int(index)}]"
@@ -58,8 +64,8 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
 
     # _active_states
     a = Writer(2)
-    for name in hyper_names:
-        a.line(f"{name} = group[{literal(name)}]")
+    for line in from_group:
+        a.line(line)
     a.line("active = {}")
     for s in p.states:
         if s.kind is Kind.TENSOR_SCALAR:
@@ -127,10 +133,11 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         doc_text=_doc_line(doc), doc_literal=literal(doc),
         state_names=literal(tuple(s.storage_key for s in p.states)),
         empty_states=literal(tuple(s.storage_key for s in p.states if s.init == "empty")),
-        uses_step=p.uses_step, uses_step_literal=literal(p.uses_step), init_args=init_args, validation=v.text() or "        pass",
-        default_names=hyper_names, active_states=a.text(), state_lists=state_lists,
+        uses_step=p.uses_step, uses_step_literal=literal(p.uses_step), init_args=init_args,
+        validation=v.text() if len(v.lines) > len(from_group) else "        pass",
+        api_names=api_names, hyper_kwargs=list(zip(hyper_names, api_names)), active_states=a.text(), state_lists=state_lists,
         tensor_states=[{"name": ident(s.name), "plural": ident(s.list)} for s in tensor_states],
-        empty_state_lists=[{"plural": ident(s.list)} for s in p.states if s.init == "empty"],
+        empty_state_lists=[{"plural": ident(s.list), "out": out_name(s.list)} for s in p.states if s.init == "empty"],
         hyper_names=hyper_names, signature=signature, loop_phases=loop_phases,
         loop_shape_inputs=[(name, LOOP_SHAPE_INPUTS.get(name) or f"_rt.size(param, {int(name[5:])})")
                            for name in loop_plan.shape_inputs],

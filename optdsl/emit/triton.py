@@ -11,7 +11,7 @@ can be captured in a CUDA graph."""
 from __future__ import annotations
 
 from ..ir import REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_stmts, walk_values
-from ..names import ident, literal, module_name
+from ..names import dtype_name, entry_name, has_name, ident, literal, module_name, new_name, part_name, ptrs_name, set_name
 from ..plan import make_plan
 from .common import Writer, float_literal
 from .host import columns, emit_per_tensor_function, first_stored, host_expr, is_device_stmt, scalar_states
@@ -51,7 +51,7 @@ class KernelEmitter:
             return ident(str(v.arg))
         if v.op is Op.HYPER:
             name, index = v.arg  # type: ignore[misc]
-            arg = ident(name) if index is None else f"{ident(name)}_{int(index)}"
+            arg = ident(name) if index is None else entry_name(name, index)
             self.group_columns[arg] = ident(name) if index is None else f"{ident(name)}[{int(index)}]"
             return arg
         if v.op is Op.FLAG:
@@ -59,7 +59,7 @@ class KernelEmitter:
             self.constexprs[name] = f"bool({ident(str(v.arg))})"
             return name
         if v.op is Op.IS_SET:   # an optional hyper given (not None): a constexpr, as a flag
-            name = f"_SET_{ident(str(v.arg)).upper()}"
+            name = set_name(str(v.arg))
             self.constexprs[name] = f"({ident(str(v.arg))} is not None)"
             return name
         if v.op is Op.VAR:
@@ -156,7 +156,7 @@ class KernelEmitter:
         if role == "sink":
             form = REDUCTIONS[s.value.op]
             contribution = form.map.format(*(self.expr(a) for a in s.value.args))
-            return f"{name}_part = fold_{form.fold}({contribution}, mask)"
+            return f"{part_name(s.name)} = fold_{form.fold}({contribution}, mask)"
         assert role == "ready", (s.name, role)
         table, row = self.slots[s.name]
         if table == "channel":
@@ -197,7 +197,7 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
         return emit_phased_module(p, hoisted, source_name, spec_hash)
     k = KernelEmitter(hoisted)
     fn = module_name(p.name)
-    streams = ["param", "grad"] + [ident(s.name) for s in k.tensor_states]
+    streams = ["param", "grad"] + [s.name for s in k.tensor_states]
 
     body = Writer(1)
     k.body(hoisted.body, body)
@@ -209,10 +209,10 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
         if s not in read and s not in stored:
             continue
         state = next((st for st in k.tensor_states if st.name == s), None)
-        line = f"{s} = load_stream({s}_ptrs, t, offs, mask, {s.upper()}_DTYPE)"
+        line = load_line(s)
         if state is not None and state.cond is not None:
-            has = f"HAS_{s.upper()}"
-            k.constexprs[has] = f"{literal(s)} in streams"
+            has = has_name(s)
+            k.constexprs[has] = f"{literal(ident(s))} in streams"
             loads.line(f"if {has}:")
             with loads.indent():
                 loads.line(line)
@@ -221,10 +221,10 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
 
     stores = Writer(1)
     for s in stored:
-        line = f"store_stream({s}_ptrs, t, offs, {s}, mask, {s.upper()}_DTYPE)"
+        line = store_line(s)
         state = next((st for st in k.tensor_states if st.name == s), None)
         if state is not None and state.cond is not None:
-            stores.line(f"if HAS_{s.upper()}:")
+            stores.line(f"if {has_name(s)}:")
             with stores.indent():
                 stores.line(line)
         else:
@@ -236,13 +236,13 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
 
     hyper_names = [ident(h.name) for h in p.hypers] + [ident(f.name) for f in p.flags]
     host_fn_name = f"_{fn}_host_values"
-    writeback = [(n, len(k.cols) + i) for i, n in enumerate(scalar_states(p))]
+    writeback = [(ident(n), len(k.cols) + i) for i, n in enumerate(scalar_states(p))]
     stream_active = [(ident(s.name), stream_condition(k, s.cond)) for s in k.tensor_states if s.name in read or s.name in stored]
     return environment().get_template("triton.py.jinja").render(
         phased=False, source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
         bytes_per_element=bytes_per_element, kernel_name=f"_{fn}_kernel",
-        streams_literal=literal(tuple(streams)), stored_literal=literal(tuple(stored)),
-        streams=streams, constexprs=list(k.constexprs),
+        streams_literal=literal(tuple(ident(s) for s in streams)), stored_literal=literal(tuple(ident(s) for s in stored)),
+        streams=stream_names(streams), constexprs=list(k.constexprs),
         column_loads=column_loads, loads=loads.text(), body=body.text() or "    pass", stores=stores.text(),
         host_fn=emit_per_tensor_function(hoisted, host_fn_name, track_stores=True), host_fn_name=host_fn_name,
         scalar_writeback=writeback, hyper_names=hyper_names, stream_active=stream_active,
@@ -251,8 +251,22 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
         n_columns=max(1, len(k.table_cols)),
         # (state, column saying whether a store to it was reached): the kernel needs memory for an
         # `empty` state from the start, which stays empty (None) where no store was reached
-        empty_streams=[(ident(n), len(k.cols) + len(scalar_states(p)) + j) for j, n in enumerate(first_stored(hoisted))],
+        empty_streams=[({"key": ident(n), "new": new_name(n)}, len(k.cols) + len(scalar_states(p)) + j)
+                       for j, n in enumerate(first_stored(hoisted))],
     )
+
+
+def load_line(s: str) -> str:
+    return f"{ident(s)} = load_stream({ptrs_name(s)}, t, offs, mask, {dtype_name(s)})"
+
+
+def store_line(s: str) -> str:
+    return f"store_stream({ptrs_name(s)}, t, offs, {ident(s)}, mask, {dtype_name(s)})"
+
+
+def stream_names(streams) -> list[dict]:
+    """What the template spells for each stream: its key and local (ident), pointer table and dtype."""
+    return [{"key": ident(s), "ptrs": ptrs_name(s), "dtype": dtype_name(s)} for s in streams]
 
 
 def traffic(streams, read, stored, k: KernelEmitter) -> tuple[int, int]:
