@@ -145,13 +145,13 @@ def adadelta(
 def _single_tensor_adadelta(params, grads, square_avgs, acc_deltas, state_steps, *, lr, rho, eps, weight_decay, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
-    for i, param in enumerate(params):
-        grad = grads[i]
-        square_avg = square_avgs[i]
-        acc_delta = acc_deltas[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        square_avg = square_avgs[_i]
+        acc_delta = acc_deltas[_i]
         if torch.is_complex(param):
             param, grad, square_avg, acc_delta = _rt.real_views(param, grad, square_avg, acc_delta)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)

@@ -39,20 +39,20 @@ def _adadelta_kernel(
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
     rho = tl.load(table + 1)
     _h2 = tl.load(table + 2)
     eps = tl.load(table + 3)
     _h3 = tl.load(table + 4)
     lr = tl.load(table + 5)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
-    square_avg = load_stream(_square_avg_ptrs, t, offs, mask, _DTYPE_SQUARE_AVG)
-    acc_delta = load_stream(_acc_delta_ptrs, t, offs, mask, _DTYPE_ACC_DELTA)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    square_avg = load_stream(_square_avg_ptrs, _t, _offs, _mask, _DTYPE_SQUARE_AVG)
+    acc_delta = load_stream(_acc_delta_ptrs, _t, _offs, _mask, _DTYPE_ACC_DELTA)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * param))
@@ -61,9 +61,9 @@ def _adadelta_kernel(
     delta = (tl.div_rn(tl.sqrt_rn((acc_delta + eps)), std) * g)
     acc_delta = ((rho * acc_delta) + ((_h3 * delta) * delta))
     param = (param - (lr * delta))
-    store_stream(_square_avg_ptrs, t, offs, square_avg, mask, _DTYPE_SQUARE_AVG)
-    store_stream(_acc_delta_ptrs, t, offs, acc_delta, mask, _DTYPE_ACC_DELTA)
-    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
+    store_stream(_square_avg_ptrs, _t, _offs, square_avg, _mask, _DTYPE_SQUARE_AVG)
+    store_stream(_acc_delta_ptrs, _t, _offs, acc_delta, _mask, _DTYPE_ACC_DELTA)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
 def _adadelta_host_values(step, *, lr, rho, eps, weight_decay, maximize):

@@ -150,12 +150,12 @@ def adagrad(
 def _single_tensor_adagrad(params, grads, state_sums, state_steps, *, lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
-    for i, param in enumerate(params):
-        grad = grads[i]
-        state_sum = state_sums[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        state_sum = state_sums[_i]
         if torch.is_complex(param):
             param, grad, state_sum = _rt.real_views(param, grad, state_sum)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)

@@ -37,24 +37,24 @@ def _adagrad_kernel(
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
     eps = tl.load(table + 1)
-    clr = tl.load(table + 2 + t * N_COLUMNS + 0)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
-    state_sum = load_stream(_state_sum_ptrs, t, offs, mask, _DTYPE_STATE_SUM)
+    clr = tl.load(table + 2 + _t * N_COLUMNS + 0)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    state_sum = load_stream(_state_sum_ptrs, _t, _offs, _mask, _DTYPE_STATE_SUM)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * param))
     state_sum = (state_sum + (g * g))
     std = (tl.sqrt_rn(state_sum) + eps)
     param = (param - tl.div_rn((clr * g), std))
-    store_stream(_state_sum_ptrs, t, offs, state_sum, mask, _DTYPE_STATE_SUM)
-    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
+    store_stream(_state_sum_ptrs, _t, _offs, state_sum, _mask, _DTYPE_STATE_SUM)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
 def _adagrad_host_values(step, *, lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize):

@@ -166,14 +166,14 @@ def adam(
 def _single_tensor_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
-    for i, param in enumerate(params):
-        grad = grads[i]
-        exp_avg = exp_avgs[i]
-        exp_avg_sq = exp_avg_sqs[i]
-        max_exp_avg_sq = max_exp_avg_sqs[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        exp_avg = exp_avgs[_i]
+        exp_avg_sq = exp_avg_sqs[_i]
+        max_exp_avg_sq = max_exp_avg_sqs[_i]
         if torch.is_complex(param):
             param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq = _rt.real_views(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)

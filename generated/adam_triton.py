@@ -44,24 +44,24 @@ def _adam_kernel(
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     _h2 = tl.load(table + 0)
     weight_decay = tl.load(table + 1)
     _h3 = tl.load(table + 2)
     _betas_1 = tl.load(table + 3)
     _h4 = tl.load(table + 4)
     eps = tl.load(table + 5)
-    _h5 = tl.load(table + 6 + t * N_COLUMNS + 0)
-    step_size = tl.load(table + 6 + t * N_COLUMNS + 1)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, t, offs, mask, _DTYPE_EXP_AVG_SQ)
+    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    step_size = tl.load(table + 6 + _t * N_COLUMNS + 1)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
     if _HAS_MAX_EXP_AVG_SQ:
-        max_exp_avg_sq = load_stream(_max_exp_avg_sq_ptrs, t, offs, mask, _DTYPE_MAX_EXP_AVG_SQ)
+        max_exp_avg_sq = load_stream(_max_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_MAX_EXP_AVG_SQ)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         if DECOUPLED_WEIGHT_DECAY:
@@ -75,11 +75,11 @@ def _adam_kernel(
     v = (max_exp_avg_sq if AMSGRAD else exp_avg_sq)
     denom = (tl.div_rn(tl.sqrt_rn(v), _h5) + eps)
     param = (param - tl.div_rn((step_size * exp_avg), denom))
-    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
-    store_stream(_exp_avg_ptrs, t, offs, exp_avg, mask, _DTYPE_EXP_AVG)
-    store_stream(_exp_avg_sq_ptrs, t, offs, exp_avg_sq, mask, _DTYPE_EXP_AVG_SQ)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ)
     if _HAS_MAX_EXP_AVG_SQ:
-        store_stream(_max_exp_avg_sq_ptrs, t, offs, max_exp_avg_sq, mask, _DTYPE_MAX_EXP_AVG_SQ)
+        store_stream(_max_exp_avg_sq_ptrs, _t, _offs, max_exp_avg_sq, _mask, _DTYPE_MAX_EXP_AVG_SQ)
 
 
 def _adam_host_values(step, *, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):

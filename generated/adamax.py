@@ -147,13 +147,13 @@ def adamax(
 def _single_tensor_adamax(params, grads, exp_avgs, exp_infs, state_steps, *, lr, betas, eps, weight_decay, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
-    for i, param in enumerate(params):
-        grad = grads[i]
-        exp_avg = exp_avgs[i]
-        exp_inf = exp_infs[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        exp_avg = exp_avgs[_i]
+        exp_inf = exp_infs[_i]
         if torch.is_complex(param):
             param, grad, exp_avg, exp_inf = _rt.real_views(param, grad, exp_avg, exp_inf)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)

@@ -39,28 +39,28 @@ def _adamax_kernel(
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
     _h2 = tl.load(table + 1)
     _betas_1 = tl.load(table + 2)
     eps = tl.load(table + 3)
-    clr = tl.load(table + 4 + t * N_COLUMNS + 0)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
-    exp_inf = load_stream(_exp_inf_ptrs, t, offs, mask, _DTYPE_EXP_INF)
+    clr = tl.load(table + 4 + _t * N_COLUMNS + 0)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_inf = load_stream(_exp_inf_ptrs, _t, _offs, _mask, _DTYPE_EXP_INF)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * param))
     exp_avg = _lerp(exp_avg, g, _h2)
     exp_inf = _maximum((_betas_1 * exp_inf), (tl.abs(g) + eps))
     param = (param - tl.div_rn((clr * exp_avg), exp_inf))
-    store_stream(_exp_avg_ptrs, t, offs, exp_avg, mask, _DTYPE_EXP_AVG)
-    store_stream(_exp_inf_ptrs, t, offs, exp_inf, mask, _DTYPE_EXP_INF)
-    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    store_stream(_exp_inf_ptrs, _t, _offs, exp_inf, _mask, _DTYPE_EXP_INF)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
 def _adamax_host_values(step, *, lr, betas, eps, weight_decay, maximize):

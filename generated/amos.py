@@ -173,14 +173,14 @@ def amos(
 def _single_tensor_amos(params, grads, exp_avg_sqs, decays, exp_avgs, state_steps, *, lr, beta, momentum, extra_l2, c_coef, d_coef, eps, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
-    for i, param in enumerate(params):
-        grad = grads[i]
-        exp_avg_sq = exp_avg_sqs[i]
-        decay = decays[i]
-        exp_avg = exp_avgs[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        exp_avg_sq = exp_avg_sqs[_i]
+        decay = decays[_i]
+        exp_avg = exp_avgs[_i]
         if torch.is_complex(param):
             param, grad, exp_avg = _rt.real_views(param, grad, exp_avg)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         ndim = param.dim()

@@ -62,25 +62,25 @@ def _amos_phase0_kernel(
     BLOCK: tl.constexpr,
 ):
     # partials of mean
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     _h1 = tl.load(table + 0)
     eps = tl.load(table + 1)
     _h2 = tl.load(table + 2)
     _h4 = tl.load(table + 3)
     extra_l2 = tl.load(table + 4)
     _h6 = tl.load(table + 5)
-    bias_correction = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 1)
-    init_lr = tl.load(table + 6 + t * N_COLUMNS + 2)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    bias_correction = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 1)
+    init_lr = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
     __r1_part = tl.full((), 0.0, tl.float32)
     g = ((-grad) if MAXIMIZE else grad)
-    __r1_part = fold_sum((g * g), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r1_part)
+    __r1_part = fold_sum((g * g), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
 
 
 @triton.jit
@@ -110,28 +110,28 @@ def _amos_kernel(
     BLOCK: tl.constexpr,
 ):
     # the update: reads every reduction, stores
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     _h1 = tl.load(table + 0)
     eps = tl.load(table + 1)
     _h2 = tl.load(table + 2)
     _h4 = tl.load(table + 3)
     extra_l2 = tl.load(table + 4)
     _h6 = tl.load(table + 5)
-    bias_correction = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 1)
-    init_lr = tl.load(table + 6 + t * N_COLUMNS + 2)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    bias_correction = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 1)
+    init_lr = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
     if _HAS_EXP_AVG:
-        exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_scalar(_exp_avg_sq_ptrs, t)
-    decay = load_scalar(_decay_ptrs, t)
+        exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_scalar(_exp_avg_sq_ptrs, _t)
+    decay = load_scalar(_decay_ptrs, _t)
     g = ((-grad) if MAXIMIZE else grad)
-    _r1 = tl.load(reduced + 0 * _n_tensors + t)
+    _r1 = tl.load(reduced + 0 * _n_tensors + _t)
     g2 = _r1
     exp_avg_sq = _lerp(exp_avg_sq, g2, _h1)
     r_v_hat = tl.div_rn(bias_correction, (exp_avg_sq + eps))
@@ -147,10 +147,10 @@ def _amos_kernel(
         upd = exp_avg
     param = (param - upd)
     if _HAS_EXP_AVG:
-        store_stream(_exp_avg_ptrs, t, offs, exp_avg, mask, _DTYPE_EXP_AVG)
-    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
-    tl.store(_scalar_out + 0 * _n_tensors + t, exp_avg_sq, mask=_start == 0)
-    tl.store(_scalar_out + 1 * _n_tensors + t, decay, mask=_start == 0)
+        store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    tl.store(_scalar_out + 0 * _n_tensors + _t, exp_avg_sq, mask=_start == 0)
+    tl.store(_scalar_out + 1 * _n_tensors + _t, decay, mask=_start == 0)
 
 
 def _finish_mean(r, n):

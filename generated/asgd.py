@@ -152,14 +152,14 @@ def asgd(
 def _single_tensor_asgd(params, grads, axs, mus, etas, state_steps, *, lr, lambd, alpha, t0, weight_decay, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True, scalar_states={'mus': mus, 'etas': etas})
-    for i, param in enumerate(params):
-        grad = grads[i]
-        ax = axs[i]
-        mu = mus[i]
-        eta = etas[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        ax = axs[_i]
+        mu = mus[_i]
+        eta = etas[_i]
         if torch.is_complex(param):
             param, grad, ax = _rt.real_views(param, grad, ax)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)
@@ -223,12 +223,12 @@ def _multi_tensor_asgd(params, grads, axs, mus, etas, state_steps, *, lr, lambd,
         torch._foreach_add_(axs, _t3)
     else:
         torch._foreach_copy_(axs, params)
-    for t, value in zip(mus, _rt.column(per_tensor, 4)):
-        if t is not None:   # None: a conditional state this group does not keep
-            t.fill_(value)
-    for t, value in zip(etas, _rt.column(per_tensor, 5)):
-        if t is not None:   # None: a conditional state this group does not keep
-            t.fill_(value)
+    for _s, _value in zip(mus, _rt.column(per_tensor, 4)):
+        if _s is not None:   # None: a conditional state this group does not keep
+            _s.fill_(_value)
+    for _s, _value in zip(etas, _rt.column(per_tensor, 5)):
+        if _s is not None:   # None: a conditional state this group does not keep
+            _s.fill_(_value)
 
 
 def _fused_asgd(params, grads, axs, mus, etas, state_steps, *, lr, lambd, alpha, t0, weight_decay, maximize, capturable=False):

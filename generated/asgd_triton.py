@@ -37,18 +37,18 @@ def _asgd_kernel(
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
-    _h2 = tl.load(table + 1 + t * N_COLUMNS + 0)
-    _h3 = tl.load(table + 1 + t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 1 + t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 1 + t * N_COLUMNS + 3)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
-    ax = load_stream(_ax_ptrs, t, offs, mask, _DTYPE_AX)
+    _h2 = tl.load(table + 1 + _t * N_COLUMNS + 0)
+    _h3 = tl.load(table + 1 + _t * N_COLUMNS + 1)
+    _h4 = tl.load(table + 1 + _t * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 1 + _t * N_COLUMNS + 3)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    ax = load_stream(_ax_ptrs, _t, _offs, _mask, _DTYPE_AX)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * param))
@@ -58,8 +58,8 @@ def _asgd_kernel(
         ax = (ax + ((param - ax) * _h5))
     else:
         ax = param
-    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
-    store_stream(_ax_ptrs, t, offs, ax, mask, _DTYPE_AX)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_ax_ptrs, _t, _offs, ax, _mask, _DTYPE_AX)
 
 
 def _asgd_host_values(step, mu, eta, *, lr, lambd, alpha, t0, weight_decay, maximize):

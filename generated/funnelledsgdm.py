@@ -175,12 +175,12 @@ def funnelledsgdm(
 
 
 def _single_tensor_funnelledsgdm(params, grads, preconds, step_sizes, exp_avgs, momentum_buffers, *, lr, momentum, beta, eta, gamma_p, gamma_s, weight_decay, maximize, capturable=False):
-    for i, param in enumerate(params):
-        grad = grads[i]
-        precond = preconds[i]
-        step_size = step_sizes[i]
-        exp_avg = exp_avgs[i]
-        momentum_buffer = momentum_buffers[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        precond = preconds[_i]
+        step_size = step_sizes[_i]
+        exp_avg = exp_avgs[_i]
+        momentum_buffer = momentum_buffers[_i]
         if torch.is_complex(param):
             param, grad, precond, exp_avg, momentum_buffer = _rt.real_views(param, grad, precond, exp_avg, momentum_buffer)
         g = ((-grad) if maximize else grad)

@@ -64,11 +64,11 @@ def _funnelledsgdm_phase0_kernel(
     BLOCK: tl.constexpr,
 ):
     # partials of dot
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
     gamma_p = tl.load(table + 1)
     gamma_s = tl.load(table + 2)
@@ -76,17 +76,17 @@ def _funnelledsgdm_phase0_kernel(
     _h2 = tl.load(table + 4)
     momentum = tl.load(table + 5)
     eta = tl.load(table + 6)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
-    momentum_buffer = load_stream(_momentum_buffer_ptrs, t, offs, mask, _DTYPE_MOMENTUM_BUFFER)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER)
     __r1_part = tl.full((), 0.0, tl.float32)
     _s_momentum_buffer = momentum_buffer
     _s_param = param
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * _s_param))
-    __r1_part = fold_sum((_s_momentum_buffer * g), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r1_part)
+    __r1_part = fold_sum((_s_momentum_buffer * g), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
 
 
 @triton.jit
@@ -118,11 +118,11 @@ def _funnelledsgdm_kernel(
     BLOCK: tl.constexpr,
 ):
     # the update: reads every reduction, stores
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
     gamma_p = tl.load(table + 1)
     gamma_s = tl.load(table + 2)
@@ -130,27 +130,27 @@ def _funnelledsgdm_kernel(
     _h2 = tl.load(table + 4)
     momentum = tl.load(table + 5)
     eta = tl.load(table + 6)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
-    precond = load_stream(_precond_ptrs, t, offs, mask, _DTYPE_PRECOND)
-    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
-    momentum_buffer = load_stream(_momentum_buffer_ptrs, t, offs, mask, _DTYPE_MOMENTUM_BUFFER)
-    step_size = load_scalar(_step_size_ptrs, t)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    precond = load_stream(_precond_ptrs, _t, _offs, _mask, _DTYPE_PRECOND)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER)
+    step_size = load_scalar(_step_size_ptrs, _t)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * param))
     precond = (precond * tl.exp(((gamma_p * exp_avg) * g)))
-    _r1 = tl.load(reduced + 0 * _n_tensors + t)
+    _r1 = tl.load(reduced + 0 * _n_tensors + _t)
     step_size = (step_size * tl.exp((gamma_s * _r1)))
     exp_avg = ((beta * exp_avg) + (_h2 * g))
     momentum_buffer = ((momentum * momentum_buffer) + (eta * (precond * g)))
     delta = (step_size * momentum_buffer)
     param = (param - delta)
-    store_stream(_precond_ptrs, t, offs, precond, mask, _DTYPE_PRECOND)
-    store_stream(_exp_avg_ptrs, t, offs, exp_avg, mask, _DTYPE_EXP_AVG)
-    store_stream(_momentum_buffer_ptrs, t, offs, momentum_buffer, mask, _DTYPE_MOMENTUM_BUFFER)
-    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
-    tl.store(_scalar_out + 0 * _n_tensors + t, step_size, mask=_start == 0)
+    store_stream(_precond_ptrs, _t, _offs, precond, _mask, _DTYPE_PRECOND)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    tl.store(_scalar_out + 0 * _n_tensors + _t, step_size, mask=_start == 0)
 
 
 def _finish_dot(r, n):

@@ -178,25 +178,25 @@ def _single_tensor_lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
     __r1_parts = [None] * len(params)
-    for i, param in enumerate(params):
-        grad = grads[i]
-        exp_avg = exp_avgs[i]
-        exp_avg_sq = exp_avg_sqs[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        exp_avg = exp_avgs[_i]
+        exp_avg_sq = exp_avg_sqs[_i]
         if torch.is_complex(param):
             param, grad, exp_avg, exp_avg_sq = _rt.real_views(param, grad, exp_avg, exp_avg_sq)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         if (max_grad_norm is not None):
-            __r1_parts[i] = torch.linalg.vector_norm(grad)
+            __r1_parts[_i] = torch.linalg.vector_norm(grad)
     _r1 = torch.linalg.vector_norm(torch.stack(_rt.group_parts(__r1_parts, params)))
-    for i, param in enumerate(params):
-        grad = grads[i]
-        exp_avg = exp_avgs[i]
-        exp_avg_sq = exp_avg_sqs[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        exp_avg = exp_avgs[_i]
+        exp_avg_sq = exp_avg_sqs[_i]
         if torch.is_complex(param):
             param, grad, exp_avg, exp_avg_sq = _rt.real_views(param, grad, exp_avg, exp_avg_sq)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step = step_t if capturable else _rt.value(step_t)
         g = grad
         if (max_grad_norm is not None):

@@ -65,11 +65,11 @@ def _lamb_phase0_kernel(
     BLOCK: tl.constexpr,
 ):
     # partials of norm per group, norm
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     max_grad_norm = tl.load(table + 0)
     beta3 = tl.load(table + 1)
     _betas_0 = tl.load(table + 2)
@@ -78,19 +78,19 @@ def _lamb_phase0_kernel(
     eps = tl.load(table + 5)
     weight_decay = tl.load(table + 6)
     lr = tl.load(table + 7)
-    _h2 = tl.load(table + 8 + t * N_COLUMNS + 0)
-    bias_correction1 = tl.load(table + 8 + t * N_COLUMNS + 1)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    _h2 = tl.load(table + 8 + _t * N_COLUMNS + 0)
+    bias_correction1 = tl.load(table + 8 + _t * N_COLUMNS + 1)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
     __r1_part = tl.full((), 0.0, tl.float32)
     __r2_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _SET_MAX_GRAD_NORM:
-        __r1_part = fold_sum((grad * grad), mask)
+        __r1_part = fold_sum((grad * grad), _mask)
     if _H4:
-        __r2_part = fold_sum((_s_param * _s_param), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r1_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, __r2_part)
+        __r2_part = fold_sum((_s_param * _s_param), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r2_part)
 
 
 @triton.jit
@@ -122,11 +122,11 @@ def _lamb_phase1_kernel(
     BLOCK: tl.constexpr,
 ):
     # partials of norm
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     max_grad_norm = tl.load(table + 0)
     beta3 = tl.load(table + 1)
     _betas_0 = tl.load(table + 2)
@@ -135,19 +135,19 @@ def _lamb_phase1_kernel(
     eps = tl.load(table + 5)
     weight_decay = tl.load(table + 6)
     lr = tl.load(table + 7)
-    _h2 = tl.load(table + 8 + t * N_COLUMNS + 0)
-    bias_correction1 = tl.load(table + 8 + t * N_COLUMNS + 1)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, t, offs, mask, _DTYPE_EXP_AVG_SQ)
+    _h2 = tl.load(table + 8 + _t * N_COLUMNS + 0)
+    bias_correction1 = tl.load(table + 8 + _t * N_COLUMNS + 1)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
     __r3_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
     g = grad
     if _SET_MAX_GRAD_NORM:
-        _r1 = tl.load(reduced + 0 * _n_tensors + t)
+        _r1 = tl.load(reduced + 0 * _n_tensors + _t)
         clip_grad_norm = _maximum(tl.div_rn(_r1, max_grad_norm), 1.0)
         g = tl.div_rn(grad, clip_grad_norm)
     if GRAD_AVERAGING:
@@ -160,8 +160,8 @@ def _lamb_phase1_kernel(
     if _H3:
         upd = (upd + (weight_decay * _s_param))
     if _H4:
-        __r3_part = fold_sum((upd * upd), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r3_part)
+        __r3_part = fold_sum((upd * upd), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r3_part)
 
 
 @triton.jit
@@ -193,11 +193,11 @@ def _lamb_kernel(
     BLOCK: tl.constexpr,
 ):
     # the update: reads every reduction, stores
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     max_grad_norm = tl.load(table + 0)
     beta3 = tl.load(table + 1)
     _betas_0 = tl.load(table + 2)
@@ -206,15 +206,15 @@ def _lamb_kernel(
     eps = tl.load(table + 5)
     weight_decay = tl.load(table + 6)
     lr = tl.load(table + 7)
-    _h2 = tl.load(table + 8 + t * N_COLUMNS + 0)
-    bias_correction1 = tl.load(table + 8 + t * N_COLUMNS + 1)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, t, offs, mask, _DTYPE_EXP_AVG_SQ)
+    _h2 = tl.load(table + 8 + _t * N_COLUMNS + 0)
+    bias_correction1 = tl.load(table + 8 + _t * N_COLUMNS + 1)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
     g = grad
     if _SET_MAX_GRAD_NORM:
-        _r1 = tl.load(reduced + 0 * _n_tensors + t)
+        _r1 = tl.load(reduced + 0 * _n_tensors + _t)
         clip_grad_norm = _maximum(tl.div_rn(_r1, max_grad_norm), 1.0)
         g = tl.div_rn(grad, clip_grad_norm)
     if GRAD_AVERAGING:
@@ -227,18 +227,18 @@ def _lamb_kernel(
     if _H3:
         upd = (upd + (weight_decay * param))
     if _H4:
-        _r2 = tl.load(reduced + 1 * _n_tensors + t)
+        _r2 = tl.load(reduced + 1 * _n_tensors + _t)
         w_norm = _r2
-        _r3 = tl.load(reduced + 2 * _n_tensors + t)
+        _r3 = tl.load(reduced + 2 * _n_tensors + _t)
         g_norm = _r3
         trust_ratio = tl.where((w_norm > 0.0), tl.where((g_norm > 0.0), tl.div_rn(w_norm, g_norm), 1.0), 1.0)
         if TRUST_CLIP:
             trust_ratio = _minimum(trust_ratio, 1.0)
         upd = (upd * trust_ratio)
     param = (param - (lr * upd))
-    store_stream(_exp_avg_ptrs, t, offs, exp_avg, mask, _DTYPE_EXP_AVG)
-    store_stream(_exp_avg_sq_ptrs, t, offs, exp_avg_sq, mask, _DTYPE_EXP_AVG_SQ)
-    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
 def _finish_norm(r, n):

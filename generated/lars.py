@@ -165,9 +165,9 @@ def lars(
 
 
 def _single_tensor_lars(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, trust_coeff, eps, nesterov, trust_clip, always_adapt, capturable=False):
-    for i, param in enumerate(params):
-        grad = grads[i]
-        momentum_buffer = momentum_buffers[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        momentum_buffer = momentum_buffers[_i]
         if torch.is_complex(param):
             param, grad, momentum_buffer = _rt.real_views(param, grad, momentum_buffer)
         g = grad
@@ -184,7 +184,7 @@ def _single_tensor_lars(params, grads, momentum_buffers, *, lr, momentum, dampen
         if (momentum != 0.0):
             if momentum_buffer is None:
                 momentum_buffer = torch.clone(g).detach()
-                momentum_buffers[i] = _rt.like_param(momentum_buffer, params[i])
+                momentum_buffers[_i] = _rt.like_param(momentum_buffer, params[_i])
             else:
                 momentum_buffer.mul_(momentum).add_(g, alpha=(1.0 - dampening))
             g = (torch.add(g, momentum_buffer, alpha=momentum) if nesterov else momentum_buffer)

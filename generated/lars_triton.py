@@ -62,28 +62,28 @@ def _lars_phase0_kernel(
     BLOCK: tl.constexpr,
 ):
     # partials of norm, norm
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     trust_coeff = tl.load(table + 0)
     weight_decay = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
     momentum = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 0) != 0
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0) != 0
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
     __r1_part = tl.full((), 0.0, tl.float32)
     __r2_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _H1:
-        __r1_part = fold_sum((_s_param * _s_param), mask)
-        __r2_part = fold_sum((grad * grad), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r1_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, __r2_part)
+        __r1_part = fold_sum((_s_param * _s_param), _mask)
+        __r2_part = fold_sum((grad * grad), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r2_part)
 
 
 @triton.jit
@@ -113,27 +113,27 @@ def _lars_kernel(
     BLOCK: tl.constexpr,
 ):
     # the update: reads every reduction, stores
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     trust_coeff = tl.load(table + 0)
     weight_decay = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
     momentum = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 0) != 0
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0) != 0
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
     if _HAS_MOMENTUM_BUFFER:
-        momentum_buffer = load_stream(_momentum_buffer_ptrs, t, offs, mask, _DTYPE_MOMENTUM_BUFFER)
+        momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER)
     g = grad
     if _H1:
-        _r1 = tl.load(reduced + 0 * _n_tensors + t)
+        _r1 = tl.load(reduced + 0 * _n_tensors + _t)
         w_norm = _r1
-        _r2 = tl.load(reduced + 1 * _n_tensors + t)
+        _r2 = tl.load(reduced + 1 * _n_tensors + _t)
         g_norm = _r2
         trust_ratio = tl.div_rn((trust_coeff * w_norm), ((g_norm + (w_norm * weight_decay)) + eps))
         trust_ratio = tl.where((w_norm > 0.0), tl.where((g_norm > 0.0), trust_ratio, 1.0), 1.0)
@@ -145,8 +145,8 @@ def _lars_kernel(
         g = ((g + (momentum * momentum_buffer)) if NESTEROV else momentum_buffer)
     param = (param - (lr * g))
     if _HAS_MOMENTUM_BUFFER:
-        store_stream(_momentum_buffer_ptrs, t, offs, momentum_buffer, mask, _DTYPE_MOMENTUM_BUFFER)
-    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
+        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
 def _finish_norm(r, n):
@@ -257,7 +257,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         _krt.copy_back(_run.copies)
         _krt.write_scalar_states(_run, [_scalars.get(name, [None] * len(params)) for name in SCALAR_STATES])
     if "momentum_buffer" in streams:   # allocated for the kernel, but no store to it was reached: still empty
-        for i, stored in enumerate(_rt.column(rows, 4)):
-            if _momentum_buffer_new[i] and not stored:
-                streams["momentum_buffer"][i] = None
+        for _i, _stored in enumerate(_rt.column(rows, 4)):
+            if _momentum_buffer_new[_i] and not _stored:
+                streams["momentum_buffer"][_i] = None
     return rows

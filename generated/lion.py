@@ -129,9 +129,9 @@ def lion(
 
 
 def _single_tensor_lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maximize, capturable=False):
-    for i, param in enumerate(params):
-        grad = grads[i]
-        exp_avg = exp_avgs[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        exp_avg = exp_avgs[_i]
         if torch.is_complex(param):
             param, grad, exp_avg = _rt.real_views(param, grad, exp_avg)
         g = ((-grad) if maximize else grad)

@@ -36,26 +36,26 @@ def _lion_kernel(
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     _h1 = tl.load(table + 0)
     _betas_0 = tl.load(table + 1)
     _h2 = tl.load(table + 2)
     lr = tl.load(table + 3)
     _betas_1 = tl.load(table + 4)
     _h3 = tl.load(table + 5)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
     g = ((-grad) if MAXIMIZE else grad)
     param = (param * _h1)
     direction = _sign(((_betas_0 * exp_avg) + (_h2 * g)))
     param = (param - (lr * direction))
     exp_avg = ((_betas_1 * exp_avg) + (_h3 * g))
-    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
-    store_stream(_exp_avg_ptrs, t, offs, exp_avg, mask, _DTYPE_EXP_AVG)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
 
 
 def _lion_host_values(*, lr, betas, weight_decay, maximize):

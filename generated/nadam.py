@@ -167,14 +167,14 @@ def nadam(
 def _single_tensor_nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, state_steps, *, lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True, scalar_states={'mu_products': mu_products})
-    for i, param in enumerate(params):
-        grad = grads[i]
-        exp_avg = exp_avgs[i]
-        exp_avg_sq = exp_avg_sqs[i]
-        mu_product = mu_products[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        exp_avg = exp_avgs[_i]
+        exp_avg_sq = exp_avg_sqs[_i]
+        mu_product = mu_products[_i]
         if torch.is_complex(param):
             param, grad, exp_avg, exp_avg_sq = _rt.real_views(param, grad, exp_avg, exp_avg_sq)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)
@@ -244,9 +244,9 @@ def _multi_tensor_nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, state
     torch._foreach_add_(denom, eps)
     _rt.foreach_addcdiv_(params, g, denom, [-x for x in _h1])
     _rt.foreach_addcdiv_(params, exp_avgs, denom, [-x for x in _h2])
-    for t, value in zip(mu_products, _rt.column(per_tensor, 3)):
-        if t is not None:   # None: a conditional state this group does not keep
-            t.fill_(value)
+    for _s, _value in zip(mu_products, _rt.column(per_tensor, 3)):
+        if _s is not None:   # None: a conditional state this group does not keep
+            _s.fill_(_value)
 
 
 def _fused_nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, state_steps, *, lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize, capturable=False):

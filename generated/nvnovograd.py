@@ -159,11 +159,11 @@ def nvnovograd(
 
 
 def _single_tensor_nvnovograd(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, betas, eps, weight_decay, grad_averaging, amsgrad, decoupled_decay, capturable=False):
-    for i, param in enumerate(params):
-        grad = grads[i]
-        exp_avg = exp_avgs[i]
-        exp_avg_sq = exp_avg_sqs[i]
-        max_exp_avg_sq = max_exp_avg_sqs[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        exp_avg = exp_avgs[_i]
+        exp_avg_sq = exp_avg_sqs[_i]
+        max_exp_avg_sq = max_exp_avg_sqs[_i]
         if torch.is_complex(param):
             param, grad, exp_avg = _rt.real_views(param, grad, exp_avg)
         _r1 = torch.sum(torch.mul(grad, grad))

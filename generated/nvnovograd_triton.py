@@ -64,11 +64,11 @@ def _nvnovograd_phase0_kernel(
     BLOCK: tl.constexpr,
 ):
     # partials of sum
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     _betas_1 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
@@ -77,10 +77,10 @@ def _nvnovograd_phase0_kernel(
     _h4 = tl.load(table + 5)
     _betas_0 = tl.load(table + 6)
     lr = tl.load(table + 7)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
     __r1_part = tl.full((), 0.0, tl.float32)
-    __r1_part = fold_sum((grad * grad), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, __r1_part)
+    __r1_part = fold_sum((grad * grad), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
 
 
 @triton.jit
@@ -112,11 +112,11 @@ def _nvnovograd_kernel(
     BLOCK: tl.constexpr,
 ):
     # the update: reads every reduction, stores
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     _betas_1 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
@@ -125,13 +125,13 @@ def _nvnovograd_kernel(
     _h4 = tl.load(table + 5)
     _betas_0 = tl.load(table + 6)
     lr = tl.load(table + 7)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_scalar(_exp_avg_sq_ptrs, t)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_scalar(_exp_avg_sq_ptrs, _t)
     if _HAS_MAX_EXP_AVG_SQ:
-        max_exp_avg_sq = load_scalar(_max_exp_avg_sq_ptrs, t)
-    _r1 = tl.load(reduced + 0 * _n_tensors + t)
+        max_exp_avg_sq = load_scalar(_max_exp_avg_sq_ptrs, _t)
+    _r1 = tl.load(reduced + 0 * _n_tensors + _t)
     grad_norm_sq = _r1
     exp_avg_sq = tl.where((exp_avg_sq == 0.0), grad_norm_sq, ((_betas_1 * exp_avg_sq) + (_h1 * grad_norm_sq)))
     if AMSGRAD:
@@ -148,11 +148,11 @@ def _nvnovograd_kernel(
         upd = (upd * _h4)
     exp_avg = ((_betas_0 * exp_avg) + upd)
     param = (param - (lr * exp_avg))
-    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
-    store_stream(_exp_avg_ptrs, t, offs, exp_avg, mask, _DTYPE_EXP_AVG)
-    tl.store(_scalar_out + 0 * _n_tensors + t, exp_avg_sq, mask=_start == 0)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    tl.store(_scalar_out + 0 * _n_tensors + _t, exp_avg_sq, mask=_start == 0)
     if _HAS_MAX_EXP_AVG_SQ:
-        tl.store(_scalar_out + 1 * _n_tensors + t, max_exp_avg_sq, mask=_start == 0)
+        tl.store(_scalar_out + 1 * _n_tensors + _t, max_exp_avg_sq, mask=_start == 0)
 
 
 def _finish_sum(r, n):

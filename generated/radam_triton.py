@@ -40,10 +40,10 @@ def _radam_kernel(
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     _h2 = tl.load(table + 0)
     weight_decay = tl.load(table + 1)
     _h3 = tl.load(table + 2)
@@ -51,14 +51,14 @@ def _radam_kernel(
     _h4 = tl.load(table + 4)
     eps = tl.load(table + 5)
     lr = tl.load(table + 6)
-    bias_correction1 = tl.load(table + 7 + t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 7 + t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 7 + t * N_COLUMNS + 2)
-    rect = tl.load(table + 7 + t * N_COLUMNS + 3)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, t, offs, mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, t, offs, mask, _DTYPE_EXP_AVG_SQ)
+    bias_correction1 = tl.load(table + 7 + _t * N_COLUMNS + 0)
+    _h5 = tl.load(table + 7 + _t * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 7 + _t * N_COLUMNS + 2)
+    rect = tl.load(table + 7 + _t * N_COLUMNS + 3)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         if DECOUPLED_WEIGHT_DECAY:
@@ -73,9 +73,9 @@ def _radam_kernel(
         param = (param - (((bias_corrected_exp_avg * lr) * adaptive_lr) * rect))
     else:
         param = (param - (bias_corrected_exp_avg * lr))
-    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
-    store_stream(_exp_avg_ptrs, t, offs, exp_avg, mask, _DTYPE_EXP_AVG)
-    store_stream(_exp_avg_sq_ptrs, t, offs, exp_avg_sq, mask, _DTYPE_EXP_AVG_SQ)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ)
 
 
 def _radam_host_values(step, *, lr, betas, eps, weight_decay, decoupled_weight_decay, maximize):

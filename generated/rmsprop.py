@@ -167,14 +167,14 @@ def rmsprop(
 def _single_tensor_rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps, *, lr, alpha, eps, weight_decay, momentum, centered, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
-    for i, param in enumerate(params):
-        grad = grads[i]
-        square_avg = square_avgs[i]
-        grad_avg = grad_avgs[i]
-        momentum_buffer = momentum_buffers[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        square_avg = square_avgs[_i]
+        grad_avg = grad_avgs[_i]
+        momentum_buffer = momentum_buffers[_i]
         if torch.is_complex(param):
             param, grad, square_avg, grad_avg, momentum_buffer = _rt.real_views(param, grad, square_avg, grad_avg, momentum_buffer)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)

@@ -45,10 +45,10 @@ def _rmsprop_kernel(
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
     alpha = tl.load(table + 1)
     _h2 = tl.load(table + 2)
@@ -56,13 +56,13 @@ def _rmsprop_kernel(
     eps = tl.load(table + 4)
     momentum = tl.load(table + 5)
     lr = tl.load(table + 6)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
-    square_avg = load_stream(_square_avg_ptrs, t, offs, mask, _DTYPE_SQUARE_AVG)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    square_avg = load_stream(_square_avg_ptrs, _t, _offs, _mask, _DTYPE_SQUARE_AVG)
     if _HAS_GRAD_AVG:
-        grad_avg = load_stream(_grad_avg_ptrs, t, offs, mask, _DTYPE_GRAD_AVG)
+        grad_avg = load_stream(_grad_avg_ptrs, _t, _offs, _mask, _DTYPE_GRAD_AVG)
     if _HAS_MOMENTUM_BUFFER:
-        momentum_buffer = load_stream(_momentum_buffer_ptrs, t, offs, mask, _DTYPE_MOMENTUM_BUFFER)
+        momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * param))
@@ -77,12 +77,12 @@ def _rmsprop_kernel(
         param = (param - (lr * momentum_buffer))
     else:
         param = (param - tl.div_rn((lr * g), avg))
-    store_stream(_square_avg_ptrs, t, offs, square_avg, mask, _DTYPE_SQUARE_AVG)
+    store_stream(_square_avg_ptrs, _t, _offs, square_avg, _mask, _DTYPE_SQUARE_AVG)
     if _HAS_GRAD_AVG:
-        store_stream(_grad_avg_ptrs, t, offs, grad_avg, mask, _DTYPE_GRAD_AVG)
+        store_stream(_grad_avg_ptrs, _t, _offs, grad_avg, _mask, _DTYPE_GRAD_AVG)
     if _HAS_MOMENTUM_BUFFER:
-        store_stream(_momentum_buffer_ptrs, t, offs, momentum_buffer, mask, _DTYPE_MOMENTUM_BUFFER)
-    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
+        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
 def _rmsprop_host_values(step, *, lr, alpha, eps, weight_decay, momentum, centered, maximize):

@@ -134,13 +134,13 @@ def rprop(
 def _single_tensor_rprop(params, grads, prevs, step_size_list, state_steps, *, lr, etas, step_sizes, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
-    for i, param in enumerate(params):
-        grad = grads[i]
-        prev = prevs[i]
-        step_size = step_size_list[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        prev = prevs[_i]
+        step_size = step_size_list[_i]
         if torch.is_complex(param):
             param, grad, prev, step_size = _rt.real_views(param, grad, prev, step_size)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)

@@ -38,18 +38,18 @@ def _rprop_kernel(
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     _etas_1 = tl.load(table + 0)
     _etas_0 = tl.load(table + 1)
     _step_sizes_0 = tl.load(table + 2)
     _step_sizes_1 = tl.load(table + 3)
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
-    prev = load_stream(_prev_ptrs, t, offs, mask, _DTYPE_PREV)
-    step_size = load_stream(_step_size_ptrs, t, offs, mask, _DTYPE_STEP_SIZE)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    prev = load_stream(_prev_ptrs, _t, _offs, _mask, _DTYPE_PREV)
+    step_size = load_stream(_step_size_ptrs, _t, _offs, _mask, _DTYPE_STEP_SIZE)
     g = ((-grad) if MAXIMIZE else grad)
     s = (g * prev)
     factor = tl.where((s > 0.0), _etas_1, tl.where((s < 0.0), _etas_0, tl.where((s == 0.0), 1.0, s)))
@@ -57,9 +57,9 @@ def _rprop_kernel(
     g = tl.where((s < 0.0), 0.0, g)
     param = (param - (_sign(g) * step_size))
     prev = g
-    store_stream(_step_size_ptrs, t, offs, step_size, mask, _DTYPE_STEP_SIZE)
-    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
-    store_stream(_prev_ptrs, t, offs, prev, mask, _DTYPE_PREV)
+    store_stream(_step_size_ptrs, _t, _offs, step_size, _mask, _DTYPE_STEP_SIZE)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_prev_ptrs, _t, _offs, prev, _mask, _DTYPE_PREV)
 
 
 def _rprop_host_values(step, *, lr, etas, step_sizes, maximize):

@@ -144,9 +144,9 @@ def sgd(
 
 
 def _single_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov, maximize, capturable=False):
-    for i, param in enumerate(params):
-        grad = grads[i]
-        momentum_buffer = momentum_buffers[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        momentum_buffer = momentum_buffers[_i]
         if torch.is_complex(param):
             param, grad, momentum_buffer = _rt.real_views(param, grad, momentum_buffer)
         g = ((-grad) if maximize else grad)
@@ -155,7 +155,7 @@ def _single_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampeni
         if (momentum != 0.0):
             if momentum_buffer is None:
                 momentum_buffer = torch.clone(g).detach()
-                momentum_buffers[i] = _rt.like_param(momentum_buffer, params[i])
+                momentum_buffers[_i] = _rt.like_param(momentum_buffer, params[_i])
             else:
                 momentum_buffer.mul_(momentum).add_(g, alpha=(1.0 - dampening))
             g = (torch.add(g, momentum_buffer, alpha=momentum) if nesterov else momentum_buffer)

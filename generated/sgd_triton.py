@@ -40,19 +40,19 @@ def _sgd_kernel(
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
     momentum = tl.load(table + 1)
     _h4 = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h3 = tl.load(table + 4 + t * N_COLUMNS + 0) != 0
-    param = load_stream(_param_ptrs, t, offs, mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, t, offs, mask, _DTYPE_GRAD)
+    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
     if _HAS_MOMENTUM_BUFFER:
-        momentum_buffer = load_stream(_momentum_buffer_ptrs, t, offs, mask, _DTYPE_MOMENTUM_BUFFER)
+        momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * param))
@@ -61,8 +61,8 @@ def _sgd_kernel(
         g = ((g + (momentum * momentum_buffer)) if NESTEROV else momentum_buffer)
     param = (param - (lr * g))
     if _HAS_MOMENTUM_BUFFER:
-        store_stream(_momentum_buffer_ptrs, t, offs, momentum_buffer, mask, _DTYPE_MOMENTUM_BUFFER)
-    store_stream(_param_ptrs, t, offs, param, mask, _DTYPE_PARAM)
+        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
 def _sgd_host_values(_momentum_buffer_is_empty, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
@@ -129,7 +129,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         _krt.LAUNCHES[0] += 1
         _krt.copy_back(copies)
     if "momentum_buffer" in streams:   # allocated for the kernel, but no store to it was reached: still empty
-        for i, stored in enumerate(_rt.column(rows, 4)):
-            if _momentum_buffer_new[i] and not stored:
-                streams["momentum_buffer"][i] = None
+        for _i, _stored in enumerate(_rt.column(rows, 4)):
+            if _momentum_buffer_new[_i] and not _stored:
+                streams["momentum_buffer"][_i] = None
     return rows

@@ -160,9 +160,9 @@ def sgdp(
 
 
 def _single_tensor_sgdp(params, grads, momentum_bufs, *, lr, momentum, dampening, weight_decay, eps, delta, wd_ratio, nesterov, caution, capturable=False):
-    for i, param in enumerate(params):
-        grad = grads[i]
-        momentum_buf = momentum_bufs[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        momentum_buf = momentum_bufs[_i]
         if torch.is_complex(param):
             param, grad, momentum_buf = _rt.real_views(param, grad, momentum_buf)
         numel = param.numel()

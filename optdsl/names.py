@@ -22,9 +22,9 @@ CLASS_NAME = re.compile(r"[A-Z][A-Za-z0-9]{0,63}\Z")
 GENERATED = frozenset("""
     torch tl triton math np numpy os sys self cls super group groups state params param_groups grads
     state_steps step_t closure loss defaults foreach fused capturable differentiable params_with_grad
-    Tensor Optimizer kernel launch device dtype offs mask pid optimizer annotations
+    Tensor Optimizer kernel launch device dtype optimizer annotations
     load_stream store_stream load_scalar fold_sum fold_max write_scalar_states run programs
-    t i j p r rows streams index view copies numels work_tensor work_start ptrs head table inputs hypers
+    j p r rows streams index view copies numels work_tensor work_start ptrs head table inputs hypers
     states block kernels reason func per_tensor steps original_params active stored n_columns
     reduced partials work_end work_channel scratch phase numel_list value ts n_tensors new_partials
     reduced_channel work shape_input

@@ -121,11 +121,11 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     inputs += [f"[t is None for t in {ident(s.list)}]" for s in p.states if s.init == "empty"]
     wb = Writer(1)
     for k, n in enumerate(foreach_plan.scalar_states):
-        wb.line(f"for t, value in zip({ident(p.list_name(n))}, _rt.column(per_tensor, {len(cols) + k})):")
+        wb.line(f"for _s, _value in zip({ident(p.list_name(n))}, _rt.column(per_tensor, {len(cols) + k})):")
         with wb.indent():
-            wb.line("if t is not None:   # None: a conditional state this group does not keep")
+            wb.line("if _s is not None:   # None: a conditional state this group does not keep")
             with wb.indent():
-                wb.line("t.fill_(value)")
+                wb.line("_s.fill_(_value)")
 
     doc = p.doc or p.name
     return environment().get_template("eager.py.jinja").render(

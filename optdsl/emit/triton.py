@@ -106,7 +106,7 @@ class KernelEmitter:
             per_tensor = a.kind in (Kind.TENSOR_SCALAR, Kind.REDUCED, Kind.CHANNEL) or (
                 a.op is Op.VAR and a.arg in self.col_index and self.cols[self.col_index[a.arg]].kind is Kind.TENSOR_SCALAR)
             if block and per_tensor and a.type is Type.BOOL:
-                src = f"((offs * 0 + ({src}).to(tl.int32)) != 0)"
+                src = f"((_offs * 0 + ({src}).to(tl.int32)) != 0)"
             out.append(src)
         return out
 
@@ -156,12 +156,12 @@ class KernelEmitter:
         if role == "sink":
             form = REDUCTIONS[s.value.op]
             contribution = form.map.format(*(self.expr(a) for a in s.value.args))
-            return f"{part_name(s.name)} = fold_{form.fold}({contribution}, mask)"
+            return f"{part_name(s.name)} = fold_{form.fold}({contribution}, _mask)"
         assert role == "ready", (s.name, role)
         table, row = self.slots[s.name]
         if table == "channel":
             return f"{name} = tl.load(_reduced_channel + {row} * _n_channels + _ch)"
-        return f"{name} = tl.load(reduced + {row} * _n_tensors + t)"
+        return f"{name} = tl.load(reduced + {row} * _n_tensors + _t)"
 
     def column_loads(self) -> list[str]:
         """The kernel's reads of the host-value table: the group's values first (one each), then one
@@ -171,7 +171,7 @@ class KernelEmitter:
         for j, name in enumerate(self.group_columns):
             out.append(f"{name} = tl.load(table + {j})")
         for j, c in enumerate(self.table_cols):
-            load = f"tl.load(table + {f'{n_group} + ' if n_group else ''}t * N_COLUMNS + {j})"
+            load = f"tl.load(table + {f'{n_group} + ' if n_group else ''}_t * N_COLUMNS + {j})"
             out.append(f"{ident(c.name)} = {load} != 0" if c.type is Type.BOOL else f"{ident(c.name)} = {load}")
         return out
 
@@ -257,11 +257,11 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
 
 
 def load_line(s: str) -> str:
-    return f"{ident(s)} = load_stream({ptrs_name(s)}, t, offs, mask, {dtype_name(s)})"
+    return f"{ident(s)} = load_stream({ptrs_name(s)}, _t, _offs, _mask, {dtype_name(s)})"
 
 
 def store_line(s: str) -> str:
-    return f"store_stream({ptrs_name(s)}, t, offs, {ident(s)}, mask, {dtype_name(s)})"
+    return f"store_stream({ptrs_name(s)}, _t, _offs, {ident(s)}, _mask, {dtype_name(s)})"
 
 
 def stream_names(streams) -> list[dict]:

@@ -75,15 +75,15 @@ def emit_phased_module(p: Program, hoisted: Program, source_name: str, spec_hash
             _guarded(loads, k, state, load_line(s))
         for s in device_scalars:
             if s.name in kern["scalars"]:
-                _guarded(loads, k, s, f"{ident(s.name)} = load_scalar({ptrs_name(s.name)}, t)")
+                _guarded(loads, k, s, f"{ident(s.name)} = load_scalar({ptrs_name(s.name)}, _t)")
         for s in kern["stored"]:
             state = next((st for st in k.tensor_states if st.name == s), None)
             _guarded(stores, k, state, store_line(s))
         if kern["phase"].final:
             for j, s in enumerate(device_scalars):   # each tensor's first program writes the new value
-                _guarded(stores, k, s, f"tl.store(_scalar_out + {j} * _n_tensors + t, {ident(s.name)}, mask=_start == 0)")
+                _guarded(stores, k, s, f"tl.store(_scalar_out + {j} * _n_tensors + _t, {ident(s.name)}, mask=_start == 0)")
         for j, name in enumerate(kern["phase"].sinks):
-            stores.line(f"tl.store(partials + {j} * (tl.num_programs(0) + 1) + pid, {part_name(name)})")
+            stores.line(f"tl.store(partials + {j} * (tl.num_programs(0) + 1) + _pid, {part_name(name)})")
         return loads.text(), stores.text()
 
     rendered = []
