@@ -13,10 +13,11 @@ IDENT = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 CLASS_NAME = re.compile(r"[A-Z][A-Za-z0-9]{0,63}\Z")
 
 # Every name generated code uses itself in a scope that also binds spec names: its imports, the
-# Python builtins, the torch.optim signatures' arguments, its own bookkeeping locals (the loop's
-# index, the kernel's tensor index and mask, the launcher's buckets and tables, ...). A spec may
-# still use any of them: `ident()` emits such a spec name as `_<name>_`, a form nothing else in
-# generated code takes (generated names are plain words, or start with `_` and never end with one).
+# Python builtins, the torch.optim signatures' arguments, the bookkeeping locals it spells plainly
+# (the launcher's buckets and tables, ...; the kernel's and the loop's, `_pid _t _offs _mask _i`,
+# start with `_`). A spec may still use any of them: `ident()` emits such a spec name as `_<name>_`,
+# a form nothing else in generated code takes (generated names are plain words, or start with `_`
+# and never end with one).
 # Over-listing is harmless (a spec name is renamed that need not be); under-listing is a bug
 # (tests/test_injection.py compiles a spec taking every one of these names).
 GENERATED = frozenset("""

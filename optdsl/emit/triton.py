@@ -78,8 +78,11 @@ class KernelEmitter:
 
     def expr(self, v: Value) -> str:
         if v.op is Op.WHERE and v.args[0].kind is Kind.HOST:
-            # a constexpr condition: only the taken side is compiled
-            return f"({self.expr(v.args[1])} if {self.expr(v.args[0])} else {self.expr(v.args[2])})"
+            # a constexpr condition: only the taken side is compiled; a per-tensor boolean side of a
+            # per-element select is broadcast, as the taken one may meet a block in `&` or `|`
+            then, other = (self.broadcast_bool(a, self.expr(a)) if v.kind is Kind.TENSOR else self.expr(a)
+                           for a in v.args[1:])
+            return f"({then} if {self.expr(v.args[0])} else {other})"
         if v.op is Op.WHERE and v.type is Type.BOOL:
             # a select between booleans as logic: the Triton interpreter's tl.where on booleans
             # gives values `&` and `|` then reject
@@ -100,15 +103,13 @@ class KernelEmitter:
         """Operands of a boolean op; a per-tensor boolean (a 0-d tensor) beside a per-element one is
         broadcast by integer arithmetic first: the Triton interpreter rejects `block & scalar`."""
         block = any(a.kind is Kind.TENSOR for a in v.args)
-        out = []
-        for a in v.args:
-            src = self.expr(a)
-            per_tensor = a.kind in (Kind.TENSOR_SCALAR, Kind.REDUCED, Kind.CHANNEL) or (
-                a.op is Op.VAR and a.arg in self.col_index and self.cols[self.col_index[a.arg]].kind is Kind.TENSOR_SCALAR)
-            if block and per_tensor and a.type is Type.BOOL:
-                src = f"((_offs * 0 + ({src}).to(tl.int32)) != 0)"
-            out.append(src)
-        return out
+        return [self.broadcast_bool(a, self.expr(a)) if block else self.expr(a) for a in v.args]
+
+    def broadcast_bool(self, a: Value, src: str) -> str:
+        """`src` (the source of `a`) as a block where `a` is a per-tensor boolean (a 0-d tensor)."""
+        per_tensor = a.kind in (Kind.TENSOR_SCALAR, Kind.REDUCED, Kind.CHANNEL) or (
+            a.op is Op.VAR and a.arg in self.col_index and self.cols[self.col_index[a.arg]].kind is Kind.TENSOR_SCALAR)
+        return f"((_offs * 0 + ({src}).to(tl.int32)) != 0)" if per_tensor and a.type is Type.BOOL else src
 
     # ---- statements --------------------------------------------------------------
     def body(self, stmts: tuple[Stmt, ...], w: Writer) -> bool:
