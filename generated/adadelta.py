@@ -42,6 +42,32 @@ class Adadelta(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "rho": rho,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("Adadelta: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults, partitioned=partitioned)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        rho = group['rho']
+        eps = group['eps']
+        weight_decay = group['weight_decay']
+        maximize = group['maximize']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not ((0.0 <= rho) and (rho <= 1.0)):
@@ -50,23 +76,6 @@ class Adadelta(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid epsilon value: {eps}')
         if not (weight_decay >= 0.0):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
-        if differentiable:
-            raise ValueError("Adadelta: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            rho=rho,
-            eps=eps,
-            weight_decay=weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
-        )
-        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -120,12 +129,12 @@ def adadelta(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_adadelta
+        _func = _fused_adadelta
     elif foreach:
-        func = _multi_tensor_adadelta
+        _func = _multi_tensor_adadelta
     else:
-        func = _single_tensor_adadelta
-    func(
+        _func = _single_tensor_adadelta
+    _func(
         params,
         grads,
         square_avgs,
@@ -143,13 +152,13 @@ def adadelta(
 def _single_tensor_adadelta(params, grads, square_avgs, acc_deltas, state_steps, *, lr, rho, eps, weight_decay, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
-    for i, param in enumerate(params):
-        grad = grads[i]
-        square_avg = square_avgs[i]
-        acc_delta = acc_deltas[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        square_avg = square_avgs[_i]
+        acc_delta = acc_deltas[_i]
         if torch.is_complex(param):
             param, grad, square_avg, acc_delta = _rt.real_views(param, grad, square_avg, acc_delta)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)

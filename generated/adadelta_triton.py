@@ -22,37 +22,37 @@ STORED = ('square_avg', 'acc_delta', 'param')
 
 @triton.jit
 def _adadelta_kernel(
-    param_ptrs,
-    grad_ptrs,
-    square_avg_ptrs,
-    acc_delta_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _square_avg_ptrs,
+    _acc_delta_ptrs,
     numels,
     work_tensor,
     work_start,
     table,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    SQUARE_AVG_DTYPE: tl.constexpr,
-    ACC_DELTA_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_SQUARE_AVG: tl.constexpr,
+    _DTYPE_ACC_DELTA: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
     rho = tl.load(table + 1)
     _h2 = tl.load(table + 2)
     eps = tl.load(table + 3)
     _h3 = tl.load(table + 4)
     lr = tl.load(table + 5)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    square_avg = load_stream(square_avg_ptrs, t, offs, mask, SQUARE_AVG_DTYPE)
-    acc_delta = load_stream(acc_delta_ptrs, t, offs, mask, ACC_DELTA_DTYPE)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    square_avg = load_stream(_square_avg_ptrs, _t, _offs, _mask, _DTYPE_SQUARE_AVG)
+    acc_delta = load_stream(_acc_delta_ptrs, _t, _offs, _mask, _DTYPE_ACC_DELTA)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * param))
@@ -61,9 +61,9 @@ def _adadelta_kernel(
     delta = (tl.div_rn(tl.sqrt_rn((acc_delta + eps)), std) * g)
     acc_delta = ((rho * acc_delta) + ((_h3 * delta) * delta))
     param = (param - (lr * delta))
-    store_stream(square_avg_ptrs, t, offs, square_avg, mask, SQUARE_AVG_DTYPE)
-    store_stream(acc_delta_ptrs, t, offs, acc_delta, mask, ACC_DELTA_DTYPE)
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
+    store_stream(_square_avg_ptrs, _t, _offs, square_avg, _mask, _DTYPE_SQUARE_AVG)
+    store_stream(_acc_delta_ptrs, _t, _offs, acc_delta, _mask, _DTYPE_ACC_DELTA)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
 def _adadelta_host_values(step, *, lr, rho, eps, weight_decay, maximize):
@@ -111,10 +111,10 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             table,
             MAXIMIZE=bool(maximize),
             _H1=bool(head[0]),
-            PARAM_DTYPE=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            GRAD_DTYPE=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            SQUARE_AVG_DTYPE=_krt.dtype_code(view["square_avg"][0]) if "square_avg" in view else 0,
-            ACC_DELTA_DTYPE=_krt.dtype_code(view["acc_delta"][0]) if "acc_delta" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
+            _DTYPE_SQUARE_AVG=_krt.dtype_code(view["square_avg"][0]) if "square_avg" in view else 0,
+            _DTYPE_ACC_DELTA=_krt.dtype_code(view["acc_delta"][0]) if "acc_delta" in view else 0,
             N_COLUMNS=1,
             BLOCK=block,
         )

@@ -43,6 +43,34 @@ class Adagrad(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "lr_decay": lr_decay,
+            "weight_decay": weight_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+            "eps": eps,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("Adagrad: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults, partitioned=partitioned)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        lr_decay = group['lr_decay']
+        weight_decay = group['weight_decay']
+        initial_accumulator_value = group['initial_accumulator_value']
+        eps = group['eps']
+        maximize = group['maximize']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not (lr_decay >= 0.0):
@@ -53,24 +81,6 @@ class Adagrad(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid initial_accumulator_value value: {initial_accumulator_value}')
         if not (eps >= 0.0):
             raise ValueError(f'Invalid epsilon value: {eps}')
-        if differentiable:
-            raise ValueError("Adagrad: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            lr_decay=lr_decay,
-            weight_decay=weight_decay,
-            initial_accumulator_value=initial_accumulator_value,
-            eps=eps,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
-        )
-        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -124,12 +134,12 @@ def adagrad(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_adagrad
+        _func = _fused_adagrad
     elif foreach:
-        func = _multi_tensor_adagrad
+        _func = _multi_tensor_adagrad
     else:
-        func = _single_tensor_adagrad
-    func(
+        _func = _single_tensor_adagrad
+    _func(
         params,
         grads,
         state_sums,
@@ -147,12 +157,12 @@ def adagrad(
 def _single_tensor_adagrad(params, grads, state_sums, state_steps, *, lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
-    for i, param in enumerate(params):
-        grad = grads[i]
-        state_sum = state_sums[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        state_sum = state_sums[_i]
         if torch.is_complex(param):
             param, grad, state_sum = _rt.real_views(param, grad, state_sum)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)

@@ -22,39 +22,39 @@ STORED = ('state_sum', 'param')
 
 @triton.jit
 def _adagrad_kernel(
-    param_ptrs,
-    grad_ptrs,
-    state_sum_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _state_sum_ptrs,
     numels,
     work_tensor,
     work_start,
     table,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    STATE_SUM_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_STATE_SUM: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
     eps = tl.load(table + 1)
-    clr = tl.load(table + 2 + t * N_COLUMNS + 0)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    state_sum = load_stream(state_sum_ptrs, t, offs, mask, STATE_SUM_DTYPE)
+    clr = tl.load(table + 2 + _t * N_COLUMNS + 0)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    state_sum = load_stream(_state_sum_ptrs, _t, _offs, _mask, _DTYPE_STATE_SUM)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * param))
     state_sum = (state_sum + (g * g))
     std = (tl.sqrt_rn(state_sum) + eps)
     param = (param - tl.div_rn((clr * g), std))
-    store_stream(state_sum_ptrs, t, offs, state_sum, mask, STATE_SUM_DTYPE)
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
+    store_stream(_state_sum_ptrs, _t, _offs, state_sum, _mask, _DTYPE_STATE_SUM)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
 def _adagrad_host_values(step, *, lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize):
@@ -99,9 +99,9 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             table,
             MAXIMIZE=bool(maximize),
             _H1=bool(head[0]),
-            PARAM_DTYPE=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            GRAD_DTYPE=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            STATE_SUM_DTYPE=_krt.dtype_code(view["state_sum"][0]) if "state_sum" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
+            _DTYPE_STATE_SUM=_krt.dtype_code(view["state_sum"][0]) if "state_sum" in view else 0,
             N_COLUMNS=1,
             BLOCK=block,
         )

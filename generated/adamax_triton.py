@@ -22,45 +22,45 @@ STORED = ('exp_avg', 'exp_inf', 'param')
 
 @triton.jit
 def _adamax_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_inf_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_inf_ptrs,
     numels,
     work_tensor,
     work_start,
     table,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_INF_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_INF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
     _h2 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     eps = tl.load(table + 3)
-    clr = tl.load(table + 4 + t * N_COLUMNS + 0)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_inf = load_stream(exp_inf_ptrs, t, offs, mask, EXP_INF_DTYPE)
+    clr = tl.load(table + 4 + _t * N_COLUMNS + 0)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_inf = load_stream(_exp_inf_ptrs, _t, _offs, _mask, _DTYPE_EXP_INF)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * param))
     exp_avg = _lerp(exp_avg, g, _h2)
-    exp_inf = _maximum((betas_1 * exp_inf), (tl.abs(g) + eps))
+    exp_inf = _maximum((_betas_1 * exp_inf), (tl.abs(g) + eps))
     param = (param - tl.div_rn((clr * exp_avg), exp_inf))
-    store_stream(exp_avg_ptrs, t, offs, exp_avg, mask, EXP_AVG_DTYPE)
-    store_stream(exp_inf_ptrs, t, offs, exp_inf, mask, EXP_INF_DTYPE)
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    store_stream(_exp_inf_ptrs, _t, _offs, exp_inf, _mask, _DTYPE_EXP_INF)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
 def _adamax_host_values(step, *, lr, betas, eps, weight_decay, maximize):
@@ -109,10 +109,10 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             table,
             MAXIMIZE=bool(maximize),
             _H1=bool(head[0]),
-            PARAM_DTYPE=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            GRAD_DTYPE=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            EXP_AVG_DTYPE=_krt.dtype_code(view["exp_avg"][0]) if "exp_avg" in view else 0,
-            EXP_INF_DTYPE=_krt.dtype_code(view["exp_inf"][0]) if "exp_inf" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
+            _DTYPE_EXP_AVG=_krt.dtype_code(view["exp_avg"][0]) if "exp_avg" in view else 0,
+            _DTYPE_EXP_INF=_krt.dtype_code(view["exp_inf"][0]) if "exp_inf" in view else 0,
             N_COLUMNS=1,
             BLOCK=block,
         )

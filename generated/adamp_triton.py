@@ -47,10 +47,10 @@ CHANNELS = True   # whether programs are cut at output channels
 
 @triton.jit
 def _adamp_phase0_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -65,74 +65,74 @@ def _adamp_phase0_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of norm per channel, norm per channel, mean
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    _r1_part = tl.full((), 0.0, tl.float32)
-    _r2_part = tl.full((), 0.0, tl.float32)
-    _r20_part = tl.full((), 0.0, tl.float32)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
+    __r1_part = tl.full((), 0.0, tl.float32)
+    __r2_part = tl.full((), 0.0, tl.float32)
+    __r20_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
-    _s_exp_avg = ((betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
-        _r1_part = fold_sum((grad * grad), mask)
-        _r2_part = fold_sum((_s_param * _s_param), mask)
+        __r1_part = fold_sum((grad * grad), _mask)
+        __r2_part = fold_sum((_s_param * _s_param), _mask)
     else:
         if CAUTION:
             agree = tl.where(((perturb * grad) > 0.0), 1.0, 0.0)
-            _r20_part = fold_sum(agree, mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r1_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r2_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, _r20_part)
+            __r20_part = fold_sum(agree, _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r2_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r20_part)
 
 
 @triton.jit
 def _adamp_phase1_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -147,56 +147,56 @@ def _adamp_phase1_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of dot per channel
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    _r3_part = tl.full((), 0.0, tl.float32)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    __r3_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _h5:
         _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
-        _r3_part = fold_sum((tl.div_rn(grad, _maximum(_r1, eps)) * tl.div_rn(_s_param, _maximum(_r2, eps))), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r3_part)
+        __r3_part = fold_sum((tl.div_rn(grad, _maximum(_r1, eps)) * tl.div_rn(_s_param, _maximum(_r2, eps))), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r3_part)
 
 
 @triton.jit
 def _adamp_phase2_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -211,58 +211,58 @@ def _adamp_phase2_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of amax
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    _r4_part = tl.full((), 0.0, tl.float32)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    __r4_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _h5:
         _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4_part = fold_max(tl.abs(cos_c), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r4_part)
+        __r4_part = fold_max(tl.abs(cos_c), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r4_part)
 
 
 @triton.jit
 def _adamp_phase3_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -277,68 +277,68 @@ def _adamp_phase3_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of norm per channel, norm, norm
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    _r5_part = tl.full((), 0.0, tl.float32)
-    _r10_part = tl.full((), 0.0, tl.float32)
-    _r11_part = tl.full((), 0.0, tl.float32)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    __r5_part = tl.full((), 0.0, tl.float32)
+    __r10_part = tl.full((), 0.0, tl.float32)
+    __r11_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _h5:
         _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h6)
         if in_channel:
-            _r5_part = fold_sum((_s_param * _s_param), mask)
+            __r5_part = fold_sum((_s_param * _s_param), _mask)
         else:
-            _r10_part = fold_sum((grad * grad), mask)
-            _r11_part = fold_sum((_s_param * _s_param), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r5_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r10_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, _r11_part)
+            __r10_part = fold_sum((grad * grad), _mask)
+            __r11_part = fold_sum((_s_param * _s_param), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r5_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r10_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r11_part)
 
 
 @triton.jit
 def _adamp_phase4_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -353,54 +353,54 @@ def _adamp_phase4_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of dot per channel, dot per channel, dot
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    _r6_part = tl.full((), 0.0, tl.float32)
-    _r7_part = tl.full((), 0.0, tl.float32)
-    _r12_part = tl.full((), 0.0, tl.float32)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
+    __r6_part = tl.full((), 0.0, tl.float32)
+    __r7_part = tl.full((), 0.0, tl.float32)
+    __r12_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
-    _s_exp_avg = ((betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
@@ -408,29 +408,29 @@ def _adamp_phase4_kernel(
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h6)
         if in_channel:
             _r5 = tl.load(_reduced_channel + 3 * _n_channels + _ch)
             p_n = tl.div_rn(_s_param, (_r5 + eps))
-            _r6_part = fold_sum((p_n * perturb), mask)
+            __r6_part = fold_sum((p_n * perturb), _mask)
             if CAUTION:
-                _r7_part = fold_sum((p_n * grad), mask)
+                __r7_part = fold_sum((p_n * grad), _mask)
         else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + t)
-            _r12_part = fold_sum((tl.div_rn(grad, _maximum(_r10, eps)) * tl.div_rn(_s_param, _maximum(_r11, eps))), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r6_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r7_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, _r12_part)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            __r12_part = fold_sum((tl.div_rn(grad, _maximum(_r10, eps)) * tl.div_rn(_s_param, _maximum(_r11, eps))), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r6_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r7_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r12_part)
 
 
 @triton.jit
 def _adamp_phase5_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -445,53 +445,53 @@ def _adamp_phase5_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of mean, amax
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    _r8_part = tl.full((), 0.0, tl.float32)
-    _r13_part = tl.full((), 0.0, tl.float32)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
+    __r8_part = tl.full((), 0.0, tl.float32)
+    __r13_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
-    _s_exp_avg = ((betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
@@ -499,7 +499,7 @@ def _adamp_phase5_kernel(
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h6)
         if in_channel:
             _r5 = tl.load(_reduced_channel + 3 * _n_channels + _ch)
@@ -512,23 +512,23 @@ def _adamp_phase5_kernel(
                 grad_radial = (p_n * _r7)
                 grad_perp = (grad - grad_radial)
                 agree = tl.where(((perturb * grad_perp) > 0.0), 1.0, 0.0)
-                _r8_part = fold_sum(agree, mask)
+                __r8_part = fold_sum(agree, _mask)
         else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + t)
-            _r12 = tl.load(reduced + 4 * _n_tensors + t)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            _r12 = tl.load(reduced + 4 * _n_tensors + _t)
             cos_l = _r12
-            _r13_part = fold_max(tl.abs(cos_l), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r8_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r13_part)
+            __r13_part = fold_max(tl.abs(cos_l), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r8_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r13_part)
 
 
 @triton.jit
 def _adamp_phase6_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -543,54 +543,54 @@ def _adamp_phase6_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of dot per channel, norm, mean
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    _r9_part = tl.full((), 0.0, tl.float32)
-    _r14_part = tl.full((), 0.0, tl.float32)
-    _r19_part = tl.full((), 0.0, tl.float32)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
+    __r9_part = tl.full((), 0.0, tl.float32)
+    __r14_part = tl.full((), 0.0, tl.float32)
+    __r19_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
-    _s_exp_avg = ((betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
@@ -598,7 +598,7 @@ def _adamp_phase6_kernel(
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h6)
         if in_channel:
             _r5 = tl.load(_reduced_channel + 3 * _n_channels + _ch)
@@ -611,34 +611,34 @@ def _adamp_phase6_kernel(
                 grad_radial = (p_n * _r7)
                 grad_perp = (grad - grad_radial)
                 agree = tl.where(((perturb * grad_perp) > 0.0), 1.0, 0.0)
-                _r8 = tl.load(reduced + 1 * _n_tensors + t)
+                _r8 = tl.load(reduced + 1 * _n_tensors + _t)
                 agree = tl.div_rn(agree, _maximum(_r8, 0.001))
                 perturb = (perturb * agree)
-                _r9_part = fold_sum((p_n * perturb), mask)
+                __r9_part = fold_sum((p_n * perturb), _mask)
         else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + t)
-            _r12 = tl.load(reduced + 4 * _n_tensors + t)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            _r12 = tl.load(reduced + 4 * _n_tensors + _t)
             cos_l = _r12
-            _r13 = tl.load(reduced + 5 * _n_tensors + t)
+            _r13 = tl.load(reduced + 5 * _n_tensors + _t)
             in_layer = (_r13 < _h9)
             if in_layer:
-                _r14_part = fold_sum((_s_param * _s_param), mask)
+                __r14_part = fold_sum((_s_param * _s_param), _mask)
             else:
                 if CAUTION:
                     agree = tl.where(((perturb * grad) > 0.0), 1.0, 0.0)
-                    _r19_part = fold_sum(agree, mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r9_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r14_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, _r19_part)
+                    __r19_part = fold_sum(agree, _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r9_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r14_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r19_part)
 
 
 @triton.jit
 def _adamp_phase7_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -653,53 +653,53 @@ def _adamp_phase7_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of dot, dot
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    _r15_part = tl.full((), 0.0, tl.float32)
-    _r16_part = tl.full((), 0.0, tl.float32)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
+    __r15_part = tl.full((), 0.0, tl.float32)
+    __r16_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
-    _s_exp_avg = ((betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
@@ -707,33 +707,33 @@ def _adamp_phase7_kernel(
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h6)
         if in_channel:
             pass
         else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + t)
-            _r12 = tl.load(reduced + 4 * _n_tensors + t)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            _r12 = tl.load(reduced + 4 * _n_tensors + _t)
             cos_l = _r12
-            _r13 = tl.load(reduced + 5 * _n_tensors + t)
+            _r13 = tl.load(reduced + 5 * _n_tensors + _t)
             in_layer = (_r13 < _h9)
             if in_layer:
-                _r14 = tl.load(reduced + 6 * _n_tensors + t)
+                _r14 = tl.load(reduced + 6 * _n_tensors + _t)
                 p_n = tl.div_rn(_s_param, (_r14 + eps))
-                _r15_part = fold_sum((p_n * perturb), mask)
+                __r15_part = fold_sum((p_n * perturb), _mask)
                 if CAUTION:
-                    _r16_part = fold_sum((p_n * grad), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r15_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r16_part)
+                    __r16_part = fold_sum((p_n * grad), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r15_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r16_part)
 
 
 @triton.jit
 def _adamp_phase8_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -748,52 +748,52 @@ def _adamp_phase8_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of mean
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    _r17_part = tl.full((), 0.0, tl.float32)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
+    __r17_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
-    _s_exp_avg = ((betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
@@ -801,38 +801,38 @@ def _adamp_phase8_kernel(
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h6)
         if in_channel:
             pass
         else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + t)
-            _r12 = tl.load(reduced + 4 * _n_tensors + t)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            _r12 = tl.load(reduced + 4 * _n_tensors + _t)
             cos_l = _r12
-            _r13 = tl.load(reduced + 5 * _n_tensors + t)
+            _r13 = tl.load(reduced + 5 * _n_tensors + _t)
             in_layer = (_r13 < _h9)
             if in_layer:
-                _r14 = tl.load(reduced + 6 * _n_tensors + t)
+                _r14 = tl.load(reduced + 6 * _n_tensors + _t)
                 p_n = tl.div_rn(_s_param, (_r14 + eps))
-                _r15 = tl.load(reduced + 7 * _n_tensors + t)
+                _r15 = tl.load(reduced + 7 * _n_tensors + _t)
                 radial = (p_n * _r15)
                 perturb = (perturb - radial)
                 if CAUTION:
-                    _r16 = tl.load(reduced + 8 * _n_tensors + t)
+                    _r16 = tl.load(reduced + 8 * _n_tensors + _t)
                     grad_radial = (p_n * _r16)
                     grad_perp = (grad - grad_radial)
                     agree = tl.where(((perturb * grad_perp) > 0.0), 1.0, 0.0)
-                    _r17_part = fold_sum(agree, mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r17_part)
+                    __r17_part = fold_sum(agree, _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r17_part)
 
 
 @triton.jit
 def _adamp_phase9_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -847,52 +847,52 @@ def _adamp_phase9_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of dot
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    _r18_part = tl.full((), 0.0, tl.float32)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
+    __r18_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
-    _s_exp_avg = ((betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
@@ -900,41 +900,41 @@ def _adamp_phase9_kernel(
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h6)
         if in_channel:
             pass
         else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + t)
-            _r12 = tl.load(reduced + 4 * _n_tensors + t)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            _r12 = tl.load(reduced + 4 * _n_tensors + _t)
             cos_l = _r12
-            _r13 = tl.load(reduced + 5 * _n_tensors + t)
+            _r13 = tl.load(reduced + 5 * _n_tensors + _t)
             in_layer = (_r13 < _h9)
             if in_layer:
-                _r14 = tl.load(reduced + 6 * _n_tensors + t)
+                _r14 = tl.load(reduced + 6 * _n_tensors + _t)
                 p_n = tl.div_rn(_s_param, (_r14 + eps))
-                _r15 = tl.load(reduced + 7 * _n_tensors + t)
+                _r15 = tl.load(reduced + 7 * _n_tensors + _t)
                 radial = (p_n * _r15)
                 perturb = (perturb - radial)
                 if CAUTION:
-                    _r16 = tl.load(reduced + 8 * _n_tensors + t)
+                    _r16 = tl.load(reduced + 8 * _n_tensors + _t)
                     grad_radial = (p_n * _r16)
                     grad_perp = (grad - grad_radial)
                     agree = tl.where(((perturb * grad_perp) > 0.0), 1.0, 0.0)
-                    _r17 = tl.load(reduced + 9 * _n_tensors + t)
+                    _r17 = tl.load(reduced + 9 * _n_tensors + _t)
                     agree = tl.div_rn(agree, _maximum(_r17, 0.001))
                     perturb = (perturb * agree)
-                    _r18_part = fold_sum((p_n * perturb), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r18_part)
+                    __r18_part = fold_sum((p_n * perturb), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r18_part)
 
 
 @triton.jit
 def _adamp_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -949,48 +949,48 @@ def _adamp_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # the update: reads every reduction, stores
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
-    betas_0 = tl.load(table + 0)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
+    _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
-    betas_1 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + t * N_COLUMNS + 12)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    exp_avg = ((betas_0 * exp_avg) + (_h1 * grad))
-    exp_avg_sq = ((betas_1 * exp_avg_sq) + ((_h2 * grad) * grad))
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
+    exp_avg = ((_betas_0 * exp_avg) + (_h1 * grad))
+    exp_avg_sq = ((_betas_1 * exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(exp_avg_sq), _h3) + eps)
     if NESTEROV:
-        perturb = tl.div_rn(((betas_0 * exp_avg) + (grad * _h4)), denom)
+        perturb = tl.div_rn(((_betas_0 * exp_avg) + (grad * _h4)), denom)
     else:
         perturb = tl.div_rn(exp_avg, denom)
     if _h5:
@@ -998,7 +998,7 @@ def _adamp_kernel(
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h6)
         if in_channel:
             _r5 = tl.load(_reduced_channel + 3 * _n_channels + _ch)
@@ -1011,7 +1011,7 @@ def _adamp_kernel(
                 grad_radial = (p_n * _r7)
                 grad_perp = (grad - grad_radial)
                 agree = tl.where(((perturb * grad_perp) > 0.0), 1.0, 0.0)
-                _r8 = tl.load(reduced + 1 * _n_tensors + t)
+                _r8 = tl.load(reduced + 1 * _n_tensors + _t)
                 agree = tl.div_rn(agree, _maximum(_r8, 0.001))
                 perturb = (perturb * agree)
                 _r9 = tl.load(_reduced_channel + 6 * _n_channels + _ch)
@@ -1020,27 +1020,27 @@ def _adamp_kernel(
             if _h7:
                 param = (param * _h8)
         else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + t)
-            _r12 = tl.load(reduced + 4 * _n_tensors + t)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            _r12 = tl.load(reduced + 4 * _n_tensors + _t)
             cos_l = _r12
-            _r13 = tl.load(reduced + 5 * _n_tensors + t)
+            _r13 = tl.load(reduced + 5 * _n_tensors + _t)
             in_layer = (_r13 < _h9)
             if in_layer:
-                _r14 = tl.load(reduced + 6 * _n_tensors + t)
+                _r14 = tl.load(reduced + 6 * _n_tensors + _t)
                 p_n = tl.div_rn(param, (_r14 + eps))
-                _r15 = tl.load(reduced + 7 * _n_tensors + t)
+                _r15 = tl.load(reduced + 7 * _n_tensors + _t)
                 radial = (p_n * _r15)
                 perturb = (perturb - radial)
                 if CAUTION:
-                    _r16 = tl.load(reduced + 8 * _n_tensors + t)
+                    _r16 = tl.load(reduced + 8 * _n_tensors + _t)
                     grad_radial = (p_n * _r16)
                     grad_perp = (grad - grad_radial)
                     agree = tl.where(((perturb * grad_perp) > 0.0), 1.0, 0.0)
-                    _r17 = tl.load(reduced + 9 * _n_tensors + t)
+                    _r17 = tl.load(reduced + 9 * _n_tensors + _t)
                     agree = tl.div_rn(agree, _maximum(_r17, 0.001))
                     perturb = (perturb * agree)
-                    _r18 = tl.load(reduced + 10 * _n_tensors + t)
+                    _r18 = tl.load(reduced + 10 * _n_tensors + _t)
                     radial = (p_n * _r18)
                     perturb = (perturb - radial)
                 if _h10:
@@ -1048,7 +1048,7 @@ def _adamp_kernel(
             else:
                 if CAUTION:
                     agree = tl.where(((perturb * grad) > 0.0), 1.0, 0.0)
-                    _r19 = tl.load(reduced + 11 * _n_tensors + t)
+                    _r19 = tl.load(reduced + 11 * _n_tensors + _t)
                     agree = tl.div_rn(agree, _maximum(_r19, 0.001))
                     perturb = (perturb * agree)
                 if _h12:
@@ -1056,15 +1056,15 @@ def _adamp_kernel(
     else:
         if CAUTION:
             agree = tl.where(((perturb * grad) > 0.0), 1.0, 0.0)
-            _r20 = tl.load(reduced + 12 * _n_tensors + t)
+            _r20 = tl.load(reduced + 12 * _n_tensors + _t)
             agree = tl.div_rn(agree, _maximum(_r20, 0.001))
             perturb = (perturb * agree)
         if _h14:
             param = (param * _h15)
     param = (param - (step_size * perturb))
-    store_stream(exp_avg_ptrs, t, offs, exp_avg, mask, EXP_AVG_DTYPE)
-    store_stream(exp_avg_sq_ptrs, t, offs, exp_avg_sq, mask, EXP_AVG_SQ_DTYPE)
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
 def _finish_amax(r, n):
@@ -1193,10 +1193,10 @@ def _launch(kernel, run, constexprs):
         run.partials,
         run.scalar_out,
         **constexprs,
-        PARAM_DTYPE=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
-        GRAD_DTYPE=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
-        EXP_AVG_DTYPE=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
-        EXP_AVG_SQ_DTYPE=_krt.dtype_code(run.view["exp_avg_sq"][0]) if "exp_avg_sq" in run.view else 0,
+        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
+        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
+        _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
+        _DTYPE_EXP_AVG_SQ=_krt.dtype_code(run.view["exp_avg_sq"][0]) if "exp_avg_sq" in run.view else 0,
         N_COLUMNS=13,
         BLOCK=run.block,
     )

@@ -45,6 +45,38 @@ class Amos(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "beta": beta,
+            "momentum": momentum,
+            "extra_l2": extra_l2,
+            "c_coef": c_coef,
+            "d_coef": d_coef,
+            "eps": eps,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("Amos: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults, partitioned=partitioned)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        beta = group['beta']
+        momentum = group['momentum']
+        extra_l2 = group['extra_l2']
+        c_coef = group['c_coef']
+        d_coef = group['d_coef']
+        eps = group['eps']
+        maximize = group['maximize']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not ((0.0 <= beta) and (beta < 1.0)):
@@ -55,26 +87,6 @@ class Amos(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid extra_l2 value: {extra_l2}')
         if not (eps >= 0.0):
             raise ValueError(f'Invalid epsilon value: {eps}')
-        if differentiable:
-            raise ValueError("Amos: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            beta=beta,
-            momentum=momentum,
-            extra_l2=extra_l2,
-            c_coef=c_coef,
-            d_coef=d_coef,
-            eps=eps,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
-        )
-        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -141,12 +153,12 @@ def amos(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_amos
+        _func = _fused_amos
     elif foreach:
-        func = _multi_tensor_amos
+        _func = _multi_tensor_amos
     else:
-        func = _single_tensor_amos
-    func(
+        _func = _single_tensor_amos
+    _func(
         params,
         grads,
         exp_avg_sqs,
@@ -168,14 +180,14 @@ def amos(
 def _single_tensor_amos(params, grads, exp_avg_sqs, decays, exp_avgs, state_steps, *, lr, beta, momentum, extra_l2, c_coef, d_coef, eps, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
-    for i, param in enumerate(params):
-        grad = grads[i]
-        exp_avg_sq = exp_avg_sqs[i]
-        decay = decays[i]
-        exp_avg = exp_avgs[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        exp_avg_sq = exp_avg_sqs[_i]
+        decay = decays[_i]
+        exp_avg = exp_avgs[_i]
         if torch.is_complex(param):
             param, grad, exp_avg = _rt.real_views(param, grad, exp_avg)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         ndim = param.dim()

@@ -37,11 +37,11 @@ CHANNELS = False   # whether programs are cut at output channels
 
 @triton.jit
 def _amos_phase0_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
-    decay_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    _decay_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -54,42 +54,42 @@ def _amos_phase0_kernel(
     _scalar_out,
     MAXIMIZE: tl.constexpr,
     _H5: tl.constexpr,
-    HAS_EXP_AVG: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
+    _HAS_EXP_AVG: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of mean
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     _h1 = tl.load(table + 0)
     eps = tl.load(table + 1)
     _h2 = tl.load(table + 2)
     _h4 = tl.load(table + 3)
     extra_l2 = tl.load(table + 4)
     _h6 = tl.load(table + 5)
-    bias_correction = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 1)
-    init_lr = tl.load(table + 6 + t * N_COLUMNS + 2)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    _r1_part = tl.full((), 0.0, tl.float32)
+    bias_correction = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 1)
+    init_lr = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    __r1_part = tl.full((), 0.0, tl.float32)
     g = ((-grad) if MAXIMIZE else grad)
-    _r1_part = fold_sum((g * g), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r1_part)
+    __r1_part = fold_sum((g * g), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
 
 
 @triton.jit
 def _amos_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
-    decay_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    _decay_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -102,36 +102,36 @@ def _amos_kernel(
     _scalar_out,
     MAXIMIZE: tl.constexpr,
     _H5: tl.constexpr,
-    HAS_EXP_AVG: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
+    _HAS_EXP_AVG: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # the update: reads every reduction, stores
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     _h1 = tl.load(table + 0)
     eps = tl.load(table + 1)
     _h2 = tl.load(table + 2)
     _h4 = tl.load(table + 3)
     extra_l2 = tl.load(table + 4)
     _h6 = tl.load(table + 5)
-    bias_correction = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 1)
-    init_lr = tl.load(table + 6 + t * N_COLUMNS + 2)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    if HAS_EXP_AVG:
-        exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_scalar(exp_avg_sq_ptrs, t)
-    decay = load_scalar(decay_ptrs, t)
+    bias_correction = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 1)
+    init_lr = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    if _HAS_EXP_AVG:
+        exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_scalar(_exp_avg_sq_ptrs, _t)
+    decay = load_scalar(_decay_ptrs, _t)
     g = ((-grad) if MAXIMIZE else grad)
-    _r1 = tl.load(reduced + 0 * _n_tensors + t)
+    _r1 = tl.load(reduced + 0 * _n_tensors + _t)
     g2 = _r1
     exp_avg_sq = _lerp(exp_avg_sq, g2, _h1)
     r_v_hat = tl.div_rn(bias_correction, (exp_avg_sq + eps))
@@ -146,11 +146,11 @@ def _amos_kernel(
         exp_avg = _lerp(exp_avg, upd, _h6)
         upd = exp_avg
     param = (param - upd)
-    if HAS_EXP_AVG:
-        store_stream(exp_avg_ptrs, t, offs, exp_avg, mask, EXP_AVG_DTYPE)
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
-    tl.store(_scalar_out + 0 * _n_tensors + t, exp_avg_sq, mask=_start == 0)
-    tl.store(_scalar_out + 1 * _n_tensors + t, decay, mask=_start == 0)
+    if _HAS_EXP_AVG:
+        store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    tl.store(_scalar_out + 0 * _n_tensors + _t, exp_avg_sq, mask=_start == 0)
+    tl.store(_scalar_out + 1 * _n_tensors + _t, decay, mask=_start == 0)
 
 
 def _finish_mean(r, n):
@@ -207,9 +207,9 @@ def _launch(kernel, run, constexprs):
         run.partials,
         run.scalar_out,
         **constexprs,
-        PARAM_DTYPE=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
-        GRAD_DTYPE=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
-        EXP_AVG_DTYPE=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
+        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
+        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
+        _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
         N_COLUMNS=3,
         BLOCK=run.block,
     )
@@ -241,7 +241,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
     _constexprs = dict(
         MAXIMIZE=bool(maximize),
         _H5=bool(head[6]),
-        HAS_EXP_AVG='exp_avg' in streams,
+        _HAS_EXP_AVG='exp_avg' in streams,
     )
     _runs = []
     for index in _krt.buckets(params, list(streams.values())):

@@ -43,28 +43,38 @@ class ASGD(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "lambd": lambd,
+            "alpha": alpha,
+            "t0": t0,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("ASGD: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults, partitioned=partitioned)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        lambd = group['lambd']
+        alpha = group['alpha']
+        t0 = group['t0']
+        weight_decay = group['weight_decay']
+        maximize = group['maximize']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not (weight_decay >= 0.0):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
-        if differentiable:
-            raise ValueError("ASGD: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            lambd=lambd,
-            alpha=alpha,
-            t0=t0,
-            weight_decay=weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
-        )
-        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -124,12 +134,12 @@ def asgd(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_asgd
+        _func = _fused_asgd
     elif foreach:
-        func = _multi_tensor_asgd
+        _func = _multi_tensor_asgd
     else:
-        func = _single_tensor_asgd
-    func(
+        _func = _single_tensor_asgd
+    _func(
         params,
         grads,
         axs,
@@ -149,14 +159,14 @@ def asgd(
 def _single_tensor_asgd(params, grads, axs, mus, etas, state_steps, *, lr, lambd, alpha, t0, weight_decay, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True, scalar_states={'mus': mus, 'etas': etas})
-    for i, param in enumerate(params):
-        grad = grads[i]
-        ax = axs[i]
-        mu = mus[i]
-        eta = etas[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        ax = axs[_i]
+        mu = mus[_i]
+        eta = etas[_i]
         if torch.is_complex(param):
             param, grad, ax = _rt.real_views(param, grad, ax)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)
@@ -220,12 +230,12 @@ def _multi_tensor_asgd(params, grads, axs, mus, etas, state_steps, *, lr, lambd,
         torch._foreach_add_(axs, _t3)
     else:
         _rt.foreach_copy_(axs, params)
-    for t, value in zip(mus, _rt.column(per_tensor, 4)):
-        if t is not None:   # None: a conditional state this group does not keep
-            t.fill_(value)
-    for t, value in zip(etas, _rt.column(per_tensor, 5)):
-        if t is not None:   # None: a conditional state this group does not keep
-            t.fill_(value)
+    for _s, _value in zip(mus, _rt.column(per_tensor, 4)):
+        if _s is not None:   # None: a conditional state this group does not keep
+            _s.fill_(_value)
+    for _s, _value in zip(etas, _rt.column(per_tensor, 5)):
+        if _s is not None:   # None: a conditional state this group does not keep
+            _s.fill_(_value)
 
 
 def _fused_asgd(params, grads, axs, mus, etas, state_steps, *, lr, lambd, alpha, t0, weight_decay, maximize, capturable=False):

@@ -22,33 +22,33 @@ STORED = ('param', 'ax')
 
 @triton.jit
 def _asgd_kernel(
-    param_ptrs,
-    grad_ptrs,
-    ax_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _ax_ptrs,
     numels,
     work_tensor,
     work_start,
     table,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    AX_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_AX: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
-    _h2 = tl.load(table + 1 + t * N_COLUMNS + 0)
-    _h3 = tl.load(table + 1 + t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 1 + t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 1 + t * N_COLUMNS + 3)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    ax = load_stream(ax_ptrs, t, offs, mask, AX_DTYPE)
+    _h2 = tl.load(table + 1 + _t * N_COLUMNS + 0)
+    _h3 = tl.load(table + 1 + _t * N_COLUMNS + 1)
+    _h4 = tl.load(table + 1 + _t * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 1 + _t * N_COLUMNS + 3)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    ax = load_stream(_ax_ptrs, _t, _offs, _mask, _DTYPE_AX)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * param))
@@ -58,8 +58,8 @@ def _asgd_kernel(
         ax = (ax + ((param - ax) * _h5))
     else:
         ax = param
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
-    store_stream(ax_ptrs, t, offs, ax, mask, AX_DTYPE)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_ax_ptrs, _t, _offs, ax, _mask, _DTYPE_AX)
 
 
 def _asgd_host_values(step, mu, eta, *, lr, lambd, alpha, t0, weight_decay, maximize):
@@ -119,9 +119,9 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             table,
             MAXIMIZE=bool(maximize),
             _H1=bool(head[0]),
-            PARAM_DTYPE=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            GRAD_DTYPE=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            AX_DTYPE=_krt.dtype_code(view["ax"][0]) if "ax" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
+            _DTYPE_AX=_krt.dtype_code(view["ax"][0]) if "ax" in view else 0,
             N_COLUMNS=4,
             BLOCK=block,
         )

@@ -45,6 +45,38 @@ class FunnelledSGDM(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "beta": beta,
+            "eta": eta,
+            "gamma_p": gamma_p,
+            "gamma_s": gamma_s,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("FunnelledSGDM: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults, partitioned=partitioned)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        momentum = group['momentum']
+        beta = group['beta']
+        eta = group['eta']
+        gamma_p = group['gamma_p']
+        gamma_s = group['gamma_s']
+        weight_decay = group['weight_decay']
+        maximize = group['maximize']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not ((0.0 <= momentum) and (momentum < 1.0)):
@@ -59,26 +91,6 @@ class FunnelledSGDM(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid gamma_s value: {gamma_s}')
         if not (weight_decay >= 0.0):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
-        if differentiable:
-            raise ValueError("FunnelledSGDM: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            beta=beta,
-            eta=eta,
-            gamma_p=gamma_p,
-            gamma_s=gamma_s,
-            weight_decay=weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
-        )
-        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -145,12 +157,12 @@ def funnelledsgdm(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_funnelledsgdm
+        _func = _fused_funnelledsgdm
     elif foreach:
-        func = _multi_tensor_funnelledsgdm
+        _func = _multi_tensor_funnelledsgdm
     else:
-        func = _single_tensor_funnelledsgdm
-    func(
+        _func = _single_tensor_funnelledsgdm
+    _func(
         params,
         grads,
         preconds,
@@ -170,12 +182,12 @@ def funnelledsgdm(
 
 
 def _single_tensor_funnelledsgdm(params, grads, preconds, step_sizes, exp_avgs, momentum_buffers, *, lr, momentum, beta, eta, gamma_p, gamma_s, weight_decay, maximize, capturable=False):
-    for i, param in enumerate(params):
-        grad = grads[i]
-        precond = preconds[i]
-        step_size = step_sizes[i]
-        exp_avg = exp_avgs[i]
-        momentum_buffer = momentum_buffers[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        precond = preconds[_i]
+        step_size = step_sizes[_i]
+        exp_avg = exp_avgs[_i]
+        momentum_buffer = momentum_buffers[_i]
         if torch.is_complex(param):
             param, grad, precond, exp_avg, momentum_buffer = _rt.real_views(param, grad, precond, exp_avg, momentum_buffer)
         g = ((-grad) if maximize else grad)

@@ -37,12 +37,12 @@ CHANNELS = False   # whether programs are cut at output channels
 
 @triton.jit
 def _funnelledsgdm_phase0_kernel(
-    param_ptrs,
-    grad_ptrs,
-    precond_ptrs,
-    exp_avg_ptrs,
-    momentum_buffer_ptrs,
-    step_size_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _precond_ptrs,
+    _exp_avg_ptrs,
+    _momentum_buffer_ptrs,
+    _step_size_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -55,20 +55,20 @@ def _funnelledsgdm_phase0_kernel(
     _scalar_out,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    PRECOND_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    MOMENTUM_BUFFER_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_PRECOND: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of dot
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
     gamma_p = tl.load(table + 1)
     gamma_s = tl.load(table + 2)
@@ -76,27 +76,27 @@ def _funnelledsgdm_phase0_kernel(
     _h2 = tl.load(table + 4)
     momentum = tl.load(table + 5)
     eta = tl.load(table + 6)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    momentum_buffer = load_stream(momentum_buffer_ptrs, t, offs, mask, MOMENTUM_BUFFER_DTYPE)
-    _r1_part = tl.full((), 0.0, tl.float32)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER)
+    __r1_part = tl.full((), 0.0, tl.float32)
     _s_momentum_buffer = momentum_buffer
     _s_param = param
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * _s_param))
-    _r1_part = fold_sum((_s_momentum_buffer * g), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r1_part)
+    __r1_part = fold_sum((_s_momentum_buffer * g), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
 
 
 @triton.jit
 def _funnelledsgdm_kernel(
-    param_ptrs,
-    grad_ptrs,
-    precond_ptrs,
-    exp_avg_ptrs,
-    momentum_buffer_ptrs,
-    step_size_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _precond_ptrs,
+    _exp_avg_ptrs,
+    _momentum_buffer_ptrs,
+    _step_size_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -109,20 +109,20 @@ def _funnelledsgdm_kernel(
     _scalar_out,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    PRECOND_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    MOMENTUM_BUFFER_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_PRECOND: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # the update: reads every reduction, stores
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
     gamma_p = tl.load(table + 1)
     gamma_s = tl.load(table + 2)
@@ -130,27 +130,27 @@ def _funnelledsgdm_kernel(
     _h2 = tl.load(table + 4)
     momentum = tl.load(table + 5)
     eta = tl.load(table + 6)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    precond = load_stream(precond_ptrs, t, offs, mask, PRECOND_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    momentum_buffer = load_stream(momentum_buffer_ptrs, t, offs, mask, MOMENTUM_BUFFER_DTYPE)
-    step_size = load_scalar(step_size_ptrs, t)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    precond = load_stream(_precond_ptrs, _t, _offs, _mask, _DTYPE_PRECOND)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER)
+    step_size = load_scalar(_step_size_ptrs, _t)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * param))
     precond = (precond * tl.exp(((gamma_p * exp_avg) * g)))
-    _r1 = tl.load(reduced + 0 * _n_tensors + t)
+    _r1 = tl.load(reduced + 0 * _n_tensors + _t)
     step_size = (step_size * tl.exp((gamma_s * _r1)))
     exp_avg = ((beta * exp_avg) + (_h2 * g))
     momentum_buffer = ((momentum * momentum_buffer) + (eta * (precond * g)))
     delta = (step_size * momentum_buffer)
     param = (param - delta)
-    store_stream(precond_ptrs, t, offs, precond, mask, PRECOND_DTYPE)
-    store_stream(exp_avg_ptrs, t, offs, exp_avg, mask, EXP_AVG_DTYPE)
-    store_stream(momentum_buffer_ptrs, t, offs, momentum_buffer, mask, MOMENTUM_BUFFER_DTYPE)
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
-    tl.store(_scalar_out + 0 * _n_tensors + t, step_size, mask=_start == 0)
+    store_stream(_precond_ptrs, _t, _offs, precond, _mask, _DTYPE_PRECOND)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    tl.store(_scalar_out + 0 * _n_tensors + _t, step_size, mask=_start == 0)
 
 
 def _finish_dot(r, n):
@@ -194,11 +194,11 @@ def _launch(kernel, run, constexprs):
         run.partials,
         run.scalar_out,
         **constexprs,
-        PARAM_DTYPE=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
-        GRAD_DTYPE=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
-        PRECOND_DTYPE=_krt.dtype_code(run.view["precond"][0]) if "precond" in run.view else 0,
-        EXP_AVG_DTYPE=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
-        MOMENTUM_BUFFER_DTYPE=_krt.dtype_code(run.view["momentum_buffer"][0]) if "momentum_buffer" in run.view else 0,
+        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
+        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
+        _DTYPE_PRECOND=_krt.dtype_code(run.view["precond"][0]) if "precond" in run.view else 0,
+        _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
+        _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(run.view["momentum_buffer"][0]) if "momentum_buffer" in run.view else 0,
         N_COLUMNS=1,
         BLOCK=run.block,
     )

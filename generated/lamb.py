@@ -46,6 +46,40 @@ class Lamb(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "max_grad_norm": max_grad_norm,
+            "bias_correction": bias_correction,
+            "grad_averaging": grad_averaging,
+            "trust_clip": trust_clip,
+            "always_adapt": always_adapt,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("Lamb: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults, partitioned=partitioned)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        betas = group['betas']
+        eps = group['eps']
+        weight_decay = group['weight_decay']
+        max_grad_norm = group['max_grad_norm']
+        bias_correction = group['bias_correction']
+        grad_averaging = group['grad_averaging']
+        trust_clip = group['trust_clip']
+        always_adapt = group['always_adapt']
         _rt.check_tuple_length('betas', betas, 2)
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
@@ -59,27 +93,6 @@ class Lamb(_rt.GeneratedOptimizer):
             raise ValueError('Invalid epsilon: ' + str(eps))
         if not (weight_decay >= 0.0):
             raise ValueError('Invalid weight_decay: ' + str(weight_decay))
-        if differentiable:
-            raise ValueError("Lamb: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            max_grad_norm=max_grad_norm,
-            bias_correction=bias_correction,
-            grad_averaging=grad_averaging,
-            trust_clip=trust_clip,
-            always_adapt=always_adapt,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
-        )
-        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -145,12 +158,12 @@ def lamb(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_lamb
+        _func = _fused_lamb
     elif foreach:
-        func = _multi_tensor_lamb
+        _func = _multi_tensor_lamb
     else:
-        func = _single_tensor_lamb
-    func(
+        _func = _single_tensor_lamb
+    _func(
         params,
         grads,
         exp_avgs,
@@ -172,26 +185,26 @@ def lamb(
 def _single_tensor_lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, max_grad_norm, bias_correction, grad_averaging, trust_clip, always_adapt, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
-    _parts_r1 = [None] * len(params)
-    for i, param in enumerate(params):
-        grad = grads[i]
-        exp_avg = exp_avgs[i]
-        exp_avg_sq = exp_avg_sqs[i]
+    __r1_parts = [None] * len(params)
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        exp_avg = exp_avgs[_i]
+        exp_avg_sq = exp_avg_sqs[_i]
         if torch.is_complex(param):
             param, grad, exp_avg, exp_avg_sq = _rt.real_views(param, grad, exp_avg, exp_avg_sq)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         if (max_grad_norm is not None):
-            _parts_r1[i] = torch.linalg.vector_norm(grad)
-    _r1 = _rt.across_ranks(torch.linalg.vector_norm(torch.stack(_rt.group_parts(_parts_r1, params))), 'norm', _rt.group_numel(params))
-    for i, param in enumerate(params):
-        grad = grads[i]
-        exp_avg = exp_avgs[i]
-        exp_avg_sq = exp_avg_sqs[i]
+            __r1_parts[_i] = torch.linalg.vector_norm(grad)
+    _r1 = _rt.across_ranks(torch.linalg.vector_norm(torch.stack(_rt.group_parts(__r1_parts, params))), 'norm', _rt.group_numel(params))
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        exp_avg = exp_avgs[_i]
+        exp_avg_sq = exp_avg_sqs[_i]
         if torch.is_complex(param):
             param, grad, exp_avg, exp_avg_sq = _rt.real_views(param, grad, exp_avg, exp_avg_sq)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step = step_t if capturable else _rt.value(step_t)
         g = grad
         if (max_grad_norm is not None):

@@ -38,10 +38,10 @@ CHANNELS = False   # whether programs are cut at output channels
 
 @triton.jit
 def _lamb_phase0_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -57,48 +57,48 @@ def _lamb_phase0_kernel(
     GRAD_AVERAGING: tl.constexpr,
     _H3: tl.constexpr,
     TRUST_CLIP: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of norm per group, norm
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     max_grad_norm = tl.load(table + 0)
     beta3 = tl.load(table + 1)
-    betas_0 = tl.load(table + 2)
-    betas_1 = tl.load(table + 3)
+    _betas_0 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 3)
     _h1 = tl.load(table + 4)
     eps = tl.load(table + 5)
     weight_decay = tl.load(table + 6)
     lr = tl.load(table + 7)
-    _h2 = tl.load(table + 8 + t * N_COLUMNS + 0)
-    bias_correction1 = tl.load(table + 8 + t * N_COLUMNS + 1)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    _r1_part = tl.full((), 0.0, tl.float32)
-    _r2_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 8 + _t * N_COLUMNS + 0)
+    bias_correction1 = tl.load(table + 8 + _t * N_COLUMNS + 1)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    __r1_part = tl.full((), 0.0, tl.float32)
+    __r2_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _SET_MAX_GRAD_NORM:
-        _r1_part = fold_sum((grad * grad), mask)
+        __r1_part = fold_sum((grad * grad), _mask)
     if _H4:
-        _r2_part = fold_sum((_s_param * _s_param), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r1_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r2_part)
+        __r2_part = fold_sum((_s_param * _s_param), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r2_part)
 
 
 @triton.jit
 def _lamb_phase1_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -114,62 +114,62 @@ def _lamb_phase1_kernel(
     GRAD_AVERAGING: tl.constexpr,
     _H3: tl.constexpr,
     TRUST_CLIP: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of norm
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     max_grad_norm = tl.load(table + 0)
     beta3 = tl.load(table + 1)
-    betas_0 = tl.load(table + 2)
-    betas_1 = tl.load(table + 3)
+    _betas_0 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 3)
     _h1 = tl.load(table + 4)
     eps = tl.load(table + 5)
     weight_decay = tl.load(table + 6)
     lr = tl.load(table + 7)
-    _h2 = tl.load(table + 8 + t * N_COLUMNS + 0)
-    bias_correction1 = tl.load(table + 8 + t * N_COLUMNS + 1)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
-    _r3_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 8 + _t * N_COLUMNS + 0)
+    bias_correction1 = tl.load(table + 8 + _t * N_COLUMNS + 1)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
+    __r3_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
     _s_param = param
     g = grad
     if _SET_MAX_GRAD_NORM:
-        _r1 = tl.load(reduced + 0 * _n_tensors + t)
+        _r1 = tl.load(reduced + 0 * _n_tensors + _t)
         clip_grad_norm = _maximum(tl.div_rn(_r1, max_grad_norm), 1.0)
         g = tl.div_rn(grad, clip_grad_norm)
     if GRAD_AVERAGING:
         _s_exp_avg = _lerp(_s_exp_avg, g, beta3)
     else:
-        _s_exp_avg = ((betas_0 * _s_exp_avg) + g)
-    _s_exp_avg_sq = ((betas_1 * _s_exp_avg_sq) + ((_h1 * g) * g))
+        _s_exp_avg = ((_betas_0 * _s_exp_avg) + g)
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h1 * g) * g))
     denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h2) + eps)
     upd = tl.div_rn(tl.div_rn(_s_exp_avg, bias_correction1), denom)
     if _H3:
         upd = (upd + (weight_decay * _s_param))
     if _H4:
-        _r3_part = fold_sum((upd * upd), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r3_part)
+        __r3_part = fold_sum((upd * upd), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r3_part)
 
 
 @triton.jit
 def _lamb_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -185,60 +185,60 @@ def _lamb_kernel(
     GRAD_AVERAGING: tl.constexpr,
     _H3: tl.constexpr,
     TRUST_CLIP: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # the update: reads every reduction, stores
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     max_grad_norm = tl.load(table + 0)
     beta3 = tl.load(table + 1)
-    betas_0 = tl.load(table + 2)
-    betas_1 = tl.load(table + 3)
+    _betas_0 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 3)
     _h1 = tl.load(table + 4)
     eps = tl.load(table + 5)
     weight_decay = tl.load(table + 6)
     lr = tl.load(table + 7)
-    _h2 = tl.load(table + 8 + t * N_COLUMNS + 0)
-    bias_correction1 = tl.load(table + 8 + t * N_COLUMNS + 1)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
+    _h2 = tl.load(table + 8 + _t * N_COLUMNS + 0)
+    bias_correction1 = tl.load(table + 8 + _t * N_COLUMNS + 1)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
     g = grad
     if _SET_MAX_GRAD_NORM:
-        _r1 = tl.load(reduced + 0 * _n_tensors + t)
+        _r1 = tl.load(reduced + 0 * _n_tensors + _t)
         clip_grad_norm = _maximum(tl.div_rn(_r1, max_grad_norm), 1.0)
         g = tl.div_rn(grad, clip_grad_norm)
     if GRAD_AVERAGING:
         exp_avg = _lerp(exp_avg, g, beta3)
     else:
-        exp_avg = ((betas_0 * exp_avg) + g)
-    exp_avg_sq = ((betas_1 * exp_avg_sq) + ((_h1 * g) * g))
+        exp_avg = ((_betas_0 * exp_avg) + g)
+    exp_avg_sq = ((_betas_1 * exp_avg_sq) + ((_h1 * g) * g))
     denom = (tl.div_rn(tl.sqrt_rn(exp_avg_sq), _h2) + eps)
     upd = tl.div_rn(tl.div_rn(exp_avg, bias_correction1), denom)
     if _H3:
         upd = (upd + (weight_decay * param))
     if _H4:
-        _r2 = tl.load(reduced + 1 * _n_tensors + t)
+        _r2 = tl.load(reduced + 1 * _n_tensors + _t)
         w_norm = _r2
-        _r3 = tl.load(reduced + 2 * _n_tensors + t)
+        _r3 = tl.load(reduced + 2 * _n_tensors + _t)
         g_norm = _r3
         trust_ratio = tl.where((w_norm > 0.0), tl.where((g_norm > 0.0), tl.div_rn(w_norm, g_norm), 1.0), 1.0)
         if TRUST_CLIP:
             trust_ratio = _minimum(trust_ratio, 1.0)
         upd = (upd * trust_ratio)
     param = (param - (lr * upd))
-    store_stream(exp_avg_ptrs, t, offs, exp_avg, mask, EXP_AVG_DTYPE)
-    store_stream(exp_avg_sq_ptrs, t, offs, exp_avg_sq, mask, EXP_AVG_SQ_DTYPE)
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
 def _finish_norm(r, n):
@@ -293,10 +293,10 @@ def _launch(kernel, run, constexprs):
         run.partials,
         run.scalar_out,
         **constexprs,
-        PARAM_DTYPE=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
-        GRAD_DTYPE=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
-        EXP_AVG_DTYPE=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
-        EXP_AVG_SQ_DTYPE=_krt.dtype_code(run.view["exp_avg_sq"][0]) if "exp_avg_sq" in run.view else 0,
+        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
+        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
+        _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
+        _DTYPE_EXP_AVG_SQ=_krt.dtype_code(run.view["exp_avg_sq"][0]) if "exp_avg_sq" in run.view else 0,
         N_COLUMNS=2,
         BLOCK=run.block,
     )

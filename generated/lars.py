@@ -46,6 +46,40 @@ class Lars(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "trust_coeff": trust_coeff,
+            "eps": eps,
+            "nesterov": nesterov,
+            "trust_clip": trust_clip,
+            "always_adapt": always_adapt,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("Lars: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults, partitioned=partitioned)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        momentum = group['momentum']
+        dampening = group['dampening']
+        weight_decay = group['weight_decay']
+        trust_coeff = group['trust_coeff']
+        eps = group['eps']
+        nesterov = group['nesterov']
+        trust_clip = group['trust_clip']
+        always_adapt = group['always_adapt']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not (momentum >= 0.0):
@@ -54,27 +88,6 @@ class Lars(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
         if not ((not nesterov) or ((momentum > 0.0) and (dampening == 0.0))):
             raise ValueError('Nesterov momentum requires a momentum and zero dampening')
-        if differentiable:
-            raise ValueError("Lars: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            trust_coeff=trust_coeff,
-            eps=eps,
-            nesterov=nesterov,
-            trust_clip=trust_clip,
-            always_adapt=always_adapt,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
-        )
-        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -136,12 +149,12 @@ def lars(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_lars
+        _func = _fused_lars
     elif foreach:
-        func = _multi_tensor_lars
+        _func = _multi_tensor_lars
     else:
-        func = _single_tensor_lars
-    func(
+        _func = _single_tensor_lars
+    _func(
         params,
         grads,
         momentum_buffers,
@@ -159,9 +172,9 @@ def lars(
 
 
 def _single_tensor_lars(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, trust_coeff, eps, nesterov, trust_clip, always_adapt, capturable=False):
-    for i, param in enumerate(params):
-        grad = grads[i]
-        momentum_buffer = momentum_buffers[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        momentum_buffer = momentum_buffers[_i]
         if torch.is_complex(param):
             param, grad, momentum_buffer = _rt.real_views(param, grad, momentum_buffer)
         g = grad
@@ -178,7 +191,7 @@ def _single_tensor_lars(params, grads, momentum_buffers, *, lr, momentum, dampen
         if (momentum != 0.0):
             if momentum_buffer is None:
                 momentum_buffer = torch.clone(g).detach()
-                momentum_buffers[i] = _rt.like_param(momentum_buffer, params[i])
+                momentum_buffers[_i] = _rt.like_param(momentum_buffer, params[_i])
             else:
                 momentum_buffer.mul_(momentum).add_(g, alpha=(1.0 - dampening))
             g = (torch.add(g, momentum_buffer, alpha=momentum) if nesterov else momentum_buffer)
@@ -188,11 +201,11 @@ def _single_tensor_lars(params, grads, momentum_buffers, *, lr, momentum, dampen
             param.add_(g, alpha=(-lr))
 
 
-def _lars_per_tensor(momentum_buffer_is_empty, *, lr, momentum, dampening, weight_decay, trust_coeff, eps, nesterov, trust_clip, always_adapt):
+def _lars_per_tensor(_momentum_buffer_is_empty, *, lr, momentum, dampening, weight_decay, trust_coeff, eps, nesterov, trust_clip, always_adapt):
     """Host math for one tensor (its step, its scalar state): float64, once per tensor, never per element."""
     _h1 = False
     if (momentum != 0.0):
-        _h1 = momentum_buffer_is_empty
+        _h1 = _momentum_buffer_is_empty
     return (_h1,)
 
 
@@ -203,7 +216,7 @@ def _multi_tensor_lars(params, grads, momentum_buffers, *, lr, momentum, dampeni
     if not all(_rt.uniform(_rt.column(per_tensor, j)) for j in (0,)):
         # tensors disagree on a per-tensor branch: take them one at a time
         return _single_tensor_lars(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, trust_coeff=trust_coeff, eps=eps, nesterov=nesterov, trust_clip=trust_clip, always_adapt=always_adapt, capturable=capturable)
-    momentum_buffers_out = momentum_buffers   # states this step creates are stored here, as the caller's tensors
+    _momentum_buffers_out = momentum_buffers   # states this step creates are stored here, as the caller's tensors
     original_params = params
     if any(torch.is_complex(p) for p in params):
         params, grads, momentum_buffers = _rt.real_view_lists(params, grads, momentum_buffers)
@@ -223,7 +236,7 @@ def _multi_tensor_lars(params, grads, momentum_buffers, *, lr, momentum, dampeni
     if (momentum != 0.0):
         if _h1:
             momentum_buffers = [torch.clone(t).detach() for t in g]
-            momentum_buffers_out[:] = [_rt.like_param(_t, _p) for _t, _p in zip(momentum_buffers, original_params)]
+            _momentum_buffers_out[:] = [_rt.like_param(_t, _p) for _t, _p in zip(momentum_buffers, original_params)]
         else:
             if any(t is None for t in momentum_buffers):
                 _t5 = torch._foreach_mul(momentum_buffers, momentum)
@@ -231,7 +244,7 @@ def _multi_tensor_lars(params, grads, momentum_buffers, *, lr, momentum, dampeni
                 for _j, _t in enumerate(_t5):
                     if momentum_buffers[_j] is None:
                         momentum_buffers[_j] = torch.clone(_t).detach()
-                        momentum_buffers_out[_j] = _rt.like_param(momentum_buffers[_j], original_params[_j])
+                        _momentum_buffers_out[_j] = _rt.like_param(momentum_buffers[_j], original_params[_j])
                     else:
                         momentum_buffers[_j].copy_(_t)
             else:

@@ -37,9 +37,9 @@ CHANNELS = False   # whether programs are cut at output channels
 
 @triton.jit
 def _lars_phase0_kernel(
-    param_ptrs,
-    grad_ptrs,
-    momentum_buffer_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buffer_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -54,43 +54,43 @@ def _lars_phase0_kernel(
     TRUST_CLIP: tl.constexpr,
     _H2: tl.constexpr,
     NESTEROV: tl.constexpr,
-    HAS_MOMENTUM_BUFFER: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    MOMENTUM_BUFFER_DTYPE: tl.constexpr,
+    _HAS_MOMENTUM_BUFFER: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of norm, norm
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     trust_coeff = tl.load(table + 0)
     weight_decay = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
     momentum = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 0) != 0
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    _r1_part = tl.full((), 0.0, tl.float32)
-    _r2_part = tl.full((), 0.0, tl.float32)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0) != 0
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    __r1_part = tl.full((), 0.0, tl.float32)
+    __r2_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _H1:
-        _r1_part = fold_sum((_s_param * _s_param), mask)
-        _r2_part = fold_sum((grad * grad), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r1_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r2_part)
+        __r1_part = fold_sum((_s_param * _s_param), _mask)
+        __r2_part = fold_sum((grad * grad), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r2_part)
 
 
 @triton.jit
 def _lars_kernel(
-    param_ptrs,
-    grad_ptrs,
-    momentum_buffer_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buffer_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -105,35 +105,35 @@ def _lars_kernel(
     TRUST_CLIP: tl.constexpr,
     _H2: tl.constexpr,
     NESTEROV: tl.constexpr,
-    HAS_MOMENTUM_BUFFER: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    MOMENTUM_BUFFER_DTYPE: tl.constexpr,
+    _HAS_MOMENTUM_BUFFER: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # the update: reads every reduction, stores
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     trust_coeff = tl.load(table + 0)
     weight_decay = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
     momentum = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + t * N_COLUMNS + 0) != 0
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    if HAS_MOMENTUM_BUFFER:
-        momentum_buffer = load_stream(momentum_buffer_ptrs, t, offs, mask, MOMENTUM_BUFFER_DTYPE)
+    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0) != 0
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    if _HAS_MOMENTUM_BUFFER:
+        momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER)
     g = grad
     if _H1:
-        _r1 = tl.load(reduced + 0 * _n_tensors + t)
+        _r1 = tl.load(reduced + 0 * _n_tensors + _t)
         w_norm = _r1
-        _r2 = tl.load(reduced + 1 * _n_tensors + t)
+        _r2 = tl.load(reduced + 1 * _n_tensors + _t)
         g_norm = _r2
         trust_ratio = tl.div_rn((trust_coeff * w_norm), ((g_norm + (w_norm * weight_decay)) + eps))
         trust_ratio = tl.where((w_norm > 0.0), tl.where((g_norm > 0.0), trust_ratio, 1.0), 1.0)
@@ -144,9 +144,9 @@ def _lars_kernel(
         momentum_buffer = tl.where(_h3, g, ((momentum * momentum_buffer) + (_h4 * g)))
         g = ((g + (momentum * momentum_buffer)) if NESTEROV else momentum_buffer)
     param = (param - (lr * g))
-    if HAS_MOMENTUM_BUFFER:
-        store_stream(momentum_buffer_ptrs, t, offs, momentum_buffer, mask, MOMENTUM_BUFFER_DTYPE)
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
+    if _HAS_MOMENTUM_BUFFER:
+        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
 def _finish_norm(r, n):
@@ -163,20 +163,20 @@ PHASES = (
 )
 
 
-def _lars_host_values(momentum_buffer_is_empty, *, lr, momentum, dampening, weight_decay, trust_coeff, eps, nesterov, trust_clip, always_adapt):
+def _lars_host_values(_momentum_buffer_is_empty, *, lr, momentum, dampening, weight_decay, trust_coeff, eps, nesterov, trust_clip, always_adapt):
     """Host math for one tensor (its step, its scalar state): float64, once per tensor, never per element."""
     _h1 = False
     _h2 = False
     _h3 = False
     _h4 = 0.0
-    _stored_momentum_buffer = False
+    _momentum_buffer_stored = False
     _h1 = ((weight_decay != 0.0) or always_adapt)
     _h2 = (momentum != 0.0)
     if _h2:
-        _h3 = momentum_buffer_is_empty
+        _h3 = _momentum_buffer_is_empty
         _h4 = (1.0 - dampening)
-        _stored_momentum_buffer = True
-    return (_h1, _h2, _h3, _h4, _stored_momentum_buffer)
+        _momentum_buffer_stored = True
+    return (_h1, _h2, _h3, _h4, _momentum_buffer_stored)
 
 
 def _launch(kernel, run, constexprs):
@@ -195,9 +195,9 @@ def _launch(kernel, run, constexprs):
         run.partials,
         run.scalar_out,
         **constexprs,
-        PARAM_DTYPE=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
-        GRAD_DTYPE=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
-        MOMENTUM_BUFFER_DTYPE=_krt.dtype_code(run.view["momentum_buffer"][0]) if "momentum_buffer" in run.view else 0,
+        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
+        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
+        _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(run.view["momentum_buffer"][0]) if "momentum_buffer" in run.view else 0,
         N_COLUMNS=1,
         BLOCK=run.block,
     )
@@ -225,7 +225,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         streams["momentum_buffer"] = states["momentum_buffer"]
     _scalars = {}
     if "momentum_buffer" in streams:
-        _new_momentum_buffer = [t is None for t in streams["momentum_buffer"]]
+        _momentum_buffer_new = [t is None for t in streams["momentum_buffer"]]
         _krt.allocate_empty(streams["momentum_buffer"], params)
     head = rows[0]   # group-level values are the same in every row
     _constexprs = dict(
@@ -233,7 +233,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         TRUST_CLIP=bool(trust_clip),
         _H2=bool(head[1]),
         NESTEROV=bool(nesterov),
-        HAS_MOMENTUM_BUFFER='momentum_buffer' in streams,
+        _HAS_MOMENTUM_BUFFER='momentum_buffer' in streams,
     )
     _runs = []
     for index in _krt.buckets(params, list(streams.values())):
@@ -258,7 +258,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         _krt.copy_back(_run.copies)
         _krt.write_scalar_states(_run, [_scalars.get(name, [None] * len(params)) for name in SCALAR_STATES])
     if "momentum_buffer" in streams:   # allocated for the kernel, but no store to it was reached: still empty
-        for i, stored in enumerate(_rt.column(rows, 4)):
-            if _new_momentum_buffer[i] and not stored:
-                streams["momentum_buffer"][i] = None
+        for _i, _stored in enumerate(_rt.column(rows, 4)):
+            if _momentum_buffer_new[_i] and not _stored:
+                streams["momentum_buffer"][_i] = None
     return rows

@@ -41,6 +41,30 @@ class Lion(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("Lion: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults, partitioned=partitioned)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        betas = group['betas']
+        weight_decay = group['weight_decay']
+        maximize = group['maximize']
         _rt.check_tuple_length('betas', betas, 2)
         if not (lr > 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
@@ -50,22 +74,6 @@ class Lion(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid beta parameter at index 1: {betas[1]}')
         if not (weight_decay >= 0.0):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
-        if differentiable:
-            raise ValueError("Lion: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            weight_decay=weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
-        )
-        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -111,12 +119,12 @@ def lion(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_lion
+        _func = _fused_lion
     elif foreach:
-        func = _multi_tensor_lion
+        _func = _multi_tensor_lion
     else:
-        func = _single_tensor_lion
-    func(
+        _func = _single_tensor_lion
+    _func(
         params,
         grads,
         exp_avgs,
@@ -129,9 +137,9 @@ def lion(
 
 
 def _single_tensor_lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maximize, capturable=False):
-    for i, param in enumerate(params):
-        grad = grads[i]
-        exp_avg = exp_avgs[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        exp_avg = exp_avgs[_i]
         if torch.is_complex(param):
             param, grad, exp_avg = _rt.real_views(param, grad, exp_avg)
         g = ((-grad) if maximize else grad)

@@ -22,40 +22,40 @@ STORED = ('param', 'exp_avg')
 
 @triton.jit
 def _lion_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
     numels,
     work_tensor,
     work_start,
     table,
     MAXIMIZE: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     _h1 = tl.load(table + 0)
-    betas_0 = tl.load(table + 1)
+    _betas_0 = tl.load(table + 1)
     _h2 = tl.load(table + 2)
     lr = tl.load(table + 3)
-    betas_1 = tl.load(table + 4)
+    _betas_1 = tl.load(table + 4)
     _h3 = tl.load(table + 5)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
     g = ((-grad) if MAXIMIZE else grad)
     param = (param * _h1)
-    direction = _sign(((betas_0 * exp_avg) + (_h2 * g)))
+    direction = _sign(((_betas_0 * exp_avg) + (_h2 * g)))
     param = (param - (lr * direction))
-    exp_avg = ((betas_1 * exp_avg) + (_h3 * g))
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
-    store_stream(exp_avg_ptrs, t, offs, exp_avg, mask, EXP_AVG_DTYPE)
+    exp_avg = ((_betas_1 * exp_avg) + (_h3 * g))
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
 
 
 def _lion_host_values(*, lr, betas, weight_decay, maximize):
@@ -99,9 +99,9 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             work_start,
             table,
             MAXIMIZE=bool(maximize),
-            PARAM_DTYPE=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            GRAD_DTYPE=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            EXP_AVG_DTYPE=_krt.dtype_code(view["exp_avg"][0]) if "exp_avg" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
+            _DTYPE_EXP_AVG=_krt.dtype_code(view["exp_avg"][0]) if "exp_avg" in view else 0,
             N_COLUMNS=1,
             BLOCK=block,
         )

@@ -44,6 +44,36 @@ class NAdam(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum_decay": momentum_decay,
+            "decoupled_weight_decay": decoupled_weight_decay,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("NAdam: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults, partitioned=partitioned)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        betas = group['betas']
+        eps = group['eps']
+        weight_decay = group['weight_decay']
+        momentum_decay = group['momentum_decay']
+        decoupled_weight_decay = group['decoupled_weight_decay']
+        maximize = group['maximize']
         _rt.check_tuple_length('betas', betas, 2)
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
@@ -57,25 +87,6 @@ class NAdam(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
         if not (momentum_decay >= 0.0):
             raise ValueError(f'Invalid momentum_decay value: {momentum_decay}')
-        if differentiable:
-            raise ValueError("NAdam: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            momentum_decay=momentum_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
-        )
-        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -138,12 +149,12 @@ def nadam(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_nadam
+        _func = _fused_nadam
     elif foreach:
-        func = _multi_tensor_nadam
+        _func = _multi_tensor_nadam
     else:
-        func = _single_tensor_nadam
-    func(
+        _func = _single_tensor_nadam
+    _func(
         params,
         grads,
         exp_avgs,
@@ -164,14 +175,14 @@ def nadam(
 def _single_tensor_nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, state_steps, *, lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True, scalar_states={'mu_products': mu_products})
-    for i, param in enumerate(params):
-        grad = grads[i]
-        exp_avg = exp_avgs[i]
-        exp_avg_sq = exp_avg_sqs[i]
-        mu_product = mu_products[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        exp_avg = exp_avgs[_i]
+        exp_avg_sq = exp_avg_sqs[_i]
+        mu_product = mu_products[_i]
         if torch.is_complex(param):
             param, grad, exp_avg, exp_avg_sq = _rt.real_views(param, grad, exp_avg, exp_avg_sq)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)
@@ -241,9 +252,9 @@ def _multi_tensor_nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, state
     torch._foreach_add_(denom, eps)
     _rt.foreach_addcdiv_(params, g, denom, [-x for x in _h1])
     _rt.foreach_addcdiv_(params, exp_avgs, denom, [-x for x in _h2])
-    for t, value in zip(mu_products, _rt.column(per_tensor, 3)):
-        if t is not None:   # None: a conditional state this group does not keep
-            t.fill_(value)
+    for _s, _value in zip(mu_products, _rt.column(per_tensor, 3)):
+        if _s is not None:   # None: a conditional state this group does not keep
+            _s.fill_(_value)
 
 
 def _fused_nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, state_steps, *, lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize, capturable=False):

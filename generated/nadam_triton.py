@@ -22,10 +22,10 @@ STORED = ('param', 'exp_avg', 'exp_avg_sq')
 
 @triton.jit
 def _nadam_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -33,30 +33,30 @@ def _nadam_kernel(
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
     DECOUPLED_WEIGHT_DECAY: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
-    EXP_AVG_SQ_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     _h2 = tl.load(table + 0)
     weight_decay = tl.load(table + 1)
     _h3 = tl.load(table + 2)
-    betas_1 = tl.load(table + 3)
+    _betas_1 = tl.load(table + 3)
     _h4 = tl.load(table + 4)
     eps = tl.load(table + 5)
-    bias_correction2 = tl.load(table + 6 + t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + t * N_COLUMNS + 1)
-    _h6 = tl.load(table + 6 + t * N_COLUMNS + 2)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_stream(exp_avg_sq_ptrs, t, offs, mask, EXP_AVG_SQ_DTYPE)
+    bias_correction2 = tl.load(table + 6 + _t * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1)
+    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         if DECOUPLED_WEIGHT_DECAY:
@@ -64,13 +64,13 @@ def _nadam_kernel(
         else:
             g = (g + (weight_decay * param))
     exp_avg = _lerp(exp_avg, g, _h3)
-    exp_avg_sq = ((betas_1 * exp_avg_sq) + ((_h4 * g) * g))
+    exp_avg_sq = ((_betas_1 * exp_avg_sq) + ((_h4 * g) * g))
     denom = (tl.sqrt_rn(tl.div_rn(exp_avg_sq, bias_correction2)) + eps)
     param = (param - tl.div_rn((_h5 * g), denom))
     param = (param - tl.div_rn((_h6 * exp_avg), denom))
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
-    store_stream(exp_avg_ptrs, t, offs, exp_avg, mask, EXP_AVG_DTYPE)
-    store_stream(exp_avg_sq_ptrs, t, offs, exp_avg_sq, mask, EXP_AVG_SQ_DTYPE)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ)
 
 
 def _nadam_host_values(step, mu_product, *, lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize):
@@ -138,10 +138,10 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             MAXIMIZE=bool(maximize),
             _H1=bool(head[0]),
             DECOUPLED_WEIGHT_DECAY=bool(decoupled_weight_decay),
-            PARAM_DTYPE=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            GRAD_DTYPE=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            EXP_AVG_DTYPE=_krt.dtype_code(view["exp_avg"][0]) if "exp_avg" in view else 0,
-            EXP_AVG_SQ_DTYPE=_krt.dtype_code(view["exp_avg_sq"][0]) if "exp_avg_sq" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
+            _DTYPE_EXP_AVG=_krt.dtype_code(view["exp_avg"][0]) if "exp_avg" in view else 0,
+            _DTYPE_EXP_AVG_SQ=_krt.dtype_code(view["exp_avg_sq"][0]) if "exp_avg_sq" in view else 0,
             N_COLUMNS=3,
             BLOCK=block,
         )

@@ -44,6 +44,36 @@ class NvNovoGrad(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "grad_averaging": grad_averaging,
+            "amsgrad": amsgrad,
+            "decoupled_decay": decoupled_decay,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("NvNovoGrad: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults, partitioned=partitioned)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        betas = group['betas']
+        eps = group['eps']
+        weight_decay = group['weight_decay']
+        grad_averaging = group['grad_averaging']
+        amsgrad = group['amsgrad']
+        decoupled_decay = group['decoupled_decay']
         _rt.check_tuple_length('betas', betas, 2)
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
@@ -53,25 +83,6 @@ class NvNovoGrad(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid beta parameter at index 1: {betas[1]}')
         if not (eps >= 0.0):
             raise ValueError(f'Invalid epsilon value: {eps}')
-        if differentiable:
-            raise ValueError("NvNovoGrad: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            grad_averaging=grad_averaging,
-            amsgrad=amsgrad,
-            decoupled_decay=decoupled_decay,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
-        )
-        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -133,12 +144,12 @@ def nvnovograd(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_nvnovograd
+        _func = _fused_nvnovograd
     elif foreach:
-        func = _multi_tensor_nvnovograd
+        _func = _multi_tensor_nvnovograd
     else:
-        func = _single_tensor_nvnovograd
-    func(
+        _func = _single_tensor_nvnovograd
+    _func(
         params,
         grads,
         exp_avgs,
@@ -156,11 +167,11 @@ def nvnovograd(
 
 
 def _single_tensor_nvnovograd(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, betas, eps, weight_decay, grad_averaging, amsgrad, decoupled_decay, capturable=False):
-    for i, param in enumerate(params):
-        grad = grads[i]
-        exp_avg = exp_avgs[i]
-        exp_avg_sq = exp_avg_sqs[i]
-        max_exp_avg_sq = max_exp_avg_sqs[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        exp_avg = exp_avgs[_i]
+        exp_avg_sq = exp_avg_sqs[_i]
+        max_exp_avg_sq = max_exp_avg_sqs[_i]
         if torch.is_complex(param):
             param, grad, exp_avg = _rt.real_views(param, grad, exp_avg)
         _r1 = torch.sum(torch.mul(grad, grad))

@@ -37,11 +37,11 @@ CHANNELS = False   # whether programs are cut at output channels
 
 @triton.jit
 def _nvnovograd_phase0_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
-    max_exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    _max_exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -56,40 +56,40 @@ def _nvnovograd_phase0_kernel(
     _H2: tl.constexpr,
     DECOUPLED_DECAY: tl.constexpr,
     GRAD_AVERAGING: tl.constexpr,
-    HAS_MAX_EXP_AVG_SQ: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
+    _HAS_MAX_EXP_AVG_SQ: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of sum
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
-    betas_1 = tl.load(table + 0)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
+    _betas_1 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     _h3 = tl.load(table + 3)
     weight_decay = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    betas_0 = tl.load(table + 6)
+    _betas_0 = tl.load(table + 6)
     lr = tl.load(table + 7)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    _r1_part = tl.full((), 0.0, tl.float32)
-    _r1_part = fold_sum((grad * grad), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r1_part)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    __r1_part = tl.full((), 0.0, tl.float32)
+    __r1_part = fold_sum((grad * grad), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
 
 
 @triton.jit
 def _nvnovograd_kernel(
-    param_ptrs,
-    grad_ptrs,
-    exp_avg_ptrs,
-    exp_avg_sq_ptrs,
-    max_exp_avg_sq_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    _max_exp_avg_sq_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -104,36 +104,36 @@ def _nvnovograd_kernel(
     _H2: tl.constexpr,
     DECOUPLED_DECAY: tl.constexpr,
     GRAD_AVERAGING: tl.constexpr,
-    HAS_MAX_EXP_AVG_SQ: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    EXP_AVG_DTYPE: tl.constexpr,
+    _HAS_MAX_EXP_AVG_SQ: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # the update: reads every reduction, stores
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
-    betas_1 = tl.load(table + 0)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
+    _betas_1 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     _h3 = tl.load(table + 3)
     weight_decay = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    betas_0 = tl.load(table + 6)
+    _betas_0 = tl.load(table + 6)
     lr = tl.load(table + 7)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    exp_avg = load_stream(exp_avg_ptrs, t, offs, mask, EXP_AVG_DTYPE)
-    exp_avg_sq = load_scalar(exp_avg_sq_ptrs, t)
-    if HAS_MAX_EXP_AVG_SQ:
-        max_exp_avg_sq = load_scalar(max_exp_avg_sq_ptrs, t)
-    _r1 = tl.load(reduced + 0 * _n_tensors + t)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
+    exp_avg_sq = load_scalar(_exp_avg_sq_ptrs, _t)
+    if _HAS_MAX_EXP_AVG_SQ:
+        max_exp_avg_sq = load_scalar(_max_exp_avg_sq_ptrs, _t)
+    _r1 = tl.load(reduced + 0 * _n_tensors + _t)
     grad_norm_sq = _r1
-    exp_avg_sq = tl.where((exp_avg_sq == 0.0), grad_norm_sq, ((betas_1 * exp_avg_sq) + (_h1 * grad_norm_sq)))
+    exp_avg_sq = tl.where((exp_avg_sq == 0.0), grad_norm_sq, ((_betas_1 * exp_avg_sq) + (_h1 * grad_norm_sq)))
     if AMSGRAD:
         max_exp_avg_sq = _maximum(max_exp_avg_sq, exp_avg_sq)
     v = (max_exp_avg_sq if AMSGRAD else exp_avg_sq)
@@ -146,13 +146,13 @@ def _nvnovograd_kernel(
             upd = (upd + (weight_decay * param))
     if GRAD_AVERAGING:
         upd = (upd * _h4)
-    exp_avg = ((betas_0 * exp_avg) + upd)
+    exp_avg = ((_betas_0 * exp_avg) + upd)
     param = (param - (lr * exp_avg))
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
-    store_stream(exp_avg_ptrs, t, offs, exp_avg, mask, EXP_AVG_DTYPE)
-    tl.store(_scalar_out + 0 * _n_tensors + t, exp_avg_sq, mask=_start == 0)
-    if HAS_MAX_EXP_AVG_SQ:
-        tl.store(_scalar_out + 1 * _n_tensors + t, max_exp_avg_sq, mask=_start == 0)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    tl.store(_scalar_out + 0 * _n_tensors + _t, exp_avg_sq, mask=_start == 0)
+    if _HAS_MAX_EXP_AVG_SQ:
+        tl.store(_scalar_out + 1 * _n_tensors + _t, max_exp_avg_sq, mask=_start == 0)
 
 
 def _finish_sum(r, n):
@@ -202,9 +202,9 @@ def _launch(kernel, run, constexprs):
         run.partials,
         run.scalar_out,
         **constexprs,
-        PARAM_DTYPE=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
-        GRAD_DTYPE=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
-        EXP_AVG_DTYPE=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
+        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
+        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
+        _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
         N_COLUMNS=1,
         BLOCK=run.block,
     )
@@ -237,7 +237,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         _H2=bool(head[1]),
         DECOUPLED_DECAY=bool(decoupled_decay),
         GRAD_AVERAGING=bool(grad_averaging),
-        HAS_MAX_EXP_AVG_SQ='max_exp_avg_sq' in _scalars,
+        _HAS_MAX_EXP_AVG_SQ='max_exp_avg_sq' in _scalars,
     )
     _runs = []
     for index in _krt.buckets(params, list(streams.values())):

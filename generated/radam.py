@@ -43,6 +43,34 @@ class RAdam(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "decoupled_weight_decay": decoupled_weight_decay,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("RAdam: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults, partitioned=partitioned)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        betas = group['betas']
+        eps = group['eps']
+        weight_decay = group['weight_decay']
+        decoupled_weight_decay = group['decoupled_weight_decay']
+        maximize = group['maximize']
         _rt.check_tuple_length('betas', betas, 2)
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
@@ -54,24 +82,6 @@ class RAdam(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid epsilon value: {eps}')
         if not (weight_decay >= 0.0):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
-        if differentiable:
-            raise ValueError("RAdam: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
-        )
-        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -128,12 +138,12 @@ def radam(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_radam
+        _func = _fused_radam
     elif foreach:
-        func = _multi_tensor_radam
+        _func = _multi_tensor_radam
     else:
-        func = _single_tensor_radam
-    func(
+        _func = _single_tensor_radam
+    _func(
         params,
         grads,
         exp_avgs,
@@ -152,13 +162,13 @@ def radam(
 def _single_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, decoupled_weight_decay, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
-    for i, param in enumerate(params):
-        grad = grads[i]
-        exp_avg = exp_avgs[i]
-        exp_avg_sq = exp_avg_sqs[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        exp_avg = exp_avgs[_i]
+        exp_avg_sq = exp_avg_sqs[_i]
         if torch.is_complex(param):
             param, grad, exp_avg, exp_avg_sq = _rt.real_views(param, grad, exp_avg, exp_avg_sq)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)

@@ -44,6 +44,36 @@ class RMSprop(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "alpha": alpha,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+            "centered": centered,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("RMSprop: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults, partitioned=partitioned)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        alpha = group['alpha']
+        eps = group['eps']
+        weight_decay = group['weight_decay']
+        momentum = group['momentum']
+        centered = group['centered']
+        maximize = group['maximize']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not (alpha >= 0.0):
@@ -54,25 +84,6 @@ class RMSprop(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
         if not (momentum >= 0.0):
             raise ValueError(f'Invalid momentum value: {momentum}')
-        if differentiable:
-            raise ValueError("RMSprop: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            alpha=alpha,
-            eps=eps,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            centered=centered,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
-        )
-        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -137,12 +148,12 @@ def rmsprop(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_rmsprop
+        _func = _fused_rmsprop
     elif foreach:
-        func = _multi_tensor_rmsprop
+        _func = _multi_tensor_rmsprop
     else:
-        func = _single_tensor_rmsprop
-    func(
+        _func = _single_tensor_rmsprop
+    _func(
         params,
         grads,
         square_avgs,
@@ -163,14 +174,14 @@ def rmsprop(
 def _single_tensor_rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps, *, lr, alpha, eps, weight_decay, momentum, centered, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
-    for i, param in enumerate(params):
-        grad = grads[i]
-        square_avg = square_avgs[i]
-        grad_avg = grad_avgs[i]
-        momentum_buffer = momentum_buffers[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        square_avg = square_avgs[_i]
+        grad_avg = grad_avgs[_i]
+        momentum_buffer = momentum_buffers[_i]
         if torch.is_complex(param):
             param, grad, square_avg, grad_avg, momentum_buffer = _rt.real_views(param, grad, square_avg, grad_avg, momentum_buffer)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)

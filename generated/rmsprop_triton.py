@@ -22,11 +22,11 @@ STORED = ('square_avg', 'grad_avg', 'momentum_buffer', 'param')
 
 @triton.jit
 def _rmsprop_kernel(
-    param_ptrs,
-    grad_ptrs,
-    square_avg_ptrs,
-    grad_avg_ptrs,
-    momentum_buffer_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _square_avg_ptrs,
+    _grad_avg_ptrs,
+    _momentum_buffer_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -35,20 +35,20 @@ def _rmsprop_kernel(
     _H1: tl.constexpr,
     CENTERED: tl.constexpr,
     _H4: tl.constexpr,
-    HAS_GRAD_AVG: tl.constexpr,
-    HAS_MOMENTUM_BUFFER: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    SQUARE_AVG_DTYPE: tl.constexpr,
-    GRAD_AVG_DTYPE: tl.constexpr,
-    MOMENTUM_BUFFER_DTYPE: tl.constexpr,
+    _HAS_GRAD_AVG: tl.constexpr,
+    _HAS_MOMENTUM_BUFFER: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_SQUARE_AVG: tl.constexpr,
+    _DTYPE_GRAD_AVG: tl.constexpr,
+    _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
     alpha = tl.load(table + 1)
     _h2 = tl.load(table + 2)
@@ -56,13 +56,13 @@ def _rmsprop_kernel(
     eps = tl.load(table + 4)
     momentum = tl.load(table + 5)
     lr = tl.load(table + 6)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    square_avg = load_stream(square_avg_ptrs, t, offs, mask, SQUARE_AVG_DTYPE)
-    if HAS_GRAD_AVG:
-        grad_avg = load_stream(grad_avg_ptrs, t, offs, mask, GRAD_AVG_DTYPE)
-    if HAS_MOMENTUM_BUFFER:
-        momentum_buffer = load_stream(momentum_buffer_ptrs, t, offs, mask, MOMENTUM_BUFFER_DTYPE)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    square_avg = load_stream(_square_avg_ptrs, _t, _offs, _mask, _DTYPE_SQUARE_AVG)
+    if _HAS_GRAD_AVG:
+        grad_avg = load_stream(_grad_avg_ptrs, _t, _offs, _mask, _DTYPE_GRAD_AVG)
+    if _HAS_MOMENTUM_BUFFER:
+        momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * param))
@@ -77,12 +77,12 @@ def _rmsprop_kernel(
         param = (param - (lr * momentum_buffer))
     else:
         param = (param - tl.div_rn((lr * g), avg))
-    store_stream(square_avg_ptrs, t, offs, square_avg, mask, SQUARE_AVG_DTYPE)
-    if HAS_GRAD_AVG:
-        store_stream(grad_avg_ptrs, t, offs, grad_avg, mask, GRAD_AVG_DTYPE)
-    if HAS_MOMENTUM_BUFFER:
-        store_stream(momentum_buffer_ptrs, t, offs, momentum_buffer, mask, MOMENTUM_BUFFER_DTYPE)
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
+    store_stream(_square_avg_ptrs, _t, _offs, square_avg, _mask, _DTYPE_SQUARE_AVG)
+    if _HAS_GRAD_AVG:
+        store_stream(_grad_avg_ptrs, _t, _offs, grad_avg, _mask, _DTYPE_GRAD_AVG)
+    if _HAS_MOMENTUM_BUFFER:
+        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
 def _rmsprop_host_values(step, *, lr, alpha, eps, weight_decay, momentum, centered, maximize):
@@ -141,13 +141,13 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             _H1=bool(head[0]),
             CENTERED=bool(centered),
             _H4=bool(head[3]),
-            HAS_GRAD_AVG='grad_avg' in streams,
-            HAS_MOMENTUM_BUFFER='momentum_buffer' in streams,
-            PARAM_DTYPE=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            GRAD_DTYPE=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            SQUARE_AVG_DTYPE=_krt.dtype_code(view["square_avg"][0]) if "square_avg" in view else 0,
-            GRAD_AVG_DTYPE=_krt.dtype_code(view["grad_avg"][0]) if "grad_avg" in view else 0,
-            MOMENTUM_BUFFER_DTYPE=_krt.dtype_code(view["momentum_buffer"][0]) if "momentum_buffer" in view else 0,
+            _HAS_GRAD_AVG='grad_avg' in streams,
+            _HAS_MOMENTUM_BUFFER='momentum_buffer' in streams,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
+            _DTYPE_SQUARE_AVG=_krt.dtype_code(view["square_avg"][0]) if "square_avg" in view else 0,
+            _DTYPE_GRAD_AVG=_krt.dtype_code(view["grad_avg"][0]) if "grad_avg" in view else 0,
+            _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(view["momentum_buffer"][0]) if "momentum_buffer" in view else 0,
             N_COLUMNS=1,
             BLOCK=block,
         )

@@ -41,28 +41,36 @@ class Rprop(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "etas": etas,
+            "step_sizes": step_sizes,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("Rprop: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults, partitioned=partitioned)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        etas = group['etas']
+        step_sizes = group['step_sizes']
+        maximize = group['maximize']
         _rt.check_tuple_length('etas', etas, 2)
         _rt.check_tuple_length('step_sizes', step_sizes, 2)
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not (((0.0 < etas[0]) and (etas[0] < 1.0)) and (1.0 < etas[1])):
             raise ValueError('Invalid eta values: ' + str(etas[0]) + ', ' + str(etas[1]))
-        if differentiable:
-            raise ValueError("Rprop: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            etas=etas,
-            step_sizes=step_sizes,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
-        )
-        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -113,12 +121,12 @@ def rprop(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_rprop
+        _func = _fused_rprop
     elif foreach:
-        func = _multi_tensor_rprop
+        _func = _multi_tensor_rprop
     else:
-        func = _single_tensor_rprop
-    func(
+        _func = _single_tensor_rprop
+    _func(
         params,
         grads,
         prevs,
@@ -135,13 +143,13 @@ def rprop(
 def _single_tensor_rprop(params, grads, prevs, step_size_list, state_steps, *, lr, etas, step_sizes, maximize, capturable=False):
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=True)
-    for i, param in enumerate(params):
-        grad = grads[i]
-        prev = prevs[i]
-        step_size = step_size_list[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        prev = prevs[_i]
+        step_size = step_size_list[_i]
         if torch.is_complex(param):
             param, grad, prev, step_size = _rt.real_views(param, grad, prev, step_size)
-        step_t = state_steps[i]
+        step_t = state_steps[_i]
         step_t += 1
         step = step_t if capturable else _rt.value(step_t)
         g = ((-grad) if maximize else grad)

@@ -22,44 +22,44 @@ STORED = ('step_size', 'param', 'prev')
 
 @triton.jit
 def _rprop_kernel(
-    param_ptrs,
-    grad_ptrs,
-    prev_ptrs,
-    step_size_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _prev_ptrs,
+    _step_size_ptrs,
     numels,
     work_tensor,
     work_start,
     table,
     MAXIMIZE: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    PREV_DTYPE: tl.constexpr,
-    STEP_SIZE_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_PREV: tl.constexpr,
+    _DTYPE_STEP_SIZE: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
-    etas_1 = tl.load(table + 0)
-    etas_0 = tl.load(table + 1)
-    step_sizes_0 = tl.load(table + 2)
-    step_sizes_1 = tl.load(table + 3)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    prev = load_stream(prev_ptrs, t, offs, mask, PREV_DTYPE)
-    step_size = load_stream(step_size_ptrs, t, offs, mask, STEP_SIZE_DTYPE)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
+    _etas_1 = tl.load(table + 0)
+    _etas_0 = tl.load(table + 1)
+    _step_sizes_0 = tl.load(table + 2)
+    _step_sizes_1 = tl.load(table + 3)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    prev = load_stream(_prev_ptrs, _t, _offs, _mask, _DTYPE_PREV)
+    step_size = load_stream(_step_size_ptrs, _t, _offs, _mask, _DTYPE_STEP_SIZE)
     g = ((-grad) if MAXIMIZE else grad)
     s = (g * prev)
-    factor = tl.where((s > 0.0), etas_1, tl.where((s < 0.0), etas_0, tl.where((s == 0.0), 1.0, s)))
-    step_size = _minimum(_maximum((step_size * factor), step_sizes_0), step_sizes_1)
+    factor = tl.where((s > 0.0), _etas_1, tl.where((s < 0.0), _etas_0, tl.where((s == 0.0), 1.0, s)))
+    step_size = _minimum(_maximum((step_size * factor), _step_sizes_0), _step_sizes_1)
     g = tl.where((s < 0.0), 0.0, g)
     param = (param - (_sign(g) * step_size))
     prev = g
-    store_stream(step_size_ptrs, t, offs, step_size, mask, STEP_SIZE_DTYPE)
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
-    store_stream(prev_ptrs, t, offs, prev, mask, PREV_DTYPE)
+    store_stream(_step_size_ptrs, _t, _offs, step_size, _mask, _DTYPE_STEP_SIZE)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_prev_ptrs, _t, _offs, prev, _mask, _DTYPE_PREV)
 
 
 def _rprop_host_values(step, *, lr, etas, step_sizes, maximize):
@@ -99,10 +99,10 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             work_start,
             table,
             MAXIMIZE=bool(maximize),
-            PARAM_DTYPE=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            GRAD_DTYPE=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            PREV_DTYPE=_krt.dtype_code(view["prev"][0]) if "prev" in view else 0,
-            STEP_SIZE_DTYPE=_krt.dtype_code(view["step_size"][0]) if "step_size" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
+            _DTYPE_PREV=_krt.dtype_code(view["prev"][0]) if "prev" in view else 0,
+            _DTYPE_STEP_SIZE=_krt.dtype_code(view["step_size"][0]) if "step_size" in view else 0,
             N_COLUMNS=1,
             BLOCK=block,
         )

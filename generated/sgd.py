@@ -43,6 +43,34 @@ class SGD(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("SGD: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults, partitioned=partitioned)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        momentum = group['momentum']
+        dampening = group['dampening']
+        weight_decay = group['weight_decay']
+        nesterov = group['nesterov']
+        maximize = group['maximize']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not (momentum >= 0.0):
@@ -51,24 +79,6 @@ class SGD(_rt.GeneratedOptimizer):
             raise ValueError(f'Invalid weight_decay value: {weight_decay}')
         if not ((not nesterov) or ((momentum > 0.0) and (dampening == 0.0))):
             raise ValueError('Nesterov momentum requires a momentum and zero dampening')
-        if differentiable:
-            raise ValueError("SGD: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
-        )
-        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -121,12 +131,12 @@ def sgd(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_sgd
+        _func = _fused_sgd
     elif foreach:
-        func = _multi_tensor_sgd
+        _func = _multi_tensor_sgd
     else:
-        func = _single_tensor_sgd
-    func(
+        _func = _single_tensor_sgd
+    _func(
         params,
         grads,
         momentum_buffers,
@@ -141,9 +151,9 @@ def sgd(
 
 
 def _single_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov, maximize, capturable=False):
-    for i, param in enumerate(params):
-        grad = grads[i]
-        momentum_buffer = momentum_buffers[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        momentum_buffer = momentum_buffers[_i]
         if torch.is_complex(param):
             param, grad, momentum_buffer = _rt.real_views(param, grad, momentum_buffer)
         g = ((-grad) if maximize else grad)
@@ -152,7 +162,7 @@ def _single_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampeni
         if (momentum != 0.0):
             if momentum_buffer is None:
                 momentum_buffer = torch.clone(g).detach()
-                momentum_buffers[i] = _rt.like_param(momentum_buffer, params[i])
+                momentum_buffers[_i] = _rt.like_param(momentum_buffer, params[_i])
             else:
                 momentum_buffer.mul_(momentum).add_(g, alpha=(1.0 - dampening))
             g = (torch.add(g, momentum_buffer, alpha=momentum) if nesterov else momentum_buffer)
@@ -162,11 +172,11 @@ def _single_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampeni
             param.add_(g, alpha=(-lr))
 
 
-def _sgd_per_tensor(momentum_buffer_is_empty, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
+def _sgd_per_tensor(_momentum_buffer_is_empty, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
     """Host math for one tensor (its step, its scalar state): float64, once per tensor, never per element."""
     _h1 = False
     if (momentum != 0.0):
-        _h1 = momentum_buffer_is_empty
+        _h1 = _momentum_buffer_is_empty
     return (_h1,)
 
 
@@ -177,7 +187,7 @@ def _multi_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampenin
     if not all(_rt.uniform(_rt.column(per_tensor, j)) for j in (0,)):
         # tensors disagree on a per-tensor branch: take them one at a time
         return _single_tensor_sgd(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, capturable=capturable)
-    momentum_buffers_out = momentum_buffers   # states this step creates are stored here, as the caller's tensors
+    _momentum_buffers_out = momentum_buffers   # states this step creates are stored here, as the caller's tensors
     original_params = params
     if any(torch.is_complex(p) for p in params):
         params, grads, momentum_buffers = _rt.real_view_lists(params, grads, momentum_buffers)
@@ -188,7 +198,7 @@ def _multi_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampenin
     if (momentum != 0.0):
         if _h1:
             momentum_buffers = [torch.clone(t).detach() for t in g]
-            momentum_buffers_out[:] = [_rt.like_param(_t, _p) for _t, _p in zip(momentum_buffers, original_params)]
+            _momentum_buffers_out[:] = [_rt.like_param(_t, _p) for _t, _p in zip(momentum_buffers, original_params)]
         else:
             if any(t is None for t in momentum_buffers):
                 _t3 = torch._foreach_mul(momentum_buffers, momentum)
@@ -196,7 +206,7 @@ def _multi_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampenin
                 for _j, _t in enumerate(_t3):
                     if momentum_buffers[_j] is None:
                         momentum_buffers[_j] = torch.clone(_t).detach()
-                        momentum_buffers_out[_j] = _rt.like_param(momentum_buffers[_j], original_params[_j])
+                        _momentum_buffers_out[_j] = _rt.like_param(momentum_buffers[_j], original_params[_j])
                     else:
                         momentum_buffers[_j].copy_(_t)
             else:

@@ -22,9 +22,9 @@ STORED = ('momentum_buffer', 'param')
 
 @triton.jit
 def _sgd_kernel(
-    param_ptrs,
-    grad_ptrs,
-    momentum_buffer_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buffer_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -33,26 +33,26 @@ def _sgd_kernel(
     _H1: tl.constexpr,
     _H2: tl.constexpr,
     NESTEROV: tl.constexpr,
-    HAS_MOMENTUM_BUFFER: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    MOMENTUM_BUFFER_DTYPE: tl.constexpr,
+    _HAS_MOMENTUM_BUFFER: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    offs = tl.load(work_start + pid) + tl.arange(0, BLOCK)
-    mask = offs < tl.load(numels + t)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(numels + _t)
     weight_decay = tl.load(table + 0)
     momentum = tl.load(table + 1)
     _h4 = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h3 = tl.load(table + 4 + t * N_COLUMNS + 0) != 0
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    if HAS_MOMENTUM_BUFFER:
-        momentum_buffer = load_stream(momentum_buffer_ptrs, t, offs, mask, MOMENTUM_BUFFER_DTYPE)
+    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    if _HAS_MOMENTUM_BUFFER:
+        momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
         g = (g + (weight_decay * param))
@@ -60,25 +60,25 @@ def _sgd_kernel(
         momentum_buffer = tl.where(_h3, g, ((momentum * momentum_buffer) + (_h4 * g)))
         g = ((g + (momentum * momentum_buffer)) if NESTEROV else momentum_buffer)
     param = (param - (lr * g))
-    if HAS_MOMENTUM_BUFFER:
-        store_stream(momentum_buffer_ptrs, t, offs, momentum_buffer, mask, MOMENTUM_BUFFER_DTYPE)
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
+    if _HAS_MOMENTUM_BUFFER:
+        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
-def _sgd_host_values(momentum_buffer_is_empty, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
+def _sgd_host_values(_momentum_buffer_is_empty, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
     """Host math for one tensor (its step, its scalar state): float64, once per tensor, never per element."""
     _h1 = False
     _h2 = False
     _h3 = False
     _h4 = 0.0
-    _stored_momentum_buffer = False
+    _momentum_buffer_stored = False
     _h1 = (weight_decay != 0.0)
     _h2 = (momentum != 0.0)
     if _h2:
-        _h3 = momentum_buffer_is_empty
+        _h3 = _momentum_buffer_is_empty
         _h4 = (1.0 - dampening)
-        _stored_momentum_buffer = True
-    return (_h1, _h2, _h3, _h4, _stored_momentum_buffer)
+        _momentum_buffer_stored = True
+    return (_h1, _h2, _h3, _h4, _momentum_buffer_stored)
 
 
 @_krt.quiet_interpreter
@@ -97,7 +97,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
     if (momentum != 0.0):
         streams["momentum_buffer"] = states["momentum_buffer"]
     if "momentum_buffer" in streams:
-        _new_momentum_buffer = [t is None for t in streams["momentum_buffer"]]
+        _momentum_buffer_new = [t is None for t in streams["momentum_buffer"]]
         _krt.allocate_empty(streams["momentum_buffer"], params)
     for index in _krt.buckets(params, list(streams.values())):
         device = params[index[0]].device
@@ -120,17 +120,17 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             _H1=bool(head[0]),
             _H2=bool(head[1]),
             NESTEROV=bool(nesterov),
-            HAS_MOMENTUM_BUFFER='momentum_buffer' in streams,
-            PARAM_DTYPE=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            GRAD_DTYPE=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            MOMENTUM_BUFFER_DTYPE=_krt.dtype_code(view["momentum_buffer"][0]) if "momentum_buffer" in view else 0,
+            _HAS_MOMENTUM_BUFFER='momentum_buffer' in streams,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
+            _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(view["momentum_buffer"][0]) if "momentum_buffer" in view else 0,
             N_COLUMNS=1,
             BLOCK=block,
         )
         _krt.LAUNCHES[0] += 1
         _krt.copy_back(copies)
     if "momentum_buffer" in streams:   # allocated for the kernel, but no store to it was reached: still empty
-        for i, stored in enumerate(_rt.column(rows, 4)):
-            if _new_momentum_buffer[i] and not stored:
-                streams["momentum_buffer"][i] = None
+        for _i, _stored in enumerate(_rt.column(rows, 4)):
+            if _momentum_buffer_new[_i] and not _stored:
+                streams["momentum_buffer"][_i] = None
     return rows

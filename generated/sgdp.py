@@ -46,31 +46,44 @@ class SGDP(_rt.GeneratedOptimizer):
         partitioned: bool = False,
     ):
         _rt.check_tensor_lr(lr, foreach, capturable, self._foreach_lr_per_tensor)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "eps": eps,
+            "delta": delta,
+            "wd_ratio": wd_ratio,
+            "nesterov": nesterov,
+            "caution": caution,
+            "foreach": foreach,
+            "fused": fused,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "state_dtype": state_dtype,
+            "stochastic_rounding": stochastic_rounding,
+            "rounding_seed": rounding_seed,
+        }
+        self._check_hypers(defaults)
+        if differentiable:
+            raise ValueError("SGDP: differentiable=True is not supported by optdsl yet")
+        _rt.GeneratedOptimizer.__init__(self, params, defaults, partitioned=partitioned)   # not super(): a hyper may be named so
+
+    def _check_hypers(self, group):
+        """torch.optim's checks of the arguments, with its messages."""
+        lr = group['lr']
+        momentum = group['momentum']
+        dampening = group['dampening']
+        weight_decay = group['weight_decay']
+        eps = group['eps']
+        delta = group['delta']
+        wd_ratio = group['wd_ratio']
+        nesterov = group['nesterov']
+        caution = group['caution']
         if not (lr >= 0.0):
             raise ValueError(f'Invalid learning rate: {lr}')
         if not (eps >= 0.0):
             raise ValueError(f'Invalid epsilon value: {eps}')
-        if differentiable:
-            raise ValueError("SGDP: differentiable=True is not supported by optdsl yet")
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            eps=eps,
-            delta=delta,
-            wd_ratio=wd_ratio,
-            nesterov=nesterov,
-            caution=caution,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            differentiable=differentiable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            rounding_seed=rounding_seed,
-        )
-        super().__init__(params, defaults, partitioned=partitioned)
 
     def _active_states(self, group):
         """The states this group keeps per parameter, and how each starts."""
@@ -131,12 +144,12 @@ def sgdp(
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     if fused:
-        func = _fused_sgdp
+        _func = _fused_sgdp
     elif foreach:
-        func = _multi_tensor_sgdp
+        _func = _multi_tensor_sgdp
     else:
-        func = _single_tensor_sgdp
-    func(
+        _func = _single_tensor_sgdp
+    _func(
         params,
         grads,
         momentum_bufs,
@@ -154,9 +167,9 @@ def sgdp(
 
 
 def _single_tensor_sgdp(params, grads, momentum_bufs, *, lr, momentum, dampening, weight_decay, eps, delta, wd_ratio, nesterov, caution, capturable=False):
-    for i, param in enumerate(params):
-        grad = grads[i]
-        momentum_buf = momentum_bufs[i]
+    for _i, param in enumerate(params):
+        grad = grads[_i]
+        momentum_buf = momentum_bufs[_i]
         if torch.is_complex(param):
             param, grad, momentum_buf = _rt.real_views(param, grad, momentum_buf)
         numel = param.numel()

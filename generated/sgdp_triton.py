@@ -47,9 +47,9 @@ CHANNELS = True   # whether programs are cut at output channels
 
 @triton.jit
 def _sgdp_phase0_kernel(
-    param_ptrs,
-    grad_ptrs,
-    momentum_buf_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -64,40 +64,40 @@ def _sgdp_phase0_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    MOMENTUM_BUF_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of norm per channel, norm per channel, mean
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + t * N_COLUMNS + 10)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    momentum_buf = load_stream(momentum_buf_ptrs, t, offs, mask, MOMENTUM_BUF_DTYPE)
-    _r1_part = tl.full((), 0.0, tl.float32)
-    _r2_part = tl.full((), 0.0, tl.float32)
-    _r20_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
+    __r1_part = tl.full((), 0.0, tl.float32)
+    __r2_part = tl.full((), 0.0, tl.float32)
+    __r20_part = tl.full((), 0.0, tl.float32)
     _s_momentum_buf = momentum_buf
     _s_param = param
     _s_momentum_buf = ((momentum * _s_momentum_buf) + (_h1 * grad))
@@ -106,22 +106,22 @@ def _sgdp_phase0_kernel(
     else:
         d_p = _s_momentum_buf
     if _h2:
-        _r1_part = fold_sum((grad * grad), mask)
-        _r2_part = fold_sum((_s_param * _s_param), mask)
+        __r1_part = fold_sum((grad * grad), _mask)
+        __r2_part = fold_sum((_s_param * _s_param), _mask)
     else:
         if CAUTION:
             agree = tl.where(((d_p * grad) > 0.0), 1.0, 0.0)
-            _r20_part = fold_sum(agree, mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r1_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r2_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, _r20_part)
+            __r20_part = fold_sum(agree, _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r2_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r20_part)
 
 
 @triton.jit
 def _sgdp_phase1_kernel(
-    param_ptrs,
-    grad_ptrs,
-    momentum_buf_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -136,50 +136,50 @@ def _sgdp_phase1_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    MOMENTUM_BUF_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of dot per channel
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + t * N_COLUMNS + 10)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    _r3_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    __r3_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _h2:
         _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
-        _r3_part = fold_sum((tl.div_rn(grad, _maximum(_r1, eps)) * tl.div_rn(_s_param, _maximum(_r2, eps))), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r3_part)
+        __r3_part = fold_sum((tl.div_rn(grad, _maximum(_r1, eps)) * tl.div_rn(_s_param, _maximum(_r2, eps))), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r3_part)
 
 
 @triton.jit
 def _sgdp_phase2_kernel(
-    param_ptrs,
-    grad_ptrs,
-    momentum_buf_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -194,52 +194,52 @@ def _sgdp_phase2_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    MOMENTUM_BUF_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of amax
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + t * N_COLUMNS + 10)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    _r4_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    __r4_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _h2:
         _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4_part = fold_max(tl.abs(cos_c), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r4_part)
+        __r4_part = fold_max(tl.abs(cos_c), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r4_part)
 
 
 @triton.jit
 def _sgdp_phase3_kernel(
-    param_ptrs,
-    grad_ptrs,
-    momentum_buf_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -254,62 +254,62 @@ def _sgdp_phase3_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    MOMENTUM_BUF_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of norm per channel, norm, norm
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + t * N_COLUMNS + 10)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    _r5_part = tl.full((), 0.0, tl.float32)
-    _r10_part = tl.full((), 0.0, tl.float32)
-    _r11_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    __r5_part = tl.full((), 0.0, tl.float32)
+    __r10_part = tl.full((), 0.0, tl.float32)
+    __r11_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _h2:
         _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h3)
         if in_channel:
-            _r5_part = fold_sum((_s_param * _s_param), mask)
+            __r5_part = fold_sum((_s_param * _s_param), _mask)
         else:
-            _r10_part = fold_sum((grad * grad), mask)
-            _r11_part = fold_sum((_s_param * _s_param), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r5_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r10_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, _r11_part)
+            __r10_part = fold_sum((grad * grad), _mask)
+            __r11_part = fold_sum((_s_param * _s_param), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r5_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r10_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r11_part)
 
 
 @triton.jit
 def _sgdp_phase4_kernel(
-    param_ptrs,
-    grad_ptrs,
-    momentum_buf_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -324,40 +324,40 @@ def _sgdp_phase4_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    MOMENTUM_BUF_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of dot per channel, dot per channel, dot
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + t * N_COLUMNS + 10)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    momentum_buf = load_stream(momentum_buf_ptrs, t, offs, mask, MOMENTUM_BUF_DTYPE)
-    _r6_part = tl.full((), 0.0, tl.float32)
-    _r7_part = tl.full((), 0.0, tl.float32)
-    _r12_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
+    __r6_part = tl.full((), 0.0, tl.float32)
+    __r7_part = tl.full((), 0.0, tl.float32)
+    __r12_part = tl.full((), 0.0, tl.float32)
     _s_momentum_buf = momentum_buf
     _s_param = param
     _s_momentum_buf = ((momentum * _s_momentum_buf) + (_h1 * grad))
@@ -370,28 +370,28 @@ def _sgdp_phase4_kernel(
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h3)
         if in_channel:
             _r5 = tl.load(_reduced_channel + 3 * _n_channels + _ch)
             p_n = tl.div_rn(_s_param, (_r5 + eps))
-            _r6_part = fold_sum((p_n * d_p), mask)
+            __r6_part = fold_sum((p_n * d_p), _mask)
             if CAUTION:
-                _r7_part = fold_sum((p_n * grad), mask)
+                __r7_part = fold_sum((p_n * grad), _mask)
         else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + t)
-            _r12_part = fold_sum((tl.div_rn(grad, _maximum(_r10, eps)) * tl.div_rn(_s_param, _maximum(_r11, eps))), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r6_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r7_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, _r12_part)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            __r12_part = fold_sum((tl.div_rn(grad, _maximum(_r10, eps)) * tl.div_rn(_s_param, _maximum(_r11, eps))), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r6_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r7_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r12_part)
 
 
 @triton.jit
 def _sgdp_phase5_kernel(
-    param_ptrs,
-    grad_ptrs,
-    momentum_buf_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -406,39 +406,39 @@ def _sgdp_phase5_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    MOMENTUM_BUF_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of mean, amax
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + t * N_COLUMNS + 10)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    momentum_buf = load_stream(momentum_buf_ptrs, t, offs, mask, MOMENTUM_BUF_DTYPE)
-    _r8_part = tl.full((), 0.0, tl.float32)
-    _r13_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
+    __r8_part = tl.full((), 0.0, tl.float32)
+    __r13_part = tl.full((), 0.0, tl.float32)
     _s_momentum_buf = momentum_buf
     _s_param = param
     _s_momentum_buf = ((momentum * _s_momentum_buf) + (_h1 * grad))
@@ -451,7 +451,7 @@ def _sgdp_phase5_kernel(
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h3)
         if in_channel:
             _r5 = tl.load(_reduced_channel + 3 * _n_channels + _ch)
@@ -464,22 +464,22 @@ def _sgdp_phase5_kernel(
                 grad_radial = (p_n * _r7)
                 grad_perp = (grad - grad_radial)
                 agree = tl.where(((d_p * grad_perp) > 0.0), 1.0, 0.0)
-                _r8_part = fold_sum(agree, mask)
+                __r8_part = fold_sum(agree, _mask)
         else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + t)
-            _r12 = tl.load(reduced + 4 * _n_tensors + t)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            _r12 = tl.load(reduced + 4 * _n_tensors + _t)
             cos_l = _r12
-            _r13_part = fold_max(tl.abs(cos_l), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r8_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r13_part)
+            __r13_part = fold_max(tl.abs(cos_l), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r8_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r13_part)
 
 
 @triton.jit
 def _sgdp_phase6_kernel(
-    param_ptrs,
-    grad_ptrs,
-    momentum_buf_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -494,40 +494,40 @@ def _sgdp_phase6_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    MOMENTUM_BUF_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of dot per channel, norm, mean
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + t * N_COLUMNS + 10)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    momentum_buf = load_stream(momentum_buf_ptrs, t, offs, mask, MOMENTUM_BUF_DTYPE)
-    _r9_part = tl.full((), 0.0, tl.float32)
-    _r14_part = tl.full((), 0.0, tl.float32)
-    _r19_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
+    __r9_part = tl.full((), 0.0, tl.float32)
+    __r14_part = tl.full((), 0.0, tl.float32)
+    __r19_part = tl.full((), 0.0, tl.float32)
     _s_momentum_buf = momentum_buf
     _s_param = param
     _s_momentum_buf = ((momentum * _s_momentum_buf) + (_h1 * grad))
@@ -540,7 +540,7 @@ def _sgdp_phase6_kernel(
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h3)
         if in_channel:
             _r5 = tl.load(_reduced_channel + 3 * _n_channels + _ch)
@@ -553,33 +553,33 @@ def _sgdp_phase6_kernel(
                 grad_radial = (p_n * _r7)
                 grad_perp = (grad - grad_radial)
                 agree = tl.where(((d_p * grad_perp) > 0.0), 1.0, 0.0)
-                _r8 = tl.load(reduced + 1 * _n_tensors + t)
+                _r8 = tl.load(reduced + 1 * _n_tensors + _t)
                 agree = tl.div_rn(agree, _maximum(_r8, 0.001))
                 d_p = (d_p * agree)
-                _r9_part = fold_sum((p_n * d_p), mask)
+                __r9_part = fold_sum((p_n * d_p), _mask)
         else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + t)
-            _r12 = tl.load(reduced + 4 * _n_tensors + t)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            _r12 = tl.load(reduced + 4 * _n_tensors + _t)
             cos_l = _r12
-            _r13 = tl.load(reduced + 5 * _n_tensors + t)
+            _r13 = tl.load(reduced + 5 * _n_tensors + _t)
             in_layer = (_r13 < _h6)
             if in_layer:
-                _r14_part = fold_sum((_s_param * _s_param), mask)
+                __r14_part = fold_sum((_s_param * _s_param), _mask)
             else:
                 if CAUTION:
                     agree = tl.where(((d_p * grad) > 0.0), 1.0, 0.0)
-                    _r19_part = fold_sum(agree, mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r9_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r14_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + pid, _r19_part)
+                    __r19_part = fold_sum(agree, _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r9_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r14_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r19_part)
 
 
 @triton.jit
 def _sgdp_phase7_kernel(
-    param_ptrs,
-    grad_ptrs,
-    momentum_buf_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -594,39 +594,39 @@ def _sgdp_phase7_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    MOMENTUM_BUF_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of dot, dot
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + t * N_COLUMNS + 10)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    momentum_buf = load_stream(momentum_buf_ptrs, t, offs, mask, MOMENTUM_BUF_DTYPE)
-    _r15_part = tl.full((), 0.0, tl.float32)
-    _r16_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
+    __r15_part = tl.full((), 0.0, tl.float32)
+    __r16_part = tl.full((), 0.0, tl.float32)
     _s_momentum_buf = momentum_buf
     _s_param = param
     _s_momentum_buf = ((momentum * _s_momentum_buf) + (_h1 * grad))
@@ -639,32 +639,32 @@ def _sgdp_phase7_kernel(
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h3)
         if in_channel:
             pass
         else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + t)
-            _r12 = tl.load(reduced + 4 * _n_tensors + t)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            _r12 = tl.load(reduced + 4 * _n_tensors + _t)
             cos_l = _r12
-            _r13 = tl.load(reduced + 5 * _n_tensors + t)
+            _r13 = tl.load(reduced + 5 * _n_tensors + _t)
             in_layer = (_r13 < _h6)
             if in_layer:
-                _r14 = tl.load(reduced + 6 * _n_tensors + t)
+                _r14 = tl.load(reduced + 6 * _n_tensors + _t)
                 p_n = tl.div_rn(_s_param, (_r14 + eps))
-                _r15_part = fold_sum((p_n * d_p), mask)
+                __r15_part = fold_sum((p_n * d_p), _mask)
                 if CAUTION:
-                    _r16_part = fold_sum((p_n * grad), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r15_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + pid, _r16_part)
+                    __r16_part = fold_sum((p_n * grad), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r15_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r16_part)
 
 
 @triton.jit
 def _sgdp_phase8_kernel(
-    param_ptrs,
-    grad_ptrs,
-    momentum_buf_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -679,38 +679,38 @@ def _sgdp_phase8_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    MOMENTUM_BUF_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of mean
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + t * N_COLUMNS + 10)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    momentum_buf = load_stream(momentum_buf_ptrs, t, offs, mask, MOMENTUM_BUF_DTYPE)
-    _r17_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
+    __r17_part = tl.full((), 0.0, tl.float32)
     _s_momentum_buf = momentum_buf
     _s_param = param
     _s_momentum_buf = ((momentum * _s_momentum_buf) + (_h1 * grad))
@@ -723,37 +723,37 @@ def _sgdp_phase8_kernel(
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h3)
         if in_channel:
             pass
         else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + t)
-            _r12 = tl.load(reduced + 4 * _n_tensors + t)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            _r12 = tl.load(reduced + 4 * _n_tensors + _t)
             cos_l = _r12
-            _r13 = tl.load(reduced + 5 * _n_tensors + t)
+            _r13 = tl.load(reduced + 5 * _n_tensors + _t)
             in_layer = (_r13 < _h6)
             if in_layer:
-                _r14 = tl.load(reduced + 6 * _n_tensors + t)
+                _r14 = tl.load(reduced + 6 * _n_tensors + _t)
                 p_n = tl.div_rn(_s_param, (_r14 + eps))
-                _r15 = tl.load(reduced + 7 * _n_tensors + t)
+                _r15 = tl.load(reduced + 7 * _n_tensors + _t)
                 radial = (p_n * _r15)
                 d_p = (d_p - radial)
                 if CAUTION:
-                    _r16 = tl.load(reduced + 8 * _n_tensors + t)
+                    _r16 = tl.load(reduced + 8 * _n_tensors + _t)
                     grad_radial = (p_n * _r16)
                     grad_perp = (grad - grad_radial)
                     agree = tl.where(((d_p * grad_perp) > 0.0), 1.0, 0.0)
-                    _r17_part = fold_sum(agree, mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r17_part)
+                    __r17_part = fold_sum(agree, _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r17_part)
 
 
 @triton.jit
 def _sgdp_phase9_kernel(
-    param_ptrs,
-    grad_ptrs,
-    momentum_buf_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -768,38 +768,38 @@ def _sgdp_phase9_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    MOMENTUM_BUF_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # partials of dot
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + t * N_COLUMNS + 10)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    momentum_buf = load_stream(momentum_buf_ptrs, t, offs, mask, MOMENTUM_BUF_DTYPE)
-    _r18_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
+    __r18_part = tl.full((), 0.0, tl.float32)
     _s_momentum_buf = momentum_buf
     _s_param = param
     _s_momentum_buf = ((momentum * _s_momentum_buf) + (_h1 * grad))
@@ -812,40 +812,40 @@ def _sgdp_phase9_kernel(
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h3)
         if in_channel:
             pass
         else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + t)
-            _r12 = tl.load(reduced + 4 * _n_tensors + t)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            _r12 = tl.load(reduced + 4 * _n_tensors + _t)
             cos_l = _r12
-            _r13 = tl.load(reduced + 5 * _n_tensors + t)
+            _r13 = tl.load(reduced + 5 * _n_tensors + _t)
             in_layer = (_r13 < _h6)
             if in_layer:
-                _r14 = tl.load(reduced + 6 * _n_tensors + t)
+                _r14 = tl.load(reduced + 6 * _n_tensors + _t)
                 p_n = tl.div_rn(_s_param, (_r14 + eps))
-                _r15 = tl.load(reduced + 7 * _n_tensors + t)
+                _r15 = tl.load(reduced + 7 * _n_tensors + _t)
                 radial = (p_n * _r15)
                 d_p = (d_p - radial)
                 if CAUTION:
-                    _r16 = tl.load(reduced + 8 * _n_tensors + t)
+                    _r16 = tl.load(reduced + 8 * _n_tensors + _t)
                     grad_radial = (p_n * _r16)
                     grad_perp = (grad - grad_radial)
                     agree = tl.where(((d_p * grad_perp) > 0.0), 1.0, 0.0)
-                    _r17 = tl.load(reduced + 9 * _n_tensors + t)
+                    _r17 = tl.load(reduced + 9 * _n_tensors + _t)
                     agree = tl.div_rn(agree, _maximum(_r17, 0.001))
                     d_p = (d_p * agree)
-                    _r18_part = fold_sum((p_n * d_p), mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + pid, _r18_part)
+                    __r18_part = fold_sum((p_n * d_p), _mask)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r18_part)
 
 
 @triton.jit
 def _sgdp_kernel(
-    param_ptrs,
-    grad_ptrs,
-    momentum_buf_ptrs,
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
     numels,
     work_tensor,
     work_start,
@@ -860,37 +860,37 @@ def _sgdp_kernel(
     _scalar_out,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
-    PARAM_DTYPE: tl.constexpr,
-    GRAD_DTYPE: tl.constexpr,
-    MOMENTUM_BUF_DTYPE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # the update: reads every reduction, stores
-    pid = tl.program_id(0)
-    t = tl.load(work_tensor + pid)
-    _start = tl.load(work_start + pid)
-    offs = _start + tl.arange(0, BLOCK)
-    mask = offs < tl.load(work_end + pid)
-    _ch = tl.load(work_channel + pid)
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)
+    _offs = _start + tl.arange(0, BLOCK)
+    _mask = _offs < tl.load(work_end + _pid)
+    _ch = tl.load(work_channel + _pid)
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + t * N_COLUMNS + 10)
-    param = load_stream(param_ptrs, t, offs, mask, PARAM_DTYPE)
-    grad = load_stream(grad_ptrs, t, offs, mask, GRAD_DTYPE)
-    momentum_buf = load_stream(momentum_buf_ptrs, t, offs, mask, MOMENTUM_BUF_DTYPE)
+    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
     momentum_buf = ((momentum * momentum_buf) + (_h1 * grad))
     if NESTEROV:
         d_p = (grad + (momentum_buf * momentum))
@@ -901,7 +901,7 @@ def _sgdp_kernel(
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + t)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h3)
         if in_channel:
             _r5 = tl.load(_reduced_channel + 3 * _n_channels + _ch)
@@ -914,7 +914,7 @@ def _sgdp_kernel(
                 grad_radial = (p_n * _r7)
                 grad_perp = (grad - grad_radial)
                 agree = tl.where(((d_p * grad_perp) > 0.0), 1.0, 0.0)
-                _r8 = tl.load(reduced + 1 * _n_tensors + t)
+                _r8 = tl.load(reduced + 1 * _n_tensors + _t)
                 agree = tl.div_rn(agree, _maximum(_r8, 0.001))
                 d_p = (d_p * agree)
                 _r9 = tl.load(_reduced_channel + 6 * _n_channels + _ch)
@@ -923,27 +923,27 @@ def _sgdp_kernel(
             if _h4:
                 param = (param * _h5)
         else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + t)
-            _r12 = tl.load(reduced + 4 * _n_tensors + t)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            _r12 = tl.load(reduced + 4 * _n_tensors + _t)
             cos_l = _r12
-            _r13 = tl.load(reduced + 5 * _n_tensors + t)
+            _r13 = tl.load(reduced + 5 * _n_tensors + _t)
             in_layer = (_r13 < _h6)
             if in_layer:
-                _r14 = tl.load(reduced + 6 * _n_tensors + t)
+                _r14 = tl.load(reduced + 6 * _n_tensors + _t)
                 p_n = tl.div_rn(param, (_r14 + eps))
-                _r15 = tl.load(reduced + 7 * _n_tensors + t)
+                _r15 = tl.load(reduced + 7 * _n_tensors + _t)
                 radial = (p_n * _r15)
                 d_p = (d_p - radial)
                 if CAUTION:
-                    _r16 = tl.load(reduced + 8 * _n_tensors + t)
+                    _r16 = tl.load(reduced + 8 * _n_tensors + _t)
                     grad_radial = (p_n * _r16)
                     grad_perp = (grad - grad_radial)
                     agree = tl.where(((d_p * grad_perp) > 0.0), 1.0, 0.0)
-                    _r17 = tl.load(reduced + 9 * _n_tensors + t)
+                    _r17 = tl.load(reduced + 9 * _n_tensors + _t)
                     agree = tl.div_rn(agree, _maximum(_r17, 0.001))
                     d_p = (d_p * agree)
-                    _r18 = tl.load(reduced + 10 * _n_tensors + t)
+                    _r18 = tl.load(reduced + 10 * _n_tensors + _t)
                     radial = (p_n * _r18)
                     d_p = (d_p - radial)
                 if _h7:
@@ -951,7 +951,7 @@ def _sgdp_kernel(
             else:
                 if CAUTION:
                     agree = tl.where(((d_p * grad) > 0.0), 1.0, 0.0)
-                    _r19 = tl.load(reduced + 11 * _n_tensors + t)
+                    _r19 = tl.load(reduced + 11 * _n_tensors + _t)
                     agree = tl.div_rn(agree, _maximum(_r19, 0.001))
                     d_p = (d_p * agree)
                 if _h9:
@@ -959,14 +959,14 @@ def _sgdp_kernel(
     else:
         if CAUTION:
             agree = tl.where(((d_p * grad) > 0.0), 1.0, 0.0)
-            _r20 = tl.load(reduced + 12 * _n_tensors + t)
+            _r20 = tl.load(reduced + 12 * _n_tensors + _t)
             agree = tl.div_rn(agree, _maximum(_r20, 0.001))
             d_p = (d_p * agree)
         if _h11:
             param = (param * _h12)
     param = (param - (lr * d_p))
-    store_stream(momentum_buf_ptrs, t, offs, momentum_buf, mask, MOMENTUM_BUF_DTYPE)
-    store_stream(param_ptrs, t, offs, param, mask, PARAM_DTYPE)
+    store_stream(_momentum_buf_ptrs, _t, _offs, momentum_buf, _mask, _DTYPE_MOMENTUM_BUF)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
 
 
 def _finish_amax(r, n):
@@ -1084,9 +1084,9 @@ def _launch(kernel, run, constexprs):
         run.partials,
         run.scalar_out,
         **constexprs,
-        PARAM_DTYPE=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
-        GRAD_DTYPE=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
-        MOMENTUM_BUF_DTYPE=_krt.dtype_code(run.view["momentum_buf"][0]) if "momentum_buf" in run.view else 0,
+        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
+        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
+        _DTYPE_MOMENTUM_BUF=_krt.dtype_code(run.view["momentum_buf"][0]) if "momentum_buf" in run.view else 0,
         N_COLUMNS=11,
         BLOCK=run.block,
     )

@@ -165,3 +165,17 @@ def walk(expr: Expr):
             stack.extend(reversed(e.operands))
         elif isinstance(e, Ternary):
             stack.extend((e.other, e.then, e.cond))
+
+
+def assigned_names(body) -> set[str]:
+    """Every name a block assigns, at any depth (without recursion)."""
+    out: set[str] = set()
+    stack = list(body)
+    while stack:
+        s = stack.pop()
+        if isinstance(s, Assign):
+            out.add(s.target)
+        elif isinstance(s, If):
+            stack.extend(s.then)
+            stack.extend(s.other)
+    return out

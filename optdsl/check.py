@@ -12,7 +12,7 @@ from .definite import unguarded_empty_reads
 from .ir import SCOPE_KIND, SCOPES
 from .diagnostics import Reporter, Span
 from .ir import Kind, Type
-from .names import message_parts, problem_with_class_name, problem_with_derived_name, problem_with_name, state_list_names
+from .names import message_parts, problem_with_class_name, problem_with_name
 
 MAX_TUPLE = 8
 
@@ -53,7 +53,6 @@ class Checker:
         self.flags = {f.name: f for f in spec.flags}
         self.states = {s.name: s for s in spec.states}
         self.param_stored = False
-        self.list_names: dict[str, str | None] = {}
         # scalar states stored from a reduction: they live on the device, and reading them is a
         # device value too (a fixed point: see infer_device_scalars)
         self.device_scalars: set[str] = set()
@@ -73,13 +72,8 @@ class Checker:
                 self.r.error(decl.span, f"'{decl.name}' is declared twice (first at line {seen[decl.name].line})")
                 continue
             seen[decl.name] = decl.span
-            if (why := problem_with_name(decl.name) or self.derived_clash(decl.name)):
+            if (why := problem_with_name(decl.name, api=not isinstance(decl, ast.State))):
                 self.r.error(decl.span, why)
-        self.list_names = state_list_names([s.name for s in spec.states], seen)
-        for s in spec.states:
-            if self.list_names.get(s.name) is None:
-                self.r.error(s.span, f"state '{s.name}' needs a list named '{s.name}s' or '{s.name}_list' in generated "
-                                     "code, and both clash with other names")
         keys: dict[str, ast.State] = {}
         for s in spec.states:
             key = s.key if s.key is not None else s.name
@@ -160,10 +154,6 @@ class Checker:
             elif index is not None and (h is None or not h.is_tuple or index >= len(h.default)):
                 self.r.error(req.span, f"the `require` message shows '{name}[{index}]', which is not an entry of a tuple hyper")
 
-    def derived_clash(self, name: str) -> str | None:
-        return problem_with_derived_name(name, ["param", "grad", *self.states],
-                                         {h.name: len(h.default) for h in self.spec.hypers if h.is_tuple})
-
     def check_state(self, s: ast.State) -> None:
         if s.shape not in ("tensor", "scalar"):
             self.r.error(s.span, f"unknown state shape '{s.shape}' (expected 'scalar'; tensor state needs no annotation)")
@@ -240,14 +230,9 @@ class Checker:
                 elif s.shape == "scalar" and value is not None and value.kind is Kind.REDUCED:
                     self.stored_from_device.add(t)
             return
-        if (why := problem_with_name(t) or self.derived_clash(t)):
+        if (why := problem_with_name(t)):
             self.r.error(st.target_span, why)
             locals_[t] = Local(Kind.TENSOR, None)   # poisoned: its uses stay quiet, this error said it all
-            return
-        if t in self.list_names.values():
-            owner = next(n for n, v in self.list_names.items() if v == t)
-            self.r.error(st.target_span, f"'{t}' is the name generated code gives the list of state '{owner}'; choose another name")
-            locals_[t] = Local(Kind.TENSOR, None)   # poisoned: later uses stay quiet
             return
         if value is None:
             locals_[t] = Local(Kind.TENSOR, None)  # poisoned: later uses stay quiet, the first error said it all

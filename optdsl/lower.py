@@ -180,7 +180,7 @@ class Lowerer:
     def lower(self) -> Program:
         spec = self.spec
         declared = {d.name for d in (*spec.hypers, *spec.flags, *spec.states)}
-        lists = state_list_names([s.name for s in spec.states], declared)
+        lists = state_list_names([s.name for s in spec.states], declared | ast.assigned_names(spec.body))
         # a scalar state stored from a reduction lives on the device (a fixed point: reading it is a
         # device value, which may make other scalar states device ones)
         while True:

@@ -12,24 +12,34 @@ import re
 IDENT = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 CLASS_NAME = re.compile(r"[A-Z][A-Za-z0-9]{0,63}\Z")
 
-# Names the generated modules use themselves, or that would shadow what they import.
+# Every name generated code uses itself in a scope that also binds spec names: its imports, the
+# Python builtins, the torch.optim signatures' arguments, the bookkeeping locals it spells plainly
+# (the launcher's buckets and tables, ...; the kernel's and the loop's, `_pid _t _offs _mask _i`,
+# start with `_`). A spec may still use any of them: `ident()` emits such a spec name as `_<name>_`,
+# a form nothing else in generated code takes (generated names are plain words, or start with `_`
+# and never end with one).
+# Over-listing is harmless (a spec name is renamed that need not be); under-listing is a bug
+# (tests/test_injection.py compiles a spec taking every one of these names).
 GENERATED = frozenset("""
     torch tl triton math np numpy os sys self cls super group groups state params param_groups grads
     state_steps step_t closure loss defaults foreach fused capturable differentiable params_with_grad
-    Tensor Optimizer kernel launch device dtype offs mask pid has_sparse_grad optimizer partitioned
-    state_dtype stochastic_rounding rounding_seed rounding_step
-""".split())
-# Locals of the generated functions (the loop's index, the kernel's tensor index, the fused launcher's
-# and the foreach path's bookkeeping, the functional API's dispatch): a spec name equal to one would
-# overwrite it, or be overwritten by it (found by optdsl.fuzz: `t` as a local sent the kernel's
-# stores to a wrong tensor).
-GENERATED_LOCALS = frozenset("""
-    t i rows streams index view copies numels work_tensor work_start ptrs head table inputs hypers
+    Tensor Optimizer kernel launch device dtype optimizer annotations
+    load_stream store_stream load_scalar fold_sum fold_max write_scalar_states run programs
+    j p r rows streams index view copies numels work_tensor work_start ptrs head table inputs hypers
     states block kernels reason func per_tensor steps original_params active stored n_columns
-    reduced partials work_end work_channel scratch phase numel_list
+    reduced partials work_end work_channel scratch phase numel_list value ts n_tensors new_partials
+    reduced_channel work shape_input
 """.split())
-RESERVED = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins)) | GENERATED \
-    | GENERATED_LOCALS
+PYTHON_BUILTINS = frozenset(n for n in dir(builtins) if not n.startswith("_"))
+# Spec names emitted as `_<name>_` (see ident()).
+SHADOWED = GENERATED | PYTHON_BUILTINS
+# The torch.optim API's own argument names: a hyper or flag is a constructor keyword, a param_group
+# key and a keyword of the functional form, so it cannot take one of these (states and locals can).
+API_NAMES = frozenset({"self", "params", "grads", "state_steps", "foreach", "fused", "capturable",
+                       "differentiable", "state_dtype", "stochastic_rounding", "rounding_seed",
+                       "rounding_step", "partitioned"})
+# Class names a spec may not take (they would shadow what the generated module uses).
+RESERVED = PYTHON_BUILTINS | frozenset({"Optimizer", "Tensor", "GeneratedOptimizer"})
 # Spec-level words with a meaning of their own.
 LANGUAGE = frozenset({"param", "grad", "step", "zeros", "empty", "scalar", "tensor", "true", "false",
                       "optimizer", "hyper", "flag", "state", "require", "update", "where", "if", "else",
@@ -37,31 +47,20 @@ LANGUAGE = frozenset({"param", "grad", "step", "zeros", "empty", "scalar", "tens
                       "channel", "group", "numel", "ndim", "channel_numel", "per", "inf", "initial_lr"})
 
 
-def problem_with_name(name: str) -> str | None:
-    """Why `name` cannot be declared in a spec, or None if it can."""
+def problem_with_name(name: str, api: bool = False) -> str | None:
+    """Why `name` cannot be declared in a spec, or None if it can. `api`: a hyper's or a flag's name,
+    which the optimizer's API spells as it is (see API_NAMES)."""
     if not IDENT.match(name):
         if len(name) > 64:
             return "names are at most 64 characters"
         return "names are lower-case ASCII letters, digits and '_', starting with a letter"
     if name in LANGUAGE:
         return f"'{name}' is a word of the language"
-    if name in RESERVED:
-        return f"'{name}' is reserved (it would shadow a Python or generated-code name)"
-    return None
-
-
-def problem_with_derived_name(name: str, streams, tuple_hypers: dict[str, int]) -> str | None:
-    """Why `name` would clash with a name generated code derives from the spec's others, or None:
-    a stream's pointer table, dtype and presence constexprs (`m_ptrs`, `M_DTYPE`, `HAS_M`), an
-    `empty` state's host flag (`m_is_empty`), a tuple hyper's kernel arguments (`betas_0`).
-    `streams`: 'param', 'grad' and the state names."""
-    for s in streams:
-        for derived in (f"{s}_ptrs", f"{s}_dtype", f"has_{s}", f"{s}_is_empty", f"{s}s_out", f"{s}_list_out"):
-            if name == derived:
-                return f"'{name}' is the name generated code gives a value it derives from '{s}'; choose another name"
-    m = re.fullmatch(r"(.+)_(\d+)", name)
-    if m and m.group(1) in tuple_hypers and int(m.group(2)) < tuple_hypers[m.group(1)]:
-        return f"'{name}' is the name generated code gives entry {m.group(2)} of '{m.group(1)}'; choose another name"
+    if keyword.iskeyword(name):
+        return f"'{name}' is a Python keyword"
+    if api and name in API_NAMES:
+        return (f"'{name}' is an argument of the optimizer's API (torch.optim's constructor or functional "
+                "form), so a hyper or flag cannot take it")
     return None
 
 
@@ -74,9 +73,73 @@ def problem_with_class_name(name: str) -> str | None:
 
 
 def ident(name: str) -> str:
-    """The only door from a spec name to generated code."""
+    """The only door from a spec name to generated code: `name` itself, or `_<name>_` for a name that
+    generated code uses itself (SHADOWED). Names generated code derives from a spec name are built
+    from this one (`_<ident>_ptrs`, `_HAS_<IDENT>`, ...): each family has a `_` prefix and a suffix
+    (or prefix) of its own, so they cannot meet each other, a spec name or a generated word."""
     if not (IDENT.match(name) or CLASS_NAME.match(name) or re.fullmatch(r"_?[A-Za-z][A-Za-z0-9_]*", name)) \
             or keyword.iskeyword(name):
+        raise ValueError(f"not a safe identifier: {name!r}")
+    return f"_{name}_" if name in SHADOWED else name
+
+
+# Names generated code derives from a spec name (`i` = ident(name)). Every family starts with `_`
+# and has an ending (lower case) or a start (upper case) no other family, no `_<name>_` and no
+# generated word has, so two of them never meet whatever the spec's names:
+#   `_<i>_ptrs` `_<i>_is_empty` `_<i>_stored` `_<i>_new` `_<i>_part` `_<i>_parts` `_<list>_out`
+#   `_<i>_<k>` (entry k of a tuple hyper), `_HAS_<I>` `_DTYPE_<I>` `_SET_<I>`; host values are `_h<n>`.
+def ptrs_name(name: str) -> str:
+    return f"_{ident(name)}_ptrs"
+
+
+def is_empty_name(name: str) -> str:
+    return f"_{ident(name)}_is_empty"
+
+
+def stored_name(name: str) -> str:
+    return f"_{ident(name)}_stored"
+
+
+def new_name(name: str) -> str:
+    return f"_{ident(name)}_new"
+
+
+def part_name(name: str) -> str:
+    return f"_{ident(name)}_part"
+
+
+def parts_name(name: str) -> str:
+    return f"_{ident(name)}_parts"
+
+
+def out_name(list_name: str) -> str:
+    return f"_{ident(list_name)}_out"
+
+
+def entry_name(name: str, index: int) -> str:
+    return f"_{ident(name)}_{int(index)}"
+
+
+def has_name(name: str) -> str:
+    return f"_HAS_{ident(name).upper()}"
+
+
+def dtype_name(name: str) -> str:
+    return f"_DTYPE_{ident(name).upper()}"
+
+
+def set_name(name: str) -> str:
+    return f"_SET_{ident(name).upper()}"
+
+
+# the upper-case families above stay apart from a flag's constexpr (its name upper-cased, or `_<NAME>_`)
+assert not any(re.match(r"(has|dtype|set)_|h\d", n) for n in SHADOWED), "a SHADOWED name would meet a derived one"
+
+
+def api_name(name: str) -> str:
+    """A spec name where the API spells it as it is: a constructor or functional keyword, a
+    param_group key. Checked like ident(), never renamed."""
+    if not IDENT.match(name) or keyword.iskeyword(name):
         raise ValueError(f"not a safe identifier: {name!r}")
     return name
 
@@ -115,20 +178,20 @@ def plural(name: str) -> str:
 LIST_SUFFIX = "_list"
 
 
-def state_list_names(states, taken) -> dict[str, str | None]:
+def state_list_names(states, taken) -> dict[str, str]:
     """The list name each state gets in generated code (the functional API's argument):
-    its plural (exp_avg -> exp_avgs), or `<name>_list` where the plural is already a
-    name of the spec (Rprop's state `step_size` beside its hyper `step_sizes`).
-    None where both are taken: the checker reports it."""
-    taken = set(taken) | RESERVED
-    out: dict[str, str | None] = {}
+    its plural (exp_avg -> exp_avgs), else `<name>_list`, `<name>_list2`, ... where the plural is
+    already a name of the spec (Rprop's state `step_size` beside its hyper `step_sizes`).
+    `taken`: every name the spec declares or assigns."""
+    taken = set(taken) | SHADOWED | set(keyword.kwlist)   # state `i`: not `is`
+    out: dict[str, str] = {}
     for name in states:
-        chosen = None
-        for candidate in (plural(name), name + LIST_SUFFIX):
-            if candidate not in taken and candidate not in out.values():
-                chosen = candidate
-                break
-        out[name] = chosen
+        k = 1
+        candidate = plural(name)
+        while candidate in taken or candidate in out.values():
+            candidate = name + LIST_SUFFIX + (str(k) if k > 1 else "")
+            k += 1
+        out[name] = candidate
     return out
 
 

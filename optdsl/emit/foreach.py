@@ -7,7 +7,7 @@ import re
 
 from ..builtins import OPS, REDUCTIONS
 from ..ir import LEAF, REDUCE, UNARY, Kind, Let, Op, Program, Stmt, Store, Type, Value
-from ..names import ident
+from ..names import ident, out_name
 from .common import Writer, across_ranks, float_literal
 from .forms import alpha_scaled, is_target, neg, number_args, reads, rest_forms, split_accumulate
 from .host import Column, host_expr, is_device_stmt, may_be_tensor, tensor_capable
@@ -382,7 +382,7 @@ class ForeachEmitter:
                     w.line(f"if {d}[_j] is None:")
                     with w.indent():
                         w.line(f"{d}[_j] = torch.clone(_t).detach()")
-                        w.line(f"{d}_out[_j] = _rt.like_param({d}[_j], original_params[_j])")
+                        w.line(f"{out_name(d)}[_j] = _rt.like_param({d}[_j], original_params[_j])")
                     w.line("else:")
                     with w.indent():
                         w.line(f"{d}[_j].copy_(_t)")
@@ -400,7 +400,7 @@ class ForeachEmitter:
                 with w.indent():
                     src = self.full_list(v.args[1], target)
                     w.line(f"{d} = [torch.clone(t).detach() for t in {src}]")
-                    w.line(f"{d}_out[:] = [_rt.like_param(_t, _p) for _t, _p in zip({d}, original_params)]")
+                    w.line(f"{out_name(d)}[:] = [_rt.like_param(_t, _p) for _t, _p in zip({d}, original_params)]")
                 w.line("else:")
                 with w.indent():
                     mark = len(w.lines)

@@ -4,7 +4,7 @@ fused paths share."""
 from __future__ import annotations
 
 from ..ir import SHAPE_INPUTS, shape_input_name, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_values, stmt_values, walk_stmts
-from ..names import ident, literal
+from ..names import ident, is_empty_name, literal, stored_name
 from ..plan.table import (Column, columns, first_stored, is_device_stmt, per_tensor_inputs,  # noqa: F401
                           scalar_states, shape_inputs)
 from .common import Writer, float_literal, render
@@ -89,7 +89,7 @@ def emit_per_tensor_function(p: Program, fn_name: str, cols: list[Column] | None
                       for n in walk_values(v))}
     w = Writer()
     params = per_tensor_inputs(p)
-    kw = list(p.group_value_names)
+    kw = [ident(n) for n in p.group_value_names]
     sig = ", ".join(params + (["*"] + kw if kw else []))
     w.line(f"def {fn_name}({sig}):")
     with w.indent():
@@ -98,22 +98,22 @@ def emit_per_tensor_function(p: Program, fn_name: str, cols: list[Column] | None
             w.line(f"{ident(c.name)} = {'False' if c.type is Type.BOOL else '0.0'}")
         for name in first_stored(p):
             if name in tracked:
-                w.line(f"_stored_{ident(name)} = False")
+                w.line(f"{stored_name(name)} = False")
 
         def block(stmts):
             emitted = False
             for s in stmts:
                 if isinstance(s, Let) and s.value.kind.on_host:
-                    w.line(f"{ident(s.name)} = {host_expr(s.value, scalar_state=lambda n: n, is_empty=lambda n: n + '_is_empty')}")
+                    w.line(f"{ident(s.name)} = {host_expr(s.value, scalar_state=lambda n: n, is_empty=lambda n: f'_{n}_is_empty')}")
                     emitted = True
                 elif isinstance(s, Store) and s.target != "param" and p.state(s.target).kind is Kind.TENSOR_SCALAR:
-                    w.line(f"{ident(s.target)} = {scalar_store_host(s.target, s.value, scalar_state=lambda n: n, is_empty=lambda n: n + '_is_empty')}")
+                    w.line(f"{ident(s.target)} = {scalar_store_host(s.target, s.value, scalar_state=lambda n: n, is_empty=lambda n: f'_{n}_is_empty')}")
                     emitted = True
                 elif isinstance(s, Store) and s.target in tracked | reread:
                     if s.target in tracked:
-                        w.line(f"_stored_{ident(s.target)} = True")
+                        w.line(f"{stored_name(s.target)} = True")
                     if s.target in reread:
-                        w.line(f"{ident(s.target)}_is_empty = False")
+                        w.line(f"{is_empty_name(s.target)} = False")
                     emitted = True
                 elif isinstance(s, If) and s.cond.kind.on_device and _has_host(s):
                     # a condition on a reduction is known on the device only: the host math under it
@@ -122,7 +122,7 @@ def emit_per_tensor_function(p: Program, fn_name: str, cols: list[Column] | None
                     emitted |= block(s.then)
                     emitted |= block(s.other)
                 elif isinstance(s, If) and _has_host(s):
-                    w.line(f"if {host_expr(s.cond, scalar_state=lambda n: n, is_empty=lambda n: n + '_is_empty')}:")
+                    w.line(f"if {host_expr(s.cond, scalar_state=lambda n: n, is_empty=lambda n: f'_{n}_is_empty')}:")
                     with w.indent():
                         if not block(s.then):
                             w.line("pass")
@@ -137,7 +137,7 @@ def emit_per_tensor_function(p: Program, fn_name: str, cols: list[Column] | None
             return _has_host_block(s.then, p, tracked | reread) or _has_host_block(s.other, p, tracked | reread)
         block(p.body)
         results = [ident(c.name) for c in cols] + [ident(n) for n in scalar_states(p)]
-        results += [f"_stored_{ident(n)}" for n in first_stored(p) if n in tracked]
+        results += [stored_name(n) for n in first_stored(p) if n in tracked]
         w.line(f"return ({', '.join(results)}{',' if len(results) == 1 else ''})")
     return w.text()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..builtins import OPS, REDUCTIONS
 from ..ir import LEAF, REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, const
-from ..names import ident
+from ..names import ident, parts_name
 from ..plan import Phase
 from .common import Writer
 from .forms import INPLACE_UNARY, BINARY_METHOD, alpha_scaled, is_target, neg, number_args, reads, rest_forms, split_accumulate
@@ -141,7 +141,7 @@ class LoopEmitter:
 
     def group_part(self, name: str, v: Value) -> str:
         """This tensor's part of group reduction `name`, kept for the combine after the loop."""
-        return f"{parts_list(name)}[i] = {REDUCTIONS[v.op].part.format(*self.reduction_operands(v))}"
+        return f"{parts_list(name)}[_i] = {REDUCTIONS[v.op].part.format(*self.reduction_operands(v))}"
 
     # ---- statements ------------------------------------------------------------
     def body(self, stmts: tuple[Stmt, ...], w: Writer) -> None:
@@ -181,7 +181,7 @@ class LoopEmitter:
                     src, fresh = f"_rt.expand({src}, param)", False
                 # the list keeps it as the parameter is (complex where it is); `d` stays the real view
                 w.line(f"{d} = {src if fresh else f'torch.clone({src}).detach()'}")
-                w.line(f"{ident(self.p.list_name(target))}[i] = _rt.like_param({d}, params[i])")
+                w.line(f"{ident(self.p.list_name(target))}[_i] = _rt.like_param({d}, params[_i])")
             w.line("else:")
             with w.indent():
                 self.store_into(d, target, later, w)
@@ -285,7 +285,7 @@ class LoopEmitter:
 
 def parts_list(name: str) -> str:
     """The loop path's list of per-tensor parts of group reduction `name`."""
-    return f"_parts{ident(name)}"
+    return parts_name(name)
 
 
 def specialize_value(v: Value, op: Op, arg, value) -> Value:

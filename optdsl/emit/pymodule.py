@@ -8,7 +8,7 @@ import jinja2
 from ..builtins import REDUCTIONS
 from ..ir import Kind, Program, Type
 from ..plan import make_plan
-from ..names import ident, literal, message_parts, message_source, module_name
+from ..names import api_name, ident, literal, message_parts, message_source, module_name, out_name
 from ..resources import data_dir
 from .common import Writer, across_ranks
 from .foreach import ForeachEmitter
@@ -35,13 +35,21 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     hoisted, cols = foreach_plan.program, list(foreach_plan.columns)
     tensor_states = [s for s in p.states if s.kind is Kind.TENSOR]
     state_lists = [{"name": ident(s.name), "plural": ident(s.list), "key": s.storage_key} for s in p.states]
-    default_names = [ident(h.name) for h in p.hypers] + [ident(f.name) for f in p.flags]
-    hyper_names = [ident(n) for n in p.group_value_names]   # read from the group: `initial_lr` too
+    # a hyper or flag is spelled as it is where the API shows it (constructor and functional keywords,
+    # param_group keys), and through ident() inside the generated functions' bodies
+    api_names = [api_name(h.name) for h in p.hypers] + [api_name(f.name) for f in p.flags]
+    from_group = [f"{ident(h.name)} = group[{literal(api_name(h.name))}]" for h in p.hypers]
+    from_group += [f"{ident(f.name)} = group[{literal(api_name(f.name))}]" for f in p.flags]
+    # what the update reads from the group: the hypers, the flags, and `initial_lr` where it is read
+    hyper_names = [ident(n) for n in p.group_value_names]
+    group_names = [api_name(n) for n in p.group_value_names]
 
     # __init__: positional hypers then flags, as torch.optim orders them
-    init_args = [f"{ident(h.name)}={literal(h.default)}" for h in p.hypers]
-    init_args += [f"{ident(f.name)}: bool = {literal(f.default)}" for f in p.flags]
+    init_args = [f"{api_name(h.name)}={literal(h.default)}" for h in p.hypers]
+    init_args += [f"{api_name(f.name)}: bool = {literal(f.default)}" for f in p.flags]
     v = Writer(2)
+    for line in from_group:
+        v.line(line)
     for h in p.hypers:
         if h.arity and h.optional:   # before any check indexes it
             v.line(f"if {ident(h.name)} is not None:")
@@ -66,8 +74,8 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
 
     # _active_states
     a = Writer(2)
-    for name in default_names:
-        a.line(f"{name} = group[{literal(name)}]")
+    for line in from_group:
+        a.line(line)
     a.line("active = {}")
     for s in p.states:
         if s.kind is Kind.TENSOR_SCALAR:
@@ -123,11 +131,11 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     inputs += [f"[t is None for t in {ident(s.list)}]" for s in p.states if s.init == "empty"]
     wb = Writer(1)
     for k, n in enumerate(foreach_plan.scalar_states):
-        wb.line(f"for t, value in zip({ident(p.list_name(n))}, _rt.column(per_tensor, {len(cols) + k})):")
+        wb.line(f"for _s, _value in zip({ident(p.list_name(n))}, _rt.column(per_tensor, {len(cols) + k})):")
         with wb.indent():
-            wb.line("if t is not None:   # None: a conditional state this group does not keep")
+            wb.line("if _s is not None:   # None: a conditional state this group does not keep")
             with wb.indent():
-                wb.line("t.fill_(value)")
+                wb.line("_s.fill_(_value)")
 
     doc = p.doc or p.name
     return environment().get_template("eager.py.jinja").render(
@@ -136,10 +144,12 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         state_names=literal(tuple(s.storage_key for s in p.states)),
         empty_states=literal(tuple(s.storage_key for s in p.states if s.init == "empty")),
         uses_step=p.uses_step, uses_step_literal=literal(p.uses_step), step_per_group=p.step_per_group,
-        reads_initial_lr=p.reads_initial_lr, init_args=init_args, validation=v.text() or "        pass",
-        default_names=default_names, active_states=a.text(), state_lists=state_lists,
+        reads_initial_lr=p.reads_initial_lr, init_args=init_args,
+        validation=v.text() if len(v.lines) > len(from_group) else "        pass",
+        default_names=api_names, api_names=group_names, hyper_kwargs=list(zip(hyper_names, group_names)),
+        active_states=a.text(), state_lists=state_lists,
         tensor_states=[{"name": ident(s.name), "plural": ident(s.list)} for s in tensor_states],
-        empty_state_lists=[{"plural": ident(s.list)} for s in p.states if s.init == "empty"],
+        empty_state_lists=[{"plural": ident(s.list), "out": out_name(s.list)} for s in p.states if s.init == "empty"],
         hyper_names=hyper_names, signature=signature, loop_phases=loop_phases,
         loop_shape_inputs=[(name, LOOP_SHAPE_INPUTS.get(name) or f"_rt.size(param, {int(name[5:])})")
                            for name in loop_plan.shape_inputs],

@@ -14,7 +14,7 @@ import re
 
 from ..builtins import OPS
 from ..ir import REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, stmt_values, walk_stmts, walk_values
-from ..names import ident, literal, module_name
+from ..names import dtype_name, entry_name, has_name, ident, literal, module_name, new_name, part_name, ptrs_name, set_name
 from ..plan import make_plan
 from ..plan.cost import PhaseCost, optional_streams, phase_bytes, phase_costs
 from .common import Writer, float_literal
@@ -55,7 +55,7 @@ class KernelEmitter:
             return ident(str(v.arg))
         if v.op is Op.HYPER:
             name, index = v.arg  # type: ignore[misc]
-            arg = ident(name) if index is None else f"{ident(name)}_{int(index)}"
+            arg = ident(name) if index is None else entry_name(name, index)
             self.group_columns[arg] = ident(name) if index is None else f"{ident(name)}[{int(index)}]"
             return arg
         if v.op is Op.FLAG:
@@ -63,7 +63,7 @@ class KernelEmitter:
             self.constexprs[name] = f"bool({ident(str(v.arg))})"
             return name
         if v.op is Op.IS_SET:   # an optional hyper given (not None): a constexpr, as a flag
-            name = f"_SET_{ident(str(v.arg)).upper()}"
+            name = set_name(str(v.arg))
             self.constexprs[name] = f"({ident(str(v.arg))} is not None)"
             return name
         if v.op is Op.VAR:
@@ -82,8 +82,11 @@ class KernelEmitter:
 
     def expr(self, v: Value) -> str:
         if v.op is Op.WHERE and v.args[0].kind is Kind.HOST:
-            # a constexpr condition: only the taken side is compiled
-            return f"({self.expr(v.args[1])} if {self.expr(v.args[0])} else {self.expr(v.args[2])})"
+            # a constexpr condition: only the taken side is compiled; a per-tensor boolean side of a
+            # per-element select is broadcast, as the taken one may meet a block in `&` or `|`
+            then, other = (self.broadcast_bool(a, self.expr(a)) if v.kind is Kind.TENSOR else self.expr(a)
+                           for a in v.args[1:])
+            return f"({then} if {self.expr(v.args[0])} else {other})"
         if v.op is Op.WHERE and v.type is Type.BOOL:
             # a select between booleans as logic: the Triton interpreter's tl.where on booleans
             # gives values `&` and `|` then reject
@@ -104,15 +107,13 @@ class KernelEmitter:
         """Operands of a boolean op; a per-tensor boolean (a 0-d tensor) beside a per-element one is
         broadcast by integer arithmetic first: the Triton interpreter rejects `block & scalar`."""
         block = any(a.kind is Kind.TENSOR for a in v.args)
-        out = []
-        for a in v.args:
-            src = self.expr(a)
-            per_tensor = a.kind in (Kind.TENSOR_SCALAR, Kind.REDUCED, Kind.CHANNEL) or (
-                a.op is Op.VAR and a.arg in self.col_index and self.cols[self.col_index[a.arg]].kind is Kind.TENSOR_SCALAR)
-            if block and per_tensor and a.type is Type.BOOL:
-                src = f"((offs * 0 + ({src}).to(tl.int32)) != 0)"
-            out.append(src)
-        return out
+        return [self.broadcast_bool(a, self.expr(a)) if block else self.expr(a) for a in v.args]
+
+    def broadcast_bool(self, a: Value, src: str) -> str:
+        """`src` (the source of `a`) as a block where `a` is a per-tensor boolean (a 0-d tensor)."""
+        per_tensor = a.kind in (Kind.TENSOR_SCALAR, Kind.REDUCED, Kind.CHANNEL) or (
+            a.op is Op.VAR and a.arg in self.col_index and self.cols[self.col_index[a.arg]].kind is Kind.TENSOR_SCALAR)
+        return f"((_offs * 0 + ({src}).to(tl.int32)) != 0)" if per_tensor and a.type is Type.BOOL else src
 
     # ---- statements --------------------------------------------------------------
     def body(self, stmts: tuple[Stmt, ...], w: Writer) -> bool:
@@ -160,12 +161,12 @@ class KernelEmitter:
         if role == "sink":
             form = REDUCTIONS[s.value.op]
             contribution = form.map.format(*(self.expr(a) for a in s.value.args))
-            return f"{name}_part = fold_{form.fold}({contribution}, mask)"
+            return f"{part_name(s.name)} = fold_{form.fold}({contribution}, _mask)"
         assert role == "ready", (s.name, role)
         table, row = self.slots[s.name]
         if table == "channel":
             return f"{name} = tl.load(_reduced_channel + {row} * _n_channels + _ch)"
-        return f"{name} = tl.load(reduced + {row} * _n_tensors + t)"
+        return f"{name} = tl.load(reduced + {row} * _n_tensors + _t)"
 
     def column_loads(self) -> list[str]:
         """The kernel's reads of the host-value table: the group's values first (one each), then one
@@ -175,7 +176,7 @@ class KernelEmitter:
         for j, name in enumerate(self.group_columns):
             out.append(f"{name} = tl.load(table + {j})")
         for j, c in enumerate(self.table_cols):
-            load = f"tl.load(table + {f'{n_group} + ' if n_group else ''}t * N_COLUMNS + {j})"
+            load = f"tl.load(table + {f'{n_group} + ' if n_group else ''}_t * N_COLUMNS + {j})"
             out.append(f"{ident(c.name)} = {load} != 0" if c.type is Type.BOOL else f"{ident(c.name)} = {load}")
         return out
 
@@ -210,7 +211,7 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
         return emit_phased_module(p, plan, source_name, spec_hash)
     k = KernelEmitter(hoisted)
     fn = module_name(p.name)
-    streams = ["param", "grad"] + [ident(s.name) for s in k.tensor_states]
+    streams = ["param", "grad"] + [s.name for s in k.tensor_states]
 
     body = Writer(1)
     k.body(hoisted.body, body)
@@ -222,10 +223,10 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
         if s not in read and s not in stored:
             continue
         state = next((st for st in k.tensor_states if st.name == s), None)
-        line = f"{s} = load_stream({s}_ptrs, t, offs, mask, {s.upper()}_DTYPE)"
+        line = load_line(s)
         if state is not None and state.cond is not None:
-            has = f"HAS_{s.upper()}"
-            k.constexprs[has] = f"{literal(s)} in streams"
+            has = has_name(s)
+            k.constexprs[has] = f"{literal(ident(s))} in streams"
             loads.line(f"if {has}:")
             with loads.indent():
                 loads.line(line)
@@ -234,10 +235,10 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
 
     stores = Writer(1)
     for s in stored:
-        line = f"store_stream({s}_ptrs, t, offs, {s}, mask, {s.upper()}_DTYPE)"
+        line = store_line(s)
         state = next((st for st in k.tensor_states if st.name == s), None)
         if state is not None and state.cond is not None:
-            stores.line(f"if HAS_{s.upper()}:")
+            stores.line(f"if {has_name(s)}:")
             with stores.indent():
                 stores.line(line)
         else:
@@ -249,13 +250,13 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
 
     hyper_names = [ident(n) for n in p.group_value_names]
     host_fn_name = f"_{fn}_host_values"
-    writeback = [(n, len(k.cols) + i) for i, n in enumerate(scalar_states(p))]
+    writeback = [(ident(n), len(k.cols) + i) for i, n in enumerate(scalar_states(p))]
     stream_active = [(ident(s.name), stream_condition(k, s.cond)) for s in k.tensor_states if s.name in read or s.name in stored]
     return environment().get_template("triton.py.jinja").render(
         extra_helpers=extra_helpers(p), phased=False, source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
         bytes_per_element=bytes_per_element, kernel_name=f"_{fn}_kernel",
-        streams_literal=literal(tuple(streams)), stored_literal=literal(tuple(stored)),
-        streams=streams, constexprs=list(k.constexprs),
+        streams_literal=literal(tuple(ident(s) for s in streams)), stored_literal=literal(tuple(ident(s) for s in stored)),
+        streams=stream_names(streams), constexprs=list(k.constexprs),
         column_loads=column_loads, loads=loads.text(), body=body.text() or "    pass", stores=stores.text(),
         host_fn=emit_per_tensor_function(hoisted, host_fn_name, track_stores=True), host_fn_name=host_fn_name,
         scalar_writeback=writeback, hyper_names=hyper_names, stream_active=stream_active,
@@ -264,8 +265,22 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
         n_columns=max(1, len(k.table_cols)),
         # (state, column saying whether a store to it was reached): the kernel needs memory for an
         # `empty` state from the start, which stays empty (None) where no store was reached
-        empty_streams=[(ident(n), len(k.cols) + len(scalar_states(p)) + j) for j, n in enumerate(first_stored(hoisted))],
+        empty_streams=[({"key": ident(n), "new": new_name(n)}, len(k.cols) + len(scalar_states(p)) + j)
+                       for j, n in enumerate(first_stored(hoisted))],
     )
+
+
+def load_line(s: str) -> str:
+    return f"{ident(s)} = load_stream({ptrs_name(s)}, _t, _offs, _mask, {dtype_name(s)})"
+
+
+def store_line(s: str) -> str:
+    return f"store_stream({ptrs_name(s)}, _t, _offs, {ident(s)}, _mask, {dtype_name(s)})"
+
+
+def stream_names(streams) -> list[dict]:
+    """What the template spells for each stream: its key and local (ident), pointer table and dtype."""
+    return [{"key": ident(s), "ptrs": ptrs_name(s), "dtype": dtype_name(s)} for s in streams]
 
 
 def describe_traffic(cost: PhaseCost, optional: frozenset[str]) -> str:

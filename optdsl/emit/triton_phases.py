@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from ..builtins import REDUCTIONS
 from ..ir import Kind, Op, Program, walk_stmts, walk_values, stmt_values
-from ..names import ident, literal, module_name
+from ..names import has_name, ident, literal, module_name, new_name, part_name, ptrs_name
 from ..plan import Plan
 from ..plan.cost import PhaseCost, describe_reduction, optional_streams, phase_bytes, phase_costs
 from .common import Writer
 from .host import emit_per_tensor_function, first_stored, scalar_states
 from .pymodule import environment
-from .triton import KernelEmitter, extra_helpers, stream_condition
+from .triton import KernelEmitter, extra_helpers, load_line, store_line, stream_condition, stream_names
 
 
 def _scalar_reads(stmts, names: set[str]) -> set[str]:
@@ -41,7 +41,7 @@ def emit_phased_module(p: Program, fused: Plan, source_name: str, spec_hash: str
     costs = phase_costs(fused)   # the streams each phase moves: the one source (optdsl.plan.cost)
     k = KernelEmitter(hoisted)
     fn = module_name(p.name)
-    streams = ["param", "grad"] + [ident(s.name) for s in k.tensor_states]
+    streams = ["param", "grad"] + [s.name for s in k.tensor_states]
     device_scalars = [s for s in hoisted.states if s.kind is Kind.REDUCED]
     scalar_names = {s.name for s in device_scalars}
     channels = any(v.arg == "channel" for v in plan.reductions.values())
@@ -59,7 +59,7 @@ def emit_phased_module(p: Program, fused: Plan, source_name: str, spec_hash: str
         k.sink_rows = {name: j for j, name in enumerate(phase.sinks)}
         w = Writer(1)
         for name in phase.sinks:   # identity first: a sink under an `if` not taken adds nothing
-            w.line(f"{ident(name)}_part = tl.full((), 0.0, tl.float32)")
+            w.line(f"{part_name(name)} = tl.full((), 0.0, tl.float32)")
         k.body(phase.body, w)
         kernels.append(dict(phase=phase, body=w.text() or "    pass", read=set(cost.read), stored=list(cost.stored),
                             scalars=sorted(_scalar_reads(phase.body, scalar_names)
@@ -72,19 +72,18 @@ def emit_phased_module(p: Program, fused: Plan, source_name: str, spec_hash: str
             if s not in kern["read"] and s not in kern["stored"]:
                 continue
             state = next((st for st in k.tensor_states if st.name == s), None)
-            line = f"{s} = load_stream({s}_ptrs, t, offs, mask, {s.upper()}_DTYPE)"
-            _guarded(loads, k, state, line)
+            _guarded(loads, k, state, load_line(s))
         for s in device_scalars:
             if s.name in kern["scalars"]:
-                _guarded(loads, k, s, f"{ident(s.name)} = load_scalar({ident(s.name)}_ptrs, t)")
+                _guarded(loads, k, s, f"{ident(s.name)} = load_scalar({ptrs_name(s.name)}, _t)")
         for s in kern["stored"]:
             state = next((st for st in k.tensor_states if st.name == s), None)
-            _guarded(stores, k, state, f"store_stream({s}_ptrs, t, offs, {s}, mask, {s.upper()}_DTYPE)")
+            _guarded(stores, k, state, store_line(s))
         if kern["phase"].final:
             for j, s in enumerate(device_scalars):   # each tensor's first program writes the new value
-                _guarded(stores, k, s, f"tl.store(_scalar_out + {j} * _n_tensors + t, {ident(s.name)}, mask=_start == 0)")
+                _guarded(stores, k, s, f"tl.store(_scalar_out + {j} * _n_tensors + _t, {ident(s.name)}, mask=_start == 0)")
         for j, name in enumerate(kern["phase"].sinks):
-            stores.line(f"tl.store(partials + {j} * (tl.num_programs(0) + 1) + pid, {ident(name)}_part)")
+            stores.line(f"tl.store(partials + {j} * (tl.num_programs(0) + 1) + _pid, {part_name(name)})")
         return loads.text(), stores.text()
 
     rendered = []
@@ -102,7 +101,7 @@ def emit_phased_module(p: Program, fused: Plan, source_name: str, spec_hash: str
     column_loads = k.column_loads()
     for s in device_scalars:
         if s.cond is not None:
-            k.constexprs.setdefault(f"HAS_{ident(s.name).upper()}", f"{literal(s.name)} in _scalars")
+            k.constexprs.setdefault(has_name(s.name), f"{literal(ident(s.name))} in _scalars")
 
     finishes = []
     for op in sorted({v.op for v in plan.reductions.values()}, key=lambda o: o.name):
@@ -112,7 +111,7 @@ def emit_phased_module(p: Program, fused: Plan, source_name: str, spec_hash: str
     all_read = set().union(*(kern["read"] for kern in kernels))
     hyper_names = [ident(n) for n in p.group_value_names]
     host_fn_name = f"_{fn}_host_values"
-    writeback = [(n, len(k.cols) + i) for i, n in enumerate(scalar_states(p))]
+    writeback = [(ident(n), len(k.cols) + i) for i, n in enumerate(scalar_states(p))]
     stream_active = [(ident(s.name), stream_condition(k, s.cond)) for s in k.tensor_states
                      if s.name in all_read or s.name in all_stored]
     scalar_active = [(ident(s.name), stream_condition(k, s.cond)) for s in device_scalars]
@@ -120,9 +119,9 @@ def emit_phased_module(p: Program, fused: Plan, source_name: str, spec_hash: str
         extra_helpers=extra_helpers(p), phased=True, source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
         traffic=describe_phase_traffic(costs, optional_streams(hoisted)), n_phases=len(kernels),
         kernels=rendered, channels=channels, channels_literal=literal(channels),
-        streams_literal=literal(tuple(streams)), stored_literal=literal(tuple(all_stored)),
-        streams=streams, scalar_streams=[ident(s.name) for s in device_scalars],
-        scalar_streams_literal=literal(tuple(s.name for s in device_scalars)),
+        streams_literal=literal(tuple(ident(s) for s in streams)), stored_literal=literal(tuple(ident(s) for s in all_stored)),
+        streams=stream_names(streams), scalar_streams=stream_names(s.name for s in device_scalars),
+        scalar_streams_literal=literal(tuple(ident(s.name) for s in device_scalars)),
         constexprs=list(k.constexprs), column_loads=column_loads,
         host_fn=emit_per_tensor_function(hoisted, host_fn_name, track_stores=True), host_fn_name=host_fn_name,
         scalar_writeback=writeback, hyper_names=hyper_names, stream_active=stream_active, scalar_active=scalar_active,
@@ -130,15 +129,16 @@ def emit_phased_module(p: Program, fused: Plan, source_name: str, spec_hash: str
         group_sources=list(k.group_columns.values()), constexpr_sources=list(k.constexprs.items()),
         n_columns=max(1, len(k.table_cols)), finishes=finishes,
         n_tensor_values=n_rows["tensor"], n_channel_values=n_rows["channel"], n_scalar_states=len(device_scalars),
-        empty_streams=[(ident(n), len(k.cols) + len(scalar_states(p)) + j) for j, n in enumerate(first_stored(hoisted))],
+        empty_streams=[({"key": ident(n), "new": new_name(n)}, len(k.cols) + len(scalar_states(p)) + j)
+                       for j, n in enumerate(first_stored(hoisted))],
     )
 
 
 def _guarded(w: Writer, k: KernelEmitter, state, line: str) -> None:
     if state is not None and state.cond is not None:
-        has = f"HAS_{ident(state.name).upper()}"
+        has = has_name(state.name)
         if state.kind is Kind.TENSOR:
-            k.constexprs[has] = f"{literal(state.name)} in streams"
+            k.constexprs[has] = f"{literal(ident(state.name))} in streams"
         w.line(f"if {has}:")
         with w.indent():
             w.line(line)

@@ -203,15 +203,17 @@ HYPER_FAMILIES = {
 }
 BETA_DEFAULTS = (0.9, 0.99, 0.999, 0.5, 0.95)
 
-# legal names that generated code might use for its own variables (template locals, loop and
-# comprehension variables, helper names): a spec may use them, and must not break anything
+# names generated code uses itself (template locals, imports, builtins) or derives from a spec's
+# others (`s0_ptrs`, `s0s`, `hb0_0`): a spec may take any of them (generated code renames its own),
+# and nothing may change. (As many as before the renaming: the draws, and so the programs, stay
+# those of the CI slice; only their names change.)
 NAME_POOL = ("rows", "streams", "index", "view", "copies", "numels", "ptrs", "head", "table", "inputs",
              "hypers", "states", "stored", "func", "per_tensor", "steps", "original_params", "kernels",
-             "reason", "active", "value", "t", "p", "x", "i", "j", "w", "n", "out", "src", "lr", "eps",
-             "beta", "momentum", "exp_avg", "exp_avgs", "exp_avg_list", "step_size", "block", "numel",
-             "bias_correction", "found_inf", "grad_scale", "kwargs", "args", "init", "key", "name", "shape",
-             "wb", "fc", "kernel_name", "launch_args", "mask_", "offsets", "work", "param_", "grad_", "s",
-             "new_s0", "stored_s0", "s0_is_empty", "h1_0", "tl_", "rt", "krt", "head_", "group_", "state_")
+             "reason", "active", "value", "t", "p", "x", "i", "j", "mask", "offs", "pid", "self", "torch",
+             "tl", "math", "params", "grads", "state_steps", "block", "capturable", "foreach", "defaults",
+             "super", "n_columns", "work_tensor", "step_t", "s0_ptrs", "has_s0", "s0_dtype", "s0s", "s0_list",
+             "s0_new", "s0_part", "hb0_0", "v1_ptrs", "h1", "size0", "max", "min", "len", "sum", "abs", "str",
+             "dict", "list", "bool", "any", "zip", "pow", "type", "match")
 
 
 class ProgramGen:
@@ -240,16 +242,14 @@ class ProgramGen:
         self.device_control = False
         self.red_rate = self.pick((0.0, 0.1, 0.25, 0.4))   # how often a numeric recipe is a reduction
 
-    def name_for(self, default: str) -> str:
-        """A fresh name: `default`, or now and then one that generated code might use itself."""
+    def name_for(self, default: str, api: bool = False) -> str:
+        """A fresh name: `default`, or now and then one that generated code uses itself or derives
+        from another name (generated code renames its own). `api`: a hyper's or a flag's."""
         from ..names import problem_with_name
         name = default
         if self.pool and self.chance(0.4):
             candidate = self.pick(NAME_POOL)
-            taken = self.used | {n + "s" for n in self.used} | {n + "_list" for n in self.used}
-            derived = re.search(r"_ptrs$|_dtype$|_is_empty$|^has_|_\d+$", candidate)
-            if candidate not in taken and not derived and not problem_with_name(candidate) and not (
-                    candidate + "s" in self.used and candidate + "_list" in self.used):
+            if candidate not in self.used and not problem_with_name(candidate, api=api):
                 name = candidate
         if name in self.used:
             name = default
@@ -273,7 +273,7 @@ class ProgramGen:
     def declare(self) -> list[str]:
         lines: list[str] = []
         for i in range(self.d(st.integers(0, 3))):
-            name, value = self.name_for(f"f{i}"), self.chance(0.5)
+            name, value = self.name_for(f"f{i}", api=True), self.chance(0.5)
             self.flags.append((name, value))
             lines.append(f"flag {name} = {'true' if value else 'false'}")
         n_hypers = self.d(st.integers(0, 4))
@@ -285,7 +285,7 @@ class ProgramGen:
             if self.chance(0.25):     # a tuple hyper: betas-like
                 n = self.d(st.integers(2, 3))
                 vals = tuple(self.pick(BETA_DEFAULTS) for _ in range(n))
-                h = Hyper(self.name_for(f"hb{i}"), vals, tuple((0.5, 0.999) for _ in range(n)), True)
+                h = Hyper(self.name_for(f"hb{i}", api=True), vals, tuple((0.5, 0.999) for _ in range(n)), True)
                 body = ", ".join(spell(self.draw, v) for v in vals)
                 text = f"hyper {h.name} = ({body}{',' if self.chance(0.3) else ''})"
                 conds = [f"0 <= {h.name}[{j}] < 1" if self.chance(0.5) else f"{h.name}[{j}] >= 0" for j in range(n)
@@ -293,13 +293,13 @@ class ProgramGen:
                 if conds:
                     text += " where " + " and ".join(conds)
             elif fam in ("rate", "coef", "decay") and self.chance(0.35):   # optional: `= none`, `= x or none`
-                h = Hyper(self.name_for(f"h{i}"), (default,), ((max(lo, 0.001), hi),), False, optional=True)
+                h = Hyper(self.name_for(f"h{i}", api=True), (default,), ((max(lo, 0.001), hi),), False, optional=True)
                 text = f"hyper {h.name} = " + (f"{spell(self.draw, default) if default in NUMBERS else repr(default)} or none"
                                               if self.chance(0.5) else "none")
                 if self.chance(0.35):
                     text += f" where {h.name} {self.pick(('>', '>='))} 0"
             else:
-                h = Hyper(self.name_for(f"h{i}"), (default,), ((lo, hi),), False)
+                h = Hyper(self.name_for(f"h{i}", api=True), (default,), ((lo, hi),), False)
                 dtext = ("-" + spell(self.draw, -default)) if default < 0 and -default in NUMBERS else \
                     (spell(self.draw, default) if default in NUMBERS else repr(default))
                 text = f"hyper {h.name} = {dtext}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..names import ident, is_empty_name
 from ..ir import SHAPE_INPUTS, If, Kind, shape_input_name, Let, Op, Program, Stmt, Store, Type, Value, stmt_values, walk_stmts, walk_values
 
 
@@ -84,11 +85,11 @@ def _has_device(stmts, p) -> bool:
 
 
 def per_tensor_inputs(p: Program) -> list[str]:
-    """Arguments of the per-tensor host function, beside the hypers and flags."""
+    """Arguments of the per-tensor host function, beside the hypers and flags, as generated code spells them."""
     args = ["step"] if p.uses_step else []
     args += shape_inputs(p)
-    args += [s.name for s in p.states if s.kind is Kind.TENSOR_SCALAR]
-    args += [f"{s.name}_is_empty" for s in p.states if s.init == "empty"]
+    args += [ident(s.name) for s in p.states if s.kind is Kind.TENSOR_SCALAR]
+    args += [is_empty_name(s.name) for s in p.states if s.init == "empty"]
     return args
 
 
