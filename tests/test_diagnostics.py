@@ -238,7 +238,7 @@ CASES = [
      "To start from a value of the first step, declare it `empty` and store it there: "
      "`m = is_empty(m) ? grad : ...`", 1, 23),
     ('optimizer A "x" update { class = grad * 2 param = param - class * class }',
-     "'class' is reserved (it would shadow a Python or generated-code name)", 1, 26),
+     "'class' is a Python keyword", 1, 26),
     ('optimizer A "x" update { param = frobnicate(param) }',
      "unknown function 'frobnicate'; the functions are elementwise math: abs, ", 1, 34),
 ]
