@@ -52,11 +52,19 @@ def condition_may_be_tensor(p: Program) -> Callable[[Value], bool]:
 
 
 def convertible(s: If, p: Program) -> bool:
-    """What the conversion does not cover, left a Python `if`: a store to an `empty` state (its
-    old value may be None) or a group reduction (its parts would count tensors that did not take
-    the branch) under the branch."""
-    for x in walk_stmts(s.then + s.other):
+    """What the conversion does not cover, left a Python `if`: under the branch, a store to an
+    `empty` state (its old value may be None), a read or store of a conditional state (`state s
+    = zeros if f`: None where f is false, which the condition may be what guards), or a group
+    reduction (its parts would count tensors that did not take the branch)."""
+    conditional = {st.name for st in p.states if st.cond is not None}
+    for x in walk_stmts((s,)):
         if isinstance(x, Store) and x.target != "param" and p.state(x.target).init == "empty":
+            return False
+        if isinstance(x, Store) and x.target in conditional:
+            return False
+        if not isinstance(x, If) and any(n.op is Op.STATE and n.arg in conditional for n in walk_values(x.value)):
+            return False
+        if isinstance(x, If) and any(n.op is Op.STATE and n.arg in conditional for n in walk_values(x.cond)):
             return False
         if isinstance(x, Let) and any(n.op in REDUCE and n.arg == "group" for n in walk_values(x.value)):
             return False
