@@ -14,8 +14,6 @@ import sys
 import pytest
 import torch
 
-from optdsl import runtime as _rt
-from optdsl.registry import REGISTRY
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from test_api_parity import (NAMES, assert_params_close, combo_of, cpu_capturable, make_params,  # noqa: E402,F401
