@@ -200,59 +200,184 @@ def _single_tensor_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, l
             cos_c = _r3
             _r4 = _rt.amax(_rt.expand(cos_c, param))
             in_channel = (_r4 < _rt.div(delta, _rt.sqrt(channel_numel)))
-            if in_channel:
+            if capturable or _rt.compiling():
+                _if1 = in_channel
                 _r5 = _rt.channel_norm(param)
-                p_n = torch.div(param, (_r5 + eps))
-                _r6 = _rt.channel_sum(p_n * perturb)
-                radial = torch.mul(p_n, _r6)
-                perturb = torch.sub(perturb, radial)
+                _if2_p_n = torch.div(param, (_r5 + eps))
+                _r6 = _rt.channel_sum(_if2_p_n * perturb)
+                _if3_radial = torch.mul(_if2_p_n, _r6)
+                _if4_perturb = torch.sub(perturb, _if3_radial)
                 if caution:
-                    _r7 = _rt.channel_sum(p_n * grad)
-                    grad_radial = torch.mul(p_n, _r7)
-                    grad_perp = torch.sub(grad, grad_radial)
-                    agree = torch.where((torch.mul(perturb, grad_perp) > 0.0), torch.full_like(param, 1.0), 0.0)
-                    _r8 = torch.mean(agree)
-                    agree = torch.div(agree, torch.maximum(_r8, _rt.small(0.001, _r8)))
-                    perturb = torch.mul(perturb, agree)
-                    _r9 = _rt.channel_sum(p_n * perturb)
-                    radial = torch.mul(p_n, _r9)
-                    perturb = torch.sub(perturb, radial)
+                    _r7 = _rt.channel_sum(_if2_p_n * grad)
+                    _if5_grad_radial = torch.mul(_if2_p_n, _r7)
+                    _if6_grad_perp = torch.sub(grad, _if5_grad_radial)
+                    _if7_agree = torch.where((torch.mul(_if4_perturb, _if6_grad_perp) > 0.0), torch.full_like(param, 1.0), 0.0)
+                    _r8 = torch.mean(_if7_agree)
+                    _if8_agree = torch.div(_if7_agree, torch.maximum(_r8, _rt.small(0.001, _r8)))
+                    _if9_perturb = torch.mul(_if4_perturb, _if8_agree)
+                    _r9 = _rt.channel_sum(_if2_p_n * _if9_perturb)
+                    _if10_radial = torch.mul(_if2_p_n, _r9)
+                    _if11_perturb = torch.sub(_if9_perturb, _if10_radial)
+                    _if12_radial = _if10_radial
+                    _if13_perturb = _if11_perturb
+                else:
+                    _if12_radial = _if3_radial
+                    _if13_perturb = _if4_perturb
                 if (weight_decay > 0.0):
-                    param.mul_((1.0 - ((lr * weight_decay) * wd_ratio)))
-            else:
+                    _if14_param = torch.mul(param, (1.0 - ((lr * weight_decay) * wd_ratio)))
+                    _if15_param = _if14_param
+                else:
+                    _if15_param = param
                 _r10 = torch.linalg.vector_norm(grad)
                 _r11 = torch.linalg.vector_norm(param)
                 _r12 = torch.sum(torch.div(grad, torch.maximum(_r10, _rt.small(eps, _r10))) * torch.div(param, torch.maximum(_r11, _rt.small(eps, _r11))))
                 cos_l = _r12
                 _r13 = _rt.amax(_rt.expand(cos_l, param))
                 in_layer = (_r13 < _rt.div(delta, _rt.sqrt(numel)))
-                if in_layer:
-                    _r14 = torch.linalg.vector_norm(param)
-                    p_n = torch.div(param, (_r14 + eps))
-                    _r15 = torch.sum(p_n * perturb)
-                    radial = torch.mul(p_n, _r15)
+                _if16 = in_layer
+                _r14 = torch.linalg.vector_norm(param)
+                _if17_p_n = torch.div(param, (_r14 + eps))
+                _r15 = torch.sum(_if17_p_n * perturb)
+                _if18_radial = torch.mul(_if17_p_n, _r15)
+                _if19_perturb = torch.sub(perturb, _if18_radial)
+                if caution:
+                    _r16 = torch.sum(_if17_p_n * grad)
+                    _if20_grad_radial = torch.mul(_if17_p_n, _r16)
+                    _if21_grad_perp = torch.sub(grad, _if20_grad_radial)
+                    _if22_agree = torch.where((torch.mul(_if19_perturb, _if21_grad_perp) > 0.0), torch.full_like(param, 1.0), 0.0)
+                    _r17 = torch.mean(_if22_agree)
+                    _if23_agree = torch.div(_if22_agree, torch.maximum(_r17, _rt.small(0.001, _r17)))
+                    _if24_perturb = torch.mul(_if19_perturb, _if23_agree)
+                    _r18 = torch.sum(_if17_p_n * _if24_perturb)
+                    _if25_radial = torch.mul(_if17_p_n, _r18)
+                    _if26_perturb = torch.sub(_if24_perturb, _if25_radial)
+                    _if27_radial = _if25_radial
+                    _if28_perturb = _if26_perturb
+                else:
+                    _if27_radial = _if18_radial
+                    _if28_perturb = _if19_perturb
+                if (weight_decay > 0.0):
+                    _if29_param = torch.mul(param, (1.0 - ((lr * weight_decay) * wd_ratio)))
+                    _if30_param = _if29_param
+                else:
+                    _if30_param = param
+                if caution:
+                    _if31_agree = torch.where((torch.mul(perturb, grad) > 0.0), torch.full_like(param, 1.0), 0.0)
+                    _r19 = torch.mean(_if31_agree)
+                    _if32_agree = torch.div(_if31_agree, torch.maximum(_r19, _rt.small(0.001, _r19)))
+                    _if33_perturb = torch.mul(perturb, _if32_agree)
+                    _if34_perturb = _if33_perturb
+                else:
+                    _if34_perturb = perturb
+                if (weight_decay > 0.0):
+                    _if35_param = torch.mul(param, (1.0 - (lr * weight_decay)))
+                    _if36_param = _if35_param
+                else:
+                    _if36_param = param
+                _if37_perturb = _rt.where(_if16, _if28_perturb, _if34_perturb)
+                _if38_param = _rt.where(_if16, _if30_param, _if36_param)
+                perturb = _rt.where(_if1, _if13_perturb, _if37_perturb)
+                _if39_param = _rt.where(_if1, _if15_param, _if38_param)
+                param.copy_(_if39_param)
+            else:
+                if in_channel:
+                    _r5 = _rt.channel_norm(param)
+                    p_n = torch.div(param, (_r5 + eps))
+                    _r6 = _rt.channel_sum(p_n * perturb)
+                    radial = torch.mul(p_n, _r6)
                     perturb = torch.sub(perturb, radial)
                     if caution:
-                        _r16 = torch.sum(p_n * grad)
-                        grad_radial = torch.mul(p_n, _r16)
+                        _r7 = _rt.channel_sum(p_n * grad)
+                        grad_radial = torch.mul(p_n, _r7)
                         grad_perp = torch.sub(grad, grad_radial)
                         agree = torch.where((torch.mul(perturb, grad_perp) > 0.0), torch.full_like(param, 1.0), 0.0)
-                        _r17 = torch.mean(agree)
-                        agree = torch.div(agree, torch.maximum(_r17, _rt.small(0.001, _r17)))
+                        _r8 = torch.mean(agree)
+                        agree = torch.div(agree, torch.maximum(_r8, _rt.small(0.001, _r8)))
                         perturb = torch.mul(perturb, agree)
-                        _r18 = torch.sum(p_n * perturb)
-                        radial = torch.mul(p_n, _r18)
+                        _r9 = _rt.channel_sum(p_n * perturb)
+                        radial = torch.mul(p_n, _r9)
                         perturb = torch.sub(perturb, radial)
                     if (weight_decay > 0.0):
                         param.mul_((1.0 - ((lr * weight_decay) * wd_ratio)))
                 else:
-                    if caution:
-                        agree = torch.where((torch.mul(perturb, grad) > 0.0), torch.full_like(param, 1.0), 0.0)
-                        _r19 = torch.mean(agree)
-                        agree = torch.div(agree, torch.maximum(_r19, _rt.small(0.001, _r19)))
-                        perturb = torch.mul(perturb, agree)
-                    if (weight_decay > 0.0):
-                        param.mul_((1.0 - (lr * weight_decay)))
+                    _r10 = torch.linalg.vector_norm(grad)
+                    _r11 = torch.linalg.vector_norm(param)
+                    _r12 = torch.sum(torch.div(grad, torch.maximum(_r10, _rt.small(eps, _r10))) * torch.div(param, torch.maximum(_r11, _rt.small(eps, _r11))))
+                    cos_l = _r12
+                    _r13 = _rt.amax(_rt.expand(cos_l, param))
+                    in_layer = (_r13 < _rt.div(delta, _rt.sqrt(numel)))
+                    if capturable or _rt.compiling():
+                        _if40 = in_layer
+                        _r14 = torch.linalg.vector_norm(param)
+                        _if41_p_n = torch.div(param, (_r14 + eps))
+                        _r15 = torch.sum(_if41_p_n * perturb)
+                        _if42_radial = torch.mul(_if41_p_n, _r15)
+                        _if43_perturb = torch.sub(perturb, _if42_radial)
+                        if caution:
+                            _r16 = torch.sum(_if41_p_n * grad)
+                            _if44_grad_radial = torch.mul(_if41_p_n, _r16)
+                            _if45_grad_perp = torch.sub(grad, _if44_grad_radial)
+                            _if46_agree = torch.where((torch.mul(_if43_perturb, _if45_grad_perp) > 0.0), torch.full_like(param, 1.0), 0.0)
+                            _r17 = torch.mean(_if46_agree)
+                            _if47_agree = torch.div(_if46_agree, torch.maximum(_r17, _rt.small(0.001, _r17)))
+                            _if48_perturb = torch.mul(_if43_perturb, _if47_agree)
+                            _r18 = torch.sum(_if41_p_n * _if48_perturb)
+                            _if49_radial = torch.mul(_if41_p_n, _r18)
+                            _if50_perturb = torch.sub(_if48_perturb, _if49_radial)
+                            _if51_radial = _if49_radial
+                            _if52_perturb = _if50_perturb
+                        else:
+                            _if51_radial = _if42_radial
+                            _if52_perturb = _if43_perturb
+                        if (weight_decay > 0.0):
+                            _if53_param = torch.mul(param, (1.0 - ((lr * weight_decay) * wd_ratio)))
+                            _if54_param = _if53_param
+                        else:
+                            _if54_param = param
+                        if caution:
+                            _if55_agree = torch.where((torch.mul(perturb, grad) > 0.0), torch.full_like(param, 1.0), 0.0)
+                            _r19 = torch.mean(_if55_agree)
+                            _if56_agree = torch.div(_if55_agree, torch.maximum(_r19, _rt.small(0.001, _r19)))
+                            _if57_perturb = torch.mul(perturb, _if56_agree)
+                            _if58_perturb = _if57_perturb
+                        else:
+                            _if58_perturb = perturb
+                        if (weight_decay > 0.0):
+                            _if59_param = torch.mul(param, (1.0 - (lr * weight_decay)))
+                            _if60_param = _if59_param
+                        else:
+                            _if60_param = param
+                        perturb = _rt.where(_if40, _if52_perturb, _if58_perturb)
+                        _if61_param = _rt.where(_if40, _if54_param, _if60_param)
+                        param.copy_(_if61_param)
+                    else:
+                        if in_layer:
+                            _r14 = torch.linalg.vector_norm(param)
+                            p_n = torch.div(param, (_r14 + eps))
+                            _r15 = torch.sum(p_n * perturb)
+                            radial = torch.mul(p_n, _r15)
+                            perturb = torch.sub(perturb, radial)
+                            if caution:
+                                _r16 = torch.sum(p_n * grad)
+                                grad_radial = torch.mul(p_n, _r16)
+                                grad_perp = torch.sub(grad, grad_radial)
+                                agree = torch.where((torch.mul(perturb, grad_perp) > 0.0), torch.full_like(param, 1.0), 0.0)
+                                _r17 = torch.mean(agree)
+                                agree = torch.div(agree, torch.maximum(_r17, _rt.small(0.001, _r17)))
+                                perturb = torch.mul(perturb, agree)
+                                _r18 = torch.sum(p_n * perturb)
+                                radial = torch.mul(p_n, _r18)
+                                perturb = torch.sub(perturb, radial)
+                            if (weight_decay > 0.0):
+                                param.mul_((1.0 - ((lr * weight_decay) * wd_ratio)))
+                        else:
+                            if caution:
+                                agree = torch.where((torch.mul(perturb, grad) > 0.0), torch.full_like(param, 1.0), 0.0)
+                                _r19 = torch.mean(agree)
+                                agree = torch.div(agree, torch.maximum(_r19, _rt.small(0.001, _r19)))
+                                perturb = torch.mul(perturb, agree)
+                            if (weight_decay > 0.0):
+                                param.mul_((1.0 - (lr * weight_decay)))
         else:
             if caution:
                 agree = torch.where((torch.mul(perturb, grad) > 0.0), torch.full_like(param, 1.0), 0.0)

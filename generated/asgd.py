@@ -177,10 +177,17 @@ def _single_tensor_asgd(params, grads, axs, mus, etas, state_steps, *, lr, lambd
             _rt.add_(param, g, (-(eta if capturable else _rt.value(eta))))
         else:
             param.add_(g, alpha=(-(eta if capturable else _rt.value(eta))))
-        if ((mu if capturable else _rt.value(mu)) != 1.0):
-            ax.add_(torch.sub(param, ax).mul_((mu if capturable else _rt.value(mu))))
+        if capturable or _rt.compiling():
+            _if1 = ((mu if capturable else _rt.value(mu)) != 1.0)
+            _if2_ax = torch.add(ax, torch.sub(param, ax).mul_((mu if capturable else _rt.value(mu))))
+            _if3_ax = param
+            _if4_ax = _rt.where(_if1, _if2_ax, _if3_ax)
+            ax.copy_(_if4_ax)
         else:
-            ax.copy_(param)
+            if ((mu if capturable else _rt.value(mu)) != 1.0):
+                ax.add_(torch.sub(param, ax).mul_((mu if capturable else _rt.value(mu))))
+            else:
+                ax.copy_(param)
         eta.fill_(_rt.div(lr, _rt.pow((1.0 + ((lambd * lr) * step)), alpha)))
         mu.fill_(_rt.div(1.0, _rt.maximum(1.0, (step - t0))))
 
@@ -194,8 +201,9 @@ def _asgd_per_tensor(step, mu, eta, *, lr, lambd, alpha, t0, weight_decay, maxim
     _h1 = (1.0 - (lambd * eta))
     _h2 = eta
     _h3 = (mu != 1.0)
-    if _h3:
-        _h4 = mu
+    _if1 = _h3
+    _if2__h4 = mu
+    _h4 = _rt.where(_if1, _if2__h4, _h4)
     eta = _rt.f32(_rt.div(lr, _rt.pow((1.0 + ((lambd * lr) * step)), alpha)))
     mu = _rt.f32(_rt.div(1.0, _rt.maximum(1.0, (step - t0))))
     return (_h1, _h2, _h3, _h4, mu, eta)
@@ -204,6 +212,9 @@ def _asgd_per_tensor(step, mu, eta, *, lr, lambd, alpha, t0, weight_decay, maxim
 def _multi_tensor_asgd(params, grads, axs, mus, etas, state_steps, *, lr, lambd, alpha, t0, weight_decay, maximize, capturable=False):
     if len(params) == 0:
         return
+    if capturable or _rt.compiling():
+        # a per-tensor branch on a tensor (the step): the loop path selects with torch.where
+        return _single_tensor_asgd(params, grads, axs, mus, etas, state_steps, lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay, maximize=maximize, capturable=capturable)
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=False, scalar_states={'mus': mus, 'etas': etas})
     steps = _rt.host_values(state_steps, capturable, 1)

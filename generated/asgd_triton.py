@@ -73,8 +73,9 @@ def _asgd_host_values(step, mu, eta, *, lr, lambd, alpha, t0, weight_decay, maxi
     _h2 = (1.0 - (lambd * eta))
     _h3 = eta
     _h4 = (mu != 1.0)
-    if _h4:
-        _h5 = mu
+    _if1 = _h4
+    _if2__h5 = mu
+    _h5 = _rt.where(_if1, _if2__h5, _h5)
     eta = _rt.f32(_rt.div(lr, _rt.pow((1.0 + ((lambd * lr) * step)), alpha)))
     mu = _rt.f32(_rt.div(1.0, _rt.maximum(1.0, (step - t0))))
     return (_h1, _h2, _h3, _h4, _h5, mu, eta)

@@ -184,12 +184,21 @@ def _single_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, l
         bias_corrected_exp_avg = torch.div(exp_avg, bias_correction1)
         rho_inf = (_rt.div(2.0, (1.0 - betas[1])) - 1.0)
         rho_t = (rho_inf - _rt.div(((2.0 * step) * _rt.pow(betas[1], step)), bias_correction2))
-        if (rho_t > 5.0):
+        if capturable or _rt.compiling():
+            _if1 = (rho_t > 5.0)
             rect = _rt.sqrt(_rt.div((((rho_t - 4.0) * (rho_t - 2.0)) * rho_inf), (((rho_inf - 4.0) * (rho_inf - 2.0)) * rho_t)))
             adaptive_lr = (_rt.sqrt(bias_correction2) / torch.sqrt(exp_avg_sq).add_(eps))
-            param.sub_(torch.mul(bias_corrected_exp_avg, lr).mul_(adaptive_lr).mul_(rect))
+            _if2_param = torch.sub(param, torch.mul(bias_corrected_exp_avg, lr).mul_(adaptive_lr).mul_(rect))
+            _if3_param = torch.sub(param, torch.mul(bias_corrected_exp_avg, lr))
+            _if4_param = _rt.where(_if1, _if2_param, _if3_param)
+            param.copy_(_if4_param)
         else:
-            param.sub_(torch.mul(bias_corrected_exp_avg, lr))
+            if (rho_t > 5.0):
+                rect = _rt.sqrt(_rt.div((((rho_t - 4.0) * (rho_t - 2.0)) * rho_inf), (((rho_inf - 4.0) * (rho_inf - 2.0)) * rho_t)))
+                adaptive_lr = (_rt.sqrt(bias_correction2) / torch.sqrt(exp_avg_sq).add_(eps))
+                param.sub_(torch.mul(bias_corrected_exp_avg, lr).mul_(adaptive_lr).mul_(rect))
+            else:
+                param.sub_(torch.mul(bias_corrected_exp_avg, lr))
 
 
 def _radam_per_tensor(step, *, lr, betas, eps, weight_decay, decoupled_weight_decay, maximize):
@@ -203,15 +212,20 @@ def _radam_per_tensor(step, *, lr, betas, eps, weight_decay, decoupled_weight_de
     rho_inf = (_rt.div(2.0, (1.0 - betas[1])) - 1.0)
     rho_t = (rho_inf - _rt.div(((2.0 * step) * _rt.pow(betas[1], step)), bias_correction2))
     _h1 = (rho_t > 5.0)
-    if _h1:
-        rect = _rt.sqrt(_rt.div((((rho_t - 4.0) * (rho_t - 2.0)) * rho_inf), (((rho_inf - 4.0) * (rho_inf - 2.0)) * rho_t)))
-        _h2 = _rt.sqrt(bias_correction2)
+    _if1 = _h1
+    _if2_rect = _rt.sqrt(_rt.div((((rho_t - 4.0) * (rho_t - 2.0)) * rho_inf), (((rho_inf - 4.0) * (rho_inf - 2.0)) * rho_t)))
+    _if3__h2 = _rt.sqrt(bias_correction2)
+    rect = _rt.where(_if1, _if2_rect, rect)
+    _h2 = _rt.where(_if1, _if3__h2, _h2)
     return (bias_correction1, _h1, _h2, rect)
 
 
 def _multi_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, decoupled_weight_decay, maximize, capturable=False):
     if len(params) == 0:
         return
+    if capturable or _rt.compiling():
+        # a per-tensor branch on a tensor (the step): the loop path selects with torch.where
+        return _single_tensor_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, capturable=capturable)
     if capturable:
         _rt.check_capturable(params, state_steps, supports_xla=False)
     steps = _rt.host_values(state_steps, capturable, 1)

@@ -99,9 +99,11 @@ def _radam_host_values(step, *, lr, betas, eps, weight_decay, decoupled_weight_d
     rho_inf = (_rt.div(2.0, (1.0 - betas[1])) - 1.0)
     rho_t = (rho_inf - _rt.div(((2.0 * step) * _rt.pow(betas[1], step)), bias_correction2))
     _h5 = (rho_t > 5.0)
-    if _h5:
-        rect = _rt.sqrt(_rt.div((((rho_t - 4.0) * (rho_t - 2.0)) * rho_inf), (((rho_inf - 4.0) * (rho_inf - 2.0)) * rho_t)))
-        _h6 = _rt.sqrt(bias_correction2)
+    _if1 = _h5
+    _if2_rect = _rt.sqrt(_rt.div((((rho_t - 4.0) * (rho_t - 2.0)) * rho_inf), (((rho_inf - 4.0) * (rho_inf - 2.0)) * rho_t)))
+    _if3__h6 = _rt.sqrt(bias_correction2)
+    rect = _rt.where(_if1, _if2_rect, rect)
+    _h6 = _rt.where(_if1, _if3__h6, _h6)
     return (_h1, _h2, _h3, _h4, bias_correction1, _h5, _h6, rect)
 
 

@@ -187,59 +187,184 @@ def _single_tensor_sgdp(params, grads, momentum_bufs, *, lr, momentum, dampening
             cos_c = _r3
             _r4 = _rt.amax(_rt.expand(cos_c, param))
             in_channel = (_r4 < _rt.div(delta, _rt.sqrt(channel_numel)))
-            if in_channel:
+            if capturable or _rt.compiling():
+                _if1 = in_channel
                 _r5 = _rt.channel_norm(param)
-                p_n = torch.div(param, (_r5 + eps))
-                _r6 = _rt.channel_sum(p_n * d_p)
-                radial = torch.mul(p_n, _r6)
-                d_p = torch.sub(d_p, radial)
+                _if2_p_n = torch.div(param, (_r5 + eps))
+                _r6 = _rt.channel_sum(_if2_p_n * d_p)
+                _if3_radial = torch.mul(_if2_p_n, _r6)
+                _if4_d_p = torch.sub(d_p, _if3_radial)
                 if caution:
-                    _r7 = _rt.channel_sum(p_n * grad)
-                    grad_radial = torch.mul(p_n, _r7)
-                    grad_perp = torch.sub(grad, grad_radial)
-                    agree = torch.where((torch.mul(d_p, grad_perp) > 0.0), torch.full_like(param, 1.0), 0.0)
-                    _r8 = torch.mean(agree)
-                    agree = torch.div(agree, torch.maximum(_r8, _rt.small(0.001, _r8)))
-                    d_p = torch.mul(d_p, agree)
-                    _r9 = _rt.channel_sum(p_n * d_p)
-                    radial = torch.mul(p_n, _r9)
-                    d_p = torch.sub(d_p, radial)
+                    _r7 = _rt.channel_sum(_if2_p_n * grad)
+                    _if5_grad_radial = torch.mul(_if2_p_n, _r7)
+                    _if6_grad_perp = torch.sub(grad, _if5_grad_radial)
+                    _if7_agree = torch.where((torch.mul(_if4_d_p, _if6_grad_perp) > 0.0), torch.full_like(param, 1.0), 0.0)
+                    _r8 = torch.mean(_if7_agree)
+                    _if8_agree = torch.div(_if7_agree, torch.maximum(_r8, _rt.small(0.001, _r8)))
+                    _if9_d_p = torch.mul(_if4_d_p, _if8_agree)
+                    _r9 = _rt.channel_sum(_if2_p_n * _if9_d_p)
+                    _if10_radial = torch.mul(_if2_p_n, _r9)
+                    _if11_d_p = torch.sub(_if9_d_p, _if10_radial)
+                    _if12_radial = _if10_radial
+                    _if13_d_p = _if11_d_p
+                else:
+                    _if12_radial = _if3_radial
+                    _if13_d_p = _if4_d_p
                 if (weight_decay != 0.0):
-                    param.mul_((1.0 - _rt.div(((lr * weight_decay) * wd_ratio), (1.0 - momentum))))
-            else:
+                    _if14_param = torch.mul(param, (1.0 - _rt.div(((lr * weight_decay) * wd_ratio), (1.0 - momentum))))
+                    _if15_param = _if14_param
+                else:
+                    _if15_param = param
                 _r10 = torch.linalg.vector_norm(grad)
                 _r11 = torch.linalg.vector_norm(param)
                 _r12 = torch.sum(torch.div(grad, torch.maximum(_r10, _rt.small(eps, _r10))) * torch.div(param, torch.maximum(_r11, _rt.small(eps, _r11))))
                 cos_l = _r12
                 _r13 = _rt.amax(_rt.expand(cos_l, param))
                 in_layer = (_r13 < _rt.div(delta, _rt.sqrt(numel)))
-                if in_layer:
-                    _r14 = torch.linalg.vector_norm(param)
-                    p_n = torch.div(param, (_r14 + eps))
-                    _r15 = torch.sum(p_n * d_p)
-                    radial = torch.mul(p_n, _r15)
+                _if16 = in_layer
+                _r14 = torch.linalg.vector_norm(param)
+                _if17_p_n = torch.div(param, (_r14 + eps))
+                _r15 = torch.sum(_if17_p_n * d_p)
+                _if18_radial = torch.mul(_if17_p_n, _r15)
+                _if19_d_p = torch.sub(d_p, _if18_radial)
+                if caution:
+                    _r16 = torch.sum(_if17_p_n * grad)
+                    _if20_grad_radial = torch.mul(_if17_p_n, _r16)
+                    _if21_grad_perp = torch.sub(grad, _if20_grad_radial)
+                    _if22_agree = torch.where((torch.mul(_if19_d_p, _if21_grad_perp) > 0.0), torch.full_like(param, 1.0), 0.0)
+                    _r17 = torch.mean(_if22_agree)
+                    _if23_agree = torch.div(_if22_agree, torch.maximum(_r17, _rt.small(0.001, _r17)))
+                    _if24_d_p = torch.mul(_if19_d_p, _if23_agree)
+                    _r18 = torch.sum(_if17_p_n * _if24_d_p)
+                    _if25_radial = torch.mul(_if17_p_n, _r18)
+                    _if26_d_p = torch.sub(_if24_d_p, _if25_radial)
+                    _if27_radial = _if25_radial
+                    _if28_d_p = _if26_d_p
+                else:
+                    _if27_radial = _if18_radial
+                    _if28_d_p = _if19_d_p
+                if (weight_decay != 0.0):
+                    _if29_param = torch.mul(param, (1.0 - _rt.div(((lr * weight_decay) * wd_ratio), (1.0 - momentum))))
+                    _if30_param = _if29_param
+                else:
+                    _if30_param = param
+                if caution:
+                    _if31_agree = torch.where((torch.mul(d_p, grad) > 0.0), torch.full_like(param, 1.0), 0.0)
+                    _r19 = torch.mean(_if31_agree)
+                    _if32_agree = torch.div(_if31_agree, torch.maximum(_r19, _rt.small(0.001, _r19)))
+                    _if33_d_p = torch.mul(d_p, _if32_agree)
+                    _if34_d_p = _if33_d_p
+                else:
+                    _if34_d_p = d_p
+                if (weight_decay != 0.0):
+                    _if35_param = torch.mul(param, (1.0 - _rt.div((lr * weight_decay), (1.0 - momentum))))
+                    _if36_param = _if35_param
+                else:
+                    _if36_param = param
+                _if37_d_p = _rt.where(_if16, _if28_d_p, _if34_d_p)
+                _if38_param = _rt.where(_if16, _if30_param, _if36_param)
+                d_p = _rt.where(_if1, _if13_d_p, _if37_d_p)
+                _if39_param = _rt.where(_if1, _if15_param, _if38_param)
+                param.copy_(_if39_param)
+            else:
+                if in_channel:
+                    _r5 = _rt.channel_norm(param)
+                    p_n = torch.div(param, (_r5 + eps))
+                    _r6 = _rt.channel_sum(p_n * d_p)
+                    radial = torch.mul(p_n, _r6)
                     d_p = torch.sub(d_p, radial)
                     if caution:
-                        _r16 = torch.sum(p_n * grad)
-                        grad_radial = torch.mul(p_n, _r16)
+                        _r7 = _rt.channel_sum(p_n * grad)
+                        grad_radial = torch.mul(p_n, _r7)
                         grad_perp = torch.sub(grad, grad_radial)
                         agree = torch.where((torch.mul(d_p, grad_perp) > 0.0), torch.full_like(param, 1.0), 0.0)
-                        _r17 = torch.mean(agree)
-                        agree = torch.div(agree, torch.maximum(_r17, _rt.small(0.001, _r17)))
+                        _r8 = torch.mean(agree)
+                        agree = torch.div(agree, torch.maximum(_r8, _rt.small(0.001, _r8)))
                         d_p = torch.mul(d_p, agree)
-                        _r18 = torch.sum(p_n * d_p)
-                        radial = torch.mul(p_n, _r18)
+                        _r9 = _rt.channel_sum(p_n * d_p)
+                        radial = torch.mul(p_n, _r9)
                         d_p = torch.sub(d_p, radial)
                     if (weight_decay != 0.0):
                         param.mul_((1.0 - _rt.div(((lr * weight_decay) * wd_ratio), (1.0 - momentum))))
                 else:
-                    if caution:
-                        agree = torch.where((torch.mul(d_p, grad) > 0.0), torch.full_like(param, 1.0), 0.0)
-                        _r19 = torch.mean(agree)
-                        agree = torch.div(agree, torch.maximum(_r19, _rt.small(0.001, _r19)))
-                        d_p = torch.mul(d_p, agree)
-                    if (weight_decay != 0.0):
-                        param.mul_((1.0 - _rt.div((lr * weight_decay), (1.0 - momentum))))
+                    _r10 = torch.linalg.vector_norm(grad)
+                    _r11 = torch.linalg.vector_norm(param)
+                    _r12 = torch.sum(torch.div(grad, torch.maximum(_r10, _rt.small(eps, _r10))) * torch.div(param, torch.maximum(_r11, _rt.small(eps, _r11))))
+                    cos_l = _r12
+                    _r13 = _rt.amax(_rt.expand(cos_l, param))
+                    in_layer = (_r13 < _rt.div(delta, _rt.sqrt(numel)))
+                    if capturable or _rt.compiling():
+                        _if40 = in_layer
+                        _r14 = torch.linalg.vector_norm(param)
+                        _if41_p_n = torch.div(param, (_r14 + eps))
+                        _r15 = torch.sum(_if41_p_n * d_p)
+                        _if42_radial = torch.mul(_if41_p_n, _r15)
+                        _if43_d_p = torch.sub(d_p, _if42_radial)
+                        if caution:
+                            _r16 = torch.sum(_if41_p_n * grad)
+                            _if44_grad_radial = torch.mul(_if41_p_n, _r16)
+                            _if45_grad_perp = torch.sub(grad, _if44_grad_radial)
+                            _if46_agree = torch.where((torch.mul(_if43_d_p, _if45_grad_perp) > 0.0), torch.full_like(param, 1.0), 0.0)
+                            _r17 = torch.mean(_if46_agree)
+                            _if47_agree = torch.div(_if46_agree, torch.maximum(_r17, _rt.small(0.001, _r17)))
+                            _if48_d_p = torch.mul(_if43_d_p, _if47_agree)
+                            _r18 = torch.sum(_if41_p_n * _if48_d_p)
+                            _if49_radial = torch.mul(_if41_p_n, _r18)
+                            _if50_d_p = torch.sub(_if48_d_p, _if49_radial)
+                            _if51_radial = _if49_radial
+                            _if52_d_p = _if50_d_p
+                        else:
+                            _if51_radial = _if42_radial
+                            _if52_d_p = _if43_d_p
+                        if (weight_decay != 0.0):
+                            _if53_param = torch.mul(param, (1.0 - _rt.div(((lr * weight_decay) * wd_ratio), (1.0 - momentum))))
+                            _if54_param = _if53_param
+                        else:
+                            _if54_param = param
+                        if caution:
+                            _if55_agree = torch.where((torch.mul(d_p, grad) > 0.0), torch.full_like(param, 1.0), 0.0)
+                            _r19 = torch.mean(_if55_agree)
+                            _if56_agree = torch.div(_if55_agree, torch.maximum(_r19, _rt.small(0.001, _r19)))
+                            _if57_d_p = torch.mul(d_p, _if56_agree)
+                            _if58_d_p = _if57_d_p
+                        else:
+                            _if58_d_p = d_p
+                        if (weight_decay != 0.0):
+                            _if59_param = torch.mul(param, (1.0 - _rt.div((lr * weight_decay), (1.0 - momentum))))
+                            _if60_param = _if59_param
+                        else:
+                            _if60_param = param
+                        d_p = _rt.where(_if40, _if52_d_p, _if58_d_p)
+                        _if61_param = _rt.where(_if40, _if54_param, _if60_param)
+                        param.copy_(_if61_param)
+                    else:
+                        if in_layer:
+                            _r14 = torch.linalg.vector_norm(param)
+                            p_n = torch.div(param, (_r14 + eps))
+                            _r15 = torch.sum(p_n * d_p)
+                            radial = torch.mul(p_n, _r15)
+                            d_p = torch.sub(d_p, radial)
+                            if caution:
+                                _r16 = torch.sum(p_n * grad)
+                                grad_radial = torch.mul(p_n, _r16)
+                                grad_perp = torch.sub(grad, grad_radial)
+                                agree = torch.where((torch.mul(d_p, grad_perp) > 0.0), torch.full_like(param, 1.0), 0.0)
+                                _r17 = torch.mean(agree)
+                                agree = torch.div(agree, torch.maximum(_r17, _rt.small(0.001, _r17)))
+                                d_p = torch.mul(d_p, agree)
+                                _r18 = torch.sum(p_n * d_p)
+                                radial = torch.mul(p_n, _r18)
+                                d_p = torch.sub(d_p, radial)
+                            if (weight_decay != 0.0):
+                                param.mul_((1.0 - _rt.div(((lr * weight_decay) * wd_ratio), (1.0 - momentum))))
+                        else:
+                            if caution:
+                                agree = torch.where((torch.mul(d_p, grad) > 0.0), torch.full_like(param, 1.0), 0.0)
+                                _r19 = torch.mean(agree)
+                                agree = torch.div(agree, torch.maximum(_r19, _rt.small(0.001, _r19)))
+                                d_p = torch.mul(d_p, agree)
+                            if (weight_decay != 0.0):
+                                param.mul_((1.0 - _rt.div((lr * weight_decay), (1.0 - momentum))))
         else:
             if caution:
                 agree = torch.where((torch.mul(d_p, grad) > 0.0), torch.full_like(param, 1.0), 0.0)

@@ -85,8 +85,10 @@ def value_table(rows: list[tuple], columns: list[int], device, group: tuple = ()
     for r in rows:
         cells += [r[j] for j in columns] or [0.0]
     cells = [0.0 if x is None else x for x in cells]   # a conditional scalar state the group does not keep
-    if not any(isinstance(x, torch.Tensor) for x in cells):
+    capturing = torch.device(device).type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if not capturing and not any(isinstance(x, torch.Tensor) for x in cells):
         return torch.tensor([float(x) for x in cells], dtype=torch.float32).to(device)
+    # (in a CUDA graph capture a host-to-device copy is refused: numbers are filled on the device)
 
     def cell(x) -> torch.Tensor:
         if isinstance(x, torch.Tensor):

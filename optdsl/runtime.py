@@ -337,7 +337,9 @@ def check_capturable(params: list[Tensor], state_steps: list[Tensor], supports_x
     devices = _optimizer._get_capturable_supported_devices(supports_xla=supports_xla)
     scalar_states = scalar_states or {}
     columns = [params, *scalar_states.values(), state_steps]
-    ok = all(len({t.device.type for t in row}) == 1 and row[0].device.type in devices for row in zip(*columns))
+    # None: a conditional scalar state the group does not keep
+    kinds = [{t.device.type for t in row if t is not None} for row in zip(*columns)]
+    ok = all(len(k) == 1 and next(iter(k)) in devices for k in kinds)
     if not ok:
         names = ["params", *scalar_states, "state_steps"]
         listed = " and ".join(names) if len(names) == 2 else ", ".join(names[:-1]) + ", and " + names[-1]

@@ -321,72 +321,7 @@ def test_closure_returns_loss_and_step_hooks_fire(name):
     assert results[0][1] == pytest.approx(results[1][1], rel=1e-5, abs=1e-7)
 
 
-# ---- torch.compile -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("path", ["loop", "foreach"])
-@pytest.mark.parametrize("name", NAMES)
-def test_compile_step_fullgraph(name, path):
-    """torch.compile(opt.step, fullgraph=True): no graph break (torch.optim's own step has one,
-    in `_use_grad_for_differentiable`). The backend is "eager": graph breaks are dynamo's, not
-    the backend's, and inductor's C++ build would take most of this file's time budget on two
-    cores (test_compile_inductor below runs it once). Results within assert_close of eager."""
-    torch._dynamo.reset()
-    combo = combo_of(name)
-    a = make_params(0)
-    b, c = twin(a), twin(a)
-    opt_a, opt_b, opt_c = ours(name, a, combo, path), ours(name, b, combo, path), reference(name, c, combo)
-    compiled = torch.compile(opt_a.step, fullgraph=True, backend="eager")
-    if per_tensor_branches(name):
-        # Not supported yet: a per-tensor host branch (RAdam's `rho_t > 5`, ASGD's `mu != 1`) is a
-        # Python `if` on the step; traced, the step is a tensor, so the branch is data-dependent:
-        # a graph break (torch.optim's own non-capturable RAdam and ASGD break there too).
-        # test_compile_with_graph_breaks_where_a_spec_branches_per_tensor checks the numbers.
-        set_grads(0, a)
-        with pytest.raises(torch._dynamo.exc.Unsupported, match="[Dd]ata-dependent"):
-            compiled()
-        return
-    for step in range(3):
-        set_grads(step, a, b, c)
-        compiled()
-        opt_b.step()
-        opt_c.step()
-    assert_params_close(a, b)
-    assert_params_close(a, c)
-
-
-def test_compile_inductor_adam():
-    """One real compile (inductor, C++ on CPU) of the foreach path, fullgraph, against eager torch."""
-    torch._dynamo.reset()
-    a = make_params(0)
-    b = twin(a)
-    opt_a = optim.Adam(a, lr=0.01, weight_decay=0.1, amsgrad=True, foreach=True)
-    opt_b = torch.optim.Adam(b, lr=0.01, weight_decay=0.1, amsgrad=True, foreach=True)
-    compiled = torch.compile(opt_a.step, fullgraph=True)
-    for step in range(3):
-        set_grads(step, a, b)
-        compiled()
-        opt_b.step()
-    assert_params_close(a, b)
-
-
-@pytest.mark.parametrize("name", [n for n in NAMES if per_tensor_branches(n)])
-def test_compile_with_graph_breaks_where_a_spec_branches_per_tensor(name):
-    """Where fullgraph cannot hold (see test_compile_step_fullgraph), compile still gives torch's numbers."""
-    torch._dynamo.reset()
-    combo = combo_of(name)
-    a = make_params(0)
-    b = twin(a)
-    opt_a, opt_b = ours(name, a, combo), reference(name, b, combo)
-    compiled = torch.compile(opt_a.step, backend="eager")
-    for step in range(8):
-        set_grads(step, a, b)
-        compiled()
-        opt_b.step()
-    assert_params_close(a, b)
-
-
-# ---- dtypes and shapes ------------------------------------------------------------------------
+# ---- torch.compile: tests/test_compile.py (fullgraph for every spec, one inductor compile) ----
 
 
 def _supports_complex(name) -> bool:

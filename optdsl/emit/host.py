@@ -3,10 +3,11 @@ group or per tensor), and the per-tensor host function that the foreach and
 fused paths share."""
 from __future__ import annotations
 
-from ..ir import SHAPE_INPUTS, shape_input_name, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_values, stmt_values, walk_stmts
+from ..ir import LEAF as LEAF_OPS, SHAPE_INPUTS, shape_input_name, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, walk_values, stmt_values, walk_stmts
 from ..names import ident, is_empty_name, literal, stored_name
 from ..plan.table import (Column, columns, first_stored, is_device_stmt, per_tensor_inputs,  # noqa: F401
                           scalar_states, shape_inputs)
+from ..selects import Selector, condition_may_be_tensor, is_select
 from .common import Writer, float_literal, render
 
 
@@ -32,7 +33,23 @@ def host_leaf(v: Value, scalar_state=lambda n: f"({n} if capturable else _rt.val
 
 
 def host_expr(v: Value, **leaf_options) -> str:
-    return render(v, "host", lambda x: host_leaf(x, **leaf_options))
+    def leaf(x: Value) -> str:
+        return host_leaf(x, **leaf_options)
+    if not any(is_select(n) for n in walk_values(v)):
+        return render(v, "host", leaf)
+    return _with_selects(v, leaf)
+
+
+def _with_selects(v: Value, leaf) -> str:
+    """Host source where an if-conversion's select (optdsl.selects) may pick between tensors:
+    `_rt.where(c, a, b)`, never Python's `a if c else b` (a host read of a tensor condition)."""
+    from ..builtins import OPS
+    if v.op in LEAF_OPS:
+        return leaf(v)
+    args = [_with_selects(a, leaf) for a in v.args]
+    if is_select(v):
+        return f"_rt.where({args[0]}, {args[1]}, {args[2]})"
+    return OPS[v.op].host.format(*args)
 
 
 # Stores `s = s (op) h` to a scalar state that torch.optim writes in place (`mu_product *= mu`).
@@ -135,7 +152,12 @@ def emit_per_tensor_function(p: Program, fn_name: str, cols: list[Column] | None
 
         def _has_host(s: If) -> bool:
             return _has_host_block(s.then, p, tracked | reread) or _has_host_block(s.other, p, tracked | reread)
-        block(p.body)
+        # a per-tensor `if` on the step or a scalar state: both sides computed, the results selected
+        # (optdsl.selects), so that capturable steps (0-d tensors) are never read back; with floats
+        # the values are the same (host math is IEEE-safe, the select picks the branch taken)
+        tensor_condition = condition_may_be_tensor(p)
+        selector = Selector(p, p.body, lambda c: c.kind is Kind.TENSOR_SCALAR and tensor_condition(c), scalar_stores=False)
+        block(selector.convert_all(p.body, {c.name for c in cols} | set(scalar_states(p))))
         results = [ident(c.name) for c in cols] + [ident(n) for n in scalar_states(p)]
         results += [stored_name(n) for n in first_stored(p) if n in tracked]
         w.line(f"return ({', '.join(results)}{',' if len(results) == 1 else ''})")

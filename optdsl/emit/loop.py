@@ -10,6 +10,7 @@ from ..plan import Phase
 from .common import Writer
 from .forms import INPLACE_UNARY, BINARY_METHOD, alpha_scaled, is_target, neg, number_args, reads, rest_forms, split_accumulate
 from .host import INPLACE_SCALAR, host_expr, may_be_tensor, scalar_store, tensor_capable
+from ..selects import Selector, bound_after, is_select
 
 
 class LoopEmitter:
@@ -21,6 +22,7 @@ class LoopEmitter:
         self.empty = {s.name for s in p.states if s.init == "empty"}
         self.scalar = {s.name for s in p.states if s.kind is Kind.TENSOR_SCALAR}
         self.tensor_locals = tensor_capable(p)
+        self.selector: Selector | None = None
 
     def host(self, v: Value) -> str:
         return host_expr(v)
@@ -39,6 +41,8 @@ class LoopEmitter:
             return self.small(v), False
         if v.op in LEAF:
             return (ident(str(v.arg)) if v.op in (Op.STATE, Op.VAR) else v.op.name.lower()), False
+        if is_select(v):   # if-conversion (optdsl.selects): the condition may be a tensor
+            return f"_rt.where({ident(str(v.args[0].arg))}, {self.operand(v.args[1])}, {self.operand(v.args[2])})", True
         if v.op is Op.WHERE and v.args[0].kind.on_host:
             # both sides tensors: a side that is a host number is filled into the parameter's shape
             return f"({self.operand(v.args[1])} if {self.host(v.args[0])} else {self.operand(v.args[2])})", False
@@ -109,6 +113,8 @@ class LoopEmitter:
             return ident(str(v.arg))
         if v.op in REDUCE:
             return self.reduction(v)
+        if is_select(v):
+            return f"_rt.where({ident(str(v.args[0].arg))}, {self.small(v.args[1])}, {self.small(v.args[2])})"
         if v.op is Op.WHERE and v.args[0].kind.on_host:
             return f"({self.small_operand(v.args[1], v)} if {self.host(v.args[0])} else {self.small_operand(v.args[2], v)})"
         sc = alpha_scaled(v.args[1]) if v.op in (Op.ADD, Op.SUB) and v.args[0].kind.on_device else None
@@ -144,8 +150,13 @@ class LoopEmitter:
         return f"{parts_list(name)}[_i] = {REDUCTIONS[v.op].part.format(*self.reduction_operands(v))}"
 
     # ---- statements ------------------------------------------------------------
-    def body(self, stmts: tuple[Stmt, ...], w: Writer) -> None:
+    def body(self, stmts: tuple[Stmt, ...], w: Writer, bound: set[str] | None = None) -> None:
+        if self.selector is None:
+            self.selector = Selector(self.p, stmts)
+        bound = set() if bound is None else bound
         for s in stmts:
+            if isinstance(s, Let):
+                bound.add(s.name)
             if isinstance(s, Let) and s.value.op in REDUCE and s.value.arg == "group":
                 role = self.phase.role(s.name) if self.phase is not None else "inline"
                 if role == "sink":
@@ -158,14 +169,32 @@ class LoopEmitter:
                 w.line(f"{ident(s.name)} = {code}")
             elif isinstance(s, Store):
                 self.store(s.target, s.value, w)
-            else:
-                w.line(f"if {self.host(s.cond) if s.cond.kind.on_host else self.small(s.cond)}:")
+            elif self.selector.applies(s):
+                # the condition is a tensor with capturable=True or under torch.compile: both branches,
+                # then selects (optdsl.selects); in eager mode the `if` as torch.optim writes it
+                w.line("if capturable or _rt.compiling():")
                 with w.indent():
-                    self.body(s.then, w) if s.then else w.line("pass")
-                if s.other:
-                    w.line("else:")
-                    with w.indent():
-                        self.body(s.other, w)
+                    selected = self.selector.convert(s, bound)
+                    for x in selected:
+                        if isinstance(x, Let) and x.value.kind.on_host and may_be_tensor(x.value, self.tensor_locals):
+                            self.tensor_locals.add(x.name)
+                    self.body(selected, w, set(bound))
+                w.line("else:")
+                with w.indent():
+                    self.branch(s, w, bound)
+                bound |= bound_after(s)
+            else:
+                self.branch(s, w, bound)
+                bound |= bound_after(s)
+
+    def branch(self, s, w: Writer, bound: set[str]) -> None:
+        w.line(f"if {self.host(s.cond) if s.cond.kind.on_host else self.small(s.cond)}:")
+        with w.indent():
+            self.body(s.then, w, set(bound)) if s.then else w.line("pass")
+        if s.other:
+            w.line("else:")
+            with w.indent():
+                self.body(s.other, w, set(bound))
 
     def store(self, target: str, v: Value, w: Writer) -> None:
         d = ident(target)

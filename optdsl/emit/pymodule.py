@@ -157,6 +157,7 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         per_tensor_inputs=", ".join(inputs),
         per_tensor_kwargs=", ".join(f"{n}={n}" for n in hyper_names),
         uniform_columns=literal(tuple(uniform)) if uniform else "",
+        foreach_selects_in_loop=selects_per_tensor(p),
         foreach_columns=fc.text(), foreach_body=fe.w.text(), foreach_runs_loop=foreach_plan.tensor_at_a_time, scalar_writeback=wb.text(),
         has_lr=any(h.name == "lr" for h in p.hypers),
         capturable_scalars="".join([", scalar_states={"] + [
@@ -164,6 +165,16 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
             for k, n in enumerate(foreach_plan.scalar_states)] + ["}"]) if foreach_plan.scalar_states else "",
         foreach_lr_per_tensor=literal(lr_reaches_per_tensor_column(hoisted)),
     )
+
+
+def selects_per_tensor(p) -> bool:
+    """Whether the loop path converts a per-tensor `if` on the step or a scalar state into selects
+    (optdsl.selects) when capturable or traced: the foreach path then takes its tensors one at a
+    time there, rather than branch on a tensor for the whole group."""
+    from ..ir import If, walk_stmts
+    from ..selects import Selector
+    selector = Selector(p, p.body)
+    return any(isinstance(s, If) and s.cond.kind is Kind.TENSOR_SCALAR and selector.applies(s) for s in walk_stmts(p.body))
 
 
 # The loop path's per-tensor shape inputs, read off the tensor at hand (a complex one's real view).
