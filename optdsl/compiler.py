@@ -19,6 +19,8 @@ class Compiled:
     eager_source: str
     triton_source: str
     spec_hash: str
+    cpu_source: str = ""          # the fused CPU backend's Python launcher
+    cpp_source: str | None = None  # its C++ (None: a spec the C++ backend does not cover)
 
 
 def spec_hash(source: str) -> str:
@@ -34,13 +36,15 @@ def compile_ir(source: str, file: str = "<spec>", verify_ir: bool = False) -> Pr
 
 def compile_spec(source: str, file: str = "<spec>", verify_ir: bool = False) -> Compiled:
     from .emit.pymodule import emit_eager_module
+    from .emit.cpp import emit_cpu_sources
     from .emit.triton import emit_triton_module
     program = compile_ir(source, file, verify_ir)
     digest = spec_hash(source)
     name = file.rsplit("/", 1)[-1]
     try:
+        cpu_source, cpp_source = emit_cpu_sources(program, name, digest)
         return Compiled(program, emit_eager_module(program, name, digest), emit_triton_module(program, name, digest),
-                        digest)
+                        digest, cpu_source, cpp_source)
     except PlanError as err:   # an update the phase plan cannot split: a diagnostic at the spec's header
         header = parse(source, file).span
         raise CompileError([Diagnostic(header, f"cannot plan this update's reductions: {err}")], source) from None
