@@ -140,6 +140,13 @@ class Kernel:
                 table.data_ptr(), dtypes, flag_array, torch.get_num_threads())
 
 
+def covered(class_name: str) -> bool:
+    """Whether the C++ backend runs a shipped spec (generated/<name>_cpu.cpp exists)."""
+    from .loader import shipped
+    from .resources import data_dir
+    return (data_dir("generated") / f"{shipped()[class_name]}_cpu.cpp").exists()
+
+
 def kernel(source: Path, symbol: str) -> Kernel:
     """The step function of a generated C++ source, built (or loaded from the cache) once per process."""
     key = (str(source), symbol)

@@ -515,11 +515,33 @@ def import_sibling(module_file: str, suffix: str):
     return module
 
 
+_CPU_FUSED: list[str] = []   # the innermost `cpu_fused(...)` block's choice
+
+
+class cpu_fused:
+    """`with cpu_fused("cpp"):` -- the fused backend CPU tensors run inside the block, whatever
+    the environment says (how tests and `optdsl verify` select the C++ backend explicitly)."""
+
+    def __init__(self, backend: str):
+        if backend not in ("cpp", "triton"):
+            raise ValueError(f"the CPU fused backend is 'cpp' or 'triton', not {backend!r}")
+        self.backend = backend
+
+    def __enter__(self):
+        _CPU_FUSED.append(self.backend)
+        return self
+
+    def __exit__(self, *exc):
+        _CPU_FUSED.pop()
+
+
 def cpu_fused_backend() -> str:
     """Which fused backend CPU tensors run: 'cpp' (the fused C++ backend, optdsl.emit.cpp) or
     'triton' (the Triton kernel under the interpreter, which is how the Triton kernels are tested
-    on CPU). OPTDSL_CPU_FUSED=cpp|triton chooses; unset, TRITON_INTERPRET=1 means 'triton' and
-    anything else 'cpp'."""
+    on CPU). A `cpu_fused(...)` block chooses; else OPTDSL_CPU_FUSED=cpp|triton; unset,
+    TRITON_INTERPRET=1 means 'triton' and anything else 'cpp'."""
+    if _CPU_FUSED:
+        return _CPU_FUSED[-1]
     choice = os.environ.get("OPTDSL_CPU_FUSED", "")
     if choice in ("cpp", "triton"):
         return choice
