@@ -74,6 +74,8 @@ inline void _stream_out(void* base, int64_t start, int64_t n, int64_t dtype, con
 }
 
 // The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// Template bits: MAXIMIZE, _H1.
+template <unsigned _M>
 void _chunk(
     int64_t _n,
     float* __restrict _param,
@@ -86,9 +88,9 @@ void _chunk(
     const float eps,
     const float _h3,
     const float lr,
-    const bool MAXIMIZE,
-    const bool _H1,
     const int _unused) {
+    constexpr bool MAXIMIZE = (_M >> 0) & 1u;
+    constexpr bool _H1 = (_M >> 1) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
         float param = _param[_i];
@@ -153,7 +155,13 @@ extern "C" void optdsl_adadelta_step(
         void* _base_acc_delta = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
         float* _acc_delta = _stream_in(_base_acc_delta, _start, _n, _dtypes[3], _buf_acc_delta);
-        _chunk(_n, _param, _grad, _square_avg, _acc_delta, weight_decay, rho, _h2, eps, _h3, lr, MAXIMIZE, _H1, 0);
+        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1);
+        switch (_m) {
+        case 0: _chunk<0>(_n, _param, _grad, _square_avg, _acc_delta, weight_decay, rho, _h2, eps, _h3, lr, 0); break;
+        case 1: _chunk<1>(_n, _param, _grad, _square_avg, _acc_delta, weight_decay, rho, _h2, eps, _h3, lr, 0); break;
+        case 2: _chunk<2>(_n, _param, _grad, _square_avg, _acc_delta, weight_decay, rho, _h2, eps, _h3, lr, 0); break;
+        case 3: _chunk<3>(_n, _param, _grad, _square_avg, _acc_delta, weight_decay, rho, _h2, eps, _h3, lr, 0); break;
+        }
         _stream_out(_base_param, _start, _n, _dtypes[0], _param);
         _stream_out(_base_square_avg, _start, _n, _dtypes[2], _square_avg);
         _stream_out(_base_acc_delta, _start, _n, _dtypes[3], _acc_delta);

@@ -74,6 +74,8 @@ inline void _stream_out(void* base, int64_t start, int64_t n, int64_t dtype, con
 }
 
 // The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// Template bits: MAXIMIZE, _H1.
+template <unsigned _M>
 void _chunk(
     int64_t _n,
     float* __restrict _param,
@@ -85,9 +87,9 @@ void _chunk(
     const float betas_1,
     const float eps,
     const float clr,
-    const bool MAXIMIZE,
-    const bool _H1,
     const int _unused) {
+    constexpr bool MAXIMIZE = (_M >> 0) & 1u;
+    constexpr bool _H1 = (_M >> 1) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
         float param = _param[_i];
@@ -146,7 +148,13 @@ extern "C" void optdsl_adamax_step(
         void* _base_exp_inf = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
         float* _exp_inf = _stream_in(_base_exp_inf, _start, _n, _dtypes[3], _buf_exp_inf);
-        _chunk(_n, _param, _grad, _exp_avg, _exp_inf, weight_decay, _h2, betas_1, eps, _row[0], MAXIMIZE, _H1, 0);
+        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1);
+        switch (_m) {
+        case 0: _chunk<0>(_n, _param, _grad, _exp_avg, _exp_inf, weight_decay, _h2, betas_1, eps, _row[0], 0); break;
+        case 1: _chunk<1>(_n, _param, _grad, _exp_avg, _exp_inf, weight_decay, _h2, betas_1, eps, _row[0], 0); break;
+        case 2: _chunk<2>(_n, _param, _grad, _exp_avg, _exp_inf, weight_decay, _h2, betas_1, eps, _row[0], 0); break;
+        case 3: _chunk<3>(_n, _param, _grad, _exp_avg, _exp_inf, weight_decay, _h2, betas_1, eps, _row[0], 0); break;
+        }
         _stream_out(_base_param, _start, _n, _dtypes[0], _param);
         _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _exp_avg);
         _stream_out(_base_exp_inf, _start, _n, _dtypes[3], _exp_inf);

@@ -74,6 +74,8 @@ inline void _stream_out(void* base, int64_t start, int64_t n, int64_t dtype, con
 }
 
 // The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// Template bits: MAXIMIZE, _H1, AMSGRAD.
+template <unsigned _M>
 void _chunk(
     int64_t _n,
     float* __restrict _param,
@@ -88,10 +90,10 @@ void _chunk(
     const float eps,
     const float _h5,
     const float step_size,
-    const bool MAXIMIZE,
-    const bool _H1,
-    const bool AMSGRAD,
     const int _unused) {
+    constexpr bool MAXIMIZE = (_M >> 0) & 1u;
+    constexpr bool _H1 = (_M >> 1) & 1u;
+    constexpr bool AMSGRAD = (_M >> 2) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
         float param = _param[_i];
@@ -165,7 +167,17 @@ extern "C" void optdsl_adamw_step(
         void* _base_max_exp_avg_sq = _dtypes[4] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[4])[_t]);
         float* _max_exp_avg_sq = _stream_in(_base_max_exp_avg_sq, _start, _n, _dtypes[4], _buf_max_exp_avg_sq);
-        _chunk(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, betas_1, _h4, eps, _row[0], _row[1], MAXIMIZE, _H1, AMSGRAD, 0);
+        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1) | (unsigned(AMSGRAD) << 2);
+        switch (_m) {
+        case 0: _chunk<0>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        case 1: _chunk<1>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        case 2: _chunk<2>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        case 3: _chunk<3>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        case 4: _chunk<4>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        case 5: _chunk<5>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        case 6: _chunk<6>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        case 7: _chunk<7>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        }
         _stream_out(_base_param, _start, _n, _dtypes[0], _param);
         _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _exp_avg);
         _stream_out(_base_exp_avg_sq, _start, _n, _dtypes[3], _exp_avg_sq);

@@ -74,6 +74,8 @@ inline void _stream_out(void* base, int64_t start, int64_t n, int64_t dtype, con
 }
 
 // The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// Template bits: MAXIMIZE, _H1, _h4.
+template <unsigned _M>
 void _chunk(
     int64_t _n,
     float* __restrict _param,
@@ -82,11 +84,11 @@ void _chunk(
     const float weight_decay,
     const float _h2,
     const float _h3,
-    const bool _h4,
     const float _h5,
-    const bool MAXIMIZE,
-    const bool _H1,
     const int _unused) {
+    constexpr bool MAXIMIZE = (_M >> 0) & 1u;
+    constexpr bool _H1 = (_M >> 1) & 1u;
+    constexpr bool _h4 = (_M >> 2) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
         float param = _param[_i];
@@ -140,7 +142,18 @@ extern "C" void optdsl_asgd_step(
         void* _base_ax = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
         float* _ax = _stream_in(_base_ax, _start, _n, _dtypes[2], _buf_ax);
-        _chunk(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], (_row[2] != 0.0f), _row[3], MAXIMIZE, _H1, 0);
+        const bool _h4 = _row[2] != 0.0f;
+        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1) | (unsigned(_h4) << 2);
+        switch (_m) {
+        case 0: _chunk<0>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        case 1: _chunk<1>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        case 2: _chunk<2>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        case 3: _chunk<3>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        case 4: _chunk<4>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        case 5: _chunk<5>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        case 6: _chunk<6>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        case 7: _chunk<7>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        }
         _stream_out(_base_param, _start, _n, _dtypes[0], _param);
         _stream_out(_base_ax, _start, _n, _dtypes[2], _ax);
     }

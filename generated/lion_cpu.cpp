@@ -74,6 +74,8 @@ inline void _stream_out(void* base, int64_t start, int64_t n, int64_t dtype, con
 }
 
 // The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// Template bits: MAXIMIZE.
+template <unsigned _M>
 void _chunk(
     int64_t _n,
     float* __restrict _param,
@@ -85,8 +87,8 @@ void _chunk(
     const float lr,
     const float betas_1,
     const float _h3,
-    const bool MAXIMIZE,
     const int _unused) {
+    constexpr bool MAXIMIZE = (_M >> 0) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
         float param = _param[_i];
@@ -139,7 +141,11 @@ extern "C" void optdsl_lion_step(
         void* _base_exp_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
         float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
-        _chunk(_n, _param, _grad, _exp_avg, _h1, betas_0, _h2, lr, betas_1, _h3, MAXIMIZE, 0);
+        const unsigned _m = (unsigned(MAXIMIZE) << 0);
+        switch (_m) {
+        case 0: _chunk<0>(_n, _param, _grad, _exp_avg, _h1, betas_0, _h2, lr, betas_1, _h3, 0); break;
+        case 1: _chunk<1>(_n, _param, _grad, _exp_avg, _h1, betas_0, _h2, lr, betas_1, _h3, 0); break;
+        }
         _stream_out(_base_param, _start, _n, _dtypes[0], _param);
         _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _exp_avg);
     }

@@ -74,6 +74,8 @@ inline void _stream_out(void* base, int64_t start, int64_t n, int64_t dtype, con
 }
 
 // The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// Template bits: MAXIMIZE, _H1, DECOUPLED_WEIGHT_DECAY, _h5.
+template <unsigned _M>
 void _chunk(
     int64_t _n,
     float* __restrict _param,
@@ -88,13 +90,13 @@ void _chunk(
     const float eps,
     const float lr,
     const float bias_correction1,
-    const bool _h5,
     const float _h6,
     const float rect,
-    const bool MAXIMIZE,
-    const bool _H1,
-    const bool DECOUPLED_WEIGHT_DECAY,
     const int _unused) {
+    constexpr bool MAXIMIZE = (_M >> 0) & 1u;
+    constexpr bool _H1 = (_M >> 1) & 1u;
+    constexpr bool DECOUPLED_WEIGHT_DECAY = (_M >> 2) & 1u;
+    constexpr bool _h5 = (_M >> 3) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
         float param = _param[_i];
@@ -169,7 +171,26 @@ extern "C" void optdsl_radam_step(
         void* _base_exp_avg_sq = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
         float* _exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
-        _chunk(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], (_row[1] != 0.0f), _row[2], _row[3], MAXIMIZE, _H1, DECOUPLED_WEIGHT_DECAY, 0);
+        const bool _h5 = _row[1] != 0.0f;
+        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1) | (unsigned(DECOUPLED_WEIGHT_DECAY) << 2) | (unsigned(_h5) << 3);
+        switch (_m) {
+        case 0: _chunk<0>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 1: _chunk<1>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 2: _chunk<2>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 3: _chunk<3>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 4: _chunk<4>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 5: _chunk<5>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 6: _chunk<6>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 7: _chunk<7>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 8: _chunk<8>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 9: _chunk<9>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 10: _chunk<10>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 11: _chunk<11>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 12: _chunk<12>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 13: _chunk<13>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 14: _chunk<14>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 15: _chunk<15>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        }
         _stream_out(_base_param, _start, _n, _dtypes[0], _param);
         _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _exp_avg);
         _stream_out(_base_exp_avg_sq, _start, _n, _dtypes[3], _exp_avg_sq);

@@ -74,6 +74,8 @@ inline void _stream_out(void* base, int64_t start, int64_t n, int64_t dtype, con
 }
 
 // The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// Template bits: MAXIMIZE.
+template <unsigned _M>
 void _chunk(
     int64_t _n,
     float* __restrict _param,
@@ -84,8 +86,8 @@ void _chunk(
     const float etas_0,
     const float step_sizes_0,
     const float step_sizes_1,
-    const bool MAXIMIZE,
     const int _unused) {
+    constexpr bool MAXIMIZE = (_M >> 0) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
         float param = _param[_i];
@@ -145,7 +147,11 @@ extern "C" void optdsl_rprop_step(
         void* _base_step_size = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
         float* _step_size = _stream_in(_base_step_size, _start, _n, _dtypes[3], _buf_step_size);
-        _chunk(_n, _param, _grad, _prev, _step_size, etas_1, etas_0, step_sizes_0, step_sizes_1, MAXIMIZE, 0);
+        const unsigned _m = (unsigned(MAXIMIZE) << 0);
+        switch (_m) {
+        case 0: _chunk<0>(_n, _param, _grad, _prev, _step_size, etas_1, etas_0, step_sizes_0, step_sizes_1, 0); break;
+        case 1: _chunk<1>(_n, _param, _grad, _prev, _step_size, etas_1, etas_0, step_sizes_0, step_sizes_1, 0); break;
+        }
         _stream_out(_base_param, _start, _n, _dtypes[0], _param);
         _stream_out(_base_prev, _start, _n, _dtypes[2], _prev);
         _stream_out(_base_step_size, _start, _n, _dtypes[3], _step_size);

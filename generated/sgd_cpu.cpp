@@ -74,6 +74,8 @@ inline void _stream_out(void* base, int64_t start, int64_t n, int64_t dtype, con
 }
 
 // The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// Template bits: MAXIMIZE, _H1, _H2, NESTEROV, _h3.
+template <unsigned _M>
 void _chunk(
     int64_t _n,
     float* __restrict _param,
@@ -83,12 +85,12 @@ void _chunk(
     const float momentum,
     const float _h4,
     const float lr,
-    const bool _h3,
-    const bool MAXIMIZE,
-    const bool _H1,
-    const bool _H2,
-    const bool NESTEROV,
     const int _unused) {
+    constexpr bool MAXIMIZE = (_M >> 0) & 1u;
+    constexpr bool _H1 = (_M >> 1) & 1u;
+    constexpr bool _H2 = (_M >> 2) & 1u;
+    constexpr bool NESTEROV = (_M >> 3) & 1u;
+    constexpr bool _h3 = (_M >> 4) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
         float param = _param[_i];
@@ -145,7 +147,42 @@ extern "C" void optdsl_sgd_step(
         void* _base_momentum_buffer = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
         float* _momentum_buffer = _stream_in(_base_momentum_buffer, _start, _n, _dtypes[2], _buf_momentum_buffer);
-        _chunk(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, (_row[0] != 0.0f), MAXIMIZE, _H1, _H2, NESTEROV, 0);
+        const bool _h3 = _row[0] != 0.0f;
+        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1) | (unsigned(_H2) << 2) | (unsigned(NESTEROV) << 3) | (unsigned(_h3) << 4);
+        switch (_m) {
+        case 0: _chunk<0>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 1: _chunk<1>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 2: _chunk<2>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 3: _chunk<3>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 4: _chunk<4>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 5: _chunk<5>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 6: _chunk<6>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 7: _chunk<7>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 8: _chunk<8>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 9: _chunk<9>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 10: _chunk<10>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 11: _chunk<11>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 12: _chunk<12>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 13: _chunk<13>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 14: _chunk<14>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 15: _chunk<15>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 16: _chunk<16>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 17: _chunk<17>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 18: _chunk<18>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 19: _chunk<19>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 20: _chunk<20>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 21: _chunk<21>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 22: _chunk<22>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 23: _chunk<23>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 24: _chunk<24>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 25: _chunk<25>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 26: _chunk<26>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 27: _chunk<27>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 28: _chunk<28>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 29: _chunk<29>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 30: _chunk<30>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 31: _chunk<31>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        }
         _stream_out(_base_param, _start, _n, _dtypes[0], _param);
         _stream_out(_base_momentum_buffer, _start, _n, _dtypes[2], _momentum_buffer);
     }

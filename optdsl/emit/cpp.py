@@ -27,6 +27,7 @@ from .host import emit_per_tensor_function, first_stored, is_device_stmt, scalar
 from .pymodule import environment
 from .triton import KernelEmitter, describe_traffic, stream_condition
 
+MAX_TEMPLATE_BITS = 6   # at most 64 instantiations of a chunk loop; beyond, booleans stay run-time
 BLOCK = 2048   # elements per chunk: the fp32 buffers of a chunk's streams stay in L1/L2
 
 # Lower-case words C++ (or the headers the kernel includes) gives a meaning: a spec name equal to
@@ -143,19 +144,28 @@ def emit_cpu_sources(p: Program, source_name: str, spec_hash: str) -> tuple[str,
     stored, read = list(cost.stored), set(cost.read)
     used = [s for s in streams if s in read or s in stored]
     group_names = [cpp_name(n) for n in k.group_columns]
-    row_columns = [(("bool" if c.type is Type.BOOL else "float"), cpp_name(ident(c.name))) for c in k.table_cols]
-    row_args = [f"(_row[{j}] != 0.0f)" if t == "bool" else f"_row[{j}]" for j, (t, _) in enumerate(row_columns)]
+    row_columns = [(("bool" if c.type is Type.BOOL else "float"), cpp_name(ident(c.name)), j)
+                   for j, c in enumerate(k.table_cols)]
     flags = list(k.constexprs)
+    # Booleans (group flags, per-tensor boolean columns) are template bits of the chunk function:
+    # GCC does not vectorise a select on a run-time scalar bool, so each combination is its own
+    # loop, with the untaken branches folded away (2^bits instantiations, a chunk picks one).
+    bits = flags + [name for t, name, _ in row_columns if t == "bool"]
+    templated = len(bits) <= MAX_TEMPLATE_BITS
     bytes_per_element = describe_traffic(cost, optional_streams(hoisted))
     kernel = env.get_template("cpu.cpp.jinja").render(
         source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name), fn=fn, block=BLOCK,
         bytes_per_element=bytes_per_element,
         streams=[(cpp_name(s), s in stored) for s in used],
         stored=[(cpp_name(s), j) for j, s in enumerate(used) if s in stored],
-        columns=[("float", n) for n in group_names] + row_columns, flags=flags,
+        columns=[("float", n) for n in group_names] + [(t, n) for t, n, _ in row_columns
+                                                        if not (templated and t == "bool")],
+        flags=flags, bits=bits if templated else [], runtime_bools=[] if templated else bits,
+        row_bools=[(n, j) for t, n, j in row_columns if t == "bool"],
         locals=k.locals(streams), body=body.text(),
         group_loads=[f"const float {n} = _table[{j}];" for j, n in enumerate(group_names)],
-        chunk_args=group_names + row_args + flags,
+        chunk_args=group_names + [f"_row[{j}]" for t, n, j in row_columns if t == "float"]
+        + ([] if templated else bits),
         n_group=len(group_names), n_columns=max(1, len(k.table_cols)),
     )
     hyper_names = [ident(h.name) for h in p.hypers] + [ident(f.name) for f in p.flags]
