@@ -7,9 +7,7 @@ threads over a flat work list of chunks across every tensor of the bucket.
 
 Bytes moved per element (fp32 streams): 28 B (reads param, grad, exp_avg, exp_avg_sq; writes param, exp_avg, exp_avg_sq); 36 B with every optional state (max_exp_avg_sq).
 """
-from pathlib import Path
-
-import torch
+import torch  # noqa: F401
 
 from optdsl import cpp_runtime as _cpp
 from optdsl import kernel_runtime as _krt
@@ -18,7 +16,7 @@ from optdsl import runtime as _rt
 STREAMS = ('param', 'grad', 'exp_avg', 'exp_avg_sq', 'max_exp_avg_sq')
 STORED = ('param', 'exp_avg', 'exp_avg_sq', 'max_exp_avg_sq')
 BLOCK = 2048
-SOURCE = Path(__file__).with_name("adamw_cpu.cpp")
+SOURCE = _cpp.sibling(__file__, "adamw_cpu.cpp")
 SYMBOL = "optdsl_adamw_step"
 
 

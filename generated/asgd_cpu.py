@@ -7,9 +7,7 @@ threads over a flat work list of chunks across every tensor of the bucket.
 
 Bytes moved per element (fp32 streams): 20 B (reads param, grad, ax; writes param, ax).
 """
-from pathlib import Path
-
-import torch
+import torch  # noqa: F401
 
 from optdsl import cpp_runtime as _cpp
 from optdsl import kernel_runtime as _krt
@@ -18,7 +16,7 @@ from optdsl import runtime as _rt
 STREAMS = ('param', 'grad', 'ax')
 STORED = ('param', 'ax')
 BLOCK = 2048
-SOURCE = Path(__file__).with_name("asgd_cpu.cpp")
+SOURCE = _cpp.sibling(__file__, "asgd_cpu.cpp")
 SYMBOL = "optdsl_asgd_step"
 
 

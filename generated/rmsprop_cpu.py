@@ -7,9 +7,7 @@ threads over a flat work list of chunks across every tensor of the bucket.
 
 Bytes moved per element (fp32 streams): 20 B (reads param, grad, square_avg; writes square_avg, param); 36 B with every optional state (grad_avg, momentum_buffer).
 """
-from pathlib import Path
-
-import torch
+import torch  # noqa: F401
 
 from optdsl import cpp_runtime as _cpp
 from optdsl import kernel_runtime as _krt
@@ -18,7 +16,7 @@ from optdsl import runtime as _rt
 STREAMS = ('param', 'grad', 'square_avg', 'grad_avg', 'momentum_buffer')
 STORED = ('param', 'square_avg', 'grad_avg', 'momentum_buffer')
 BLOCK = 2048
-SOURCE = Path(__file__).with_name("rmsprop_cpu.cpp")
+SOURCE = _cpp.sibling(__file__, "rmsprop_cpu.cpp")
 SYMBOL = "optdsl_rmsprop_step"
 
 

@@ -140,6 +140,11 @@ class Kernel:
                 table.data_ptr(), dtypes, flag_array, torch.get_num_threads())
 
 
+def sibling(module_file: str, name: str) -> Path:
+    """The generated C++ source beside a generated launcher module."""
+    return Path(module_file).with_name(name)
+
+
 def covered(class_name: str) -> bool:
     """Whether the C++ backend runs a shipped spec (generated/<name>_cpu.cpp exists)."""
     from .loader import shipped
