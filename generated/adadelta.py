@@ -4,7 +4,8 @@
 
 Three paths with one signature, as in torch.optim: `_single_tensor_adadelta` (a loop
 over tensors), `_multi_tensor_adadelta` (foreach=True) and `_fused_adadelta`
-(fused=True: one Triton kernel launch per parameter group).
+(fused=True: one Triton kernel launch per parameter group; on CPU tensors the fused C++ backend,
+or the Triton kernel under TRITON_INTERPRET=1: see runtime.cpu_fused_backend).
 """
 from __future__ import annotations
 
@@ -216,7 +217,7 @@ def _fused_adadelta(params, grads, square_avgs, acc_deltas, state_steps, *, lr, 
         raise RuntimeError(f"Adadelta: {reason}")
     torch._foreach_add_(state_steps, 1)
     steps = _rt.host_values(state_steps, capturable)
-    kernels = _rt.import_sibling(__file__, "_triton")
+    kernels = _rt.import_sibling(__file__, _rt.fused_kernel_suffix(params))
     _rt.launch_on_shards(
         kernels.launch,
         params,

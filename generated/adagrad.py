@@ -4,7 +4,8 @@
 
 Three paths with one signature, as in torch.optim: `_single_tensor_adagrad` (a loop
 over tensors), `_multi_tensor_adagrad` (foreach=True) and `_fused_adagrad`
-(fused=True: one Triton kernel launch per parameter group).
+(fused=True: one Triton kernel launch per parameter group; on CPU tensors the fused C++ backend,
+or the Triton kernel under TRITON_INTERPRET=1: see runtime.cpu_fused_backend).
 """
 from __future__ import annotations
 
@@ -214,7 +215,7 @@ def _fused_adagrad(params, grads, state_sums, state_steps, *, lr, lr_decay, weig
         raise RuntimeError(f"Adagrad: {reason}")
     torch._foreach_add_(state_steps, 1)
     steps = _rt.host_values(state_steps, capturable)
-    kernels = _rt.import_sibling(__file__, "_triton")
+    kernels = _rt.import_sibling(__file__, _rt.fused_kernel_suffix(params))
     _rt.launch_on_shards(
         kernels.launch,
         params,

@@ -4,7 +4,8 @@
 
 Three paths with one signature, as in torch.optim: `_single_tensor_funnelledsgdm` (a loop
 over tensors), `_multi_tensor_funnelledsgdm` (foreach=True) and `_fused_funnelledsgdm`
-(fused=True: one Triton kernel launch per parameter group).
+(fused=True: one Triton kernel launch per parameter group; on CPU tensors the fused C++ backend,
+or the Triton kernel under TRITON_INTERPRET=1: see runtime.cpu_fused_backend).
 """
 from __future__ import annotations
 
@@ -241,7 +242,7 @@ def _fused_funnelledsgdm(params, grads, preconds, step_sizes, exp_avgs, momentum
     reason = _rt.fused_available(params)
     if reason is not None:
         raise RuntimeError(f"FunnelledSGDM: {reason}")
-    kernels = _rt.import_sibling(__file__, "_triton")
+    kernels = _rt.import_sibling(__file__, _rt.fused_kernel_suffix(params))
     _rt.launch_on_shards(
         kernels.launch,
         params,

@@ -4,7 +4,8 @@
 
 Three paths with one signature, as in torch.optim: `_single_tensor_lars` (a loop
 over tensors), `_multi_tensor_lars` (foreach=True) and `_fused_lars`
-(fused=True: one Triton kernel launch per parameter group).
+(fused=True: one Triton kernel launch per parameter group; on CPU tensors the fused C++ backend,
+or the Triton kernel under TRITON_INTERPRET=1: see runtime.cpu_fused_backend).
 """
 from __future__ import annotations
 
@@ -261,7 +262,7 @@ def _fused_lars(params, grads, momentum_buffers, *, lr, momentum, dampening, wei
     reason = _rt.fused_available(params)
     if reason is not None:
         raise RuntimeError(f"Lars: {reason}")
-    kernels = _rt.import_sibling(__file__, "_triton")
+    kernels = _rt.import_sibling(__file__, _rt.fused_kernel_suffix(params))
     _rt.launch_on_shards(
         kernels.launch,
         params,

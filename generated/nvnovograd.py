@@ -4,7 +4,8 @@
 
 Three paths with one signature, as in torch.optim: `_single_tensor_nvnovograd` (a loop
 over tensors), `_multi_tensor_nvnovograd` (foreach=True) and `_fused_nvnovograd`
-(fused=True: one Triton kernel launch per parameter group).
+(fused=True: one Triton kernel launch per parameter group; on CPU tensors the fused C++ backend,
+or the Triton kernel under TRITON_INTERPRET=1: see runtime.cpu_fused_backend).
 """
 from __future__ import annotations
 
@@ -238,7 +239,7 @@ def _fused_nvnovograd(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, 
     reason = _rt.fused_available(params)
     if reason is not None:
         raise RuntimeError(f"NvNovoGrad: {reason}")
-    kernels = _rt.import_sibling(__file__, "_triton")
+    kernels = _rt.import_sibling(__file__, _rt.fused_kernel_suffix(params))
     _rt.launch_on_shards(
         kernels.launch,
         params,

@@ -32,6 +32,9 @@ def cmd_verify(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.cpu_fused:
+        from .bench_cpu import main as cpu_main
+        return cpu_main(args.specs, args.repeat, args.rounds, args.large)
     from .bench import main
     return main(args)
 
@@ -63,6 +66,9 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("specs", nargs="*")
     be.add_argument("--repeat", type=int, default=30, help="timed steps per measurement")
     be.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is reported")
+    be.add_argument("--cpu-fused", action="store_true",
+                    help="the fused C++ backend vs torch foreach and torch fused=True on the issue's mixes (default AdamW)")
+    be.add_argument("--large", action="store_true", help="with --cpu-fused: add the 1 x 2^26 mix")
     be.set_defaults(func=cmd_bench)
     f = sub.add_parser("fuzz", help="random programs through every backend; text mutations through the checker")
     f.add_argument("--seed", type=int, default=0)

@@ -25,6 +25,8 @@ class Compiled:
     # what compiles but is probably a slip (unused hypers, flags, states): severity "warning",
     # rendered against the source like errors; `optdsl check --werror` refuses them
     warnings: tuple[Diagnostic, ...] = ()
+    cpu_source: str = ""          # the fused CPU backend's Python launcher
+    cpp_source: str | None = None  # its C++ (None: a spec the C++ backend does not cover)
 
 
 def spec_hash(source: str) -> str:
@@ -47,13 +49,15 @@ def _front(source: str, file: str, verify_ir: bool) -> tuple[ast.Spec, Program]:
 
 def compile_spec(source: str, file: str = "<spec>", verify_ir: bool = False) -> Compiled:
     from .emit.pymodule import emit_eager_module
+    from .emit.cpp import emit_cpu_sources
     from .emit.triton import emit_triton_module
     spec, program = _front(source, file, verify_ir)
     digest = spec_hash(source)
     name = file.rsplit("/", 1)[-1]
     try:
+        cpu_source, cpp_source = emit_cpu_sources(program, name, digest)
         return Compiled(program, emit_eager_module(program, name, digest), emit_triton_module(program, name, digest),
-                        digest, tuple(unused_declarations(spec)))
+                        digest, tuple(unused_declarations(spec)), cpu_source, cpp_source)
     except PlanError as err:   # an update the phase plan cannot split: a diagnostic at the spec's header
         header = parse(source, file).span
         raise CompileError([Diagnostic(header, f"cannot plan this update's reductions: {err}")], source) from None

@@ -106,6 +106,11 @@ def real_contiguous(t: torch.Tensor) -> torch.Tensor:
 
 def buckets(params: list[torch.Tensor], streams: list[list[torch.Tensor]]) -> list[list[int]]:
     """Indices of tensors grouped by (device, stream dtypes): each bucket is one launch."""
+    # the usual case, one device and one real dtype per stream: one bucket, found with a set per
+    # stream (thousands of small tensors make the per-tensor path below a cost per step)
+    kinds = [{t.dtype for t in s} for s in streams]
+    if all(len(k) == 1 and next(iter(k)) in DTYPE_CODES for k in kinds) and len({p.device for p in params}) == 1:
+        return [list(range(len(params)))]
     out: "OrderedDict[tuple, list[int]]" = OrderedDict()
     for i, p in enumerate(params):
         key = (str(p.device),) + tuple(dtype_code(real_contiguous(s[i])) for s in streams)
@@ -138,6 +143,10 @@ def flat_views(streams: dict[str, list[torch.Tensor]], index: list[int], stored:
     view: dict[str, list[torch.Tensor]] = {}
     copies: list[tuple[torch.Tensor, torch.Tensor]] = []
     for name, tensors in streams.items():
+        chosen = [tensors[i] for i in index]
+        if all(x.is_contiguous() and not x.is_complex() for x in chosen):   # the usual case: nothing to copy
+            view[name] = chosen
+            continue
         chosen = []
         for i in index:
             x = real_contiguous(tensors[i])

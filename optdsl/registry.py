@@ -88,7 +88,7 @@ class Entry:
         kwargs = {**self.base, **combo}
         if path == "foreach":
             kwargs["foreach"] = True
-        elif path == "fused":
+        elif path in ("fused", "cpu"):   # "cpu": the fused C++ backend (optdsl.verify selects it)
             kwargs["fused"] = True
         else:
             kwargs["foreach"] = False

@@ -398,14 +398,59 @@ def import_sibling(module_file: str, suffix: str):
     return module
 
 
+_CPU_FUSED: list[str] = []   # the innermost `cpu_fused(...)` block's choice
+
+
+class cpu_fused:
+    """`with cpu_fused("cpp"):` -- the fused backend CPU tensors run inside the block, whatever
+    the environment says (how tests and `optdsl verify` select the C++ backend explicitly)."""
+
+    def __init__(self, backend: str):
+        if backend not in ("cpp", "triton"):
+            raise ValueError(f"the CPU fused backend is 'cpp' or 'triton', not {backend!r}")
+        self.backend = backend
+
+    def __enter__(self):
+        _CPU_FUSED.append(self.backend)
+        return self
+
+    def __exit__(self, *exc):
+        _CPU_FUSED.pop()
+
+
+def cpu_fused_backend() -> str:
+    """Which fused backend CPU tensors run: 'cpp' (the fused C++ backend, optdsl.emit.cpp) or
+    'triton' (the Triton kernel under the interpreter, which is how the Triton kernels are tested
+    on CPU). A `cpu_fused(...)` block chooses; else OPTDSL_CPU_FUSED=cpp|triton; unset,
+    TRITON_INTERPRET=1 means 'triton' and anything else 'cpp'."""
+    if _CPU_FUSED:
+        return _CPU_FUSED[-1]
+    choice = os.environ.get("OPTDSL_CPU_FUSED", "")
+    if choice in ("cpp", "triton"):
+        return choice
+    if choice:
+        raise ValueError(f"OPTDSL_CPU_FUSED must be 'cpp' or 'triton', not {choice!r}")
+    return "triton" if os.environ.get("TRITON_INTERPRET") == "1" else "cpp"
+
+
+def fused_kernel_suffix(params: list[Tensor]) -> str:
+    """The generated kernel module a fused step imports: `_cpu` (C++) or `_triton`."""
+    if params and all(p.device.type == "cpu" for p in params) and cpu_fused_backend() == "cpp":
+        return "_cpu"
+    return "_triton"
+
+
 def fused_available(params: list[Tensor]) -> str | None:
     """Why the fused path cannot run on these tensors, or None."""
     if all(p.device.type == "cuda" for p in params):
         return None
-    if os.environ.get("TRITON_INTERPRET") == "1" and all(p.device.type == "cpu" for p in params):
-        return None
-    return ("fused=True runs the Triton kernel: it needs CUDA tensors, or CPU tensors with "
-            "TRITON_INTERPRET=1 set before the first fused step")
+    if all(p.device.type == "cpu" for p in params):
+        if cpu_fused_backend() == "cpp" or os.environ.get("TRITON_INTERPRET") == "1":
+            return None
+        return ("OPTDSL_CPU_FUSED=triton runs the Triton kernel on CPU tensors, which needs "
+                "TRITON_INTERPRET=1 set before the first fused step")
+    return ("fused=True needs every tensor of a group on one kind of device: CUDA tensors (the Triton "
+            "kernel) or CPU tensors (the fused C++ backend, or the Triton kernel with TRITON_INTERPRET=1)")
 
 
 # ---- the optimizer base class ----------------------------------------------------------------

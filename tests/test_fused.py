@@ -80,11 +80,13 @@ def test_mixed_dtype_group_launches_once_per_dtype():
     assert kernel_runtime.LAUNCHES[0] - before == 2
 
 
-def test_fused_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
+def test_fused_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
+    # CPU tensors run the C++ backend by default; the Triton kernel on CPU is the interpreter's
     monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setenv("OPTDSL_CPU_FUSED", "triton")
     p = torch.randn(3, requires_grad=True)
     p.grad = torch.randn(3)
-    with pytest.raises(RuntimeError, match="fused=True runs the Triton kernel"):
+    with pytest.raises(RuntimeError, match="OPTDSL_CPU_FUSED=triton runs the Triton kernel on CPU tensors, which needs TRITON_INTERPRET=1"):
         Adam([p], fused=True).step()
 
 

@@ -1,0 +1,164 @@
+"""Host side of the fused CPU backend (optdsl.emit.cpp): build, cache and call a spec's C++ step.
+
+A kernel is compiled on first use with torch.utils.cpp_extension (ninja, the C++ compiler torch
+uses: $CXX or `c++`), into a folder of the optdsl cache (optdsl.loader.cache_dir) named by the hash
+of everything the binary depends on: the C++ source, the flags, the compiler's version, the CPU
+(the code is built for this machine's instruction set, `-march=native`) and torch's version. A
+later process with the same key loads the library from disk without compiling. The source has no
+torch headers (a plain C function called through ctypes), which keeps a build to a second or two.
+
+The one-time compile is reported on stderr and kept in COMPILE_SECONDS."""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from .kernel_runtime import DTYPE_CODES, pointer_table
+
+# No -ffast-math: results must be IEEE like the other paths'; no FMA contraction either (torch's
+# own elementwise ops round every multiply and add).
+CFLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-std=c++17")
+LDFLAGS = ("-fopenmp",)
+COMPILE_SECONDS: dict[str, float] = {}   # library name -> seconds its build took in this process
+
+_KERNELS: dict[tuple[str, str], "Kernel"] = {}
+_LOCK = threading.Lock()
+_TOOLCHAIN: list[str] = []
+
+
+def unsupported(class_name: str, why: str) -> RuntimeError:
+    return RuntimeError(
+        f"{class_name}: fused=True on CPU tensors runs the fused C++ backend, which cannot run this spec: "
+        f"{why}. Use foreach=True, or run the Triton kernel under the interpreter "
+        f"(TRITON_INTERPRET=1, or OPTDSL_CPU_FUSED=triton with TRITON_INTERPRET=1).")
+
+
+def _compiler() -> str:
+    cxx = os.environ.get("CXX", "c++")
+    found = shutil.which(cxx)
+    if found is None:
+        raise RuntimeError(
+            f"fused=True on CPU tensors compiles a C++ kernel, but no C++ compiler was found: "
+            f"'{cxx}' (from $CXX, default 'c++') is not on PATH. Install one (e.g. g++), set CXX, "
+            f"or use foreach=True; TRITON_INTERPRET=1 runs the Triton kernel in the interpreter instead.")
+    return found
+
+
+def _ensure_ninja() -> None:
+    from torch.utils.cpp_extension import is_ninja_available
+    if is_ninja_available():
+        return
+    here = os.path.dirname(sys.executable)   # a virtual environment's ninja, not on PATH when not activated
+    if os.path.exists(os.path.join(here, "ninja")):
+        os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
+        if is_ninja_available():
+            return
+    raise RuntimeError("fused=True on CPU tensors builds a C++ kernel with ninja, which was not found: "
+                       "`pip install ninja` (or use foreach=True)")
+
+
+def _cpu_identity() -> str:
+    """The CPU model and instruction-set flags: `-march=native` code runs on this CPU only."""
+    model, flags = platform.machine(), ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key = line.split(":", 1)[0].strip()
+            if key == "model name" and model == platform.machine():
+                model += " " + line.split(":", 1)[1].strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{model} | {flags}"
+
+
+def toolchain() -> str:
+    """What besides the source a binary depends on (compiler version, CPU, torch); one probe per process."""
+    if not _TOOLCHAIN:
+        cxx = _compiler()
+        version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.splitlines()
+        _TOOLCHAIN.append("\n".join([cxx, version[0] if version else "", _cpu_identity(), torch.__version__,
+                                     " ".join(CFLAGS), " ".join(LDFLAGS)]))
+    return _TOOLCHAIN[0]
+
+
+def build(source: Path) -> Path:
+    """The shared library of a generated C++ source: from the cache, or compiled now."""
+    from .loader import cache_dir
+    text = source.read_text(encoding="utf-8")
+    key = hashlib.sha256((toolchain() + "\n" + text).encode()).hexdigest()
+    name = f"optdsl_{source.stem}_{key[:12]}"
+    folder = cache_dir() / "cpu" / key[:32]
+    library = folder / f"{name}.so"
+    if library.exists():
+        return library
+    _ensure_ninja()
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / f"{source.stem}.cpp"
+    if not copy.exists() or copy.read_text(encoding="utf-8") != text:
+        copy.write_text(text, encoding="utf-8")
+    from torch.utils.cpp_extension import load
+    start = time.perf_counter()
+    built = load(name, [str(copy)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
+                 build_directory=str(folder), is_python_module=False, verbose=False)
+    seconds = time.perf_counter() - start
+    COMPILE_SECONDS[name] = seconds
+    print(f"optdsl: compiled the fused CPU kernel {source.name} in {seconds:.1f} s (cached in {folder})",
+          file=sys.stderr)
+    return Path(built) if built else library
+
+
+class Kernel:
+    """A compiled step: call(view, streams, numels, work_tensor, work_start, table, flags)."""
+
+    def __init__(self, library: Path, symbol: str):
+        self.library = library
+        fn = getattr(ctypes.CDLL(str(library)), symbol)
+        i64p = ctypes.POINTER(ctypes.c_int64)
+        fn.argtypes = [i64p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                       i64p, i64p, ctypes.c_int64]
+        fn.restype = None
+        self.fn = fn
+
+    def __call__(self, view, streams, numels, work_tensor, work_start, table, flags) -> None:
+        n = len(streams)
+        tables = [pointer_table(view[s], "cpu") if s in view else None for s in streams]
+        addresses = (ctypes.c_int64 * n)(*[t.data_ptr() if t is not None else 0 for t in tables])
+        dtypes = (ctypes.c_int64 * n)(*[DTYPE_CODES[view[s][0].dtype] if s in view else -1 for s in streams])
+        flag_array = (ctypes.c_int64 * max(1, len(flags)))(*[int(bool(f)) for f in flags])
+        self.fn(addresses, numels.data_ptr(), work_tensor.data_ptr(), work_start.data_ptr(), work_tensor.numel(),
+                table.data_ptr(), dtypes, flag_array, torch.get_num_threads())
+
+
+def sibling(module_file: str, name: str) -> Path:
+    """The generated C++ source beside a generated launcher module."""
+    return Path(module_file).with_name(name)
+
+
+def covered(class_name: str) -> bool:
+    """Whether the C++ backend runs a shipped spec (generated/<name>_cpu.cpp exists)."""
+    from .loader import shipped
+    from .resources import data_dir
+    return (data_dir("generated") / f"{shipped()[class_name]}_cpu.cpp").exists()
+
+
+def kernel(source: Path, symbol: str) -> Kernel:
+    """The step function of a generated C++ source, built (or loaded from the cache) once per process."""
+    key = (str(source), symbol)
+    hit = _KERNELS.get(key)
+    if hit is not None:
+        return hit
+    with _LOCK:
+        if key not in _KERNELS:
+            _KERNELS[key] = Kernel(build(source), symbol)
+        return _KERNELS[key]
