@@ -19,14 +19,14 @@ def test_verify_progress_on_stderr_table_on_stdout():
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.splitlines()[0].split()[:2] == ["spec", "path"]
     assert "━" not in out.stdout and "verify: Lion done" not in out.stdout
-    assert "verify: Lion done, 6/6 runs" in out.stderr          # not a terminal: one line per spec
-    assert "6/6" in out.stderr.splitlines()[-1]                   # and the bar's final state
+    assert "verify: Lion done, 8/8 runs" in out.stderr          # not a terminal: one line per spec (4 paths x 2)
+    assert "8/8" in out.stderr.splitlines()[-1]                   # and the bar's final state
 
 
 def test_verify_no_progress():
     out = _run("verify", "Lion", "--steps", "2", "--no-progress")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "━" not in out.stderr and "verify:" not in out.stderr and "6/6" not in out.stderr
+    assert "━" not in out.stderr and "verify:" not in out.stderr and "8/8" not in out.stderr
 
 
 def test_fuzz_progress_counts_inputs_and_failures_on_stderr():

@@ -254,7 +254,7 @@ def test_loop_path_is_phased_for_group_reductions_only():
 
     def loops(src):
         body = src[src.index("def _single_tensor_"):src.index("def _r_per_tensor")]
-        return body.count("for i, param in enumerate(params):")
+        return body.count("for _i, param in enumerate(params):")
     assert loops(per_tensor) == 1
     assert loops(group) == 2
     assert "torch._foreach_norm(grads)" in group   # the foreach path: one call over the group
