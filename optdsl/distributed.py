@@ -48,10 +48,12 @@ def partitioned(flag: bool):
         _PARTITION[0] = outer
 
 
-def _all_reduce(x: torch.Tensor, fold: str) -> torch.Tensor:
+def _all_reduce(x: torch.Tensor, fold: str, groups=(None,)) -> torch.Tensor:
+    """x joined in place by `fold` over each process group in turn (None: the default group)."""
     import torch.distributed as dist
     op = dist.ReduceOp.SUM if fold == "sum" else dist.ReduceOp.MAX
-    dist.all_reduce(x, op=op)
+    for group in groups:
+        dist.all_reduce(x, op=op, group=group)
     return x
 
 
@@ -75,12 +77,11 @@ def raw_across_ranks(raw: torch.Tensor, fold: str, count: float) -> tuple[torch.
     """The fused path's group fold `raw` (over `count` elements) and count, joined over the ranks
     a ZeRO partition spans, or over the shards of FSDP2's DTensors (kernel_runtime.combine calls
     it before `finish`)."""
-    if not _PARTITION[0] and _SHARDS[0] is None:
+    groups = (None,) if _PARTITION[0] else _SHARDS[0]
+    if groups is None:
         return raw, count
     total = torch.tensor(float(count), dtype=torch.float64, device=raw.device)
-    if _PARTITION[0]:
-        return _all_reduce(raw.clone(), fold), float(_all_reduce(total, "sum"))
-    return _join_shards(raw.clone(), fold), float(_join_shards(total, "sum"))
+    return _all_reduce(raw.clone(), fold, groups), float(_all_reduce(total, "sum", groups))
 
 
 def check_partition(opt) -> None:
@@ -198,17 +199,9 @@ def foreach_copy_(dst: list, src: list) -> None:
         torch._foreach_copy_(dst, src)
 
 
-def _join_shards(x: torch.Tensor, fold: str) -> torch.Tensor:
-    import torch.distributed as dist
-    op = dist.ReduceOp.SUM if fold == "sum" else dist.ReduceOp.MAX
-    for group in _SHARDS[0]:
-        dist.all_reduce(x, op=op, group=group)
-    return x
-
-
 def per_tensor_across_shards(raw: torch.Tensor, fold: str, count: torch.Tensor):
     """The fused path's per-tensor folds (one per tensor of a bucket) and element counts, joined
     over the shards of each tensor (FSDP2); unchanged for plain tensors."""
     if _SHARDS[0] is None:
         return raw, count
-    return _join_shards(raw.clone(), fold), _join_shards(count.clone(), "sum")
+    return _all_reduce(raw.clone(), fold, _SHARDS[0]), _all_reduce(count.clone(), "sum", _SHARDS[0])

@@ -61,7 +61,7 @@ def _fp32(t: Tensor) -> Tensor:
 class WorkingCopies:
     """A group's low-precision tensors as float32 copies for one step, rounded back after it."""
 
-    def __init__(self, opt, group, params, grads, lists: dict[str, list]):
+    def __init__(self, group, params, grads, lists: dict[str, list]):
         self.group = group
         self.sr = bool(group.get("stochastic_rounding"))
         self.originals = {"param": params, **lists}
@@ -94,13 +94,13 @@ class WorkingCopies:
                     continue
                 if dst is None:   # created by this step
                     new = torch.empty_like(src, dtype=self.state_dtypes[name][i])
-                    self._round_into(new, src, k, i) if new.dtype != src.dtype else new.copy_(src)
+                    self._round_into(new, src, k, i)
                     originals[i] = new
                 else:
                     self._round_into(dst, src, k, i)
 
 
-def working_copies(opt, group, params, grads, lists: dict[str, list]) -> WorkingCopies | None:
+def working_copies(group, params, grads, lists: dict[str, list]) -> WorkingCopies | None:
     """Float32 working copies where this step must do its math in fp32 on low-precision tensors:
     low-precision states from state_dtype on the eager paths (the fused kernel upcasts itself),
     or stochastic rounding of a bfloat16 tensor on any path. None where nothing changes."""
@@ -111,5 +111,5 @@ def working_copies(opt, group, params, grads, lists: dict[str, list]) -> Working
     tensors = list(params) + [t for ts in lists.values() for t in ts if t is not None]
     if sr and any(t.dtype == torch.bfloat16 for t in tensors) or low_state and any(t.dtype in LOW for t in tensors):
         group.setdefault(ROUNDING_STEP, 0)
-        return WorkingCopies(opt, group, params, grads, lists)
+        return WorkingCopies(group, params, grads, lists)
     return None

@@ -622,7 +622,7 @@ class GeneratedOptimizer(Optimizer):
             if not params:
                 continue
             lists = dict(zip(self._state_names, state_lists))
-            work = precision.working_copies(self, group, params, grads, lists)
+            work = precision.working_copies(group, params, grads, lists)
             with distributed.partitioned(self._partitioned):
                 if work is None:
                     self._update(group, params, grads, lists, steps)
