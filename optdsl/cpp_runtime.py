@@ -92,11 +92,20 @@ def toolchain() -> str:
     return _TOOLCHAIN[0]
 
 
+HEADER = "optdsl_cpu.h"   # templates/optdsl_cpu.h: the helpers every generated source includes
+
+
+def shared_header() -> str:
+    from .resources import data_dir
+    return (data_dir("templates") / HEADER).read_text(encoding="utf-8")
+
+
 def build(source: Path) -> Path:
     """The shared library of a generated C++ source: from the cache, or compiled now."""
     from .loader import cache_dir
     text = source.read_text(encoding="utf-8")
-    key = hashlib.sha256((toolchain() + "\n" + text).encode()).hexdigest()
+    header = shared_header()
+    key = hashlib.sha256((toolchain() + "\n" + header + "\n" + text).encode()).hexdigest()
     name = f"optdsl_{source.stem}_{key[:12]}"
     folder = cache_dir() / "cpu" / key[:32]
     library = folder / f"{name}.so"
@@ -105,8 +114,9 @@ def build(source: Path) -> Path:
     _ensure_ninja()
     folder.mkdir(parents=True, exist_ok=True)
     copy = folder / f"{source.stem}.cpp"
-    if not copy.exists() or copy.read_text(encoding="utf-8") != text:
-        copy.write_text(text, encoding="utf-8")
+    for path, content in ((copy, text), (folder / HEADER, header)):   # the #include resolves beside the source
+        if not path.exists() or path.read_text(encoding="utf-8") != content:
+            path.write_text(content, encoding="utf-8")
     from torch.utils.cpp_extension import load
     start = time.perf_counter()
     built = load(name, [str(copy)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
