@@ -191,7 +191,7 @@ def _single_tensor_lars(params, grads, momentum_buffers, *, lr, momentum, dampen
             g = torch.add(grad, param, alpha=weight_decay).mul_(trust_ratio)
         if (momentum != 0.0):
             if momentum_buffer is None:
-                momentum_buffer = torch.clone(g).detach()
+                momentum_buffer = _rt.new_state(g, param)
                 momentum_buffers[_i] = _rt.like_param(momentum_buffer, params[_i])
             else:
                 momentum_buffer.mul_(momentum).add_(g, alpha=(1.0 - dampening))
@@ -236,7 +236,7 @@ def _multi_tensor_lars(params, grads, momentum_buffers, *, lr, momentum, dampeni
         torch._foreach_mul_(g, trust_ratio)
     if (momentum != 0.0):
         if _h1:
-            momentum_buffers = [torch.clone(t).detach() for t in g]
+            momentum_buffers = [_rt.new_state(_t, _p) for _t, _p in zip(g, params)]
             _momentum_buffers_out[:] = [_rt.like_param(_t, _p) for _t, _p in zip(momentum_buffers, original_params)]
         else:
             if any(t is None for t in momentum_buffers):
@@ -244,7 +244,7 @@ def _multi_tensor_lars(params, grads, momentum_buffers, *, lr, momentum, dampeni
                 torch._foreach_add_(_t5, g, alpha=(1.0 - dampening))
                 for _j, _t in enumerate(_t5):
                     if momentum_buffers[_j] is None:
-                        momentum_buffers[_j] = torch.clone(_t).detach()
+                        momentum_buffers[_j] = _rt.new_state(_t, params[_j])
                         _momentum_buffers_out[_j] = _rt.like_param(momentum_buffers[_j], original_params[_j])
                     else:
                         momentum_buffers[_j].copy_(_t)

@@ -277,6 +277,13 @@ def channel_numel(x: Tensor) -> int:
 # ---- tensors -----------------------------------------------------------------------------
 
 
+def new_state(t: Tensor, p: Tensor, *, fresh: bool = False) -> Tensor:
+    """An `empty` state's first value, in its param's dtype as the fused path allocates it: a value
+    computed in another dtype (a float32 group reduction over a bfloat16 param) is rounded. Its own
+    memory: copied unless `fresh` (a value this step just computed, aliasing nothing)."""
+    return t.detach().to(dtype=p.dtype, copy=not fresh)
+
+
 def like_param(t: Tensor, p: Tensor) -> Tensor:
     """State created from a value computed on a complex param's real view is stored complex, as torch stores it."""
     return torch.view_as_complex(t) if torch.is_complex(p) and not torch.is_complex(t) else t

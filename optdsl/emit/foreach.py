@@ -381,7 +381,7 @@ class ForeachEmitter:
                 with w.indent():
                     w.line(f"if {d}[_j] is None:")
                     with w.indent():
-                        w.line(f"{d}[_j] = torch.clone(_t).detach()")
+                        w.line(f"{d}[_j] = _rt.new_state(_t, params[_j])")
                         w.line(f"{out_name(d)}[_j] = _rt.like_param({d}[_j], original_params[_j])")
                     w.line("else:")
                     with w.indent():
@@ -399,7 +399,7 @@ class ForeachEmitter:
                 w.line(f"if {self.scalar(cond)}:")
                 with w.indent():
                     src = self.full_list(v.args[1], target)
-                    w.line(f"{d} = [torch.clone(t).detach() for t in {src}]")
+                    w.line(f"{d} = [_rt.new_state(_t, _p) for _t, _p in zip({src}, params)]")
                     w.line(f"{out_name(d)}[:] = [_rt.like_param(_t, _p) for _t, _p in zip({d}, original_params)]")
                 w.line("else:")
                 with w.indent():

@@ -209,7 +209,7 @@ class LoopEmitter:
                 elif first.kind is not Kind.TENSOR:   # from a per-tensor or per-channel value: broadcast
                     src, fresh = f"_rt.expand({src}, param)", False
                 # the list keeps it as the parameter is (complex where it is); `d` stays the real view
-                w.line(f"{d} = {src if fresh else f'torch.clone({src}).detach()'}")
+                w.line(f"{d} = _rt.new_state({src}, param{', fresh=True' if fresh else ''})")
                 w.line(f"{ident(self.p.list_name(target))}[_i] = _rt.like_param({d}, params[_i])")
             w.line("else:")
             with w.indent():
