@@ -1,7 +1,10 @@
 """`optdsl show`: the math renderer (every Op), kinds, the cost report (28 B/element for fp32 Adam,
 36 with amsgrad, the same figures as the kernel docstrings), the command, and the .opt lexer."""
 import importlib.metadata
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -333,3 +336,13 @@ def test_a_select_between_equal_values_is_that_value():
     g = OPERANDS[1]
     chain = apply(Op.WHERE, apply(Op.GT, m, const(0.0)), g, same)
     assert render_value(chain, TOY) == "(g if m > 0 else m)"
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    # `optdsl show adam --code fused | head -1`: the pipe closes before the listing is written
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    run = subprocess.run([sys.executable, "-m", "optdsl", "show", "adam", "--code", "fused"],
+                         stdout=write_end, stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    assert run.returncode == 141 and "Traceback" not in run.stderr, run.stderr
