@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 
 from optdsl.fuzz import text as text_fuzz  # noqa: E402
 from optdsl.fuzz.execute import Case, Group, check_case, run_case  # noqa: E402
-from optdsl.fuzz.programs import Coverage, cases  # noqa: E402
+from optdsl.fuzz.coverage import Coverage  # noqa: E402
+from optdsl.fuzz.programs import cases  # noqa: E402
 
 PROGRAMS = 300
 MUTATIONS = 2000
