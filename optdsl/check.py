@@ -15,6 +15,7 @@ from .ir import Kind, Type
 from .names import message_parts, problem_with_class_name, problem_with_name
 
 MAX_TUPLE = 8
+PER_TENSOR = (Kind.TENSOR_SCALAR, Kind.REDUCED)   # conditions that may differ from tensor to tensor
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class Checker:
         self.device_scalars: set[str] = set()
         self.stored_from_device: set[str] = set()
         self.in_update = False   # declarations are checked first: `initial_lr` is not known there
+        # the per-tensor conditions (`if`, or the side a `?:` takes) around the expression at hand:
+        # a group-wide reduction there would be computed by the tensors taking the branch only
+        self.per_tensor_control: list[ast.Expr] = []
 
     # ---- declarations ---------------------------------------------------------
     def check(self) -> None:
@@ -189,8 +193,11 @@ class Checker:
                 elif cond is not None and cond.kind is Kind.CHANNEL:
                     self.r.error(st.cond.span, "the condition of `if` varies per channel; use `c ? a : b` for a select, "
                                                "or reduce it to one value per tensor (e.g. `amax(x) < d`)")
+                per_tensor = cond is not None and cond.kind in PER_TENSOR
+                self.per_tensor_control += [st.cond] if per_tensor else []
                 then = self.block(st.then, dict(locals_), guards + _conjuncts(st.cond))
                 other = self.block(st.other, dict(locals_), guards)
+                del self.per_tensor_control[len(self.per_tensor_control) - per_tensor:]
                 for name in sorted(set(then) | set(other)):
                     a, b = then.get(name), other.get(name)
                     before = locals_.get(name)
@@ -329,8 +336,11 @@ class Checker:
 
     def select(self, cond, then, other, span, locals_, guards) -> Sym | None:
         c = self.infer(cond, locals_, guards)
+        per_tensor = c is not None and c.kind in PER_TENSOR   # only the side taken is evaluated
+        self.per_tensor_control += [cond] if per_tensor else []
         a = self.infer(then, locals_, guards + _conjuncts(cond))
         b = self.infer(other, locals_, guards)
+        del self.per_tensor_control[len(self.per_tensor_control) - per_tensor:]
         if c is None or a is None or b is None:
             return None
         if c.type is not Type.BOOL:
@@ -431,6 +441,12 @@ class Checker:
             if s.type is not Type.NUM:
                 self.r.error(a.span, f"arguments of {e.func}() must be numbers")
                 return None
+        if scope == "group" and self.per_tensor_control:
+            at = self.per_tensor_control[-1].span
+            self.r.error(e.span, f"{e.func}(…, group) is one value for the whole group, but under the per-tensor "
+                                 f"condition at line {at.line}, column {at.col} only the tensors taking that "
+                                 f"branch would compute it: compute it before the condition and use the value there")
+            return None
         return Sym(SCOPE_KIND[scope], Type.NUM)
 
     def call(self, e: ast.Call, locals_, guards) -> Sym | None:

@@ -182,6 +182,13 @@ CASES = [
      "cannot plan this update's reductions: a reduction needs `is_empty(m)` after the update stores 'm'", 1, 11),
     ('optimizer A "x" hyper c = 1 or 2 update { param = param }',
      "a hyper's default must be a number or a tuple of numbers", 1, 32),
+    # a group-wide value under a per-tensor condition: only the tensors taking the branch would compute it
+    ('optimizer A "x" update { x = 0 if step == ndim { x = rms(grad, group) } param = param - x * grad }',
+     "rms(…, group) is one value for the whole group, but under the per-tensor condition at line 1, column 35 only "
+     "the tensors taking that branch would compute it: compute it before the condition and use the value there", 1, 54),
+    ('optimizer A "x" update { param = param - 0.1 * (amax(grad) > 1 ? norm(grad, group) : 1) * grad }',
+     "norm(…, group) is one value for the whole group, but under the per-tensor condition at line 1, column 49 only "
+     "the tensors taking that branch would compute it: compute it before the condition and use the value there", 1, 66),
     # language conveniences (issue 11): new builtins, `inf`, `initial_lr`, `keep step per group`
     ('optimizer A "x" update { param = param - mod(grad) * grad }',
      "mod() takes 2 arguments, got 1", 1, 42),

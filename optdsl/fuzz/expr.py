@@ -62,6 +62,15 @@ class E:
     dirty: bool = False     # reads what a phase slice cannot (see ProgramGen.dirty): no reduction over it
 
 
+def per_tensor(cond: E) -> bool:
+    """A condition that may differ from tensor to tensor: a select on it evaluates the side taken only."""
+    return cond.kind in (TS, RED)
+
+
+def has_group_reduction(e: E) -> bool:
+    return ", group)" in e.text
+
+
 def _p(e: E, need: int) -> str:
     return e.text if e.prec >= need else f"({e.text})"
 

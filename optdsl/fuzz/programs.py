@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 from .execute import Case, Group
 from .expr import (BOOL, CHAN, CONST, HOST, NUM, NUMBERS, P_AND, P_NOT, PARAM_MAG, RED, STATE_MAG,
-                   TENSOR, TS, E, Hyper, Scope, State, atom, binary, call, compare, neg, not_, paren,
-                   spell, ternary)
+                   TENSOR, TS, E, Hyper, Scope, State, atom, binary, call, compare, has_group_reduction, neg,
+                   not_, paren, per_tensor, spell, ternary)
 from .recipes import Recipes
 
 
@@ -82,6 +82,10 @@ class ProgramGen(Recipes):
         # inside an `if` on a reduction: a local that outlives the `if` must not be set from host
         # math there (the checker's rule: after the `if` it is known only on the device)
         self.device_control = False
+        # under a per-tensor condition (an `if`, or the side a `?:` takes): the checker refuses a
+        # group reduction there (only the tensors taking the branch would compute it), so one drawn
+        # there is written per tensor -- after the same draws, which keeps every other program as it was
+        self.tensor_control = False
         self.red_rate = self.pick((0.0, 0.1, 0.25, 0.4))   # how often a numeric recipe is a reduction
 
     def name_for(self, default: str, api: bool = False) -> str:
@@ -324,11 +328,14 @@ class ProgramGen(Recipes):
             return self.s_scalar(scope, s)
         if s.init == "empty" and s.name not in scope.nonempty:
             form = self.d(st.integers(0, 2))
+            saved = self.tensor_control
+            self.tensor_control = saved or form == 0 or form == 1 and depth < 2   # under `is_empty(s)`
             first = self.bounded(self.num(scope, TENSOR, 2), STATE_MAG)
             if form == 0:
                 later_scope = scope.copy()
                 later_scope.nonempty.add(s.name)
                 later = self.update_form(later_scope, s)
+                self.tensor_control = saved
                 test = call("is_empty", [atom(s.name, TS, dirty=True)], 0.0, BOOL, kind=TS)
                 e = ternary(test, first, later) if self.chance(0.7) else call("where", [test, first, later], STATE_MAG)
                 scope.nonempty.add(s.name)
@@ -339,8 +346,10 @@ class ProgramGen(Recipes):
                 later_scope.nonempty.add(s.name)
                 then = [self.assign(s.name, first)]
                 other = [self.assign(s.name, self.update_form(later_scope, s))]
+                self.tensor_control = saved
                 scope.nonempty.add(s.name)
                 return ("if", [(test, then), (None, other)])
+            self.tensor_control = saved
             scope.nonempty.add(s.name)
             return self.assign(s.name, first)
         return self.assign(s.name, self.update_form(scope, s))
@@ -368,6 +377,8 @@ class ProgramGen(Recipes):
             return self.bounded(binary(me, self.pick("+-"), small, STATE_MAG), STATE_MAG)
         if form == 6:
             c = self.boolean(scope, TENSOR, 1)
+            if per_tensor(c) and has_group_reduction(e):   # drawn before its condition: no select, then
+                return e
             return ternary(c, e, me)
         return e
 
@@ -401,14 +412,15 @@ class ProgramGen(Recipes):
         cond = self.condition(scope)
         if cond.kind >= RED:    # the checker rejects `v = host; if <on a reduction> { v = ... }`: a host condition
             cond = self.boolean(scope, TS, 1)
-        saved = self.control_dirty, self.device_control
+        saved = self.control_dirty, self.device_control, self.tensor_control
         self.control_dirty = self.control_dirty or cond.dirty
         self.device_control = self.device_control or cond.kind >= RED
+        self.tensor_control = self.tensor_control or per_tensor(cond)
         later = self.r_reduce(scope, self.pick((RED, CHAN)), 1)
         inner = scope.copy()
         inner.guards += _conjunct_texts(cond)
         body = [self.assign(v, later)]
-        self.control_dirty, self.device_control = saved
+        self.control_dirty, self.device_control, self.tensor_control = saved
         if later.kind < RED:      # no reduction allowed here: v stays host math
             scope.locals[v] = (first.kind, NUM, first.mag)
             return out
@@ -440,11 +452,12 @@ class ProgramGen(Recipes):
         arms = []
         n_arms = self.pick((1, 1, 2, 2, 3))
         scopes = []
-        outer_dirty, outer_device = self.control_dirty, self.device_control
+        outer = self.control_dirty, self.device_control, self.tensor_control
         for i in range(n_arms):
             cond = self.condition(scope)
             self.control_dirty = self.control_dirty or cond.dirty   # every later arm hangs on it too
             self.device_control = self.device_control or cond.kind >= RED
+            self.tensor_control = self.tensor_control or per_tensor(cond)
             inner = scope.copy()
             inner.guards += _conjunct_texts(cond)
             body = self.block(inner, depth + 1, self.d(st.integers(0 if self.chance(0.1) else 1, 3)))
@@ -457,7 +470,7 @@ class ProgramGen(Recipes):
             exhaustive = True
         else:
             exhaustive = False
-        self.control_dirty, self.device_control = outer_dirty, outer_device
+        self.control_dirty, self.device_control, self.tensor_control = outer
         # after the `if`: locals bound on every path (with one type), states stored on every path
         names = set(scope.locals)
         if exhaustive:

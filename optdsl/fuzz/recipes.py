@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ..builtins import FUNCTIONS, REDUCTION_FUNCTIONS
 from .expr import (BOOL, CHAN, CONST, HOST, LIMIT, N_MAX, NUM, P_AND, P_NOT, PARAM_MAG, RED,
                    STATE_MAG, TENSOR, TS, E, Hyper, Scope, State, atom, binary, call, compare, neg, not_,
-                   paren, reduction, spell, ternary)
+                   paren, per_tensor, reduction, spell, ternary)
 
 
 class Recipes:
@@ -110,6 +110,8 @@ class Recipes:
         m = max(a.mag for a in args)
         mag = {"sum": N_MAX * m, "dot": N_MAX * args[0].mag * args[-1].mag, "norm": math.sqrt(N_MAX) * m}.get(name, m)
         written = None if where == "tensor" and self.chance(0.8) else where
+        if written == "group" and self.tensor_control:
+            written = "tensor"
         return reduction(name, args, written, mag)
 
     def r_optional(self, scope, k, dd):
@@ -266,13 +268,21 @@ class Recipes:
 
     def r_where(self, scope, k, dd):
         c = self.boolean(scope, k, dd)
-        a, b = self.num(scope, k, dd), self.num(scope, k, dd)
+        a, b = self.taken_sides(c, lambda: self.num(scope, k, dd))
         return call("where", [c, a, b], max(a.mag, b.mag))
 
     def r_select(self, scope, k, dd):
         c = self.boolean(scope, k, dd)
-        a, b = self.num(scope, k, dd), self.num(scope, k, dd)
+        a, b = self.taken_sides(c, lambda: self.num(scope, k, dd))
         return ternary(c, a, b)
+
+    def taken_sides(self, c: E, side) -> tuple[E, E]:
+        """The two sides of a select on c, drawn by side(); under c when only the side taken is evaluated."""
+        saved, self.tensor_control = self.tensor_control, self.tensor_control or per_tensor(c)
+        try:
+            return side(), side()
+        finally:
+            self.tensor_control = saved
 
     def r_paren(self, scope, k, dd):
         return paren(self.num(scope, k, dd))
@@ -315,7 +325,7 @@ class Recipes:
             n = self.num_lit((2.0, 3.0, 10.0))
             every = compare([call("mod", [atom("step", TS, NUM, 10.0), n], n.mag, kind=TS), self.num_lit((0.0, 1.0))],
                             [self.pick(("==", "!="))])
-            a, b = self.num(scope, k, dd), self.num(scope, k, dd)
+            a, b = self.taken_sides(every, lambda: self.num(scope, k, dd))
             return ternary(every, a, b)
         x = self.num(scope, k, dd)
         d, lo = self.positive(scope, k, dd)
@@ -393,7 +403,7 @@ class Recipes:
             return binary(left, "and", right, 0.0, BOOL)
         if form == "select":
             c = self.boolean(scope, max_kind, depth - 1)
-            return ternary(c, self.boolean(scope, max_kind, depth - 1), self.boolean(scope, max_kind, depth - 1))
+            return ternary(c, *self.taken_sides(c, lambda: self.boolean(scope, max_kind, depth - 1)))
         return paren(self.boolean(scope, max_kind, depth - 1))
 
     def comparison(self, scope: Scope, max_kind: int, depth: int) -> E:
