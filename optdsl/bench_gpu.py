@@ -443,12 +443,12 @@ def _clocks() -> dict:
 
 def metadata(env: Env, smoke: bool) -> dict:
     import triton
+    clocks = _clocks()   # in the smoke run too, so that it runs somewhere without a GPU
     if env.device.type == "cuda":
         name = torch.cuda.get_device_name(env.device)
-        clocks = _clocks()
     else:
         name = f"CPU {platform.processor() or platform.machine()}"
-        clocks = {"note": "smoke run on CPU: no GPU clocks"}
+        clocks = {**clocks, "smoke": "ran on CPU: any clocks above are a GPU's the run did not use"}
     return {"device": name, "smoke": smoke, "timer": env.timer_class.label,
             "compile_backend": env.compile_backend, "triton_interpreter": interpreting(), "clocks": clocks,
             "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),

@@ -49,6 +49,12 @@ def test_gpu_run_refuses_without_cuda():
         make_env(smoke=False)
 
 
+def test_mix_filter_names_the_mixes(tmp_path):
+    with pytest.raises(SystemExit, match="no mix matches.*tiny Llama"):
+        cli.main(["bench", "--gpu", "--smoke", "--mix", "no such mix", "--out", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
+
+
 def test_smoke(tmp_path, capsys):
     assert cli.main(["bench", "--gpu", "--smoke", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
