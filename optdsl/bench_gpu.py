@@ -122,7 +122,7 @@ class Env:
     flush: torch.Tensor = field(init=False)
 
     def __post_init__(self):
-        # written before every timed step so that no mix starts in L2 (H200: 60 MiB of L2)
+        # written before every timed step so that no mix starts in L2 (H100 and H200: 50 MiB of L2)
         self.flush = torch.empty(self.scale.flush_bytes // 4, dtype=torch.float32, device=self.device)
 
 
@@ -208,16 +208,12 @@ def ceilings(env: Env) -> dict:
     del src, dst
     n = env.scale.stream_elements
     p, g, m, v = (torch.ones(n, device=env.device) for _ in range(4))
-    block = block_size(env.device)
+    block = block_size(env.device)   # the fused kernels' block: the ceiling has their launch geometry
     kernel = stream_kernel()
-    grid = (triton_cdiv(n, block),)
+    grid = (-(-n // block),)
     t_stream = median_seconds(env, lambda: kernel[grid](p, g, m, v, n, BLOCK=block), env.scale.iters)
     return {"copy_bytes": env.scale.copy_bytes, "copy_ms": t_copy * 1e3, "copy_gbs": 2 * env.scale.copy_bytes / t_copy / 1e9,
             "stream_elements": n, "stream_ms": t_stream * 1e3, "stream_gbs": 28 * n / t_stream / 1e9}
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 # ---- contenders -----------------------------------------------------------------------------
@@ -469,10 +465,12 @@ def markdown(results: dict) -> str:
              f"Timer: {m['timer']}; torch.compile backend: {m['compile_backend']}; L2 flushed with a "
              f"{m['flush_bytes'] >> 20} MiB write before every timed step.",
              "Clocks: " + ", ".join(f"{k} {v}" for k, v in m["clocks"].items()), "",
-             f"Ceilings: copy_ of {c['copy_bytes'] >> 20} MiB {c['copy_gbs']:.4g} GB/s; 4-read/3-write Triton stream over "
+             f"Ceilings: copy_ of {c['copy_bytes'] >> 20} MiB {c['copy_gbs']:.4g} GB/s (read + write); 4-read/3-write Triton stream over "
              f"{c['stream_elements']:,} fp32 elements {c['stream_gbs']:.4g} GB/s (the \"% ceil\" column).", "",
              f"Ratio: the first contender's time / this one's (> 1: faster). Error: max |param - reference| after "
              f"{m['error_steps']} steps, reference: {m['error_reference']}.",
+             "ms: the median time between events around the step (on a GPU it includes any idle time while the host "
+             "enqueues); host ms: the step call on the CPU; launches: device kernels per step (smoke: first-level aten ops).",
              "First step: state allocation plus the Triton JIT (optdsl fused; small where Triton's on-disk cache is warm) "
              "or torch.compile's compile; second step: a recompile where the state changed (SGD's buffer).", ""]
     for spec in dict.fromkeys(r["spec"] for r in results["rows"]):
