@@ -5,12 +5,13 @@ shape and the numerics are checked, never a time (on 2 shared cores times mean n
 ~45 s on the 2-core dev machine under load (~18 s of CPU time)."""
 import json
 import math
+import os
 
 import pytest
 import torch
 
 from optdsl import cli
-from optdsl.bench_gpu import BF16, DTYPES, SPECS, make_env
+from optdsl.bench_gpu import BF16, CACHE_VARIABLES, DTYPES, SPECS, make_env
 from optdsl.bench_gpu_mixes import SCALES, TINYLLAMA, mix_names
 
 TORCH_LABELS = ["torch foreach", "torch fused=True", "torch.compile (aot_eager, tensor lr)", "optdsl fused (Triton)"]
@@ -56,7 +57,9 @@ def test_mix_filter_names_the_mixes(tmp_path):
 
 
 def test_smoke(tmp_path, capsys):
+    caches = {k: os.environ.get(k) for k in CACHE_VARIABLES}
     assert cli.main(["bench", "--gpu", "--smoke", "--out", str(tmp_path)]) == 0
+    assert {k: os.environ.get(k) for k in CACHE_VARIABLES} == caches   # the run's fresh caches are put back
     printed = capsys.readouterr().out
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) == 2 and files[0].endswith("-smoke.json") and files[1].endswith("-smoke.md"), files
