@@ -33,6 +33,12 @@ def cmd_verify(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.gpu:
+        if args.smoke:   # the smoke run's Triton kernels run in the interpreter: set before triton jits any
+            import os
+            os.environ["TRITON_INTERPRET"] = "1"
+        from .bench_gpu import main as gpu_main
+        return gpu_main(args)
     if args.cpu_fused:
         from .bench_cpu import main as cpu_main
         return cpu_main(args.specs, args.repeat, args.rounds, args.large)
@@ -63,13 +69,23 @@ def parser() -> argparse.ArgumentParser:
                    help="the whole flag grid of every spec over 200 steps on the full shapes (slow in the interpreter)")
     v.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
     v.set_defaults(func=cmd_verify)
-    be = sub.add_parser("bench", help="step-time ratios against torch, measured side by side (CPU)")
+    be = sub.add_parser("bench", help="step-time ratios against torch, measured side by side (CPU; --gpu: a CUDA device)")
     be.add_argument("specs", nargs="*")
     be.add_argument("--repeat", type=int, default=30, help="timed steps per measurement")
     be.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is reported")
     be.add_argument("--cpu-fused", action="store_true",
                     help="the fused C++ backend vs torch foreach and torch fused=True on the issue's mixes (default AdamW)")
     be.add_argument("--large", action="store_true", help="with --cpu-fused: add the 1 x 2^26 mix")
+    be.add_argument("--gpu", action="store_true",
+                    help="the fused Triton kernels vs torch foreach, fused=True and torch.compile on a CUDA device "
+                         "(Adam, AdamW, SGD, Lion; default all); writes <out>/<device>.json and .md")
+    be.add_argument("--smoke", action="store_true",
+                    help="with --gpu: the whole harness at tiny sizes on CPU under the Triton interpreter")
+    be.add_argument("--out", default="bench/results", help="with --gpu: the results directory (default bench/results)")
+    be.add_argument("--mix", action="append", default=[],
+                    help="with --gpu: only the mixes whose name contains this (repeatable; e.g. 2^24, Llama, odd)")
+    be.add_argument("--compile-max-tensors", type=int, default=None,
+                    help="with --gpu: skip the torch.compile contender on mixes of more tensors (its compile time)")
     be.set_defaults(func=cmd_bench)
     f = sub.add_parser("fuzz", help="random programs through every backend; text mutations through the checker")
     f.add_argument("--seed", type=int, default=0)
