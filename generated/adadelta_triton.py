@@ -4,7 +4,8 @@
 the number of tensors. A flat work list maps each program to (tensor, first
 element); host values (bias corrections, hypers, ...) come from a small table in
 device memory, one row per tensor (capturable: built on the device, no .item());
-math is fp32, loads upcast and stores round to nearest even.
+math is fp32, loads upcast and stores round to nearest even (bf16 stochastically
+with stochastic_rounding=True: optdsl.triton_lib.store_stream).
 
 Bytes moved per element (fp32 streams): 28 B (reads param, grad, square_avg, acc_delta; writes square_avg, acc_delta, param).
 """
@@ -30,6 +31,7 @@ def _adadelta_kernel(
     work_tensor,
     work_start,
     table,
+    rounding_seeds,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -61,9 +63,9 @@ def _adadelta_kernel(
     delta = (tl.div_rn(tl.sqrt_rn((acc_delta + eps)), std) * g)
     acc_delta = ((rho * acc_delta) + ((_h3 * delta) * delta))
     param = (param - (lr * delta))
-    store_stream(_square_avg_ptrs, _t, _offs, square_avg, _mask, _DTYPE_SQUARE_AVG)
-    store_stream(_acc_delta_ptrs, _t, _offs, acc_delta, _mask, _DTYPE_ACC_DELTA)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_square_avg_ptrs, _t, _offs, square_avg, _mask, _DTYPE_SQUARE_AVG, rounding_seeds, 2)
+    store_stream(_acc_delta_ptrs, _t, _offs, acc_delta, _mask, _DTYPE_ACC_DELTA, rounding_seeds, 3)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
 
 
 def _adadelta_host_values(step, *, lr, rho, eps, weight_decay, maximize):
@@ -100,6 +102,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         head = rows[index[0]]
         table = _krt.value_table([rows[i] for i in index], (), device,
                                  (weight_decay, rho, head[1], eps, head[2], lr, ))
+        rounding = _krt.rounding_seeds(index, device)   # None: bf16 rounds to nearest
         _adadelta_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
             ptrs.get("grad", numels),
@@ -109,12 +112,13 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             work_tensor,
             work_start,
             table,
+            rounding,
             MAXIMIZE=bool(maximize),
             _H1=bool(head[0]),
-            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            _DTYPE_SQUARE_AVG=_krt.dtype_code(view["square_avg"][0]) if "square_avg" in view else 0,
-            _DTYPE_ACC_DELTA=_krt.dtype_code(view["acc_delta"][0]) if "acc_delta" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0], rounding) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0], rounding) if "grad" in view else 0,
+            _DTYPE_SQUARE_AVG=_krt.dtype_code(view["square_avg"][0], rounding) if "square_avg" in view else 0,
+            _DTYPE_ACC_DELTA=_krt.dtype_code(view["acc_delta"][0], rounding) if "acc_delta" in view else 0,
             N_COLUMNS=1,
             BLOCK=block,
         )

@@ -4,7 +4,8 @@
 the number of tensors. A flat work list maps each program to (tensor, first
 element); host values (bias corrections, hypers, ...) come from a small table in
 device memory, one row per tensor (capturable: built on the device, no .item());
-math is fp32, loads upcast and stores round to nearest even.
+math is fp32, loads upcast and stores round to nearest even (bf16 stochastically
+with stochastic_rounding=True: optdsl.triton_lib.store_stream).
 
 Bytes moved per element (fp32 streams): 20 B (reads param, grad, state_sum; writes state_sum, param).
 """
@@ -29,6 +30,7 @@ def _adagrad_kernel(
     work_tensor,
     work_start,
     table,
+    rounding_seeds,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -53,8 +55,8 @@ def _adagrad_kernel(
     state_sum = (state_sum + (g * g))
     std = (tl.sqrt_rn(state_sum) + eps)
     param = (param - tl.div_rn((clr * g), std))
-    store_stream(_state_sum_ptrs, _t, _offs, state_sum, _mask, _DTYPE_STATE_SUM)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_state_sum_ptrs, _t, _offs, state_sum, _mask, _DTYPE_STATE_SUM, rounding_seeds, 2)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
 
 
 def _adagrad_host_values(step, *, lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize):
@@ -89,6 +91,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         head = rows[index[0]]
         table = _krt.value_table([rows[i] for i in index], (1,), device,
                                  (weight_decay, eps, ))
+        rounding = _krt.rounding_seeds(index, device)   # None: bf16 rounds to nearest
         _adagrad_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
             ptrs.get("grad", numels),
@@ -97,11 +100,12 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             work_tensor,
             work_start,
             table,
+            rounding,
             MAXIMIZE=bool(maximize),
             _H1=bool(head[0]),
-            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            _DTYPE_STATE_SUM=_krt.dtype_code(view["state_sum"][0]) if "state_sum" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0], rounding) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0], rounding) if "grad" in view else 0,
+            _DTYPE_STATE_SUM=_krt.dtype_code(view["state_sum"][0], rounding) if "state_sum" in view else 0,
             N_COLUMNS=1,
             BLOCK=block,
         )

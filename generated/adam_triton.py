@@ -4,7 +4,8 @@
 the number of tensors. A flat work list maps each program to (tensor, first
 element); host values (bias corrections, hypers, ...) come from a small table in
 device memory, one row per tensor (capturable: built on the device, no .item());
-math is fp32, loads upcast and stores round to nearest even.
+math is fp32, loads upcast and stores round to nearest even (bf16 stochastically
+with stochastic_rounding=True: optdsl.triton_lib.store_stream).
 
 Bytes moved per element (fp32 streams): 28 B (reads param, grad, exp_avg, exp_avg_sq; writes param, exp_avg, exp_avg_sq); 36 B with every optional state (max_exp_avg_sq).
 """
@@ -31,6 +32,7 @@ def _adam_kernel(
     work_tensor,
     work_start,
     table,
+    rounding_seeds,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
     DECOUPLED_WEIGHT_DECAY: tl.constexpr,
@@ -75,11 +77,11 @@ def _adam_kernel(
     v = (max_exp_avg_sq if AMSGRAD else exp_avg_sq)
     denom = (tl.div_rn(tl.sqrt_rn(v), _h5) + eps)
     param = (param - tl.div_rn((step_size * exp_avg), denom))
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
-    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
-    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, rounding_seeds, 2)
+    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ, rounding_seeds, 3)
     if _HAS_MAX_EXP_AVG_SQ:
-        store_stream(_max_exp_avg_sq_ptrs, _t, _offs, max_exp_avg_sq, _mask, _DTYPE_MAX_EXP_AVG_SQ)
+        store_stream(_max_exp_avg_sq_ptrs, _t, _offs, max_exp_avg_sq, _mask, _DTYPE_MAX_EXP_AVG_SQ, rounding_seeds, 4)
 
 
 def _adam_host_values(step, *, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay):
@@ -130,6 +132,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         head = rows[index[0]]
         table = _krt.value_table([rows[i] for i in index], (4, 5), device,
                                  (head[1], weight_decay, head[2], betas[1], head[3], eps, ))
+        rounding = _krt.rounding_seeds(index, device)   # None: bf16 rounds to nearest
         _adam_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
             ptrs.get("grad", numels),
@@ -140,16 +143,17 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             work_tensor,
             work_start,
             table,
+            rounding,
             MAXIMIZE=bool(maximize),
             _H1=bool(head[0]),
             DECOUPLED_WEIGHT_DECAY=bool(decoupled_weight_decay),
             AMSGRAD=bool(amsgrad),
             _HAS_MAX_EXP_AVG_SQ='max_exp_avg_sq' in streams,
-            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            _DTYPE_EXP_AVG=_krt.dtype_code(view["exp_avg"][0]) if "exp_avg" in view else 0,
-            _DTYPE_EXP_AVG_SQ=_krt.dtype_code(view["exp_avg_sq"][0]) if "exp_avg_sq" in view else 0,
-            _DTYPE_MAX_EXP_AVG_SQ=_krt.dtype_code(view["max_exp_avg_sq"][0]) if "max_exp_avg_sq" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0], rounding) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0], rounding) if "grad" in view else 0,
+            _DTYPE_EXP_AVG=_krt.dtype_code(view["exp_avg"][0], rounding) if "exp_avg" in view else 0,
+            _DTYPE_EXP_AVG_SQ=_krt.dtype_code(view["exp_avg_sq"][0], rounding) if "exp_avg_sq" in view else 0,
+            _DTYPE_MAX_EXP_AVG_SQ=_krt.dtype_code(view["max_exp_avg_sq"][0], rounding) if "max_exp_avg_sq" in view else 0,
             N_COLUMNS=2,
             BLOCK=block,
         )

@@ -4,7 +4,8 @@
 the number of tensors. A flat work list maps each program to (tensor, first
 element); host values (bias corrections, hypers, ...) come from a small table in
 device memory, one row per tensor (capturable: built on the device, no .item());
-math is fp32, loads upcast and stores round to nearest even.
+math is fp32, loads upcast and stores round to nearest even (bf16 stochastically
+with stochastic_rounding=True: optdsl.triton_lib.store_stream).
 
 Bytes moved per element (fp32 streams): 28 B (reads param, grad, exp_avg, exp_inf; writes exp_avg, exp_inf, param).
 """
@@ -30,6 +31,7 @@ def _adamax_kernel(
     work_tensor,
     work_start,
     table,
+    rounding_seeds,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -58,9 +60,9 @@ def _adamax_kernel(
     exp_avg = _lerp(exp_avg, g, _h2)
     exp_inf = _maximum((_betas_1 * exp_inf), (tl.abs(g) + eps))
     param = (param - tl.div_rn((clr * exp_avg), exp_inf))
-    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
-    store_stream(_exp_inf_ptrs, _t, _offs, exp_inf, _mask, _DTYPE_EXP_INF)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, rounding_seeds, 2)
+    store_stream(_exp_inf_ptrs, _t, _offs, exp_inf, _mask, _DTYPE_EXP_INF, rounding_seeds, 3)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
 
 
 def _adamax_host_values(step, *, lr, betas, eps, weight_decay, maximize):
@@ -98,6 +100,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         head = rows[index[0]]
         table = _krt.value_table([rows[i] for i in index], (2,), device,
                                  (weight_decay, head[1], betas[1], eps, ))
+        rounding = _krt.rounding_seeds(index, device)   # None: bf16 rounds to nearest
         _adamax_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
             ptrs.get("grad", numels),
@@ -107,12 +110,13 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             work_tensor,
             work_start,
             table,
+            rounding,
             MAXIMIZE=bool(maximize),
             _H1=bool(head[0]),
-            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            _DTYPE_EXP_AVG=_krt.dtype_code(view["exp_avg"][0]) if "exp_avg" in view else 0,
-            _DTYPE_EXP_INF=_krt.dtype_code(view["exp_inf"][0]) if "exp_inf" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0], rounding) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0], rounding) if "grad" in view else 0,
+            _DTYPE_EXP_AVG=_krt.dtype_code(view["exp_avg"][0], rounding) if "exp_avg" in view else 0,
+            _DTYPE_EXP_INF=_krt.dtype_code(view["exp_inf"][0], rounding) if "exp_inf" in view else 0,
             N_COLUMNS=1,
             BLOCK=block,
         )

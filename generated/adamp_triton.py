@@ -11,7 +11,7 @@ phases read from device tables. The last phase runs the whole update and stores.
 maps each program to (tensor, first element, end, output channel: a program never
 straddles a channel); host values come from a small table in device memory, one row per
 tensor (capturable: built on the device, no .item()); math is fp32, loads upcast and stores round
-to nearest even.
+to nearest even (bf16 stochastically with stochastic_rounding=True: optdsl.triton_lib.store_stream).
 
 Per step and group: 11 kernel launches per bucket (kernel_runtime.LAUNCHES) and 10
 combine step(s) (kernel_runtime.COMBINES), whatever the number of tensors.
@@ -63,6 +63,7 @@ def _adamp_phase0_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -145,6 +146,7 @@ def _adamp_phase1_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -209,6 +211,7 @@ def _adamp_phase2_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -275,6 +278,7 @@ def _adamp_phase3_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -351,6 +355,7 @@ def _adamp_phase4_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -443,6 +448,7 @@ def _adamp_phase5_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -541,6 +547,7 @@ def _adamp_phase6_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -651,6 +658,7 @@ def _adamp_phase7_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -746,6 +754,7 @@ def _adamp_phase8_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -845,6 +854,7 @@ def _adamp_phase9_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -947,6 +957,7 @@ def _adamp_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -1062,9 +1073,9 @@ def _adamp_kernel(
         if _h14:
             param = (param * _h15)
     param = (param - (step_size * perturb))
-    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
-    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, rounding_seeds, 2)
+    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ, rounding_seeds, 3)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
 
 
 def _finish_amax(r, n):
@@ -1192,11 +1203,12 @@ def _launch(kernel, run, constexprs):
         run.work.n_channels,
         run.partials,
         run.scalar_out,
+        run.rounding_seeds,
         **constexprs,
-        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
-        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
-        _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
-        _DTYPE_EXP_AVG_SQ=_krt.dtype_code(run.view["exp_avg_sq"][0]) if "exp_avg_sq" in run.view else 0,
+        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0], run.rounding_seeds) if "param" in run.view else 0,
+        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0], run.rounding_seeds) if "grad" in run.view else 0,
+        _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0], run.rounding_seeds) if "exp_avg" in run.view else 0,
+        _DTYPE_EXP_AVG_SQ=_krt.dtype_code(run.view["exp_avg_sq"][0], run.rounding_seeds) if "exp_avg_sq" in run.view else 0,
         N_COLUMNS=13,
         BLOCK=run.block,
     )

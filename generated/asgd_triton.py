@@ -4,7 +4,8 @@
 the number of tensors. A flat work list maps each program to (tensor, first
 element); host values (bias corrections, hypers, ...) come from a small table in
 device memory, one row per tensor (capturable: built on the device, no .item());
-math is fp32, loads upcast and stores round to nearest even.
+math is fp32, loads upcast and stores round to nearest even (bf16 stochastically
+with stochastic_rounding=True: optdsl.triton_lib.store_stream).
 
 Bytes moved per element (fp32 streams): 20 B (reads param, grad, ax; writes param, ax).
 """
@@ -29,6 +30,7 @@ def _asgd_kernel(
     work_tensor,
     work_start,
     table,
+    rounding_seeds,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -58,8 +60,8 @@ def _asgd_kernel(
         ax = (ax + ((param - ax) * _h5))
     else:
         ax = param
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
-    store_stream(_ax_ptrs, _t, _offs, ax, _mask, _DTYPE_AX)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
+    store_stream(_ax_ptrs, _t, _offs, ax, _mask, _DTYPE_AX, rounding_seeds, 2)
 
 
 def _asgd_host_values(step, mu, eta, *, lr, lambd, alpha, t0, weight_decay, maximize):
@@ -110,6 +112,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         head = rows[index[0]]
         table = _krt.value_table([rows[i] for i in index], (1, 2, 3, 4), device,
                                  (weight_decay, ))
+        rounding = _krt.rounding_seeds(index, device)   # None: bf16 rounds to nearest
         _asgd_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
             ptrs.get("grad", numels),
@@ -118,11 +121,12 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             work_tensor,
             work_start,
             table,
+            rounding,
             MAXIMIZE=bool(maximize),
             _H1=bool(head[0]),
-            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            _DTYPE_AX=_krt.dtype_code(view["ax"][0]) if "ax" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0], rounding) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0], rounding) if "grad" in view else 0,
+            _DTYPE_AX=_krt.dtype_code(view["ax"][0], rounding) if "ax" in view else 0,
             N_COLUMNS=4,
             BLOCK=block,
         )

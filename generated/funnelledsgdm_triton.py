@@ -10,7 +10,7 @@ atomics: bit-identical run to run) into per-tensor, per-channel and per-group va
 phases read from device tables. The last phase runs the whole update and stores. A flat work list
 maps each program to (tensor, first element); host values come from a small table in device memory, one row per
 tensor (capturable: built on the device, no .item()); math is fp32, loads upcast and stores round
-to nearest even.
+to nearest even (bf16 stochastically with stochastic_rounding=True: optdsl.triton_lib.store_stream).
 
 Per step and group: 2 kernel launches per bucket (kernel_runtime.LAUNCHES) and 1
 combine step(s) (kernel_runtime.COMBINES), whatever the number of tensors.
@@ -53,6 +53,7 @@ def _funnelledsgdm_phase0_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -107,6 +108,7 @@ def _funnelledsgdm_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -146,10 +148,10 @@ def _funnelledsgdm_kernel(
     momentum_buffer = ((momentum * momentum_buffer) + (eta * (precond * g)))
     delta = (step_size * momentum_buffer)
     param = (param - delta)
-    store_stream(_precond_ptrs, _t, _offs, precond, _mask, _DTYPE_PRECOND)
-    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
-    store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_precond_ptrs, _t, _offs, precond, _mask, _DTYPE_PRECOND, rounding_seeds, 2)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, rounding_seeds, 3)
+    store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER, rounding_seeds, 4)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
     tl.store(_scalar_out + 0 * _n_tensors + _t, step_size, mask=_start == 0)
 
 
@@ -193,12 +195,13 @@ def _launch(kernel, run, constexprs):
         run.work.n_channels,
         run.partials,
         run.scalar_out,
+        run.rounding_seeds,
         **constexprs,
-        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
-        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
-        _DTYPE_PRECOND=_krt.dtype_code(run.view["precond"][0]) if "precond" in run.view else 0,
-        _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
-        _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(run.view["momentum_buffer"][0]) if "momentum_buffer" in run.view else 0,
+        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0], run.rounding_seeds) if "param" in run.view else 0,
+        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0], run.rounding_seeds) if "grad" in run.view else 0,
+        _DTYPE_PRECOND=_krt.dtype_code(run.view["precond"][0], run.rounding_seeds) if "precond" in run.view else 0,
+        _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0], run.rounding_seeds) if "exp_avg" in run.view else 0,
+        _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(run.view["momentum_buffer"][0], run.rounding_seeds) if "momentum_buffer" in run.view else 0,
         N_COLUMNS=1,
         BLOCK=run.block,
     )

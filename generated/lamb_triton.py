@@ -10,7 +10,7 @@ atomics: bit-identical run to run) into per-tensor, per-channel and per-group va
 phases read from device tables. The last phase runs the whole update and stores. A flat work list
 maps each program to (tensor, first element); host values come from a small table in device memory, one row per
 tensor (capturable: built on the device, no .item()); math is fp32, loads upcast and stores round
-to nearest even.
+to nearest even (bf16 stochastically with stochastic_rounding=True: optdsl.triton_lib.store_stream).
 
 Per step and group: 3 kernel launches per bucket (kernel_runtime.LAUNCHES) and 2
 combine step(s) (kernel_runtime.COMBINES), whatever the number of tensors.
@@ -52,6 +52,7 @@ def _lamb_phase0_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     _SET_MAX_GRAD_NORM: tl.constexpr,
     _H4: tl.constexpr,
     GRAD_AVERAGING: tl.constexpr,
@@ -109,6 +110,7 @@ def _lamb_phase1_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     _SET_MAX_GRAD_NORM: tl.constexpr,
     _H4: tl.constexpr,
     GRAD_AVERAGING: tl.constexpr,
@@ -180,6 +182,7 @@ def _lamb_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     _SET_MAX_GRAD_NORM: tl.constexpr,
     _H4: tl.constexpr,
     GRAD_AVERAGING: tl.constexpr,
@@ -236,9 +239,9 @@ def _lamb_kernel(
             trust_ratio = _minimum(trust_ratio, 1.0)
         upd = (upd * trust_ratio)
     param = (param - (lr * upd))
-    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
-    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, rounding_seeds, 2)
+    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ, rounding_seeds, 3)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
 
 
 def _finish_norm(r, n):
@@ -292,11 +295,12 @@ def _launch(kernel, run, constexprs):
         run.work.n_channels,
         run.partials,
         run.scalar_out,
+        run.rounding_seeds,
         **constexprs,
-        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
-        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
-        _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
-        _DTYPE_EXP_AVG_SQ=_krt.dtype_code(run.view["exp_avg_sq"][0]) if "exp_avg_sq" in run.view else 0,
+        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0], run.rounding_seeds) if "param" in run.view else 0,
+        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0], run.rounding_seeds) if "grad" in run.view else 0,
+        _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0], run.rounding_seeds) if "exp_avg" in run.view else 0,
+        _DTYPE_EXP_AVG_SQ=_krt.dtype_code(run.view["exp_avg_sq"][0], run.rounding_seeds) if "exp_avg_sq" in run.view else 0,
         N_COLUMNS=2,
         BLOCK=run.block,
     )

@@ -10,7 +10,7 @@ atomics: bit-identical run to run) into per-tensor, per-channel and per-group va
 phases read from device tables. The last phase runs the whole update and stores. A flat work list
 maps each program to (tensor, first element); host values come from a small table in device memory, one row per
 tensor (capturable: built on the device, no .item()); math is fp32, loads upcast and stores round
-to nearest even.
+to nearest even (bf16 stochastically with stochastic_rounding=True: optdsl.triton_lib.store_stream).
 
 Per step and group: 2 kernel launches per bucket (kernel_runtime.LAUNCHES) and 1
 combine step(s) (kernel_runtime.COMBINES), whatever the number of tensors.
@@ -50,6 +50,7 @@ def _lars_phase0_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     _H1: tl.constexpr,
     TRUST_CLIP: tl.constexpr,
     _H2: tl.constexpr,
@@ -101,6 +102,7 @@ def _lars_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     _H1: tl.constexpr,
     TRUST_CLIP: tl.constexpr,
     _H2: tl.constexpr,
@@ -145,8 +147,8 @@ def _lars_kernel(
         g = ((g + (momentum * momentum_buffer)) if NESTEROV else momentum_buffer)
     param = (param - (lr * g))
     if _HAS_MOMENTUM_BUFFER:
-        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER, rounding_seeds, 2)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
 
 
 def _finish_norm(r, n):
@@ -194,10 +196,11 @@ def _launch(kernel, run, constexprs):
         run.work.n_channels,
         run.partials,
         run.scalar_out,
+        run.rounding_seeds,
         **constexprs,
-        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
-        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
-        _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(run.view["momentum_buffer"][0]) if "momentum_buffer" in run.view else 0,
+        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0], run.rounding_seeds) if "param" in run.view else 0,
+        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0], run.rounding_seeds) if "grad" in run.view else 0,
+        _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(run.view["momentum_buffer"][0], run.rounding_seeds) if "momentum_buffer" in run.view else 0,
         N_COLUMNS=1,
         BLOCK=run.block,
     )

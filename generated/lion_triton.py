@@ -4,7 +4,8 @@
 the number of tensors. A flat work list maps each program to (tensor, first
 element); host values (bias corrections, hypers, ...) come from a small table in
 device memory, one row per tensor (capturable: built on the device, no .item());
-math is fp32, loads upcast and stores round to nearest even.
+math is fp32, loads upcast and stores round to nearest even (bf16 stochastically
+with stochastic_rounding=True: optdsl.triton_lib.store_stream).
 
 Bytes moved per element (fp32 streams): 20 B (reads param, grad, exp_avg; writes param, exp_avg).
 """
@@ -29,6 +30,7 @@ def _lion_kernel(
     work_tensor,
     work_start,
     table,
+    rounding_seeds,
     MAXIMIZE: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
     _DTYPE_GRAD: tl.constexpr,
@@ -54,8 +56,8 @@ def _lion_kernel(
     direction = _sign(((_betas_0 * exp_avg) + (_h2 * g)))
     param = (param - (lr * direction))
     exp_avg = ((_betas_1 * exp_avg) + (_h3 * g))
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
-    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, rounding_seeds, 2)
 
 
 def _lion_host_values(*, lr, betas, weight_decay, maximize):
@@ -90,6 +92,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         head = rows[index[0]]
         table = _krt.value_table([rows[i] for i in index], (), device,
                                  (head[0], betas[0], head[1], lr, betas[1], head[2], ))
+        rounding = _krt.rounding_seeds(index, device)   # None: bf16 rounds to nearest
         _lion_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
             ptrs.get("grad", numels),
@@ -98,10 +101,11 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             work_tensor,
             work_start,
             table,
+            rounding,
             MAXIMIZE=bool(maximize),
-            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            _DTYPE_EXP_AVG=_krt.dtype_code(view["exp_avg"][0]) if "exp_avg" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0], rounding) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0], rounding) if "grad" in view else 0,
+            _DTYPE_EXP_AVG=_krt.dtype_code(view["exp_avg"][0], rounding) if "exp_avg" in view else 0,
             N_COLUMNS=1,
             BLOCK=block,
         )

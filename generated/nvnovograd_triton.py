@@ -10,7 +10,7 @@ atomics: bit-identical run to run) into per-tensor, per-channel and per-group va
 phases read from device tables. The last phase runs the whole update and stores. A flat work list
 maps each program to (tensor, first element); host values come from a small table in device memory, one row per
 tensor (capturable: built on the device, no .item()); math is fp32, loads upcast and stores round
-to nearest even.
+to nearest even (bf16 stochastically with stochastic_rounding=True: optdsl.triton_lib.store_stream).
 
 Per step and group: 2 kernel launches per bucket (kernel_runtime.LAUNCHES) and 1
 combine step(s) (kernel_runtime.COMBINES), whatever the number of tensors.
@@ -52,6 +52,7 @@ def _nvnovograd_phase0_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     AMSGRAD: tl.constexpr,
     _H2: tl.constexpr,
     DECOUPLED_DECAY: tl.constexpr,
@@ -100,6 +101,7 @@ def _nvnovograd_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     AMSGRAD: tl.constexpr,
     _H2: tl.constexpr,
     DECOUPLED_DECAY: tl.constexpr,
@@ -148,8 +150,8 @@ def _nvnovograd_kernel(
         upd = (upd * _h4)
     exp_avg = ((_betas_0 * exp_avg) + upd)
     param = (param - (lr * exp_avg))
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
-    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, rounding_seeds, 2)
     tl.store(_scalar_out + 0 * _n_tensors + _t, exp_avg_sq, mask=_start == 0)
     if _HAS_MAX_EXP_AVG_SQ:
         tl.store(_scalar_out + 1 * _n_tensors + _t, max_exp_avg_sq, mask=_start == 0)
@@ -201,10 +203,11 @@ def _launch(kernel, run, constexprs):
         run.work.n_channels,
         run.partials,
         run.scalar_out,
+        run.rounding_seeds,
         **constexprs,
-        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
-        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
-        _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0]) if "exp_avg" in run.view else 0,
+        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0], run.rounding_seeds) if "param" in run.view else 0,
+        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0], run.rounding_seeds) if "grad" in run.view else 0,
+        _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0], run.rounding_seeds) if "exp_avg" in run.view else 0,
         N_COLUMNS=1,
         BLOCK=run.block,
     )

@@ -4,7 +4,8 @@
 the number of tensors. A flat work list maps each program to (tensor, first
 element); host values (bias corrections, hypers, ...) come from a small table in
 device memory, one row per tensor (capturable: built on the device, no .item());
-math is fp32, loads upcast and stores round to nearest even.
+math is fp32, loads upcast and stores round to nearest even (bf16 stochastically
+with stochastic_rounding=True: optdsl.triton_lib.store_stream).
 
 Bytes moved per element (fp32 streams): 20 B (reads param, grad, square_avg; writes square_avg, param); 36 B with every optional state (grad_avg, momentum_buffer).
 """
@@ -31,6 +32,7 @@ def _rmsprop_kernel(
     work_tensor,
     work_start,
     table,
+    rounding_seeds,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
     CENTERED: tl.constexpr,
@@ -77,12 +79,12 @@ def _rmsprop_kernel(
         param = (param - (lr * momentum_buffer))
     else:
         param = (param - tl.div_rn((lr * g), avg))
-    store_stream(_square_avg_ptrs, _t, _offs, square_avg, _mask, _DTYPE_SQUARE_AVG)
+    store_stream(_square_avg_ptrs, _t, _offs, square_avg, _mask, _DTYPE_SQUARE_AVG, rounding_seeds, 2)
     if _HAS_GRAD_AVG:
-        store_stream(_grad_avg_ptrs, _t, _offs, grad_avg, _mask, _DTYPE_GRAD_AVG)
+        store_stream(_grad_avg_ptrs, _t, _offs, grad_avg, _mask, _DTYPE_GRAD_AVG, rounding_seeds, 3)
     if _HAS_MOMENTUM_BUFFER:
-        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER, rounding_seeds, 4)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
 
 
 def _rmsprop_host_values(step, *, lr, alpha, eps, weight_decay, momentum, centered, maximize):
@@ -127,6 +129,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         head = rows[index[0]]
         table = _krt.value_table([rows[i] for i in index], (), device,
                                  (weight_decay, alpha, head[1], head[2], eps, momentum, lr, ))
+        rounding = _krt.rounding_seeds(index, device)   # None: bf16 rounds to nearest
         _rmsprop_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
             ptrs.get("grad", numels),
@@ -137,17 +140,18 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             work_tensor,
             work_start,
             table,
+            rounding,
             MAXIMIZE=bool(maximize),
             _H1=bool(head[0]),
             CENTERED=bool(centered),
             _H4=bool(head[3]),
             _HAS_GRAD_AVG='grad_avg' in streams,
             _HAS_MOMENTUM_BUFFER='momentum_buffer' in streams,
-            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            _DTYPE_SQUARE_AVG=_krt.dtype_code(view["square_avg"][0]) if "square_avg" in view else 0,
-            _DTYPE_GRAD_AVG=_krt.dtype_code(view["grad_avg"][0]) if "grad_avg" in view else 0,
-            _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(view["momentum_buffer"][0]) if "momentum_buffer" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0], rounding) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0], rounding) if "grad" in view else 0,
+            _DTYPE_SQUARE_AVG=_krt.dtype_code(view["square_avg"][0], rounding) if "square_avg" in view else 0,
+            _DTYPE_GRAD_AVG=_krt.dtype_code(view["grad_avg"][0], rounding) if "grad_avg" in view else 0,
+            _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(view["momentum_buffer"][0], rounding) if "momentum_buffer" in view else 0,
             N_COLUMNS=1,
             BLOCK=block,
         )

@@ -4,7 +4,8 @@
 the number of tensors. A flat work list maps each program to (tensor, first
 element); host values (bias corrections, hypers, ...) come from a small table in
 device memory, one row per tensor (capturable: built on the device, no .item());
-math is fp32, loads upcast and stores round to nearest even.
+math is fp32, loads upcast and stores round to nearest even (bf16 stochastically
+with stochastic_rounding=True: optdsl.triton_lib.store_stream).
 
 Bytes moved per element (fp32 streams): 28 B (reads param, grad, prev, step_size; writes step_size, param, prev).
 """
@@ -30,6 +31,7 @@ def _rprop_kernel(
     work_tensor,
     work_start,
     table,
+    rounding_seeds,
     MAXIMIZE: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
     _DTYPE_GRAD: tl.constexpr,
@@ -57,9 +59,9 @@ def _rprop_kernel(
     g = tl.where((s < 0.0), 0.0, g)
     param = (param - (_sign(g) * step_size))
     prev = g
-    store_stream(_step_size_ptrs, _t, _offs, step_size, _mask, _DTYPE_STEP_SIZE)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
-    store_stream(_prev_ptrs, _t, _offs, prev, _mask, _DTYPE_PREV)
+    store_stream(_step_size_ptrs, _t, _offs, step_size, _mask, _DTYPE_STEP_SIZE, rounding_seeds, 3)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
+    store_stream(_prev_ptrs, _t, _offs, prev, _mask, _DTYPE_PREV, rounding_seeds, 2)
 
 
 def _rprop_host_values(step, *, lr, etas, step_sizes, maximize):
@@ -89,6 +91,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         head = rows[index[0]]
         table = _krt.value_table([rows[i] for i in index], (), device,
                                  (etas[1], etas[0], step_sizes[0], step_sizes[1], ))
+        rounding = _krt.rounding_seeds(index, device)   # None: bf16 rounds to nearest
         _rprop_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
             ptrs.get("grad", numels),
@@ -98,11 +101,12 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             work_tensor,
             work_start,
             table,
+            rounding,
             MAXIMIZE=bool(maximize),
-            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            _DTYPE_PREV=_krt.dtype_code(view["prev"][0]) if "prev" in view else 0,
-            _DTYPE_STEP_SIZE=_krt.dtype_code(view["step_size"][0]) if "step_size" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0], rounding) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0], rounding) if "grad" in view else 0,
+            _DTYPE_PREV=_krt.dtype_code(view["prev"][0], rounding) if "prev" in view else 0,
+            _DTYPE_STEP_SIZE=_krt.dtype_code(view["step_size"][0], rounding) if "step_size" in view else 0,
             N_COLUMNS=1,
             BLOCK=block,
         )

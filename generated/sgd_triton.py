@@ -4,7 +4,8 @@
 the number of tensors. A flat work list maps each program to (tensor, first
 element); host values (bias corrections, hypers, ...) come from a small table in
 device memory, one row per tensor (capturable: built on the device, no .item());
-math is fp32, loads upcast and stores round to nearest even.
+math is fp32, loads upcast and stores round to nearest even (bf16 stochastically
+with stochastic_rounding=True: optdsl.triton_lib.store_stream).
 
 Bytes moved per element (fp32 streams): 12 B (reads param, grad; writes param); 20 B with every optional state (momentum_buffer).
 """
@@ -29,6 +30,7 @@ def _sgd_kernel(
     work_tensor,
     work_start,
     table,
+    rounding_seeds,
     MAXIMIZE: tl.constexpr,
     _H1: tl.constexpr,
     _H2: tl.constexpr,
@@ -61,8 +63,8 @@ def _sgd_kernel(
         g = ((g + (momentum * momentum_buffer)) if NESTEROV else momentum_buffer)
     param = (param - (lr * g))
     if _HAS_MOMENTUM_BUFFER:
-        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER, rounding_seeds, 2)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
 
 
 def _sgd_host_values(_momentum_buffer_is_empty, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
@@ -108,6 +110,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         head = rows[index[0]]
         table = _krt.value_table([rows[i] for i in index], (2,), device,
                                  (weight_decay, momentum, head[3], lr, ))
+        rounding = _krt.rounding_seeds(index, device)   # None: bf16 rounds to nearest
         _sgd_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
             ptrs.get("grad", numels),
@@ -116,14 +119,15 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             work_tensor,
             work_start,
             table,
+            rounding,
             MAXIMIZE=bool(maximize),
             _H1=bool(head[0]),
             _H2=bool(head[1]),
             NESTEROV=bool(nesterov),
             _HAS_MOMENTUM_BUFFER='momentum_buffer' in streams,
-            _DTYPE_PARAM=_krt.dtype_code(view["param"][0]) if "param" in view else 0,
-            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0]) if "grad" in view else 0,
-            _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(view["momentum_buffer"][0]) if "momentum_buffer" in view else 0,
+            _DTYPE_PARAM=_krt.dtype_code(view["param"][0], rounding) if "param" in view else 0,
+            _DTYPE_GRAD=_krt.dtype_code(view["grad"][0], rounding) if "grad" in view else 0,
+            _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(view["momentum_buffer"][0], rounding) if "momentum_buffer" in view else 0,
             N_COLUMNS=1,
             BLOCK=block,
         )

@@ -11,7 +11,7 @@ phases read from device tables. The last phase runs the whole update and stores.
 maps each program to (tensor, first element, end, output channel: a program never
 straddles a channel); host values come from a small table in device memory, one row per
 tensor (capturable: built on the device, no .item()); math is fp32, loads upcast and stores round
-to nearest even.
+to nearest even (bf16 stochastically with stochastic_rounding=True: optdsl.triton_lib.store_stream).
 
 Per step and group: 11 kernel launches per bucket (kernel_runtime.LAUNCHES) and 10
 combine step(s) (kernel_runtime.COMBINES), whatever the number of tensors.
@@ -62,6 +62,7 @@ def _sgdp_phase0_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -134,6 +135,7 @@ def _sgdp_phase1_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -192,6 +194,7 @@ def _sgdp_phase2_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -252,6 +255,7 @@ def _sgdp_phase3_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -322,6 +326,7 @@ def _sgdp_phase4_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -404,6 +409,7 @@ def _sgdp_phase5_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -492,6 +498,7 @@ def _sgdp_phase6_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -592,6 +599,7 @@ def _sgdp_phase7_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -677,6 +685,7 @@ def _sgdp_phase8_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -766,6 +775,7 @@ def _sgdp_phase9_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -858,6 +868,7 @@ def _sgdp_kernel(
     _n_channels,
     partials,
     _scalar_out,
+    rounding_seeds,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -965,8 +976,8 @@ def _sgdp_kernel(
         if _h11:
             param = (param * _h12)
     param = (param - (lr * d_p))
-    store_stream(_momentum_buf_ptrs, _t, _offs, momentum_buf, _mask, _DTYPE_MOMENTUM_BUF)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM)
+    store_stream(_momentum_buf_ptrs, _t, _offs, momentum_buf, _mask, _DTYPE_MOMENTUM_BUF, rounding_seeds, 2)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
 
 
 def _finish_amax(r, n):
@@ -1083,10 +1094,11 @@ def _launch(kernel, run, constexprs):
         run.work.n_channels,
         run.partials,
         run.scalar_out,
+        run.rounding_seeds,
         **constexprs,
-        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0]) if "param" in run.view else 0,
-        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0]) if "grad" in run.view else 0,
-        _DTYPE_MOMENTUM_BUF=_krt.dtype_code(run.view["momentum_buf"][0]) if "momentum_buf" in run.view else 0,
+        _DTYPE_PARAM=_krt.dtype_code(run.view["param"][0], run.rounding_seeds) if "param" in run.view else 0,
+        _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0], run.rounding_seeds) if "grad" in run.view else 0,
+        _DTYPE_MOMENTUM_BUF=_krt.dtype_code(run.view["momentum_buf"][0], run.rounding_seeds) if "momentum_buf" in run.view else 0,
         N_COLUMNS=11,
         BLOCK=run.block,
     )

@@ -8,10 +8,12 @@ from collections import OrderedDict
 
 import torch
 
+from . import precision
 from .distributed import per_tensor_across_shards, raw_across_ranks
 
 LAUNCHES = [0]   # kernel launches since import; tests read it
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+BF16_SR = 3      # bf16 stored with stochastic rounding (optdsl.triton_lib)
 
 _CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
 _CACHE_SIZE = 256
@@ -33,10 +35,21 @@ def _full_block(device: torch.device) -> int:
     return 1024 if device.type == "cuda" else 16384
 
 
-def dtype_code(t: torch.Tensor) -> int:
+def dtype_code(t: torch.Tensor, rounding: torch.Tensor | None = None) -> int:
+    """The kernel's constexpr for a stream of t's dtype; bf16 rounds stochastically where the
+    launch has `rounding` seeds (a kernel specialisation of its own: without them, nothing changes)."""
     if t.dtype not in DTYPE_CODES:
         raise TypeError(f"fused=True supports float32, float16 and bfloat16 tensors, not {t.dtype}")
-    return DTYPE_CODES[t.dtype]
+    code = DTYPE_CODES[t.dtype]
+    return BF16_SR if rounding is not None and code == DTYPE_CODES[torch.bfloat16] else code
+
+
+def rounding_seeds(index: list[int], device) -> torch.Tensor | None:
+    """The bucket's per-tensor Philox seeds (int64, on the device) where this step rounds bf16
+    stochastically in the kernel (optdsl.precision.KernelRounding), else None. A fresh copy per
+    step, like the value table: the seeds change with the group's rounding step."""
+    seeds = precision.kernel_seeds(index)
+    return None if seeds is None else torch.tensor(seeds, dtype=torch.int64).to(device)
 
 
 def work_list(tensors: list[torch.Tensor], block: int, device):
@@ -278,6 +291,7 @@ class Run:
         # the final phase's new device scalar states, written by each tensor's first program
         self.scalar_out = torch.zeros((max(1, n_scalar_states), work_.n_tensors), **f32)
         self.partials = self.scalar_out   # replaced per phase by new_partials
+        self.rounding_seeds = rounding_seeds(index, device)   # the same for every phase of the step
 
     def new_partials(self, n_sinks: int) -> torch.Tensor:
         """[sinks, programs + 1]: one partial per program, then the fold's identity (0: sums, and

@@ -10,12 +10,19 @@
   unbiased: E[round(x)] = x, and updates smaller than half a bf16 ulp are not lost. Its random
   bits come from `rounding_seed`, the group's rounding step count and the tensor's place in the
   group, so a run is reproducible from the seed (and from a checkpoint, which holds the count).
-  float16 tensors round to nearest. With it, every path steps on float32 working copies and
-  rounds them at the end of the step (the fused path too: its kernel rounds to nearest).
+  float16 tensors round to nearest. The fused Triton kernel rounds in its stores (no working
+  copies, no extra pass over memory: optdsl.triton_lib.store_stream, random bits from Philox
+  keyed by a per-tensor seed and counted by the element's offset in its tensor, so they do not
+  depend on the block size or the work list). The eager paths and the fused C++ backend step on
+  float32 working copies and round them at the end of the step, with torch.Generator bits. The
+  rounding rule is the same on every path; the random bits are not (a fused run and an eager run
+  from one seed agree in distribution, not in bits), but each path is reproducible from the seed.
 
 Without either option nothing changes: low-precision params and their states compute as
 torch.optim's do."""
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import Tensor
@@ -100,16 +107,72 @@ class WorkingCopies:
                     self._round_into(dst, src, k, i)
 
 
-def working_copies(group, params, grads, lists: dict[str, list]) -> WorkingCopies | None:
-    """Float32 working copies where this step must do its math in fp32 on low-precision tensors:
-    low-precision states from state_dtype on the eager paths (the fused kernel upcasts itself),
-    or stochastic rounding of a bfloat16 tensor on any path. None where nothing changes."""
+class KernelRounding:
+    """A fused Triton step that rounds its bf16 stores stochastically: no copies, the tensors as
+    they are. Inside `with kernel_rounding(work)` the launches read their seeds (kernel_seeds);
+    write_back counts the step, as WorkingCopies does."""
+
+    def __init__(self, group, params, grads, lists: dict[str, list]):
+        self.group, self.params, self.grads, self.lists = group, params, grads, lists
+        # the count this step's bits are drawn from: the one WorkingCopies rounds with
+        self.step = group.get(ROUNDING_STEP, 0) + 1
+
+    def seed(self, i: int) -> int:
+        """The Philox seed of the group's i-th tensor (of those this step updates) for this step."""
+        x = _mix(int(self.group.get("rounding_seed", 0)))
+        x = _mix(x ^ self.step)
+        return _mix(x ^ i) >> 1   # 63 bits: an int64 tensor carries it to the kernel
+
+    def write_back(self) -> None:
+        self.group[ROUNDING_STEP] = self.step
+
+
+def _mix(x: int) -> int:
+    # splitmix64's finaliser: nearby (seed, step, index) triples give unrelated 64-bit keys
+    m = (1 << 64) - 1
+    x = (x + 0x9E3779B97F4A7C15) & m
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+    return x ^ (x >> 31)
+
+
+_ROUNDING: list[KernelRounding] = []   # the step whose fused launches round stochastically now
+
+
+@contextlib.contextmanager
+def kernel_rounding(work):
+    """The block a step's update runs in: where `work` is a KernelRounding, its launches round
+    stochastically (the fused functions' signatures, torch.optim's, carry no such option)."""
+    if not isinstance(work, KernelRounding):
+        yield
+        return
+    _ROUNDING.append(work)
+    try:
+        yield
+    finally:
+        _ROUNDING.pop()
+
+
+def kernel_seeds(index: list[int]) -> list[int] | None:
+    """Per-tensor seeds of a launch over the tensors at `index`, or None outside kernel_rounding."""
+    return [_ROUNDING[-1].seed(i) for i in index] if _ROUNDING else None
+
+
+def working_copies(group, params, grads, lists: dict[str, list], in_kernel: bool = False):
+    """How this step meets its low-precision tensors: None where nothing changes; float32
+    WorkingCopies where it must do its math in fp32 on them (low-precision states from state_dtype
+    on the eager paths, or stochastic rounding of a bfloat16 tensor on a path that cannot round it
+    itself); a KernelRounding where the fused Triton kernel rounds stochastically in its stores
+    (`in_kernel`; it upcasts low-precision states itself, as any fused path does)."""
     sr = bool(group.get("stochastic_rounding"))
     low_state = group.get("state_dtype") in LOW
     if not sr and not (low_state and not group.get("fused")):
         return None
     tensors = list(params) + [t for ts in lists.values() for t in ts if t is not None]
-    if sr and any(t.dtype == torch.bfloat16 for t in tensors) or low_state and any(t.dtype in LOW for t in tensors):
+    rounds = sr and any(t.dtype == torch.bfloat16 for t in tensors)
+    if rounds or low_state and any(t.dtype in LOW for t in tensors):
         group.setdefault(ROUNDING_STEP, 0)
+        if in_kernel:   # without a bf16 tensor to round, the kernel's own upcast is all it takes
+            return KernelRounding(group, params, grads, lists) if rounds else None
         return WorkingCopies(group, params, grads, lists)
     return None

@@ -629,8 +629,9 @@ class GeneratedOptimizer(Optimizer):
             if not params:
                 continue
             lists = dict(zip(self._state_names, state_lists))
-            work = precision.working_copies(group, params, grads, lists)
-            with distributed.partitioned(self._partitioned):
+            in_kernel = bool(group.get("fused")) and fused_kernel_suffix(params) == "_triton"   # rounds in its stores
+            work = precision.working_copies(group, params, grads, lists, in_kernel)
+            with distributed.partitioned(self._partitioned), precision.kernel_rounding(work):
                 if work is None:
                     self._update(group, params, grads, lists, steps)
                 else:

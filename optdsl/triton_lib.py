@@ -3,19 +3,22 @@ fp32 math, and the elementwise builtins that need more than one tl call.
 
 bf16 is converted with bit operations (round to nearest even, NaN kept): the
 Triton interpreter's own bf16 conversion is wrong, and on a GPU the bit form
-costs a few integer ops in a memory-bound kernel."""
+costs a few integer ops in a memory-bound kernel. BF16_SR is bf16 stored with
+stochastic rounding (`stochastic_rounding=True`, optdsl.precision): a dtype code
+of its own, so a kernel without it compiles exactly as before."""
 import triton
 import triton.language as tl
 
 FP32: tl.constexpr = tl.constexpr(0)
 FP16: tl.constexpr = tl.constexpr(1)
 BF16: tl.constexpr = tl.constexpr(2)
+BF16_SR: tl.constexpr = tl.constexpr(3)
 
 
 @triton.jit
 def load_stream(ptrs, t, offs, mask, DTYPE: tl.constexpr):
     base = tl.load(ptrs + t)
-    if DTYPE == 2:
+    if DTYPE >= 2:   # bf16, rounded either way when stored
         bits = tl.load(base.to(tl.pointer_type(tl.uint16)) + offs, mask=mask, other=0).to(tl.uint32)
         x = (bits << 16).to(tl.float32, bitcast=True)
     elif DTYPE == 1:
@@ -26,9 +29,13 @@ def load_stream(ptrs, t, offs, mask, DTYPE: tl.constexpr):
 
 
 @triton.jit
-def store_stream(ptrs, t, offs, x, mask, DTYPE: tl.constexpr):
+def store_stream(ptrs, t, offs, x, mask, DTYPE: tl.constexpr, seeds, STREAM: tl.constexpr):
+    # seeds, STREAM: only BF16_SR reads them (seeds is None, a constexpr, in a kernel without it)
     base = tl.load(ptrs + t)
-    if DTYPE == 2:
+    if DTYPE == 3:
+        rounded = _stochastic_bf16(x, tl.load(seeds + t), offs, STREAM)
+        tl.store(base.to(tl.pointer_type(tl.uint16)) + offs, rounded.to(tl.uint16), mask=mask)
+    elif DTYPE == 2:
         bits = x.to(tl.uint32, bitcast=True)
         rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
         rounded = tl.where(x != x, 0x7FC0, rounded)
@@ -37,6 +44,26 @@ def store_stream(ptrs, t, offs, x, mask, DTYPE: tl.constexpr):
         tl.store(base.to(tl.pointer_type(tl.float16)) + offs, x.to(tl.float16), mask=mask)
     else:
         tl.store(base.to(tl.pointer_type(tl.float32)) + offs, x, mask=mask)
+
+
+@triton.jit
+def _stochastic_bf16(x, seed, offs, STREAM: tl.constexpr):
+    # The bf16 bits of fp32 x rounded stochastically, as optdsl.precision.stochastic_round: a
+    # uniform 16-bit integer added to the low half of the bit pattern, then truncated, so the
+    # magnitude rounds up with probability (|x| - |lower neighbour|) / ulp. A bf16 value stays
+    # exact (low half 0: no carry), +-inf stays +-inf, NaN is the quiet NaN (its payload plus the
+    # noise could carry into the sign). A finite x above the largest bf16 number rounds to inf
+    # with that same probability, inf taking the place of the next number up (as rounding to
+    # nearest overflows from half an ulp above), so eager and fused paths share one rule.
+    # The noise is Philox keyed by the tensor's seed (host: rounding_seed, rounding_step, the
+    # tensor's place in the group) and counted by (element offset in the tensor, stream): an
+    # element's bits depend on neither the block size nor the work list.
+    lo = (offs & 0xFFFFFFFF).to(tl.uint32)
+    hi = (offs >> 32).to(tl.uint32)
+    r, _, _, _ = tl.philox(seed, lo, hi, tl.full(lo.shape, STREAM, tl.uint32), tl.zeros(lo.shape, tl.uint32))
+    bits = x.to(tl.uint32, bitcast=True)
+    rounded = (bits + (r & 0xFFFF)) >> 16
+    return tl.where(x != x, 0x7FC0, rounded)
 
 
 @triton.jit

@@ -292,7 +292,7 @@ from triton.backends.compiler import GPUTarget
 spec = importlib.util.spec_from_file_location("kernel_module", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-I64, I32 = {"numels", "work_start", "work_end"}, {"work_tensor", "work_channel"}
+I64, I32 = {"numels", "work_start", "work_end", "rounding_seeds"}, {"work_tensor", "work_channel"}
 F32 = {"table", "reduced", "_reduced_channel", "partials", "_scalar_out"}
 kernels = [v for k, v in vars(module).items() if k.endswith("_kernel")]
 for kernel in kernels:

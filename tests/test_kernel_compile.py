@@ -1,7 +1,11 @@
 """Every generated Triton kernel compiles for a real GPU (sm_90, Hopper) — on a CPU-only
 machine. Triton's front end and its bundled ptxas need no GPU, so this catches what
 the interpreter cannot: constructs the Triton compiler rejects (a constexpr ternary,
-a branch on a runtime scalar, a jit helper's signature) and type errors in PTX."""
+a branch on a runtime scalar, a jit helper's signature) and type errors in PTX.
+
+Dtype code 3 is bf16 with stochastic rounding, whose launches pass the seed table; every other
+launch passes None there, a constexpr, and its kernel holds no Philox (`tt.mulhiui`): the
+default kernel is the one it was before stochastic rounding existed."""
 import importlib.util
 import os
 import subprocess
@@ -38,11 +42,14 @@ def signature(kernel, flag, dtype):
                 consts[(i,)] = 1024
             elif name == "N_COLUMNS":
                 consts[(i,)] = 16
-            elif name.endswith("_DTYPE"):
+            elif name.endswith("_DTYPE") or name.startswith("_DTYPE"):
                 consts[(i,)] = dtype
             else:
                 consts[(i,)] = flag
-        elif name.endswith("_ptrs") or name in ("numels", "work_start", "work_end"):
+        elif name == "rounding_seeds" and dtype != 3:   # as a launch without stochastic rounding passes it
+            sig[name] = "constexpr"
+            consts[(i,)] = None
+        elif name.endswith("_ptrs") or name in ("numels", "work_start", "work_end", "rounding_seeds"):
             sig[name] = "*i64"
         elif name in ("work_tensor", "work_channel"):
             sig[name] = "*i32"
@@ -54,11 +61,12 @@ def signature(kernel, flag, dtype):
             sig[name] = "fp32"
     return sig, consts
 
-for kernel, (flag, dtype) in ((k, c) for k in kernels for c in ((True, 0), (False, 0), (True, 2), (False, 1))):
+for kernel, (flag, dtype) in ((k, c) for k in kernels for c in ((True, 0), (False, 0), (True, 2), (False, 1), (True, 3))):
     sig, consts = signature(kernel, flag, dtype)
     compiled = triton.compile(ASTSource(kernel, sig, consts), target=target) if full or (flag, dtype) == (True, 0) else None
     if compiled is not None:
         assert compiled.asm["cubin"], "no cubin"
+        text = compiled.asm["ttir"]
         print("cubin", flag, dtype, len(compiled.asm["cubin"]))
     else:
         from triton.backends.nvidia.compiler import CUDABackend
@@ -66,9 +74,12 @@ for kernel, (flag, dtype) in ((k, c) for k in kernels for c in ((True, 0), (Fals
         backend = CUDABackend(target)
         options = backend.parse_options({})
         context = ir.context(); ir.load_dialects(context); backend.load_dialects(context)
-        ASTSource(kernel, sig, consts).make_ir(target, options, backend.get_codegen_implementation(options),
-                                               backend.get_module_map(), context)
+        text = str(ASTSource(kernel, sig, consts).make_ir(target, options, backend.get_codegen_implementation(options),
+                                                          backend.get_module_map(), context))
         print("ttir", flag, dtype)
+    # Philox exactly where a kernel stores with stochastic rounding (a phase that only reduces stores nothing)
+    stores = "store_stream(" in kernel.src
+    assert ("tt.mulhiui" in text) == (dtype == 3 and stores), (kernel.__name__, flag, dtype)
 print("ok")
 '''
 

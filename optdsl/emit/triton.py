@@ -235,7 +235,7 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
 
     stores = Writer(1)
     for s in stored:
-        line = store_line(s)
+        line = store_line(s, streams.index(s))
         state = next((st for st in k.tensor_states if st.name == s), None)
         if state is not None and state.cond is not None:
             stores.line(f"if {has_name(s)}:")
@@ -274,8 +274,9 @@ def load_line(s: str) -> str:
     return f"{ident(s)} = load_stream({ptrs_name(s)}, _t, _offs, _mask, {dtype_name(s)})"
 
 
-def store_line(s: str) -> str:
-    return f"store_stream({ptrs_name(s)}, _t, _offs, {ident(s)}, _mask, {dtype_name(s)})"
+def store_line(s: str, stream: int) -> str:
+    # `stream` (its place in STREAMS) counts stochastic rounding's random bits apart from the other streams'
+    return f"store_stream({ptrs_name(s)}, _t, _offs, {ident(s)}, _mask, {dtype_name(s)}, rounding_seeds, {stream})"
 
 
 def stream_names(streams) -> list[dict]:

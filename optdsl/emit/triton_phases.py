@@ -78,7 +78,7 @@ def emit_phased_module(p: Program, fused: Plan, source_name: str, spec_hash: str
                 _guarded(loads, k, s, f"{ident(s.name)} = load_scalar({ptrs_name(s.name)}, _t)")
         for s in kern["stored"]:
             state = next((st for st in k.tensor_states if st.name == s), None)
-            _guarded(stores, k, state, store_line(s))
+            _guarded(stores, k, state, store_line(s, streams.index(s)))
         if kern["phase"].final:
             for j, s in enumerate(device_scalars):   # each tensor's first program writes the new value
                 _guarded(stores, k, s, f"tl.store(_scalar_out + {j} * _n_tensors + _t, {ident(s.name)}, mask=_start == 0)")
