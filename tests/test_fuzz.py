@@ -25,7 +25,7 @@ from optdsl.fuzz.execute import Case, Group, check_case, run_case  # noqa: E402
 from optdsl.fuzz.coverage import Coverage  # noqa: E402
 from optdsl.fuzz.programs import cases  # noqa: E402
 
-PROGRAMS = 300
+PROGRAMS = 250
 MUTATIONS = 2000
 CORPUS = Path(__file__).parent / "fuzz_corpus"
 
