@@ -32,6 +32,9 @@ def cmd_verify(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.host:
+        from .bench_host import main as host_main
+        return host_main(args.specs)
     if args.cpu_fused:
         from .bench_cpu import main as cpu_main
         return cpu_main(args.specs, args.repeat, args.rounds, args.large)
@@ -69,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--cpu-fused", action="store_true",
                     help="the fused C++ backend vs torch foreach and torch fused=True on the issue's mixes (default AdamW)")
     be.add_argument("--large", action="store_true", help="with --cpu-fused: add the 1 x 2^26 mix")
+    be.add_argument("--host", action="store_true",
+                    help="host time of one fused step over 2000 tensors, the kernel launch a no-op (default Adam)")
     be.set_defaults(func=cmd_bench)
     f = sub.add_parser("fuzz", help="random programs through every backend; text mutations through the checker")
     f.add_argument("--seed", type=int, default=0)
