@@ -3,6 +3,7 @@ pointer tables, and one launch per parameter group (per dtype combination)."""
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 import os
 from collections import OrderedDict
@@ -112,16 +113,21 @@ def value_table(rows: list[tuple], columns: list[int], device, group: tuple = ()
     stacked on the device instead: fills and copies between device tensors, never .item(), so
     a CUDA graph can capture it."""
     cells = list(group)
-    for r in rows:
-        cells += [r[j] for j in columns] or [0.0]
+    if not columns:
+        cells += [0.0] * len(rows)
+    elif len(columns) == 1:
+        cells += map(operator.itemgetter(columns[0]), rows)
+    else:   # C-level: a row per tensor, thousands of them
+        cells += itertools.chain.from_iterable(map(operator.itemgetter(*columns), rows))
     return _table(cells, device)
 
 
 def _table(cells: list, device) -> torch.Tensor:
-    cells = [0.0 if x is None else x for x in cells]   # a conditional scalar state the group does not keep
+    if None in cells:   # a conditional scalar state the group does not keep
+        cells = [0.0 if x is None else x for x in cells]
     capturing = torch.device(device).type == "cuda" and torch.cuda.is_current_stream_capturing()
-    if not capturing and not any(isinstance(x, torch.Tensor) for x in cells):
-        return torch.tensor([float(x) for x in cells], dtype=torch.float32).to(device)
+    if not capturing and not any(issubclass(t, torch.Tensor) for t in set(map(type, cells))):
+        return torch.tensor(list(map(float, cells)), dtype=torch.float32).to(device)
     # (in a CUDA graph capture a host-to-device copy is refused: numbers are filled on the device)
 
     def cell(x) -> torch.Tensor:
