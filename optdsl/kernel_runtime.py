@@ -142,13 +142,15 @@ _TABLES: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()   # one-row tables b
 
 def compact_value_table(rows: list[tuple], columns: list[int], device, group: tuple = ()) -> tuple[torch.Tensor, bool]:
     """value_table for the Triton kernel, and whether it holds one row for every tensor (the
-    kernel's _ONE_ROW): where every tensor's row is the same (one step for all: runtime.per_tensor
-    then returns one row object n times) the table is the group's values and that row once, and it
-    stays on the device while its numbers are the same (a step that changes nothing copies
-    nothing). Rows of different steps (a tensor that skipped a step) keep a row per tensor."""
+    kernel's _ONE_ROW): where every tensor's row is the same object (one step for all:
+    runtime.per_tensor then returns one row object n times) the table is the group's values and
+    that row once, and it stays on the device while its numbers are the same (a step that changes
+    nothing copies nothing). Rows of different steps (a tensor that skipped a step) keep a row per
+    tensor."""
     head = rows[0] if rows else ()
-    # list.count compares the row objects by identity first: C speed for per_tensor's shared row
-    one_row = bool(rows) and not any(isinstance(x, torch.Tensor) for x in head) and rows.count(head) == len(rows)
+    # the same row object (C-level identity: rows equal in value but for the sign of a zero stay apart)
+    one_row = bool(rows) and not any(isinstance(x, torch.Tensor) for x in head) and all(
+        map(operator.is_, rows, itertools.repeat(head)))
     if not one_row:
         return value_table(rows, columns, device, group), False
     cells = list(group) + ([head[j] for j in columns] or [0.0])
@@ -224,7 +226,7 @@ def flat_views(streams: dict[str, list[torch.Tensor]], index: list[int], stored:
     copies: list[tuple[torch.Tensor, torch.Tensor]] = []
     for name, tensors in streams.items():
         chosen = tensors if len(index) == len(tensors) else [tensors[i] for i in index]
-        if all(map(_is_contiguous, chosen)) and _COMPLEX.isdisjoint(map(_dtype, chosen)):   # the usual case: nothing to copy
+        if all(map(_is_contiguous, chosen)) and _COMPLEX.isdisjoint(map(_dtype, chosen)):   # nothing to copy
             view[name] = chosen
             continue
         chosen = []
