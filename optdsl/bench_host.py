@@ -4,7 +4,9 @@ Measured on CPU tensors with the Triton kernel launch replaced by a no-op (the l
 is left is the Python a fused step runs per step -- the per-tensor host function, buckets, views,
 work list, pointer and value tables, the launch's arguments. Three nested spans per step:
 
-* `launcher`: the kernel module's `launch` (tables, work list, pointers, the no-op launch);
+* `launcher`: the kernel module's `launch` (tables, work list, pointers, the no-op launch; for a
+  spec with reductions also the combines between phases, torch ops that run on the CPU here and
+  are device work on a GPU);
 * `fused fn`: the functional `_fused_<name>` (adds the step increment, `torch._foreach_add_` over
   the step tensors, and reading the steps to the host: on CPU step tensors that is real work);
 * `opt.step`: the whole optimizer step (adds `_init_group`'s per-parameter state lookups).
@@ -62,12 +64,15 @@ def measure(name: str = "Adam", tensors: int = TENSORS, steps: int = 20, rounds:
     kernels = runtime.import_sibling(module.__file__, "_triton")
     originals = {k: v for k, v in vars(kernels).items() if k.endswith("_kernel")}
     original_launch, original_fused = kernels.launch, getattr(module, fused_fn)
+    phases = getattr(kernels, "PHASES", None)
     old_env = os.environ.get("TRITON_INTERPRET")
     results = {}
     try:
         os.environ["TRITON_INTERPRET"] = "1"   # lets the Triton kernel module serve CPU tensors; no kernel runs
         for k in originals:
             setattr(kernels, k, _NoLaunch())
+        if hasattr(kernels, "PHASES"):   # a phased spec: its phase kernels, with what combine joins after each
+            kernels.PHASES = tuple((_NoLaunch(), sinks) for _, sinks in phases)
         for case in ("kept grads", "fresh grads", "mixed steps"):
             params = [torch.randn(n, requires_grad=True) for n in _sizes(tensors)]
             grads = [torch.randn_like(p) for p in params]
@@ -102,6 +107,8 @@ def measure(name: str = "Adam", tensors: int = TENSORS, steps: int = 20, rounds:
         setattr(module, fused_fn, original_fused)
         for k, v in originals.items():
             setattr(kernels, k, v)
+        if phases is not None:
+            kernels.PHASES = phases
         if old_env is None:
             os.environ.pop("TRITON_INTERPRET", None)
         else:

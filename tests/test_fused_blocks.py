@@ -2,11 +2,14 @@
 blocks (no mask, alignment hints) and the masked tail give the loop path's values, for aligned
 and unaligned tensors; the value table collapses to one row when every tensor has the same step
 and keeps a row per tensor when steps differ (a tensor whose grad was None skipped a step); a
-one-row table is reused on the device while its numbers are unchanged."""
+one-row table is reused on the device while its numbers are unchanged; `optdsl bench --host`
+times a step with every launch a no-op."""
+import sys
+
 import pytest
 import torch
 
-from optdsl import kernel_runtime
+from optdsl import bench_host, kernel_runtime, optim, runtime
 from optdsl.optim import SGDP, Adam, Lamb
 
 SIZES = (64, 64 * 3, 64 * 2 + 5, 7, 1, 130)   # whole blocks, blocks and a tail, tails only
@@ -114,3 +117,17 @@ def test_one_row_table_stays_on_the_device_while_unchanged():
     assert again is first and other is not first
     many, one_row = kernel_runtime.compact_value_table([(0.9, 0.5), (0.8, 0.5)], (0, 1), torch.device("cpu"), (1e-3,))
     assert not one_row and many.numel() == 5
+
+
+@pytest.mark.parametrize("name", ["Adam", "Lamb"])
+def test_bench_host_times_the_step_with_no_kernel_and_restores_it(name):
+    module = sys.modules[getattr(optim, name).__module__]
+    kernels = runtime.import_sibling(module.__file__, "_triton")
+    before = {k: v for k, v in vars(kernels).items() if k.endswith("_kernel") or k in ("launch", "PHASES")}
+    calls, launches = bench_host._NoLaunch.calls, kernel_runtime.LAUNCHES[0]
+    out = bench_host.measure(name, tensors=20, steps=2, rounds=1)
+    assert set(out) == {"kept grads", "fresh grads", "mixed steps"}
+    for r in out.values():
+        assert 0 < r["launcher"] <= r["fused fn"] <= r["opt.step"]
+    assert bench_host._NoLaunch.calls - calls == kernel_runtime.LAUNCHES[0] - launches > 0   # no kernel ran
+    assert {k: v for k, v in vars(kernels).items() if k in before} == before
