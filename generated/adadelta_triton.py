@@ -22,6 +22,52 @@ STORED = ('square_avg', 'acc_delta', 'param')
 
 
 @triton.jit
+def _adadelta_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _square_avg_ptrs,
+    _acc_delta_ptrs,
+    table,
+    rounding_seeds,
+    _t,
+    _offs,
+    _mask,
+    MAXIMIZE: tl.constexpr,
+    _H1: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_SQUARE_AVG: tl.constexpr,
+    _DTYPE_ACC_DELTA: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # one block of tensor _t; _mask is None for a full block (no masking: 128-bit loads and stores)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
+    weight_decay = tl.load(table + 0)
+    rho = tl.load(table + 1)
+    _h2 = tl.load(table + 2)
+    eps = tl.load(table + 3)
+    _h3 = tl.load(table + 4)
+    lr = tl.load(table + 5)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    square_avg = load_stream(_square_avg_ptrs, _t, _offs, _mask, _DTYPE_SQUARE_AVG, _ALIGNED)
+    acc_delta = load_stream(_acc_delta_ptrs, _t, _offs, _mask, _DTYPE_ACC_DELTA, _ALIGNED)
+    g = ((-grad) if MAXIMIZE else grad)
+    if _H1:
+        g = (g + (weight_decay * param))
+    square_avg = ((rho * square_avg) + ((_h2 * g) * g))
+    std = tl.sqrt_rn((square_avg + eps))
+    delta = (tl.div_rn(tl.sqrt_rn((acc_delta + eps)), std) * g)
+    acc_delta = ((rho * acc_delta) + ((_h3 * delta) * delta))
+    param = (param - (lr * delta))
+    store_stream(_square_avg_ptrs, _t, _offs, square_avg, _mask, _DTYPE_SQUARE_AVG, _ALIGNED, rounding_seeds, 2)
+    store_stream(_acc_delta_ptrs, _t, _offs, acc_delta, _mask, _DTYPE_ACC_DELTA, _ALIGNED, rounding_seeds, 3)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, _ALIGNED, rounding_seeds, 0)
+
+
+@triton.jit
 def _adadelta_kernel(
     _param_ptrs,
     _grad_ptrs,
@@ -39,33 +85,27 @@ def _adadelta_kernel(
     _DTYPE_SQUARE_AVG: tl.constexpr,
     _DTYPE_ACC_DELTA: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
-    weight_decay = tl.load(table + 0)
-    rho = tl.load(table + 1)
-    _h2 = tl.load(table + 2)
-    eps = tl.load(table + 3)
-    _h3 = tl.load(table + 4)
-    lr = tl.load(table + 5)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    square_avg = load_stream(_square_avg_ptrs, _t, _offs, _mask, _DTYPE_SQUARE_AVG)
-    acc_delta = load_stream(_acc_delta_ptrs, _t, _offs, _mask, _DTYPE_ACC_DELTA)
-    g = ((-grad) if MAXIMIZE else grad)
-    if _H1:
-        g = (g + (weight_decay * param))
-    square_avg = ((rho * square_avg) + ((_h2 * g) * g))
-    std = tl.sqrt_rn((square_avg + eps))
-    delta = (tl.div_rn(tl.sqrt_rn((acc_delta + eps)), std) * g)
-    acc_delta = ((rho * acc_delta) + ((_h3 * delta) * delta))
-    param = (param - (lr * delta))
-    store_stream(_square_avg_ptrs, _t, _offs, square_avg, _mask, _DTYPE_SQUARE_AVG, rounding_seeds, 2)
-    store_stream(_acc_delta_ptrs, _t, _offs, acc_delta, _mask, _DTYPE_ACC_DELTA, rounding_seeds, 3)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
+    _start = tl.load(work_start + _pid)   # int64, a multiple of BLOCK
+    _end = tl.load(numels + _t)
+    _offs = _start + tl.arange(0, BLOCK)
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _adadelta_block(
+            _param_ptrs, _grad_ptrs, _square_avg_ptrs, _acc_delta_ptrs, table, rounding_seeds, _t,
+            tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, MAXIMIZE, _H1, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_SQUARE_AVG, _DTYPE_ACC_DELTA, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _adadelta_block(
+            _param_ptrs, _grad_ptrs, _square_avg_ptrs, _acc_delta_ptrs, table, rounding_seeds, _t, _offs,
+            _offs < _end, MAXIMIZE, _H1, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_SQUARE_AVG, _DTYPE_ACC_DELTA,
+            N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
 
 
 def _adadelta_host_values(step, *, lr, rho, eps, weight_decay, maximize):
@@ -93,15 +133,14 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
     streams = {"param": params, "grad": grads}
     streams["square_avg"] = states["square_avg"]
     streams["acc_delta"] = states["acc_delta"]
-    for index in _krt.buckets(params, list(streams.values())):
+    for index, view, copies in _krt.bucket_views(params, streams, STORED):
         device = params[index[0]].device
         block = _krt.block_size(device)
-        view, copies = _krt.flat_views(streams, index, STORED)
         numels, work_tensor, work_start = _krt.work_list(view["param"], block, device)
-        ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
+        ptrs, aligned = _krt.pointer_tables(view, device)
         head = rows[index[0]]
-        table = _krt.value_table([rows[i] for i in index], (), device,
-                                 (weight_decay, rho, head[1], eps, head[2], lr, ))
+        table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (), device,
+                                                  (weight_decay, rho, head[1], eps, head[2], lr, ))
         rounding = _krt.rounding_seeds(index, device)   # None: bf16 rounds to nearest
         _adadelta_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
@@ -120,6 +159,8 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             _DTYPE_SQUARE_AVG=_krt.dtype_code(view["square_avg"][0], rounding) if "square_avg" in view else 0,
             _DTYPE_ACC_DELTA=_krt.dtype_code(view["acc_delta"][0], rounding) if "acc_delta" in view else 0,
             N_COLUMNS=1,
+            _ONE_ROW=one_row,
+            _ALIGNED=aligned,
             BLOCK=block,
         )
         _krt.LAUNCHES[0] += 1

@@ -22,6 +22,43 @@ STORED = ('state_sum', 'param')
 
 
 @triton.jit
+def _adagrad_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _state_sum_ptrs,
+    table,
+    rounding_seeds,
+    _t,
+    _offs,
+    _mask,
+    MAXIMIZE: tl.constexpr,
+    _H1: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_STATE_SUM: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # one block of tensor _t; _mask is None for a full block (no masking: 128-bit loads and stores)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
+    weight_decay = tl.load(table + 0)
+    eps = tl.load(table + 1)
+    clr = tl.load(table + 2 + _row * N_COLUMNS + 0)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    state_sum = load_stream(_state_sum_ptrs, _t, _offs, _mask, _DTYPE_STATE_SUM, _ALIGNED)
+    g = ((-grad) if MAXIMIZE else grad)
+    if _H1:
+        g = (g + (weight_decay * param))
+    state_sum = (state_sum + (g * g))
+    std = (tl.sqrt_rn(state_sum) + eps)
+    param = (param - tl.div_rn((clr * g), std))
+    store_stream(_state_sum_ptrs, _t, _offs, state_sum, _mask, _DTYPE_STATE_SUM, _ALIGNED, rounding_seeds, 2)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, _ALIGNED, rounding_seeds, 0)
+
+
+@triton.jit
 def _adagrad_kernel(
     _param_ptrs,
     _grad_ptrs,
@@ -37,26 +74,26 @@ def _adagrad_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_STATE_SUM: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
-    weight_decay = tl.load(table + 0)
-    eps = tl.load(table + 1)
-    clr = tl.load(table + 2 + _t * N_COLUMNS + 0)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    state_sum = load_stream(_state_sum_ptrs, _t, _offs, _mask, _DTYPE_STATE_SUM)
-    g = ((-grad) if MAXIMIZE else grad)
-    if _H1:
-        g = (g + (weight_decay * param))
-    state_sum = (state_sum + (g * g))
-    std = (tl.sqrt_rn(state_sum) + eps)
-    param = (param - tl.div_rn((clr * g), std))
-    store_stream(_state_sum_ptrs, _t, _offs, state_sum, _mask, _DTYPE_STATE_SUM, rounding_seeds, 2)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
+    _start = tl.load(work_start + _pid)   # int64, a multiple of BLOCK
+    _end = tl.load(numels + _t)
+    _offs = _start + tl.arange(0, BLOCK)
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _adagrad_block(
+            _param_ptrs, _grad_ptrs, _state_sum_ptrs, table, rounding_seeds, _t,
+            tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, MAXIMIZE, _H1, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_STATE_SUM, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _adagrad_block(
+            _param_ptrs, _grad_ptrs, _state_sum_ptrs, table, rounding_seeds, _t, _offs, _offs < _end,
+            MAXIMIZE, _H1, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_STATE_SUM, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
 
 
 def _adagrad_host_values(step, *, lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize):
@@ -82,15 +119,14 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
     maximize = hypers["maximize"]
     streams = {"param": params, "grad": grads}
     streams["state_sum"] = states["state_sum"]
-    for index in _krt.buckets(params, list(streams.values())):
+    for index, view, copies in _krt.bucket_views(params, streams, STORED):
         device = params[index[0]].device
         block = _krt.block_size(device)
-        view, copies = _krt.flat_views(streams, index, STORED)
         numels, work_tensor, work_start = _krt.work_list(view["param"], block, device)
-        ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
+        ptrs, aligned = _krt.pointer_tables(view, device)
         head = rows[index[0]]
-        table = _krt.value_table([rows[i] for i in index], (1,), device,
-                                 (weight_decay, eps, ))
+        table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (1,), device,
+                                                  (weight_decay, eps, ))
         rounding = _krt.rounding_seeds(index, device)   # None: bf16 rounds to nearest
         _adagrad_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
@@ -107,6 +143,8 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             _DTYPE_GRAD=_krt.dtype_code(view["grad"][0], rounding) if "grad" in view else 0,
             _DTYPE_STATE_SUM=_krt.dtype_code(view["state_sum"][0], rounding) if "state_sum" in view else 0,
             N_COLUMNS=1,
+            _ONE_ROW=one_row,
+            _ALIGNED=aligned,
             BLOCK=block,
         )
         _krt.LAUNCHES[0] += 1

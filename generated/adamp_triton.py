@@ -46,6 +46,86 @@ CHANNELS = True   # whether programs are cut at output channels
 
 
 @triton.jit
+def _adamp_phase0_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of norm per channel, norm per channel, mean: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
+    _betas_0 = tl.load(table + 0)
+    _h1 = tl.load(table + 1)
+    _betas_1 = tl.load(table + 2)
+    _h2 = tl.load(table + 3)
+    eps = tl.load(table + 4)
+    _h4 = tl.load(table + 5)
+    _h3 = tl.load(table + 6 + _row * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _row * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _row * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _row * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _row * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _row * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _row * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _row * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _row * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _row * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _row * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _row * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _row * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG, _ALIGNED)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ, _ALIGNED)
+    __r1_part = tl.full((), 0.0, tl.float32)
+    __r2_part = tl.full((), 0.0, tl.float32)
+    __r20_part = tl.full((), 0.0, tl.float32)
+    _s_exp_avg = exp_avg
+    _s_exp_avg_sq = exp_avg_sq
+    _s_param = param
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
+    if NESTEROV:
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+    else:
+        perturb = tl.div_rn(_s_exp_avg, denom)
+    if _h5:
+        __r1_part = fold_sum((grad * grad), _mask, _offs)
+        __r2_part = fold_sum((_s_param * _s_param), _mask, _offs)
+    else:
+        if CAUTION:
+            agree = tl.where(((perturb * grad) > 0.0), 1.0, 0.0)
+            __r20_part = fold_sum(agree, _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r2_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r20_part)
+
+
+@triton.jit
 def _adamp_phase0_kernel(
     _param_ptrs,
     _grad_ptrs,
@@ -71,61 +151,92 @@ def _adamp_phase0_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of norm per channel, norm per channel, mean
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _adamp_phase0_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _adamp_phase0_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG,
+            _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _adamp_phase1_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of dot per channel: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
-    __r1_part = tl.full((), 0.0, tl.float32)
-    __r2_part = tl.full((), 0.0, tl.float32)
-    __r20_part = tl.full((), 0.0, tl.float32)
-    _s_exp_avg = exp_avg
-    _s_exp_avg_sq = exp_avg_sq
+    _h3 = tl.load(table + 6 + _row * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _row * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _row * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _row * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _row * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _row * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _row * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _row * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _row * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _row * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _row * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _row * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _row * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    __r3_part = tl.full((), 0.0, tl.float32)
     _s_param = param
-    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
-    denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
-    if NESTEROV:
-        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
-    else:
-        perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
-        __r1_part = fold_sum((grad * grad), _mask)
-        __r2_part = fold_sum((_s_param * _s_param), _mask)
-    else:
-        if CAUTION:
-            agree = tl.where(((perturb * grad) > 0.0), 1.0, 0.0)
-            __r20_part = fold_sum(agree, _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r2_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r20_part)
+        _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
+        _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
+        __r3_part = fold_sum((tl.div_rn(grad, _maximum(_r1, eps)) * tl.div_rn(_s_param, _maximum(_r2, eps))), _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r3_part)
 
 
 @triton.jit
@@ -154,43 +265,94 @@ def _adamp_phase1_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of dot per channel
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _adamp_phase1_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _adamp_phase1_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG,
+            _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _adamp_phase2_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of amax: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    __r3_part = tl.full((), 0.0, tl.float32)
+    _h3 = tl.load(table + 6 + _row * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _row * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _row * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _row * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _row * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _row * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _row * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _row * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _row * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _row * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _row * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _row * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _row * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    __r4_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _h5:
         _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
-        __r3_part = fold_sum((tl.div_rn(grad, _maximum(_r1, eps)) * tl.div_rn(_s_param, _maximum(_r2, eps))), _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r3_part)
+        _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
+        cos_c = _r3
+        __r4_part = fold_max(tl.abs(cos_c), _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r4_part)
 
 
 @triton.jit
@@ -219,45 +381,104 @@ def _adamp_phase2_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of amax
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _adamp_phase2_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _adamp_phase2_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG,
+            _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _adamp_phase3_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of norm per channel, norm, norm: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    __r4_part = tl.full((), 0.0, tl.float32)
+    _h3 = tl.load(table + 6 + _row * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _row * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _row * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _row * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _row * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _row * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _row * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _row * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _row * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _row * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _row * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _row * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _row * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    __r5_part = tl.full((), 0.0, tl.float32)
+    __r10_part = tl.full((), 0.0, tl.float32)
+    __r11_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _h5:
         _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        __r4_part = fold_max(tl.abs(cos_c), _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r4_part)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
+        in_channel = (_r4 < _h6)
+        if in_channel:
+            __r5_part = fold_sum((_s_param * _s_param), _mask, _offs)
+        else:
+            __r10_part = fold_sum((grad * grad), _mask, _offs)
+            __r11_part = fold_sum((_s_param * _s_param), _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r5_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r10_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r11_part)
 
 
 @triton.jit
@@ -286,40 +507,100 @@ def _adamp_phase3_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of norm per channel, norm, norm
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _adamp_phase3_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _adamp_phase3_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG,
+            _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _adamp_phase4_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of dot per channel, dot per channel, dot: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    __r5_part = tl.full((), 0.0, tl.float32)
-    __r10_part = tl.full((), 0.0, tl.float32)
-    __r11_part = tl.full((), 0.0, tl.float32)
+    _h3 = tl.load(table + 6 + _row * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _row * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _row * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _row * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _row * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _row * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _row * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _row * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _row * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _row * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _row * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _row * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _row * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG, _ALIGNED)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ, _ALIGNED)
+    __r6_part = tl.full((), 0.0, tl.float32)
+    __r7_part = tl.full((), 0.0, tl.float32)
+    __r12_part = tl.full((), 0.0, tl.float32)
+    _s_exp_avg = exp_avg
+    _s_exp_avg_sq = exp_avg_sq
     _s_param = param
+    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
+    denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
+    if NESTEROV:
+        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
+    else:
+        perturb = tl.div_rn(_s_exp_avg, denom)
     if _h5:
         _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
@@ -328,13 +609,18 @@ def _adamp_phase3_kernel(
         _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h6)
         if in_channel:
-            __r5_part = fold_sum((_s_param * _s_param), _mask)
+            _r5 = tl.load(_reduced_channel + 3 * _n_channels + _ch)
+            p_n = tl.div_rn(_s_param, (_r5 + eps))
+            __r6_part = fold_sum((p_n * perturb), _mask, _offs)
+            if CAUTION:
+                __r7_part = fold_sum((p_n * grad), _mask, _offs)
         else:
-            __r10_part = fold_sum((grad * grad), _mask)
-            __r11_part = fold_sum((_s_param * _s_param), _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r5_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r10_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r11_part)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            __r12_part = fold_sum((tl.div_rn(grad, _maximum(_r10, eps)) * tl.div_rn(_s_param, _maximum(_r11, eps))), _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r6_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r7_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r12_part)
 
 
 @triton.jit
@@ -363,92 +649,52 @@ def _adamp_phase4_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of dot per channel, dot per channel, dot
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
-    _betas_0 = tl.load(table + 0)
-    _h1 = tl.load(table + 1)
-    _betas_1 = tl.load(table + 2)
-    _h2 = tl.load(table + 3)
-    eps = tl.load(table + 4)
-    _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
-    __r6_part = tl.full((), 0.0, tl.float32)
-    __r7_part = tl.full((), 0.0, tl.float32)
-    __r12_part = tl.full((), 0.0, tl.float32)
-    _s_exp_avg = exp_avg
-    _s_exp_avg_sq = exp_avg_sq
-    _s_param = param
-    _s_exp_avg = ((_betas_0 * _s_exp_avg) + (_h1 * grad))
-    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h2 * grad) * grad))
-    denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h3) + eps)
-    if NESTEROV:
-        perturb = tl.div_rn(((_betas_0 * _s_exp_avg) + (grad * _h4)), denom)
-    else:
-        perturb = tl.div_rn(_s_exp_avg, denom)
-    if _h5:
-        _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
-        _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
-        _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
-        cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
-        in_channel = (_r4 < _h6)
-        if in_channel:
-            _r5 = tl.load(_reduced_channel + 3 * _n_channels + _ch)
-            p_n = tl.div_rn(_s_param, (_r5 + eps))
-            __r6_part = fold_sum((p_n * perturb), _mask)
-            if CAUTION:
-                __r7_part = fold_sum((p_n * grad), _mask)
-        else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
-            __r12_part = fold_sum((tl.div_rn(grad, _maximum(_r10, eps)) * tl.div_rn(_s_param, _maximum(_r11, eps))), _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r6_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r7_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r12_part)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _adamp_phase4_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _adamp_phase4_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG,
+            _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
 
 
 @triton.jit
-def _adamp_phase5_kernel(
+def _adamp_phase5_block(
     _param_ptrs,
     _grad_ptrs,
     _exp_avg_ptrs,
     _exp_avg_sq_ptrs,
-    numels,
-    work_tensor,
-    work_start,
-    work_end,
-    work_channel,
     table,
+    rounding_seeds,
     reduced,
     _reduced_channel,
     _n_tensors,
     _n_channels,
     partials,
     _scalar_out,
-    rounding_seeds,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
@@ -456,38 +702,34 @@ def _adamp_phase5_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
-    BLOCK: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
 ):
-    # partials of mean, amax
-    _pid = tl.program_id(0)
-    _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
-    _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
-    _ch = tl.load(work_channel + _pid)
+    # partials of mean, amax: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
+    _h3 = tl.load(table + 6 + _row * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _row * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _row * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _row * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _row * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _row * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _row * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _row * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _row * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _row * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _row * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _row * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _row * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG, _ALIGNED)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ, _ALIGNED)
     __r8_part = tl.full((), 0.0, tl.float32)
     __r13_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
@@ -518,19 +760,19 @@ def _adamp_phase5_kernel(
                 grad_radial = (p_n * _r7)
                 grad_perp = (grad - grad_radial)
                 agree = tl.where(((perturb * grad_perp) > 0.0), 1.0, 0.0)
-                __r8_part = fold_sum(agree, _mask)
+                __r8_part = fold_sum(agree, _mask, _offs)
         else:
             _r10 = tl.load(reduced + 2 * _n_tensors + _t)
             _r11 = tl.load(reduced + 3 * _n_tensors + _t)
             _r12 = tl.load(reduced + 4 * _n_tensors + _t)
             cos_l = _r12
-            __r13_part = fold_max(tl.abs(cos_l), _mask)
+            __r13_part = fold_max(tl.abs(cos_l), _mask, _offs)
     tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r8_part)
     tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r13_part)
 
 
 @triton.jit
-def _adamp_phase6_kernel(
+def _adamp_phase5_kernel(
     _param_ptrs,
     _grad_ptrs,
     _exp_avg_ptrs,
@@ -555,38 +797,87 @@ def _adamp_phase6_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of dot per channel, norm, mean
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _adamp_phase5_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _adamp_phase5_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG,
+            _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _adamp_phase6_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of dot per channel, norm, mean: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
+    _h3 = tl.load(table + 6 + _row * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _row * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _row * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _row * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _row * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _row * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _row * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _row * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _row * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _row * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _row * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _row * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _row * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG, _ALIGNED)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ, _ALIGNED)
     __r9_part = tl.full((), 0.0, tl.float32)
     __r14_part = tl.full((), 0.0, tl.float32)
     __r19_part = tl.full((), 0.0, tl.float32)
@@ -621,7 +912,7 @@ def _adamp_phase6_kernel(
                 _r8 = tl.load(reduced + 1 * _n_tensors + _t)
                 agree = tl.div_rn(agree, _maximum(_r8, 0.001))
                 perturb = (perturb * agree)
-                __r9_part = fold_sum((p_n * perturb), _mask)
+                __r9_part = fold_sum((p_n * perturb), _mask, _offs)
         else:
             _r10 = tl.load(reduced + 2 * _n_tensors + _t)
             _r11 = tl.load(reduced + 3 * _n_tensors + _t)
@@ -630,18 +921,18 @@ def _adamp_phase6_kernel(
             _r13 = tl.load(reduced + 5 * _n_tensors + _t)
             in_layer = (_r13 < _h9)
             if in_layer:
-                __r14_part = fold_sum((_s_param * _s_param), _mask)
+                __r14_part = fold_sum((_s_param * _s_param), _mask, _offs)
             else:
                 if CAUTION:
                     agree = tl.where(((perturb * grad) > 0.0), 1.0, 0.0)
-                    __r19_part = fold_sum(agree, _mask)
+                    __r19_part = fold_sum(agree, _mask, _offs)
     tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r9_part)
     tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r14_part)
     tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r19_part)
 
 
 @triton.jit
-def _adamp_phase7_kernel(
+def _adamp_phase6_kernel(
     _param_ptrs,
     _grad_ptrs,
     _exp_avg_ptrs,
@@ -666,38 +957,87 @@ def _adamp_phase7_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of dot, dot
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _adamp_phase6_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _adamp_phase6_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG,
+            _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _adamp_phase7_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of dot, dot: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
+    _h3 = tl.load(table + 6 + _row * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _row * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _row * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _row * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _row * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _row * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _row * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _row * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _row * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _row * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _row * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _row * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _row * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG, _ALIGNED)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ, _ALIGNED)
     __r15_part = tl.full((), 0.0, tl.float32)
     __r16_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
@@ -729,15 +1069,15 @@ def _adamp_phase7_kernel(
             if in_layer:
                 _r14 = tl.load(reduced + 6 * _n_tensors + _t)
                 p_n = tl.div_rn(_s_param, (_r14 + eps))
-                __r15_part = fold_sum((p_n * perturb), _mask)
+                __r15_part = fold_sum((p_n * perturb), _mask, _offs)
                 if CAUTION:
-                    __r16_part = fold_sum((p_n * grad), _mask)
+                    __r16_part = fold_sum((p_n * grad), _mask, _offs)
     tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r15_part)
     tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r16_part)
 
 
 @triton.jit
-def _adamp_phase8_kernel(
+def _adamp_phase7_kernel(
     _param_ptrs,
     _grad_ptrs,
     _exp_avg_ptrs,
@@ -762,38 +1102,87 @@ def _adamp_phase8_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of mean
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _adamp_phase7_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _adamp_phase7_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG,
+            _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _adamp_phase8_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of mean: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
+    _h3 = tl.load(table + 6 + _row * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _row * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _row * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _row * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _row * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _row * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _row * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _row * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _row * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _row * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _row * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _row * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _row * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG, _ALIGNED)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ, _ALIGNED)
     __r17_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
@@ -832,12 +1221,12 @@ def _adamp_phase8_kernel(
                     grad_radial = (p_n * _r16)
                     grad_perp = (grad - grad_radial)
                     agree = tl.where(((perturb * grad_perp) > 0.0), 1.0, 0.0)
-                    __r17_part = fold_sum(agree, _mask)
+                    __r17_part = fold_sum(agree, _mask, _offs)
     tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r17_part)
 
 
 @triton.jit
-def _adamp_phase9_kernel(
+def _adamp_phase8_kernel(
     _param_ptrs,
     _grad_ptrs,
     _exp_avg_ptrs,
@@ -862,38 +1251,87 @@ def _adamp_phase9_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of dot
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _adamp_phase8_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _adamp_phase8_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG,
+            _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _adamp_phase9_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of dot: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
+    _h3 = tl.load(table + 6 + _row * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _row * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _row * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _row * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _row * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _row * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _row * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _row * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _row * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _row * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _row * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _row * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _row * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG, _ALIGNED)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ, _ALIGNED)
     __r18_part = tl.full((), 0.0, tl.float32)
     _s_exp_avg = exp_avg
     _s_exp_avg_sq = exp_avg_sq
@@ -935,12 +1373,12 @@ def _adamp_phase9_kernel(
                     _r17 = tl.load(reduced + 9 * _n_tensors + _t)
                     agree = tl.div_rn(agree, _maximum(_r17, 0.001))
                     perturb = (perturb * agree)
-                    __r18_part = fold_sum((p_n * perturb), _mask)
+                    __r18_part = fold_sum((p_n * perturb), _mask, _offs)
     tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r18_part)
 
 
 @triton.jit
-def _adamp_kernel(
+def _adamp_phase9_kernel(
     _param_ptrs,
     _grad_ptrs,
     _exp_avg_ptrs,
@@ -965,38 +1403,87 @@ def _adamp_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # the update: reads every reduction, stores
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _adamp_phase9_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _adamp_phase9_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG,
+            _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _adamp_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # the update: reads every reduction, stores: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     _betas_0 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     _betas_1 = tl.load(table + 2)
     _h2 = tl.load(table + 3)
     eps = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0)
-    _h5 = tl.load(table + 6 + _t * N_COLUMNS + 1) != 0
-    _h6 = tl.load(table + 6 + _t * N_COLUMNS + 2)
-    _h7 = tl.load(table + 6 + _t * N_COLUMNS + 3) != 0
-    _h8 = tl.load(table + 6 + _t * N_COLUMNS + 4)
-    _h9 = tl.load(table + 6 + _t * N_COLUMNS + 5)
-    _h10 = tl.load(table + 6 + _t * N_COLUMNS + 6) != 0
-    _h11 = tl.load(table + 6 + _t * N_COLUMNS + 7)
-    _h12 = tl.load(table + 6 + _t * N_COLUMNS + 8) != 0
-    _h13 = tl.load(table + 6 + _t * N_COLUMNS + 9)
-    _h14 = tl.load(table + 6 + _t * N_COLUMNS + 10) != 0
-    _h15 = tl.load(table + 6 + _t * N_COLUMNS + 11)
-    step_size = tl.load(table + 6 + _t * N_COLUMNS + 12)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
+    _h3 = tl.load(table + 6 + _row * N_COLUMNS + 0)
+    _h5 = tl.load(table + 6 + _row * N_COLUMNS + 1) != 0
+    _h6 = tl.load(table + 6 + _row * N_COLUMNS + 2)
+    _h7 = tl.load(table + 6 + _row * N_COLUMNS + 3) != 0
+    _h8 = tl.load(table + 6 + _row * N_COLUMNS + 4)
+    _h9 = tl.load(table + 6 + _row * N_COLUMNS + 5)
+    _h10 = tl.load(table + 6 + _row * N_COLUMNS + 6) != 0
+    _h11 = tl.load(table + 6 + _row * N_COLUMNS + 7)
+    _h12 = tl.load(table + 6 + _row * N_COLUMNS + 8) != 0
+    _h13 = tl.load(table + 6 + _row * N_COLUMNS + 9)
+    _h14 = tl.load(table + 6 + _row * N_COLUMNS + 10) != 0
+    _h15 = tl.load(table + 6 + _row * N_COLUMNS + 11)
+    step_size = tl.load(table + 6 + _row * N_COLUMNS + 12)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG, _ALIGNED)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ, _ALIGNED)
     exp_avg = ((_betas_0 * exp_avg) + (_h1 * grad))
     exp_avg_sq = ((_betas_1 * exp_avg_sq) + ((_h2 * grad) * grad))
     denom = (tl.div_rn(tl.sqrt_rn(exp_avg_sq), _h3) + eps)
@@ -1073,9 +1560,61 @@ def _adamp_kernel(
         if _h14:
             param = (param * _h15)
     param = (param - (step_size * perturb))
-    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, rounding_seeds, 2)
-    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ, rounding_seeds, 3)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, _ALIGNED, rounding_seeds, 2)
+    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ, _ALIGNED, rounding_seeds, 3)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, _ALIGNED, rounding_seeds, 0)
+
+
+@triton.jit
+def _adamp_kernel(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    numels,
+    work_tensor,
+    work_start,
+    work_end,
+    work_channel,
+    table,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    rounding_seeds,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)   # int64
+    _offs = _start + tl.arange(0, BLOCK)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
+    _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _adamp_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _adamp_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG,
+            _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
 
 
 def _finish_amax(r, n):
@@ -1210,6 +1749,8 @@ def _launch(kernel, run, constexprs):
         _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0], run.rounding_seeds) if "exp_avg" in run.view else 0,
         _DTYPE_EXP_AVG_SQ=_krt.dtype_code(run.view["exp_avg_sq"][0], run.rounding_seeds) if "exp_avg_sq" in run.view else 0,
         N_COLUMNS=13,
+        _ONE_ROW=run.one_row,
+        _ALIGNED=run.aligned,
         BLOCK=run.block,
     )
     _krt.LAUNCHES[0] += 1
@@ -1240,18 +1781,17 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         CAUTION=bool(caution),
     )
     _runs = []
-    for index in _krt.buckets(params, list(streams.values())):
+    for index, view, copies in _krt.bucket_views(params, streams, STORED):
         device = params[index[0]].device
-        view, copies = _krt.flat_views(streams, index, STORED)
         block = _krt.block_size(device, view["param"] if CHANNELS else None)
-        ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
+        ptrs, aligned = _krt.pointer_tables(view, device)
         for name, ts in _scalars.items():
             ptrs[name] = _krt.pointer_table([ts[i] for i in index], device)
-        table = _krt.value_table([rows[i] for i in index], (2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), device,
-                                 (betas[0], head[0], betas[1], head[1], eps, head[3], ))
+        table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), device,
+                                                  (betas[0], head[0], betas[1], head[1], eps, head[3], ))
         work = _krt.work(view["param"], block, device, CHANNELS)
         _runs.append(_krt.Run(index, device, block, view, copies, work, ptrs, table,
-                              13, 7, 0))
+                              13, 7, 0, one_row, aligned))
     for _kernel, _sinks in PHASES:   # partials of this phase's reductions, then one combine for the group
         for _run in _runs:
             _run.new_partials(len(_sinks))

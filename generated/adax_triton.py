@@ -22,6 +22,53 @@ STORED = ('exp_avg', 'exp_avg_sq', 'param')
 
 
 @triton.jit
+def _adax_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    _t,
+    _offs,
+    _mask,
+    MAXIMIZE: tl.constexpr,
+    _H1: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # one block of tensor _t; _mask is None for a full block (no masking: 128-bit loads and stores)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
+    weight_decay = tl.load(table + 0)
+    _betas_0 = tl.load(table + 1)
+    _h2 = tl.load(table + 2)
+    _h3 = tl.load(table + 3)
+    _betas_1 = tl.load(table + 4)
+    eps = tl.load(table + 5)
+    lr = tl.load(table + 6)
+    bias_correction = tl.load(table + 7 + _row * N_COLUMNS + 0)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG, _ALIGNED)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ, _ALIGNED)
+    g = ((-grad) if MAXIMIZE else grad)
+    if _H1:
+        g = (g + (weight_decay * param))
+    exp_avg = ((_betas_0 * exp_avg) + (_h2 * g))
+    exp_avg_sq = ((_h3 * exp_avg_sq) + ((_betas_1 * g) * g))
+    denom = (tl.sqrt_rn(tl.div_rn(exp_avg_sq, bias_correction)) + eps)
+    param = (param - tl.div_rn((lr * exp_avg), denom))
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, _ALIGNED, rounding_seeds, 2)
+    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ, _ALIGNED, rounding_seeds, 3)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, _ALIGNED, rounding_seeds, 0)
+
+
+@triton.jit
 def _adax_kernel(
     _param_ptrs,
     _grad_ptrs,
@@ -39,34 +86,27 @@ def _adax_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
-    weight_decay = tl.load(table + 0)
-    _betas_0 = tl.load(table + 1)
-    _h2 = tl.load(table + 2)
-    _h3 = tl.load(table + 3)
-    _betas_1 = tl.load(table + 4)
-    eps = tl.load(table + 5)
-    lr = tl.load(table + 6)
-    bias_correction = tl.load(table + 7 + _t * N_COLUMNS + 0)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
-    g = ((-grad) if MAXIMIZE else grad)
-    if _H1:
-        g = (g + (weight_decay * param))
-    exp_avg = ((_betas_0 * exp_avg) + (_h2 * g))
-    exp_avg_sq = ((_h3 * exp_avg_sq) + ((_betas_1 * g) * g))
-    denom = (tl.sqrt_rn(tl.div_rn(exp_avg_sq, bias_correction)) + eps)
-    param = (param - tl.div_rn((lr * exp_avg), denom))
-    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, rounding_seeds, 2)
-    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ, rounding_seeds, 3)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
+    _start = tl.load(work_start + _pid)   # int64, a multiple of BLOCK
+    _end = tl.load(numels + _t)
+    _offs = _start + tl.arange(0, BLOCK)
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _adax_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, _t,
+            tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, MAXIMIZE, _H1, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _adax_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, _t, _offs,
+            _offs < _end, MAXIMIZE, _H1, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ,
+            N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
 
 
 def _adax_host_values(step, *, lr, betas, eps, weight_decay, maximize):
@@ -96,15 +136,14 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
     streams = {"param": params, "grad": grads}
     streams["exp_avg"] = states["exp_avg"]
     streams["exp_avg_sq"] = states["exp_avg_sq"]
-    for index in _krt.buckets(params, list(streams.values())):
+    for index, view, copies in _krt.bucket_views(params, streams, STORED):
         device = params[index[0]].device
         block = _krt.block_size(device)
-        view, copies = _krt.flat_views(streams, index, STORED)
         numels, work_tensor, work_start = _krt.work_list(view["param"], block, device)
-        ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
+        ptrs, aligned = _krt.pointer_tables(view, device)
         head = rows[index[0]]
-        table = _krt.value_table([rows[i] for i in index], (3,), device,
-                                 (weight_decay, betas[0], head[1], head[2], betas[1], eps, lr, ))
+        table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (3,), device,
+                                                  (weight_decay, betas[0], head[1], head[2], betas[1], eps, lr, ))
         rounding = _krt.rounding_seeds(index, device)   # None: bf16 rounds to nearest
         _adax_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
@@ -123,6 +162,8 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             _DTYPE_EXP_AVG=_krt.dtype_code(view["exp_avg"][0], rounding) if "exp_avg" in view else 0,
             _DTYPE_EXP_AVG_SQ=_krt.dtype_code(view["exp_avg_sq"][0], rounding) if "exp_avg_sq" in view else 0,
             N_COLUMNS=1,
+            _ONE_ROW=one_row,
+            _ALIGNED=aligned,
             BLOCK=block,
         )
         _krt.LAUNCHES[0] += 1

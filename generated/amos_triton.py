@@ -36,6 +36,55 @@ CHANNELS = False   # whether programs are cut at output channels
 
 
 @triton.jit
+def _amos_phase0_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    _decay_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    MAXIMIZE: tl.constexpr,
+    _H5: tl.constexpr,
+    _HAS_EXP_AVG: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of mean: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
+    _h1 = tl.load(table + 0)
+    eps = tl.load(table + 1)
+    _h2 = tl.load(table + 2)
+    _h4 = tl.load(table + 3)
+    extra_l2 = tl.load(table + 4)
+    _h6 = tl.load(table + 5)
+    bias_correction = tl.load(table + 6 + _row * N_COLUMNS + 0)
+    _h3 = tl.load(table + 6 + _row * N_COLUMNS + 1)
+    init_lr = tl.load(table + 6 + _row * N_COLUMNS + 2)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    __r1_part = tl.full((), 0.0, tl.float32)
+    g = ((-grad) if MAXIMIZE else grad)
+    __r1_part = fold_sum((g * g), _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+
+
+@triton.jit
 def _amos_phase0_kernel(
     _param_ptrs,
     _grad_ptrs,
@@ -60,28 +109,101 @@ def _amos_phase0_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_EXP_AVG: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of mean
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
+    _end = tl.load(numels + _t)
+    _ch = 0
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _amos_phase0_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, _decay_ptrs, table, rounding_seeds,
+            reduced, _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start,
+            _ch, tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, MAXIMIZE, _H5,
+            _HAS_EXP_AVG, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _amos_phase0_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, _decay_ptrs, table, rounding_seeds,
+            reduced, _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start,
+            _ch, _offs, _offs < _end, MAXIMIZE, _H5, _HAS_EXP_AVG, _DTYPE_PARAM, _DTYPE_GRAD,
+            _DTYPE_EXP_AVG, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _amos_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    _decay_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    MAXIMIZE: tl.constexpr,
+    _H5: tl.constexpr,
+    _HAS_EXP_AVG: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # the update: reads every reduction, stores: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     _h1 = tl.load(table + 0)
     eps = tl.load(table + 1)
     _h2 = tl.load(table + 2)
     _h4 = tl.load(table + 3)
     extra_l2 = tl.load(table + 4)
     _h6 = tl.load(table + 5)
-    bias_correction = tl.load(table + 6 + _t * N_COLUMNS + 0)
-    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 1)
-    init_lr = tl.load(table + 6 + _t * N_COLUMNS + 2)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    __r1_part = tl.full((), 0.0, tl.float32)
+    bias_correction = tl.load(table + 6 + _row * N_COLUMNS + 0)
+    _h3 = tl.load(table + 6 + _row * N_COLUMNS + 1)
+    init_lr = tl.load(table + 6 + _row * N_COLUMNS + 2)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    if _HAS_EXP_AVG:
+        exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG, _ALIGNED)
+    exp_avg_sq = load_scalar(_exp_avg_sq_ptrs, _t)
+    decay = load_scalar(_decay_ptrs, _t)
     g = ((-grad) if MAXIMIZE else grad)
-    __r1_part = fold_sum((g * g), _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+    _r1 = tl.load(reduced + 0 * _n_tensors + _t)
+    g2 = _r1
+    exp_avg_sq = _lerp(exp_avg_sq, g2, _h1)
+    r_v_hat = tl.div_rn(bias_correction, (exp_avg_sq + eps))
+    decay_factor_c = tl.div_rn(1.0, tl.sqrt_rn((1.0 + (_h2 * decay))))
+    decay_factor_d = tl.div_rn(1.0, (1.0 + (_h3 * decay)))
+    gamma = (((decay_factor_c * _h4) * r_v_hat) * g2)
+    upd = (param * tl.div_rn((gamma - extra_l2), 2.0))
+    upd = (upd + (init_lr * (tl.sqrt_rn(r_v_hat) * g)))
+    upd = (upd * decay_factor_d)
+    decay = ((decay * (1.0 + gamma)) + gamma)
+    if _H5:
+        exp_avg = _lerp(exp_avg, upd, _h6)
+        upd = exp_avg
+    param = (param - upd)
+    if _HAS_EXP_AVG:
+        store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, _ALIGNED, rounding_seeds, 2)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, _ALIGNED, rounding_seeds, 0)
+    tl.store(_scalar_out + 0 * _n_tensors + _t, exp_avg_sq, mask=_start == 0)
+    tl.store(_scalar_out + 1 * _n_tensors + _t, decay, mask=_start == 0)
 
 
 @triton.jit
@@ -109,50 +231,30 @@ def _amos_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_EXP_AVG: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # the update: reads every reduction, stores
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
-    _h1 = tl.load(table + 0)
-    eps = tl.load(table + 1)
-    _h2 = tl.load(table + 2)
-    _h4 = tl.load(table + 3)
-    extra_l2 = tl.load(table + 4)
-    _h6 = tl.load(table + 5)
-    bias_correction = tl.load(table + 6 + _t * N_COLUMNS + 0)
-    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 1)
-    init_lr = tl.load(table + 6 + _t * N_COLUMNS + 2)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    if _HAS_EXP_AVG:
-        exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_scalar(_exp_avg_sq_ptrs, _t)
-    decay = load_scalar(_decay_ptrs, _t)
-    g = ((-grad) if MAXIMIZE else grad)
-    _r1 = tl.load(reduced + 0 * _n_tensors + _t)
-    g2 = _r1
-    exp_avg_sq = _lerp(exp_avg_sq, g2, _h1)
-    r_v_hat = tl.div_rn(bias_correction, (exp_avg_sq + eps))
-    decay_factor_c = tl.div_rn(1.0, tl.sqrt_rn((1.0 + (_h2 * decay))))
-    decay_factor_d = tl.div_rn(1.0, (1.0 + (_h3 * decay)))
-    gamma = (((decay_factor_c * _h4) * r_v_hat) * g2)
-    upd = (param * tl.div_rn((gamma - extra_l2), 2.0))
-    upd = (upd + (init_lr * (tl.sqrt_rn(r_v_hat) * g)))
-    upd = (upd * decay_factor_d)
-    decay = ((decay * (1.0 + gamma)) + gamma)
-    if _H5:
-        exp_avg = _lerp(exp_avg, upd, _h6)
-        upd = exp_avg
-    param = (param - upd)
-    if _HAS_EXP_AVG:
-        store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, rounding_seeds, 2)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
-    tl.store(_scalar_out + 0 * _n_tensors + _t, exp_avg_sq, mask=_start == 0)
-    tl.store(_scalar_out + 1 * _n_tensors + _t, decay, mask=_start == 0)
+    _end = tl.load(numels + _t)
+    _ch = 0
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _amos_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, _decay_ptrs, table, rounding_seeds,
+            reduced, _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start,
+            _ch, tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, MAXIMIZE, _H5,
+            _HAS_EXP_AVG, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _amos_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, _decay_ptrs, table, rounding_seeds,
+            reduced, _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start,
+            _ch, _offs, _offs < _end, MAXIMIZE, _H5, _HAS_EXP_AVG, _DTYPE_PARAM, _DTYPE_GRAD,
+            _DTYPE_EXP_AVG, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
 
 
 def _finish_mean(r, n):
@@ -214,6 +316,8 @@ def _launch(kernel, run, constexprs):
         _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0], run.rounding_seeds) if "grad" in run.view else 0,
         _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0], run.rounding_seeds) if "exp_avg" in run.view else 0,
         N_COLUMNS=3,
+        _ONE_ROW=run.one_row,
+        _ALIGNED=run.aligned,
         BLOCK=run.block,
     )
     _krt.LAUNCHES[0] += 1
@@ -247,18 +351,17 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         _HAS_EXP_AVG='exp_avg' in streams,
     )
     _runs = []
-    for index in _krt.buckets(params, list(streams.values())):
+    for index, view, copies in _krt.bucket_views(params, streams, STORED):
         device = params[index[0]].device
-        view, copies = _krt.flat_views(streams, index, STORED)
         block = _krt.block_size(device, view["param"] if CHANNELS else None)
-        ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
+        ptrs, aligned = _krt.pointer_tables(view, device)
         for name, ts in _scalars.items():
             ptrs[name] = _krt.pointer_table([ts[i] for i in index], device)
-        table = _krt.value_table([rows[i] for i in index], (1, 3, 5), device,
-                                 (head[0], eps, head[2], head[4], extra_l2, head[7], ))
+        table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (1, 3, 5), device,
+                                                  (head[0], eps, head[2], head[4], extra_l2, head[7], ))
         work = _krt.work(view["param"], block, device, CHANNELS)
         _runs.append(_krt.Run(index, device, block, view, copies, work, ptrs, table,
-                              1, 0, 2))
+                              1, 0, 2, one_row, aligned))
     for _kernel, _sinks in PHASES:   # partials of this phase's reductions, then one combine for the group
         for _run in _runs:
             _run.new_partials(len(_sinks))

@@ -36,6 +36,61 @@ CHANNELS = False   # whether programs are cut at output channels
 
 
 @triton.jit
+def _funnelledsgdm_phase0_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _precond_ptrs,
+    _exp_avg_ptrs,
+    _momentum_buffer_ptrs,
+    _step_size_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    MAXIMIZE: tl.constexpr,
+    _H1: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_PRECOND: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of dot: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
+    weight_decay = tl.load(table + 0)
+    gamma_p = tl.load(table + 1)
+    gamma_s = tl.load(table + 2)
+    beta = tl.load(table + 3)
+    _h2 = tl.load(table + 4)
+    momentum = tl.load(table + 5)
+    eta = tl.load(table + 6)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER, _ALIGNED)
+    __r1_part = tl.full((), 0.0, tl.float32)
+    _s_momentum_buffer = momentum_buffer
+    _s_param = param
+    g = ((-grad) if MAXIMIZE else grad)
+    if _H1:
+        g = (g + (weight_decay * _s_param))
+    __r1_part = fold_sum((_s_momentum_buffer * g), _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+
+
+@triton.jit
 def _funnelledsgdm_phase0_kernel(
     _param_ptrs,
     _grad_ptrs,
@@ -62,14 +117,70 @@ def _funnelledsgdm_phase0_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of dot
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
+    _end = tl.load(numels + _t)
+    _ch = 0
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _funnelledsgdm_phase0_block(
+            _param_ptrs, _grad_ptrs, _precond_ptrs, _exp_avg_ptrs, _momentum_buffer_ptrs,
+            _step_size_ptrs, table, rounding_seeds, reduced, _reduced_channel, _n_tensors, _n_channels,
+            partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, MAXIMIZE, _H1, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_PRECOND, _DTYPE_EXP_AVG, _DTYPE_MOMENTUM_BUFFER, N_COLUMNS, _ONE_ROW,
+            _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _funnelledsgdm_phase0_block(
+            _param_ptrs, _grad_ptrs, _precond_ptrs, _exp_avg_ptrs, _momentum_buffer_ptrs,
+            _step_size_ptrs, table, rounding_seeds, reduced, _reduced_channel, _n_tensors, _n_channels,
+            partials, _scalar_out, _pid, _t, _start, _ch, _offs, _offs < _end, MAXIMIZE, _H1,
+            _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_PRECOND, _DTYPE_EXP_AVG, _DTYPE_MOMENTUM_BUFFER, N_COLUMNS,
+            _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _funnelledsgdm_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _precond_ptrs,
+    _exp_avg_ptrs,
+    _momentum_buffer_ptrs,
+    _step_size_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    MAXIMIZE: tl.constexpr,
+    _H1: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_PRECOND: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # the update: reads every reduction, stores: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     weight_decay = tl.load(table + 0)
     gamma_p = tl.load(table + 1)
     gamma_s = tl.load(table + 2)
@@ -77,17 +188,27 @@ def _funnelledsgdm_phase0_kernel(
     _h2 = tl.load(table + 4)
     momentum = tl.load(table + 5)
     eta = tl.load(table + 6)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER)
-    __r1_part = tl.full((), 0.0, tl.float32)
-    _s_momentum_buffer = momentum_buffer
-    _s_param = param
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    precond = load_stream(_precond_ptrs, _t, _offs, _mask, _DTYPE_PRECOND, _ALIGNED)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG, _ALIGNED)
+    momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER, _ALIGNED)
+    step_size = load_scalar(_step_size_ptrs, _t)
     g = ((-grad) if MAXIMIZE else grad)
     if _H1:
-        g = (g + (weight_decay * _s_param))
-    __r1_part = fold_sum((_s_momentum_buffer * g), _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+        g = (g + (weight_decay * param))
+    precond = (precond * tl.exp(((gamma_p * exp_avg) * g)))
+    _r1 = tl.load(reduced + 0 * _n_tensors + _t)
+    step_size = (step_size * tl.exp((gamma_s * _r1)))
+    exp_avg = ((beta * exp_avg) + (_h2 * g))
+    momentum_buffer = ((momentum * momentum_buffer) + (eta * (precond * g)))
+    delta = (step_size * momentum_buffer)
+    param = (param - delta)
+    store_stream(_precond_ptrs, _t, _offs, precond, _mask, _DTYPE_PRECOND, _ALIGNED, rounding_seeds, 2)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, _ALIGNED, rounding_seeds, 3)
+    store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER, _ALIGNED, rounding_seeds, 4)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, _ALIGNED, rounding_seeds, 0)
+    tl.store(_scalar_out + 0 * _n_tensors + _t, step_size, mask=_start == 0)
 
 
 @triton.jit
@@ -117,42 +238,33 @@ def _funnelledsgdm_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # the update: reads every reduction, stores
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
-    weight_decay = tl.load(table + 0)
-    gamma_p = tl.load(table + 1)
-    gamma_s = tl.load(table + 2)
-    beta = tl.load(table + 3)
-    _h2 = tl.load(table + 4)
-    momentum = tl.load(table + 5)
-    eta = tl.load(table + 6)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    precond = load_stream(_precond_ptrs, _t, _offs, _mask, _DTYPE_PRECOND)
-    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
-    momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER)
-    step_size = load_scalar(_step_size_ptrs, _t)
-    g = ((-grad) if MAXIMIZE else grad)
-    if _H1:
-        g = (g + (weight_decay * param))
-    precond = (precond * tl.exp(((gamma_p * exp_avg) * g)))
-    _r1 = tl.load(reduced + 0 * _n_tensors + _t)
-    step_size = (step_size * tl.exp((gamma_s * _r1)))
-    exp_avg = ((beta * exp_avg) + (_h2 * g))
-    momentum_buffer = ((momentum * momentum_buffer) + (eta * (precond * g)))
-    delta = (step_size * momentum_buffer)
-    param = (param - delta)
-    store_stream(_precond_ptrs, _t, _offs, precond, _mask, _DTYPE_PRECOND, rounding_seeds, 2)
-    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, rounding_seeds, 3)
-    store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER, rounding_seeds, 4)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
-    tl.store(_scalar_out + 0 * _n_tensors + _t, step_size, mask=_start == 0)
+    _end = tl.load(numels + _t)
+    _ch = 0
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _funnelledsgdm_block(
+            _param_ptrs, _grad_ptrs, _precond_ptrs, _exp_avg_ptrs, _momentum_buffer_ptrs,
+            _step_size_ptrs, table, rounding_seeds, reduced, _reduced_channel, _n_tensors, _n_channels,
+            partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, MAXIMIZE, _H1, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_PRECOND, _DTYPE_EXP_AVG, _DTYPE_MOMENTUM_BUFFER, N_COLUMNS, _ONE_ROW,
+            _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _funnelledsgdm_block(
+            _param_ptrs, _grad_ptrs, _precond_ptrs, _exp_avg_ptrs, _momentum_buffer_ptrs,
+            _step_size_ptrs, table, rounding_seeds, reduced, _reduced_channel, _n_tensors, _n_channels,
+            partials, _scalar_out, _pid, _t, _start, _ch, _offs, _offs < _end, MAXIMIZE, _H1,
+            _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_PRECOND, _DTYPE_EXP_AVG, _DTYPE_MOMENTUM_BUFFER, N_COLUMNS,
+            _ONE_ROW, _ALIGNED,
+        )
 
 
 def _finish_dot(r, n):
@@ -203,6 +315,8 @@ def _launch(kernel, run, constexprs):
         _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0], run.rounding_seeds) if "exp_avg" in run.view else 0,
         _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(run.view["momentum_buffer"][0], run.rounding_seeds) if "momentum_buffer" in run.view else 0,
         N_COLUMNS=1,
+        _ONE_ROW=run.one_row,
+        _ALIGNED=run.aligned,
         BLOCK=run.block,
     )
     _krt.LAUNCHES[0] += 1
@@ -235,18 +349,17 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         _H1=bool(head[0]),
     )
     _runs = []
-    for index in _krt.buckets(params, list(streams.values())):
+    for index, view, copies in _krt.bucket_views(params, streams, STORED):
         device = params[index[0]].device
-        view, copies = _krt.flat_views(streams, index, STORED)
         block = _krt.block_size(device, view["param"] if CHANNELS else None)
-        ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
+        ptrs, aligned = _krt.pointer_tables(view, device)
         for name, ts in _scalars.items():
             ptrs[name] = _krt.pointer_table([ts[i] for i in index], device)
-        table = _krt.value_table([rows[i] for i in index], (), device,
-                                 (weight_decay, gamma_p, gamma_s, beta, head[1], momentum, eta, ))
+        table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (), device,
+                                                  (weight_decay, gamma_p, gamma_s, beta, head[1], momentum, eta, ))
         work = _krt.work(view["param"], block, device, CHANNELS)
         _runs.append(_krt.Run(index, device, block, view, copies, work, ptrs, table,
-                              1, 0, 1))
+                              1, 0, 1, one_row, aligned))
     for _kernel, _sinks in PHASES:   # partials of this phase's reductions, then one combine for the group
         for _run in _runs:
             _run.new_partials(len(_sinks))

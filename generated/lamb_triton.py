@@ -37,6 +37,64 @@ CHANNELS = False   # whether programs are cut at output channels
 
 
 @triton.jit
+def _lamb_phase0_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    _SET_MAX_GRAD_NORM: tl.constexpr,
+    _H4: tl.constexpr,
+    GRAD_AVERAGING: tl.constexpr,
+    _H3: tl.constexpr,
+    TRUST_CLIP: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of norm per group, norm: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
+    max_grad_norm = tl.load(table + 0)
+    beta3 = tl.load(table + 1)
+    _betas_0 = tl.load(table + 2)
+    _betas_1 = tl.load(table + 3)
+    _h1 = tl.load(table + 4)
+    eps = tl.load(table + 5)
+    weight_decay = tl.load(table + 6)
+    lr = tl.load(table + 7)
+    _h2 = tl.load(table + 8 + _row * N_COLUMNS + 0)
+    bias_correction1 = tl.load(table + 8 + _row * N_COLUMNS + 1)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    __r1_part = tl.full((), 0.0, tl.float32)
+    __r2_part = tl.full((), 0.0, tl.float32)
+    _s_param = param
+    if _SET_MAX_GRAD_NORM:
+        __r1_part = fold_sum((grad * grad), _mask, _offs)
+    if _H4:
+        __r2_part = fold_sum((_s_param * _s_param), _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r2_part)
+
+
+@triton.jit
 def _lamb_phase0_kernel(
     _param_ptrs,
     _grad_ptrs,
@@ -63,14 +121,68 @@ def _lamb_phase0_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of norm per group, norm
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
+    _end = tl.load(numels + _t)
+    _ch = 0
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _lamb_phase0_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, _SET_MAX_GRAD_NORM, _H4,
+            GRAD_AVERAGING, _H3, TRUST_CLIP, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG,
+            _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _lamb_phase0_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, _SET_MAX_GRAD_NORM, _H4, GRAD_AVERAGING, _H3, TRUST_CLIP, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _lamb_phase1_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    _SET_MAX_GRAD_NORM: tl.constexpr,
+    _H4: tl.constexpr,
+    GRAD_AVERAGING: tl.constexpr,
+    _H3: tl.constexpr,
+    TRUST_CLIP: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of norm: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     max_grad_norm = tl.load(table + 0)
     beta3 = tl.load(table + 1)
     _betas_0 = tl.load(table + 2)
@@ -79,19 +191,33 @@ def _lamb_phase0_kernel(
     eps = tl.load(table + 5)
     weight_decay = tl.load(table + 6)
     lr = tl.load(table + 7)
-    _h2 = tl.load(table + 8 + _t * N_COLUMNS + 0)
-    bias_correction1 = tl.load(table + 8 + _t * N_COLUMNS + 1)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    __r1_part = tl.full((), 0.0, tl.float32)
-    __r2_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 8 + _row * N_COLUMNS + 0)
+    bias_correction1 = tl.load(table + 8 + _row * N_COLUMNS + 1)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG, _ALIGNED)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ, _ALIGNED)
+    __r3_part = tl.full((), 0.0, tl.float32)
+    _s_exp_avg = exp_avg
+    _s_exp_avg_sq = exp_avg_sq
     _s_param = param
+    g = grad
     if _SET_MAX_GRAD_NORM:
-        __r1_part = fold_sum((grad * grad), _mask)
+        _r1 = tl.load(reduced + 0 * _n_tensors + _t)
+        clip_grad_norm = _maximum(tl.div_rn(_r1, max_grad_norm), 1.0)
+        g = tl.div_rn(grad, clip_grad_norm)
+    if GRAD_AVERAGING:
+        _s_exp_avg = _lerp(_s_exp_avg, g, beta3)
+    else:
+        _s_exp_avg = ((_betas_0 * _s_exp_avg) + g)
+    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h1 * g) * g))
+    denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h2) + eps)
+    upd = tl.div_rn(tl.div_rn(_s_exp_avg, bias_correction1), denom)
+    if _H3:
+        upd = (upd + (weight_decay * _s_param))
     if _H4:
-        __r2_part = fold_sum((_s_param * _s_param), _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r2_part)
+        __r3_part = fold_sum((upd * upd), _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r3_part)
 
 
 @triton.jit
@@ -121,14 +247,68 @@ def _lamb_phase1_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of norm
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
+    _end = tl.load(numels + _t)
+    _ch = 0
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _lamb_phase1_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, _SET_MAX_GRAD_NORM, _H4,
+            GRAD_AVERAGING, _H3, TRUST_CLIP, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG,
+            _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _lamb_phase1_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, _SET_MAX_GRAD_NORM, _H4, GRAD_AVERAGING, _H3, TRUST_CLIP, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _lamb_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    _SET_MAX_GRAD_NORM: tl.constexpr,
+    _H4: tl.constexpr,
+    GRAD_AVERAGING: tl.constexpr,
+    _H3: tl.constexpr,
+    TRUST_CLIP: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    _DTYPE_EXP_AVG_SQ: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # the update: reads every reduction, stores: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     max_grad_norm = tl.load(table + 0)
     beta3 = tl.load(table + 1)
     _betas_0 = tl.load(table + 2)
@@ -137,33 +317,39 @@ def _lamb_phase1_kernel(
     eps = tl.load(table + 5)
     weight_decay = tl.load(table + 6)
     lr = tl.load(table + 7)
-    _h2 = tl.load(table + 8 + _t * N_COLUMNS + 0)
-    bias_correction1 = tl.load(table + 8 + _t * N_COLUMNS + 1)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
-    __r3_part = tl.full((), 0.0, tl.float32)
-    _s_exp_avg = exp_avg
-    _s_exp_avg_sq = exp_avg_sq
-    _s_param = param
+    _h2 = tl.load(table + 8 + _row * N_COLUMNS + 0)
+    bias_correction1 = tl.load(table + 8 + _row * N_COLUMNS + 1)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG, _ALIGNED)
+    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ, _ALIGNED)
     g = grad
     if _SET_MAX_GRAD_NORM:
         _r1 = tl.load(reduced + 0 * _n_tensors + _t)
         clip_grad_norm = _maximum(tl.div_rn(_r1, max_grad_norm), 1.0)
         g = tl.div_rn(grad, clip_grad_norm)
     if GRAD_AVERAGING:
-        _s_exp_avg = _lerp(_s_exp_avg, g, beta3)
+        exp_avg = _lerp(exp_avg, g, beta3)
     else:
-        _s_exp_avg = ((_betas_0 * _s_exp_avg) + g)
-    _s_exp_avg_sq = ((_betas_1 * _s_exp_avg_sq) + ((_h1 * g) * g))
-    denom = (tl.div_rn(tl.sqrt_rn(_s_exp_avg_sq), _h2) + eps)
-    upd = tl.div_rn(tl.div_rn(_s_exp_avg, bias_correction1), denom)
+        exp_avg = ((_betas_0 * exp_avg) + g)
+    exp_avg_sq = ((_betas_1 * exp_avg_sq) + ((_h1 * g) * g))
+    denom = (tl.div_rn(tl.sqrt_rn(exp_avg_sq), _h2) + eps)
+    upd = tl.div_rn(tl.div_rn(exp_avg, bias_correction1), denom)
     if _H3:
-        upd = (upd + (weight_decay * _s_param))
+        upd = (upd + (weight_decay * param))
     if _H4:
-        __r3_part = fold_sum((upd * upd), _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r3_part)
+        _r2 = tl.load(reduced + 1 * _n_tensors + _t)
+        w_norm = _r2
+        _r3 = tl.load(reduced + 2 * _n_tensors + _t)
+        g_norm = _r3
+        trust_ratio = tl.where((w_norm > 0.0), tl.where((g_norm > 0.0), tl.div_rn(w_norm, g_norm), 1.0), 1.0)
+        if TRUST_CLIP:
+            trust_ratio = _minimum(trust_ratio, 1.0)
+        upd = (upd * trust_ratio)
+    param = (param - (lr * upd))
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, _ALIGNED, rounding_seeds, 2)
+    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ, _ALIGNED, rounding_seeds, 3)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, _ALIGNED, rounding_seeds, 0)
 
 
 @triton.jit
@@ -193,55 +379,31 @@ def _lamb_kernel(
     _DTYPE_EXP_AVG: tl.constexpr,
     _DTYPE_EXP_AVG_SQ: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # the update: reads every reduction, stores
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
-    max_grad_norm = tl.load(table + 0)
-    beta3 = tl.load(table + 1)
-    _betas_0 = tl.load(table + 2)
-    _betas_1 = tl.load(table + 3)
-    _h1 = tl.load(table + 4)
-    eps = tl.load(table + 5)
-    weight_decay = tl.load(table + 6)
-    lr = tl.load(table + 7)
-    _h2 = tl.load(table + 8 + _t * N_COLUMNS + 0)
-    bias_correction1 = tl.load(table + 8 + _t * N_COLUMNS + 1)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_stream(_exp_avg_sq_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG_SQ)
-    g = grad
-    if _SET_MAX_GRAD_NORM:
-        _r1 = tl.load(reduced + 0 * _n_tensors + _t)
-        clip_grad_norm = _maximum(tl.div_rn(_r1, max_grad_norm), 1.0)
-        g = tl.div_rn(grad, clip_grad_norm)
-    if GRAD_AVERAGING:
-        exp_avg = _lerp(exp_avg, g, beta3)
-    else:
-        exp_avg = ((_betas_0 * exp_avg) + g)
-    exp_avg_sq = ((_betas_1 * exp_avg_sq) + ((_h1 * g) * g))
-    denom = (tl.div_rn(tl.sqrt_rn(exp_avg_sq), _h2) + eps)
-    upd = tl.div_rn(tl.div_rn(exp_avg, bias_correction1), denom)
-    if _H3:
-        upd = (upd + (weight_decay * param))
-    if _H4:
-        _r2 = tl.load(reduced + 1 * _n_tensors + _t)
-        w_norm = _r2
-        _r3 = tl.load(reduced + 2 * _n_tensors + _t)
-        g_norm = _r3
-        trust_ratio = tl.where((w_norm > 0.0), tl.where((g_norm > 0.0), tl.div_rn(w_norm, g_norm), 1.0), 1.0)
-        if TRUST_CLIP:
-            trust_ratio = _minimum(trust_ratio, 1.0)
-        upd = (upd * trust_ratio)
-    param = (param - (lr * upd))
-    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, rounding_seeds, 2)
-    store_stream(_exp_avg_sq_ptrs, _t, _offs, exp_avg_sq, _mask, _DTYPE_EXP_AVG_SQ, rounding_seeds, 3)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
+    _end = tl.load(numels + _t)
+    _ch = 0
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _lamb_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, _SET_MAX_GRAD_NORM, _H4,
+            GRAD_AVERAGING, _H3, TRUST_CLIP, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG,
+            _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _lamb_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, _SET_MAX_GRAD_NORM, _H4, GRAD_AVERAGING, _H3, TRUST_CLIP, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_EXP_AVG, _DTYPE_EXP_AVG_SQ, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
 
 
 def _finish_norm(r, n):
@@ -302,6 +464,8 @@ def _launch(kernel, run, constexprs):
         _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0], run.rounding_seeds) if "exp_avg" in run.view else 0,
         _DTYPE_EXP_AVG_SQ=_krt.dtype_code(run.view["exp_avg_sq"][0], run.rounding_seeds) if "exp_avg_sq" in run.view else 0,
         N_COLUMNS=2,
+        _ONE_ROW=run.one_row,
+        _ALIGNED=run.aligned,
         BLOCK=run.block,
     )
     _krt.LAUNCHES[0] += 1
@@ -336,18 +500,17 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         TRUST_CLIP=bool(trust_clip),
     )
     _runs = []
-    for index in _krt.buckets(params, list(streams.values())):
+    for index, view, copies in _krt.bucket_views(params, streams, STORED):
         device = params[index[0]].device
-        view, copies = _krt.flat_views(streams, index, STORED)
         block = _krt.block_size(device, view["param"] if CHANNELS else None)
-        ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
+        ptrs, aligned = _krt.pointer_tables(view, device)
         for name, ts in _scalars.items():
             ptrs[name] = _krt.pointer_table([ts[i] for i in index], device)
-        table = _krt.value_table([rows[i] for i in index], (2, 3), device,
-                                 (max_grad_norm, head[0], betas[0], betas[1], head[1], eps, weight_decay, lr, ))
+        table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (2, 3), device,
+                                                  (max_grad_norm, head[0], betas[0], betas[1], head[1], eps, weight_decay, lr, ))
         work = _krt.work(view["param"], block, device, CHANNELS)
         _runs.append(_krt.Run(index, device, block, view, copies, work, ptrs, table,
-                              3, 0, 0))
+                              3, 0, 0, one_row, aligned))
     for _kernel, _sinks in PHASES:   # partials of this phase's reductions, then one combine for the group
         for _run in _runs:
             _run.new_partials(len(_sinks))

@@ -36,6 +36,58 @@ CHANNELS = False   # whether programs are cut at output channels
 
 
 @triton.jit
+def _lars_phase0_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buffer_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    _H1: tl.constexpr,
+    TRUST_CLIP: tl.constexpr,
+    _H2: tl.constexpr,
+    NESTEROV: tl.constexpr,
+    _HAS_MOMENTUM_BUFFER: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of norm, norm: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
+    trust_coeff = tl.load(table + 0)
+    weight_decay = tl.load(table + 1)
+    eps = tl.load(table + 2)
+    lr = tl.load(table + 3)
+    momentum = tl.load(table + 4)
+    _h4 = tl.load(table + 5)
+    _h3 = tl.load(table + 6 + _row * N_COLUMNS + 0) != 0
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    __r1_part = tl.full((), 0.0, tl.float32)
+    __r2_part = tl.full((), 0.0, tl.float32)
+    _s_param = param
+    if _H1:
+        __r1_part = fold_sum((_s_param * _s_param), _mask, _offs)
+        __r2_part = fold_sum((grad * grad), _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r2_part)
+
+
+@triton.jit
 def _lars_phase0_kernel(
     _param_ptrs,
     _grad_ptrs,
@@ -60,31 +112,95 @@ def _lars_phase0_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of norm, norm
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
+    _end = tl.load(numels + _t)
+    _ch = 0
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _lars_phase0_block(
+            _param_ptrs, _grad_ptrs, _momentum_buffer_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, _H1, TRUST_CLIP, _H2, NESTEROV,
+            _HAS_MOMENTUM_BUFFER, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_MOMENTUM_BUFFER, N_COLUMNS, _ONE_ROW,
+            _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _lars_phase0_block(
+            _param_ptrs, _grad_ptrs, _momentum_buffer_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, _H1, TRUST_CLIP, _H2, NESTEROV, _HAS_MOMENTUM_BUFFER, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_MOMENTUM_BUFFER, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _lars_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buffer_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    _H1: tl.constexpr,
+    TRUST_CLIP: tl.constexpr,
+    _H2: tl.constexpr,
+    NESTEROV: tl.constexpr,
+    _HAS_MOMENTUM_BUFFER: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # the update: reads every reduction, stores: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     trust_coeff = tl.load(table + 0)
     weight_decay = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
     momentum = tl.load(table + 4)
     _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0) != 0
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    __r1_part = tl.full((), 0.0, tl.float32)
-    __r2_part = tl.full((), 0.0, tl.float32)
-    _s_param = param
+    _h3 = tl.load(table + 6 + _row * N_COLUMNS + 0) != 0
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    if _HAS_MOMENTUM_BUFFER:
+        momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER, _ALIGNED)
+    g = grad
     if _H1:
-        __r1_part = fold_sum((_s_param * _s_param), _mask)
-        __r2_part = fold_sum((grad * grad), _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r2_part)
+        _r1 = tl.load(reduced + 0 * _n_tensors + _t)
+        w_norm = _r1
+        _r2 = tl.load(reduced + 1 * _n_tensors + _t)
+        g_norm = _r2
+        trust_ratio = tl.div_rn((trust_coeff * w_norm), ((g_norm + (w_norm * weight_decay)) + eps))
+        trust_ratio = tl.where((w_norm > 0.0), tl.where((g_norm > 0.0), trust_ratio, 1.0), 1.0)
+        if TRUST_CLIP:
+            trust_ratio = _minimum(tl.div_rn(trust_ratio, lr), 1.0)
+        g = ((grad + (weight_decay * param)) * trust_ratio)
+    if _H2:
+        momentum_buffer = tl.where(_h3, g, ((momentum * momentum_buffer) + (_h4 * g)))
+        g = ((g + (momentum * momentum_buffer)) if NESTEROV else momentum_buffer)
+    param = (param - (lr * g))
+    if _HAS_MOMENTUM_BUFFER:
+        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER, _ALIGNED, rounding_seeds, 2)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, _ALIGNED, rounding_seeds, 0)
 
 
 @triton.jit
@@ -112,43 +228,31 @@ def _lars_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # the update: reads every reduction, stores
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
-    trust_coeff = tl.load(table + 0)
-    weight_decay = tl.load(table + 1)
-    eps = tl.load(table + 2)
-    lr = tl.load(table + 3)
-    momentum = tl.load(table + 4)
-    _h4 = tl.load(table + 5)
-    _h3 = tl.load(table + 6 + _t * N_COLUMNS + 0) != 0
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    if _HAS_MOMENTUM_BUFFER:
-        momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER)
-    g = grad
-    if _H1:
-        _r1 = tl.load(reduced + 0 * _n_tensors + _t)
-        w_norm = _r1
-        _r2 = tl.load(reduced + 1 * _n_tensors + _t)
-        g_norm = _r2
-        trust_ratio = tl.div_rn((trust_coeff * w_norm), ((g_norm + (w_norm * weight_decay)) + eps))
-        trust_ratio = tl.where((w_norm > 0.0), tl.where((g_norm > 0.0), trust_ratio, 1.0), 1.0)
-        if TRUST_CLIP:
-            trust_ratio = _minimum(tl.div_rn(trust_ratio, lr), 1.0)
-        g = ((grad + (weight_decay * param)) * trust_ratio)
-    if _H2:
-        momentum_buffer = tl.where(_h3, g, ((momentum * momentum_buffer) + (_h4 * g)))
-        g = ((g + (momentum * momentum_buffer)) if NESTEROV else momentum_buffer)
-    param = (param - (lr * g))
-    if _HAS_MOMENTUM_BUFFER:
-        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER, rounding_seeds, 2)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
+    _end = tl.load(numels + _t)
+    _ch = 0
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _lars_block(
+            _param_ptrs, _grad_ptrs, _momentum_buffer_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, _H1, TRUST_CLIP, _H2, NESTEROV,
+            _HAS_MOMENTUM_BUFFER, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_MOMENTUM_BUFFER, N_COLUMNS, _ONE_ROW,
+            _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _lars_block(
+            _param_ptrs, _grad_ptrs, _momentum_buffer_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, _H1, TRUST_CLIP, _H2, NESTEROV, _HAS_MOMENTUM_BUFFER, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_MOMENTUM_BUFFER, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
 
 
 def _finish_norm(r, n):
@@ -202,6 +306,8 @@ def _launch(kernel, run, constexprs):
         _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0], run.rounding_seeds) if "grad" in run.view else 0,
         _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(run.view["momentum_buffer"][0], run.rounding_seeds) if "momentum_buffer" in run.view else 0,
         N_COLUMNS=1,
+        _ONE_ROW=run.one_row,
+        _ALIGNED=run.aligned,
         BLOCK=run.block,
     )
     _krt.LAUNCHES[0] += 1
@@ -239,18 +345,17 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         _HAS_MOMENTUM_BUFFER='momentum_buffer' in streams,
     )
     _runs = []
-    for index in _krt.buckets(params, list(streams.values())):
+    for index, view, copies in _krt.bucket_views(params, streams, STORED):
         device = params[index[0]].device
-        view, copies = _krt.flat_views(streams, index, STORED)
         block = _krt.block_size(device, view["param"] if CHANNELS else None)
-        ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
+        ptrs, aligned = _krt.pointer_tables(view, device)
         for name, ts in _scalars.items():
             ptrs[name] = _krt.pointer_table([ts[i] for i in index], device)
-        table = _krt.value_table([rows[i] for i in index], (2,), device,
-                                 (trust_coeff, weight_decay, eps, lr, momentum, head[3], ))
+        table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (2,), device,
+                                                  (trust_coeff, weight_decay, eps, lr, momentum, head[3], ))
         work = _krt.work(view["param"], block, device, CHANNELS)
         _runs.append(_krt.Run(index, device, block, view, copies, work, ptrs, table,
-                              2, 0, 0))
+                              2, 0, 0, one_row, aligned))
     for _kernel, _sinks in PHASES:   # partials of this phase's reductions, then one combine for the group
         for _run in _runs:
             _run.new_partials(len(_sinks))

@@ -36,6 +36,55 @@ CHANNELS = False   # whether programs are cut at output channels
 
 
 @triton.jit
+def _nvnovograd_phase0_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    _max_exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    AMSGRAD: tl.constexpr,
+    _H2: tl.constexpr,
+    DECOUPLED_DECAY: tl.constexpr,
+    GRAD_AVERAGING: tl.constexpr,
+    _HAS_MAX_EXP_AVG_SQ: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of sum: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
+    _betas_1 = tl.load(table + 0)
+    _h1 = tl.load(table + 1)
+    eps = tl.load(table + 2)
+    _h3 = tl.load(table + 3)
+    weight_decay = tl.load(table + 4)
+    _h4 = tl.load(table + 5)
+    _betas_0 = tl.load(table + 6)
+    lr = tl.load(table + 7)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    __r1_part = tl.full((), 0.0, tl.float32)
+    __r1_part = fold_sum((grad * grad), _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+
+
+@triton.jit
 def _nvnovograd_phase0_kernel(
     _param_ptrs,
     _grad_ptrs,
@@ -62,14 +111,69 @@ def _nvnovograd_phase0_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_EXP_AVG: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of sum
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
+    _end = tl.load(numels + _t)
+    _ch = 0
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _nvnovograd_phase0_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, _max_exp_avg_sq_ptrs, table,
+            rounding_seeds, reduced, _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out,
+            _pid, _t, _start, _ch, tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, AMSGRAD,
+            _H2, DECOUPLED_DECAY, GRAD_AVERAGING, _HAS_MAX_EXP_AVG_SQ, _DTYPE_PARAM, _DTYPE_GRAD,
+            _DTYPE_EXP_AVG, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _nvnovograd_phase0_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, _max_exp_avg_sq_ptrs, table,
+            rounding_seeds, reduced, _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out,
+            _pid, _t, _start, _ch, _offs, _offs < _end, AMSGRAD, _H2, DECOUPLED_DECAY, GRAD_AVERAGING,
+            _HAS_MAX_EXP_AVG_SQ, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG, N_COLUMNS, _ONE_ROW,
+            _ALIGNED,
+        )
+
+
+@triton.jit
+def _nvnovograd_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _exp_avg_ptrs,
+    _exp_avg_sq_ptrs,
+    _max_exp_avg_sq_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    AMSGRAD: tl.constexpr,
+    _H2: tl.constexpr,
+    DECOUPLED_DECAY: tl.constexpr,
+    GRAD_AVERAGING: tl.constexpr,
+    _HAS_MAX_EXP_AVG_SQ: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_EXP_AVG: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # the update: reads every reduction, stores: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     _betas_1 = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
@@ -78,10 +182,34 @@ def _nvnovograd_phase0_kernel(
     _h4 = tl.load(table + 5)
     _betas_0 = tl.load(table + 6)
     lr = tl.load(table + 7)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    __r1_part = tl.full((), 0.0, tl.float32)
-    __r1_part = fold_sum((grad * grad), _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG, _ALIGNED)
+    exp_avg_sq = load_scalar(_exp_avg_sq_ptrs, _t)
+    if _HAS_MAX_EXP_AVG_SQ:
+        max_exp_avg_sq = load_scalar(_max_exp_avg_sq_ptrs, _t)
+    _r1 = tl.load(reduced + 0 * _n_tensors + _t)
+    grad_norm_sq = _r1
+    exp_avg_sq = tl.where((exp_avg_sq == 0.0), grad_norm_sq, ((_betas_1 * exp_avg_sq) + (_h1 * grad_norm_sq)))
+    if AMSGRAD:
+        max_exp_avg_sq = _maximum(max_exp_avg_sq, exp_avg_sq)
+    v = (max_exp_avg_sq if AMSGRAD else exp_avg_sq)
+    denom = (tl.sqrt_rn(v) + eps)
+    upd = tl.div_rn(grad, denom)
+    if _H2:
+        if DECOUPLED_DECAY:
+            param = (param * _h3)
+        else:
+            upd = (upd + (weight_decay * param))
+    if GRAD_AVERAGING:
+        upd = (upd * _h4)
+    exp_avg = ((_betas_0 * exp_avg) + upd)
+    param = (param - (lr * exp_avg))
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, _ALIGNED, rounding_seeds, 0)
+    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, _ALIGNED, rounding_seeds, 2)
+    tl.store(_scalar_out + 0 * _n_tensors + _t, exp_avg_sq, mask=_start == 0)
+    if _HAS_MAX_EXP_AVG_SQ:
+        tl.store(_scalar_out + 1 * _n_tensors + _t, max_exp_avg_sq, mask=_start == 0)
 
 
 @triton.jit
@@ -111,50 +239,32 @@ def _nvnovograd_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_EXP_AVG: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # the update: reads every reduction, stores
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
-    _betas_1 = tl.load(table + 0)
-    _h1 = tl.load(table + 1)
-    eps = tl.load(table + 2)
-    _h3 = tl.load(table + 3)
-    weight_decay = tl.load(table + 4)
-    _h4 = tl.load(table + 5)
-    _betas_0 = tl.load(table + 6)
-    lr = tl.load(table + 7)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    exp_avg = load_stream(_exp_avg_ptrs, _t, _offs, _mask, _DTYPE_EXP_AVG)
-    exp_avg_sq = load_scalar(_exp_avg_sq_ptrs, _t)
-    if _HAS_MAX_EXP_AVG_SQ:
-        max_exp_avg_sq = load_scalar(_max_exp_avg_sq_ptrs, _t)
-    _r1 = tl.load(reduced + 0 * _n_tensors + _t)
-    grad_norm_sq = _r1
-    exp_avg_sq = tl.where((exp_avg_sq == 0.0), grad_norm_sq, ((_betas_1 * exp_avg_sq) + (_h1 * grad_norm_sq)))
-    if AMSGRAD:
-        max_exp_avg_sq = _maximum(max_exp_avg_sq, exp_avg_sq)
-    v = (max_exp_avg_sq if AMSGRAD else exp_avg_sq)
-    denom = (tl.sqrt_rn(v) + eps)
-    upd = tl.div_rn(grad, denom)
-    if _H2:
-        if DECOUPLED_DECAY:
-            param = (param * _h3)
-        else:
-            upd = (upd + (weight_decay * param))
-    if GRAD_AVERAGING:
-        upd = (upd * _h4)
-    exp_avg = ((_betas_0 * exp_avg) + upd)
-    param = (param - (lr * exp_avg))
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
-    store_stream(_exp_avg_ptrs, _t, _offs, exp_avg, _mask, _DTYPE_EXP_AVG, rounding_seeds, 2)
-    tl.store(_scalar_out + 0 * _n_tensors + _t, exp_avg_sq, mask=_start == 0)
-    if _HAS_MAX_EXP_AVG_SQ:
-        tl.store(_scalar_out + 1 * _n_tensors + _t, max_exp_avg_sq, mask=_start == 0)
+    _end = tl.load(numels + _t)
+    _ch = 0
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _nvnovograd_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, _max_exp_avg_sq_ptrs, table,
+            rounding_seeds, reduced, _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out,
+            _pid, _t, _start, _ch, tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, AMSGRAD,
+            _H2, DECOUPLED_DECAY, GRAD_AVERAGING, _HAS_MAX_EXP_AVG_SQ, _DTYPE_PARAM, _DTYPE_GRAD,
+            _DTYPE_EXP_AVG, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _nvnovograd_block(
+            _param_ptrs, _grad_ptrs, _exp_avg_ptrs, _exp_avg_sq_ptrs, _max_exp_avg_sq_ptrs, table,
+            rounding_seeds, reduced, _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out,
+            _pid, _t, _start, _ch, _offs, _offs < _end, AMSGRAD, _H2, DECOUPLED_DECAY, GRAD_AVERAGING,
+            _HAS_MAX_EXP_AVG_SQ, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_EXP_AVG, N_COLUMNS, _ONE_ROW,
+            _ALIGNED,
+        )
 
 
 def _finish_sum(r, n):
@@ -209,6 +319,8 @@ def _launch(kernel, run, constexprs):
         _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0], run.rounding_seeds) if "grad" in run.view else 0,
         _DTYPE_EXP_AVG=_krt.dtype_code(run.view["exp_avg"][0], run.rounding_seeds) if "exp_avg" in run.view else 0,
         N_COLUMNS=1,
+        _ONE_ROW=run.one_row,
+        _ALIGNED=run.aligned,
         BLOCK=run.block,
     )
     _krt.LAUNCHES[0] += 1
@@ -243,18 +355,17 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         _HAS_MAX_EXP_AVG_SQ='max_exp_avg_sq' in _scalars,
     )
     _runs = []
-    for index in _krt.buckets(params, list(streams.values())):
+    for index, view, copies in _krt.bucket_views(params, streams, STORED):
         device = params[index[0]].device
-        view, copies = _krt.flat_views(streams, index, STORED)
         block = _krt.block_size(device, view["param"] if CHANNELS else None)
-        ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
+        ptrs, aligned = _krt.pointer_tables(view, device)
         for name, ts in _scalars.items():
             ptrs[name] = _krt.pointer_table([ts[i] for i in index], device)
-        table = _krt.value_table([rows[i] for i in index], (), device,
-                                 (betas[1], head[0], eps, head[2], weight_decay, head[3], betas[0], lr, ))
+        table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (), device,
+                                                  (betas[1], head[0], eps, head[2], weight_decay, head[3], betas[0], lr, ))
         work = _krt.work(view["param"], block, device, CHANNELS)
         _runs.append(_krt.Run(index, device, block, view, copies, work, ptrs, table,
-                              1, 0, 2))
+                              1, 0, 2, one_row, aligned))
     for _kernel, _sinks in PHASES:   # partials of this phase's reductions, then one combine for the group
         for _run in _runs:
             _run.new_partials(len(_sinks))

@@ -22,6 +22,71 @@ STORED = ('square_avg', 'grad_avg', 'momentum_buffer', 'param')
 
 
 @triton.jit
+def _rmsprop_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _square_avg_ptrs,
+    _grad_avg_ptrs,
+    _momentum_buffer_ptrs,
+    table,
+    rounding_seeds,
+    _t,
+    _offs,
+    _mask,
+    MAXIMIZE: tl.constexpr,
+    _H1: tl.constexpr,
+    CENTERED: tl.constexpr,
+    _H4: tl.constexpr,
+    _HAS_GRAD_AVG: tl.constexpr,
+    _HAS_MOMENTUM_BUFFER: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_SQUARE_AVG: tl.constexpr,
+    _DTYPE_GRAD_AVG: tl.constexpr,
+    _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # one block of tensor _t; _mask is None for a full block (no masking: 128-bit loads and stores)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
+    weight_decay = tl.load(table + 0)
+    alpha = tl.load(table + 1)
+    _h2 = tl.load(table + 2)
+    _h3 = tl.load(table + 3)
+    eps = tl.load(table + 4)
+    momentum = tl.load(table + 5)
+    lr = tl.load(table + 6)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    square_avg = load_stream(_square_avg_ptrs, _t, _offs, _mask, _DTYPE_SQUARE_AVG, _ALIGNED)
+    if _HAS_GRAD_AVG:
+        grad_avg = load_stream(_grad_avg_ptrs, _t, _offs, _mask, _DTYPE_GRAD_AVG, _ALIGNED)
+    if _HAS_MOMENTUM_BUFFER:
+        momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER, _ALIGNED)
+    g = ((-grad) if MAXIMIZE else grad)
+    if _H1:
+        g = (g + (weight_decay * param))
+    square_avg = ((alpha * square_avg) + ((_h2 * g) * g))
+    if CENTERED:
+        grad_avg = _lerp(grad_avg, g, _h3)
+        avg = (tl.sqrt_rn((square_avg - (grad_avg * grad_avg))) + eps)
+    else:
+        avg = (tl.sqrt_rn(square_avg) + eps)
+    if _H4:
+        momentum_buffer = ((momentum * momentum_buffer) + tl.div_rn(g, avg))
+        param = (param - (lr * momentum_buffer))
+    else:
+        param = (param - tl.div_rn((lr * g), avg))
+    store_stream(_square_avg_ptrs, _t, _offs, square_avg, _mask, _DTYPE_SQUARE_AVG, _ALIGNED, rounding_seeds, 2)
+    if _HAS_GRAD_AVG:
+        store_stream(_grad_avg_ptrs, _t, _offs, grad_avg, _mask, _DTYPE_GRAD_AVG, _ALIGNED, rounding_seeds, 3)
+    if _HAS_MOMENTUM_BUFFER:
+        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER, _ALIGNED, rounding_seeds, 4)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, _ALIGNED, rounding_seeds, 0)
+
+
+@triton.jit
 def _rmsprop_kernel(
     _param_ptrs,
     _grad_ptrs,
@@ -45,46 +110,29 @@ def _rmsprop_kernel(
     _DTYPE_GRAD_AVG: tl.constexpr,
     _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
-    weight_decay = tl.load(table + 0)
-    alpha = tl.load(table + 1)
-    _h2 = tl.load(table + 2)
-    _h3 = tl.load(table + 3)
-    eps = tl.load(table + 4)
-    momentum = tl.load(table + 5)
-    lr = tl.load(table + 6)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    square_avg = load_stream(_square_avg_ptrs, _t, _offs, _mask, _DTYPE_SQUARE_AVG)
-    if _HAS_GRAD_AVG:
-        grad_avg = load_stream(_grad_avg_ptrs, _t, _offs, _mask, _DTYPE_GRAD_AVG)
-    if _HAS_MOMENTUM_BUFFER:
-        momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER)
-    g = ((-grad) if MAXIMIZE else grad)
-    if _H1:
-        g = (g + (weight_decay * param))
-    square_avg = ((alpha * square_avg) + ((_h2 * g) * g))
-    if CENTERED:
-        grad_avg = _lerp(grad_avg, g, _h3)
-        avg = (tl.sqrt_rn((square_avg - (grad_avg * grad_avg))) + eps)
-    else:
-        avg = (tl.sqrt_rn(square_avg) + eps)
-    if _H4:
-        momentum_buffer = ((momentum * momentum_buffer) + tl.div_rn(g, avg))
-        param = (param - (lr * momentum_buffer))
-    else:
-        param = (param - tl.div_rn((lr * g), avg))
-    store_stream(_square_avg_ptrs, _t, _offs, square_avg, _mask, _DTYPE_SQUARE_AVG, rounding_seeds, 2)
-    if _HAS_GRAD_AVG:
-        store_stream(_grad_avg_ptrs, _t, _offs, grad_avg, _mask, _DTYPE_GRAD_AVG, rounding_seeds, 3)
-    if _HAS_MOMENTUM_BUFFER:
-        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER, rounding_seeds, 4)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
+    _start = tl.load(work_start + _pid)   # int64, a multiple of BLOCK
+    _end = tl.load(numels + _t)
+    _offs = _start + tl.arange(0, BLOCK)
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _rmsprop_block(
+            _param_ptrs, _grad_ptrs, _square_avg_ptrs, _grad_avg_ptrs, _momentum_buffer_ptrs, table,
+            rounding_seeds, _t, tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, MAXIMIZE,
+            _H1, CENTERED, _H4, _HAS_GRAD_AVG, _HAS_MOMENTUM_BUFFER, _DTYPE_PARAM, _DTYPE_GRAD,
+            _DTYPE_SQUARE_AVG, _DTYPE_GRAD_AVG, _DTYPE_MOMENTUM_BUFFER, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _rmsprop_block(
+            _param_ptrs, _grad_ptrs, _square_avg_ptrs, _grad_avg_ptrs, _momentum_buffer_ptrs, table,
+            rounding_seeds, _t, _offs, _offs < _end, MAXIMIZE, _H1, CENTERED, _H4, _HAS_GRAD_AVG,
+            _HAS_MOMENTUM_BUFFER, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_SQUARE_AVG, _DTYPE_GRAD_AVG,
+            _DTYPE_MOMENTUM_BUFFER, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
 
 
 def _rmsprop_host_values(step, *, lr, alpha, eps, weight_decay, momentum, centered, maximize):
@@ -120,15 +168,14 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         streams["grad_avg"] = states["grad_avg"]
     if (momentum > 0.0):
         streams["momentum_buffer"] = states["momentum_buffer"]
-    for index in _krt.buckets(params, list(streams.values())):
+    for index, view, copies in _krt.bucket_views(params, streams, STORED):
         device = params[index[0]].device
         block = _krt.block_size(device)
-        view, copies = _krt.flat_views(streams, index, STORED)
         numels, work_tensor, work_start = _krt.work_list(view["param"], block, device)
-        ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
+        ptrs, aligned = _krt.pointer_tables(view, device)
         head = rows[index[0]]
-        table = _krt.value_table([rows[i] for i in index], (), device,
-                                 (weight_decay, alpha, head[1], head[2], eps, momentum, lr, ))
+        table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (), device,
+                                                  (weight_decay, alpha, head[1], head[2], eps, momentum, lr, ))
         rounding = _krt.rounding_seeds(index, device)   # None: bf16 rounds to nearest
         _rmsprop_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
@@ -153,6 +200,8 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             _DTYPE_GRAD_AVG=_krt.dtype_code(view["grad_avg"][0], rounding) if "grad_avg" in view else 0,
             _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(view["momentum_buffer"][0], rounding) if "momentum_buffer" in view else 0,
             N_COLUMNS=1,
+            _ONE_ROW=one_row,
+            _ALIGNED=aligned,
             BLOCK=block,
         )
         _krt.LAUNCHES[0] += 1

@@ -22,6 +22,48 @@ STORED = ('step_size', 'param', 'prev')
 
 
 @triton.jit
+def _rprop_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _prev_ptrs,
+    _step_size_ptrs,
+    table,
+    rounding_seeds,
+    _t,
+    _offs,
+    _mask,
+    MAXIMIZE: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_PREV: tl.constexpr,
+    _DTYPE_STEP_SIZE: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # one block of tensor _t; _mask is None for a full block (no masking: 128-bit loads and stores)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
+    _etas_1 = tl.load(table + 0)
+    _etas_0 = tl.load(table + 1)
+    _step_sizes_0 = tl.load(table + 2)
+    _step_sizes_1 = tl.load(table + 3)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    prev = load_stream(_prev_ptrs, _t, _offs, _mask, _DTYPE_PREV, _ALIGNED)
+    step_size = load_stream(_step_size_ptrs, _t, _offs, _mask, _DTYPE_STEP_SIZE, _ALIGNED)
+    g = ((-grad) if MAXIMIZE else grad)
+    s = (g * prev)
+    factor = tl.where((s > 0.0), _etas_1, tl.where((s < 0.0), _etas_0, tl.where((s == 0.0), 1.0, s)))
+    step_size = _minimum(_maximum((step_size * factor), _step_sizes_0), _step_sizes_1)
+    g = tl.where((s < 0.0), 0.0, g)
+    param = (param - (_sign(g) * step_size))
+    prev = g
+    store_stream(_step_size_ptrs, _t, _offs, step_size, _mask, _DTYPE_STEP_SIZE, _ALIGNED, rounding_seeds, 3)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, _ALIGNED, rounding_seeds, 0)
+    store_stream(_prev_ptrs, _t, _offs, prev, _mask, _DTYPE_PREV, _ALIGNED, rounding_seeds, 2)
+
+
+@triton.jit
 def _rprop_kernel(
     _param_ptrs,
     _grad_ptrs,
@@ -38,30 +80,27 @@ def _rprop_kernel(
     _DTYPE_PREV: tl.constexpr,
     _DTYPE_STEP_SIZE: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
-    _etas_1 = tl.load(table + 0)
-    _etas_0 = tl.load(table + 1)
-    _step_sizes_0 = tl.load(table + 2)
-    _step_sizes_1 = tl.load(table + 3)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    prev = load_stream(_prev_ptrs, _t, _offs, _mask, _DTYPE_PREV)
-    step_size = load_stream(_step_size_ptrs, _t, _offs, _mask, _DTYPE_STEP_SIZE)
-    g = ((-grad) if MAXIMIZE else grad)
-    s = (g * prev)
-    factor = tl.where((s > 0.0), _etas_1, tl.where((s < 0.0), _etas_0, tl.where((s == 0.0), 1.0, s)))
-    step_size = _minimum(_maximum((step_size * factor), _step_sizes_0), _step_sizes_1)
-    g = tl.where((s < 0.0), 0.0, g)
-    param = (param - (_sign(g) * step_size))
-    prev = g
-    store_stream(_step_size_ptrs, _t, _offs, step_size, _mask, _DTYPE_STEP_SIZE, rounding_seeds, 3)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
-    store_stream(_prev_ptrs, _t, _offs, prev, _mask, _DTYPE_PREV, rounding_seeds, 2)
+    _start = tl.load(work_start + _pid)   # int64, a multiple of BLOCK
+    _end = tl.load(numels + _t)
+    _offs = _start + tl.arange(0, BLOCK)
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _rprop_block(
+            _param_ptrs, _grad_ptrs, _prev_ptrs, _step_size_ptrs, table, rounding_seeds, _t,
+            tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, MAXIMIZE, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_PREV, _DTYPE_STEP_SIZE, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _rprop_block(
+            _param_ptrs, _grad_ptrs, _prev_ptrs, _step_size_ptrs, table, rounding_seeds, _t, _offs,
+            _offs < _end, MAXIMIZE, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_PREV, _DTYPE_STEP_SIZE, N_COLUMNS,
+            _ONE_ROW, _ALIGNED,
+        )
 
 
 def _rprop_host_values(step, *, lr, etas, step_sizes, maximize):
@@ -82,15 +121,14 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
     streams = {"param": params, "grad": grads}
     streams["prev"] = states["prev"]
     streams["step_size"] = states["step_size"]
-    for index in _krt.buckets(params, list(streams.values())):
+    for index, view, copies in _krt.bucket_views(params, streams, STORED):
         device = params[index[0]].device
         block = _krt.block_size(device)
-        view, copies = _krt.flat_views(streams, index, STORED)
         numels, work_tensor, work_start = _krt.work_list(view["param"], block, device)
-        ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
+        ptrs, aligned = _krt.pointer_tables(view, device)
         head = rows[index[0]]
-        table = _krt.value_table([rows[i] for i in index], (), device,
-                                 (etas[1], etas[0], step_sizes[0], step_sizes[1], ))
+        table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (), device,
+                                                  (etas[1], etas[0], step_sizes[0], step_sizes[1], ))
         rounding = _krt.rounding_seeds(index, device)   # None: bf16 rounds to nearest
         _rprop_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
@@ -108,6 +146,8 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             _DTYPE_PREV=_krt.dtype_code(view["prev"][0], rounding) if "prev" in view else 0,
             _DTYPE_STEP_SIZE=_krt.dtype_code(view["step_size"][0], rounding) if "step_size" in view else 0,
             N_COLUMNS=1,
+            _ONE_ROW=one_row,
+            _ALIGNED=aligned,
             BLOCK=block,
         )
         _krt.LAUNCHES[0] += 1

@@ -22,6 +22,51 @@ STORED = ('momentum_buffer', 'param')
 
 
 @triton.jit
+def _sgd_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buffer_ptrs,
+    table,
+    rounding_seeds,
+    _t,
+    _offs,
+    _mask,
+    MAXIMIZE: tl.constexpr,
+    _H1: tl.constexpr,
+    _H2: tl.constexpr,
+    NESTEROV: tl.constexpr,
+    _HAS_MOMENTUM_BUFFER: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # one block of tensor _t; _mask is None for a full block (no masking: 128-bit loads and stores)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
+    weight_decay = tl.load(table + 0)
+    momentum = tl.load(table + 1)
+    _h4 = tl.load(table + 2)
+    lr = tl.load(table + 3)
+    _h3 = tl.load(table + 4 + _row * N_COLUMNS + 0) != 0
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    if _HAS_MOMENTUM_BUFFER:
+        momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER, _ALIGNED)
+    g = ((-grad) if MAXIMIZE else grad)
+    if _H1:
+        g = (g + (weight_decay * param))
+    if _H2:
+        momentum_buffer = tl.where(_h3, g, ((momentum * momentum_buffer) + (_h4 * g)))
+        g = ((g + (momentum * momentum_buffer)) if NESTEROV else momentum_buffer)
+    param = (param - (lr * g))
+    if _HAS_MOMENTUM_BUFFER:
+        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER, _ALIGNED, rounding_seeds, 2)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, _ALIGNED, rounding_seeds, 0)
+
+
+@triton.jit
 def _sgd_kernel(
     _param_ptrs,
     _grad_ptrs,
@@ -40,31 +85,28 @@ def _sgd_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_MOMENTUM_BUFFER: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _offs = tl.load(work_start + _pid) + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(numels + _t)
-    weight_decay = tl.load(table + 0)
-    momentum = tl.load(table + 1)
-    _h4 = tl.load(table + 2)
-    lr = tl.load(table + 3)
-    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    if _HAS_MOMENTUM_BUFFER:
-        momentum_buffer = load_stream(_momentum_buffer_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUFFER)
-    g = ((-grad) if MAXIMIZE else grad)
-    if _H1:
-        g = (g + (weight_decay * param))
-    if _H2:
-        momentum_buffer = tl.where(_h3, g, ((momentum * momentum_buffer) + (_h4 * g)))
-        g = ((g + (momentum * momentum_buffer)) if NESTEROV else momentum_buffer)
-    param = (param - (lr * g))
-    if _HAS_MOMENTUM_BUFFER:
-        store_stream(_momentum_buffer_ptrs, _t, _offs, momentum_buffer, _mask, _DTYPE_MOMENTUM_BUFFER, rounding_seeds, 2)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
+    _start = tl.load(work_start + _pid)   # int64, a multiple of BLOCK
+    _end = tl.load(numels + _t)
+    _offs = _start + tl.arange(0, BLOCK)
+    if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask
+        _sgd_block(
+            _param_ptrs, _grad_ptrs, _momentum_buffer_ptrs, table, rounding_seeds, _t,
+            tl.max_contiguous(tl.multiple_of(_offs, BLOCK), BLOCK), None, MAXIMIZE, _H1, _H2, NESTEROV,
+            _HAS_MOMENTUM_BUFFER, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_MOMENTUM_BUFFER, N_COLUMNS, _ONE_ROW,
+            _ALIGNED,
+        )
+    else:   # the tensor's last block, masked
+        _sgd_block(
+            _param_ptrs, _grad_ptrs, _momentum_buffer_ptrs, table, rounding_seeds, _t, _offs,
+            _offs < _end, MAXIMIZE, _H1, _H2, NESTEROV, _HAS_MOMENTUM_BUFFER, _DTYPE_PARAM, _DTYPE_GRAD,
+            _DTYPE_MOMENTUM_BUFFER, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
 
 
 def _sgd_host_values(_momentum_buffer_is_empty, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
@@ -101,15 +143,14 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
     if "momentum_buffer" in streams:
         _momentum_buffer_new = [t is None for t in streams["momentum_buffer"]]
         _krt.allocate_empty(streams["momentum_buffer"], params)
-    for index in _krt.buckets(params, list(streams.values())):
+    for index, view, copies in _krt.bucket_views(params, streams, STORED):
         device = params[index[0]].device
         block = _krt.block_size(device)
-        view, copies = _krt.flat_views(streams, index, STORED)
         numels, work_tensor, work_start = _krt.work_list(view["param"], block, device)
-        ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
+        ptrs, aligned = _krt.pointer_tables(view, device)
         head = rows[index[0]]
-        table = _krt.value_table([rows[i] for i in index], (2,), device,
-                                 (weight_decay, momentum, head[3], lr, ))
+        table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (2,), device,
+                                                  (weight_decay, momentum, head[3], lr, ))
         rounding = _krt.rounding_seeds(index, device)   # None: bf16 rounds to nearest
         _sgd_kernel[(work_tensor.numel(),)](
             ptrs.get("param", numels),
@@ -129,6 +170,8 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             _DTYPE_GRAD=_krt.dtype_code(view["grad"][0], rounding) if "grad" in view else 0,
             _DTYPE_MOMENTUM_BUFFER=_krt.dtype_code(view["momentum_buffer"][0], rounding) if "momentum_buffer" in view else 0,
             N_COLUMNS=1,
+            _ONE_ROW=one_row,
+            _ALIGNED=aligned,
             BLOCK=block,
         )
         _krt.LAUNCHES[0] += 1

@@ -46,6 +46,76 @@ CHANNELS = True   # whether programs are cut at output channels
 
 
 @triton.jit
+def _sgdp_phase0_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of norm per channel, norm per channel, mean: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
+    momentum = tl.load(table + 0)
+    _h1 = tl.load(table + 1)
+    eps = tl.load(table + 2)
+    lr = tl.load(table + 3)
+    _h2 = tl.load(table + 4 + _row * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _row * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _row * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _row * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _row * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _row * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _row * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _row * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _row * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _row * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _row * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF, _ALIGNED)
+    __r1_part = tl.full((), 0.0, tl.float32)
+    __r2_part = tl.full((), 0.0, tl.float32)
+    __r20_part = tl.full((), 0.0, tl.float32)
+    _s_momentum_buf = momentum_buf
+    _s_param = param
+    _s_momentum_buf = ((momentum * _s_momentum_buf) + (_h1 * grad))
+    if NESTEROV:
+        d_p = (grad + (_s_momentum_buf * momentum))
+    else:
+        d_p = _s_momentum_buf
+    if _h2:
+        __r1_part = fold_sum((grad * grad), _mask, _offs)
+        __r2_part = fold_sum((_s_param * _s_param), _mask, _offs)
+    else:
+        if CAUTION:
+            agree = tl.where(((d_p * grad) > 0.0), 1.0, 0.0)
+            __r20_part = fold_sum(agree, _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r2_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r20_part)
+
+
+@triton.jit
 def _sgdp_phase0_kernel(
     _param_ptrs,
     _grad_ptrs,
@@ -69,53 +139,86 @@ def _sgdp_phase0_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of norm per channel, norm per channel, mean
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _sgdp_phase0_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _sgdp_phase0_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF,
+            N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _sgdp_phase1_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of dot per channel: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
-    __r1_part = tl.full((), 0.0, tl.float32)
-    __r2_part = tl.full((), 0.0, tl.float32)
-    __r20_part = tl.full((), 0.0, tl.float32)
-    _s_momentum_buf = momentum_buf
+    _h2 = tl.load(table + 4 + _row * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _row * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _row * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _row * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _row * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _row * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _row * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _row * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _row * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _row * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _row * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    __r3_part = tl.full((), 0.0, tl.float32)
     _s_param = param
-    _s_momentum_buf = ((momentum * _s_momentum_buf) + (_h1 * grad))
-    if NESTEROV:
-        d_p = (grad + (_s_momentum_buf * momentum))
-    else:
-        d_p = _s_momentum_buf
     if _h2:
-        __r1_part = fold_sum((grad * grad), _mask)
-        __r2_part = fold_sum((_s_param * _s_param), _mask)
-    else:
-        if CAUTION:
-            agree = tl.where(((d_p * grad) > 0.0), 1.0, 0.0)
-            __r20_part = fold_sum(agree, _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r1_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r2_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r20_part)
+        _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
+        _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
+        __r3_part = fold_sum((tl.div_rn(grad, _maximum(_r1, eps)) * tl.div_rn(_s_param, _maximum(_r2, eps))), _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r3_part)
 
 
 @triton.jit
@@ -142,39 +245,88 @@ def _sgdp_phase1_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of dot per channel
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _sgdp_phase1_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _sgdp_phase1_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF,
+            N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _sgdp_phase2_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of amax: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    __r3_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 4 + _row * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _row * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _row * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _row * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _row * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _row * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _row * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _row * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _row * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _row * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _row * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    __r4_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _h2:
         _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
-        __r3_part = fold_sum((tl.div_rn(grad, _maximum(_r1, eps)) * tl.div_rn(_s_param, _maximum(_r2, eps))), _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r3_part)
+        _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
+        cos_c = _r3
+        __r4_part = fold_max(tl.abs(cos_c), _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r4_part)
 
 
 @triton.jit
@@ -201,41 +353,98 @@ def _sgdp_phase2_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of amax
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _sgdp_phase2_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _sgdp_phase2_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF,
+            N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _sgdp_phase3_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of norm per channel, norm, norm: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    __r4_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 4 + _row * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _row * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _row * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _row * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _row * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _row * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _row * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _row * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _row * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _row * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _row * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    __r5_part = tl.full((), 0.0, tl.float32)
+    __r10_part = tl.full((), 0.0, tl.float32)
+    __r11_part = tl.full((), 0.0, tl.float32)
     _s_param = param
     if _h2:
         _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
         _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
         cos_c = _r3
-        __r4_part = fold_max(tl.abs(cos_c), _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r4_part)
+        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
+        in_channel = (_r4 < _h3)
+        if in_channel:
+            __r5_part = fold_sum((_s_param * _s_param), _mask, _offs)
+        else:
+            __r10_part = fold_sum((grad * grad), _mask, _offs)
+            __r11_part = fold_sum((_s_param * _s_param), _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r5_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r10_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r11_part)
 
 
 @triton.jit
@@ -262,36 +471,90 @@ def _sgdp_phase3_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of norm per channel, norm, norm
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _sgdp_phase3_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _sgdp_phase3_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF,
+            N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _sgdp_phase4_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of dot per channel, dot per channel, dot: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    __r5_part = tl.full((), 0.0, tl.float32)
-    __r10_part = tl.full((), 0.0, tl.float32)
-    __r11_part = tl.full((), 0.0, tl.float32)
+    _h2 = tl.load(table + 4 + _row * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _row * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _row * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _row * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _row * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _row * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _row * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _row * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _row * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _row * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _row * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF, _ALIGNED)
+    __r6_part = tl.full((), 0.0, tl.float32)
+    __r7_part = tl.full((), 0.0, tl.float32)
+    __r12_part = tl.full((), 0.0, tl.float32)
+    _s_momentum_buf = momentum_buf
     _s_param = param
+    _s_momentum_buf = ((momentum * _s_momentum_buf) + (_h1 * grad))
+    if NESTEROV:
+        d_p = (grad + (_s_momentum_buf * momentum))
+    else:
+        d_p = _s_momentum_buf
     if _h2:
         _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
         _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
@@ -300,13 +563,18 @@ def _sgdp_phase3_kernel(
         _r4 = tl.load(reduced + 0 * _n_tensors + _t)
         in_channel = (_r4 < _h3)
         if in_channel:
-            __r5_part = fold_sum((_s_param * _s_param), _mask)
+            _r5 = tl.load(_reduced_channel + 3 * _n_channels + _ch)
+            p_n = tl.div_rn(_s_param, (_r5 + eps))
+            __r6_part = fold_sum((p_n * d_p), _mask, _offs)
+            if CAUTION:
+                __r7_part = fold_sum((p_n * grad), _mask, _offs)
         else:
-            __r10_part = fold_sum((grad * grad), _mask)
-            __r11_part = fold_sum((_s_param * _s_param), _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r5_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r10_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r11_part)
+            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
+            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
+            __r12_part = fold_sum((tl.div_rn(grad, _maximum(_r10, eps)) * tl.div_rn(_s_param, _maximum(_r11, eps))), _mask, _offs)
+    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r6_part)
+    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r7_part)
+    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r12_part)
 
 
 @triton.jit
@@ -333,116 +601,80 @@ def _sgdp_phase4_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of dot per channel, dot per channel, dot
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
-    momentum = tl.load(table + 0)
-    _h1 = tl.load(table + 1)
-    eps = tl.load(table + 2)
-    lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
-    __r6_part = tl.full((), 0.0, tl.float32)
-    __r7_part = tl.full((), 0.0, tl.float32)
-    __r12_part = tl.full((), 0.0, tl.float32)
-    _s_momentum_buf = momentum_buf
-    _s_param = param
-    _s_momentum_buf = ((momentum * _s_momentum_buf) + (_h1 * grad))
-    if NESTEROV:
-        d_p = (grad + (_s_momentum_buf * momentum))
-    else:
-        d_p = _s_momentum_buf
-    if _h2:
-        _r1 = tl.load(_reduced_channel + 0 * _n_channels + _ch)
-        _r2 = tl.load(_reduced_channel + 1 * _n_channels + _ch)
-        _r3 = tl.load(_reduced_channel + 2 * _n_channels + _ch)
-        cos_c = _r3
-        _r4 = tl.load(reduced + 0 * _n_tensors + _t)
-        in_channel = (_r4 < _h3)
-        if in_channel:
-            _r5 = tl.load(_reduced_channel + 3 * _n_channels + _ch)
-            p_n = tl.div_rn(_s_param, (_r5 + eps))
-            __r6_part = fold_sum((p_n * d_p), _mask)
-            if CAUTION:
-                __r7_part = fold_sum((p_n * grad), _mask)
-        else:
-            _r10 = tl.load(reduced + 2 * _n_tensors + _t)
-            _r11 = tl.load(reduced + 3 * _n_tensors + _t)
-            __r12_part = fold_sum((tl.div_rn(grad, _maximum(_r10, eps)) * tl.div_rn(_s_param, _maximum(_r11, eps))), _mask)
-    tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r6_part)
-    tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r7_part)
-    tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r12_part)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _sgdp_phase4_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _sgdp_phase4_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF,
+            N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
 
 
 @triton.jit
-def _sgdp_phase5_kernel(
+def _sgdp_phase5_block(
     _param_ptrs,
     _grad_ptrs,
     _momentum_buf_ptrs,
-    numels,
-    work_tensor,
-    work_start,
-    work_end,
-    work_channel,
     table,
+    rounding_seeds,
     reduced,
     _reduced_channel,
     _n_tensors,
     _n_channels,
     partials,
     _scalar_out,
-    rounding_seeds,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
     NESTEROV: tl.constexpr,
     CAUTION: tl.constexpr,
     _DTYPE_PARAM: tl.constexpr,
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
-    BLOCK: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
 ):
-    # partials of mean, amax
-    _pid = tl.program_id(0)
-    _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
-    _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
-    _ch = tl.load(work_channel + _pid)
+    # partials of mean, amax: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
+    _h2 = tl.load(table + 4 + _row * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _row * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _row * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _row * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _row * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _row * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _row * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _row * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _row * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _row * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _row * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF, _ALIGNED)
     __r8_part = tl.full((), 0.0, tl.float32)
     __r13_part = tl.full((), 0.0, tl.float32)
     _s_momentum_buf = momentum_buf
@@ -470,19 +702,19 @@ def _sgdp_phase5_kernel(
                 grad_radial = (p_n * _r7)
                 grad_perp = (grad - grad_radial)
                 agree = tl.where(((d_p * grad_perp) > 0.0), 1.0, 0.0)
-                __r8_part = fold_sum(agree, _mask)
+                __r8_part = fold_sum(agree, _mask, _offs)
         else:
             _r10 = tl.load(reduced + 2 * _n_tensors + _t)
             _r11 = tl.load(reduced + 3 * _n_tensors + _t)
             _r12 = tl.load(reduced + 4 * _n_tensors + _t)
             cos_l = _r12
-            __r13_part = fold_max(tl.abs(cos_l), _mask)
+            __r13_part = fold_max(tl.abs(cos_l), _mask, _offs)
     tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r8_part)
     tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r13_part)
 
 
 @triton.jit
-def _sgdp_phase6_kernel(
+def _sgdp_phase5_kernel(
     _param_ptrs,
     _grad_ptrs,
     _momentum_buf_ptrs,
@@ -505,33 +737,80 @@ def _sgdp_phase6_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of dot per channel, norm, mean
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _sgdp_phase5_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _sgdp_phase5_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF,
+            N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _sgdp_phase6_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of dot per channel, norm, mean: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
+    _h2 = tl.load(table + 4 + _row * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _row * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _row * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _row * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _row * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _row * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _row * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _row * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _row * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _row * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _row * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF, _ALIGNED)
     __r9_part = tl.full((), 0.0, tl.float32)
     __r14_part = tl.full((), 0.0, tl.float32)
     __r19_part = tl.full((), 0.0, tl.float32)
@@ -563,7 +842,7 @@ def _sgdp_phase6_kernel(
                 _r8 = tl.load(reduced + 1 * _n_tensors + _t)
                 agree = tl.div_rn(agree, _maximum(_r8, 0.001))
                 d_p = (d_p * agree)
-                __r9_part = fold_sum((p_n * d_p), _mask)
+                __r9_part = fold_sum((p_n * d_p), _mask, _offs)
         else:
             _r10 = tl.load(reduced + 2 * _n_tensors + _t)
             _r11 = tl.load(reduced + 3 * _n_tensors + _t)
@@ -572,18 +851,18 @@ def _sgdp_phase6_kernel(
             _r13 = tl.load(reduced + 5 * _n_tensors + _t)
             in_layer = (_r13 < _h6)
             if in_layer:
-                __r14_part = fold_sum((_s_param * _s_param), _mask)
+                __r14_part = fold_sum((_s_param * _s_param), _mask, _offs)
             else:
                 if CAUTION:
                     agree = tl.where(((d_p * grad) > 0.0), 1.0, 0.0)
-                    __r19_part = fold_sum(agree, _mask)
+                    __r19_part = fold_sum(agree, _mask, _offs)
     tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r9_part)
     tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r14_part)
     tl.store(partials + 2 * (tl.num_programs(0) + 1) + _pid, __r19_part)
 
 
 @triton.jit
-def _sgdp_phase7_kernel(
+def _sgdp_phase6_kernel(
     _param_ptrs,
     _grad_ptrs,
     _momentum_buf_ptrs,
@@ -606,33 +885,80 @@ def _sgdp_phase7_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of dot, dot
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _sgdp_phase6_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _sgdp_phase6_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF,
+            N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _sgdp_phase7_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of dot, dot: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
+    _h2 = tl.load(table + 4 + _row * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _row * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _row * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _row * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _row * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _row * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _row * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _row * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _row * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _row * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _row * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF, _ALIGNED)
     __r15_part = tl.full((), 0.0, tl.float32)
     __r16_part = tl.full((), 0.0, tl.float32)
     _s_momentum_buf = momentum_buf
@@ -661,15 +987,15 @@ def _sgdp_phase7_kernel(
             if in_layer:
                 _r14 = tl.load(reduced + 6 * _n_tensors + _t)
                 p_n = tl.div_rn(_s_param, (_r14 + eps))
-                __r15_part = fold_sum((p_n * d_p), _mask)
+                __r15_part = fold_sum((p_n * d_p), _mask, _offs)
                 if CAUTION:
-                    __r16_part = fold_sum((p_n * grad), _mask)
+                    __r16_part = fold_sum((p_n * grad), _mask, _offs)
     tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r15_part)
     tl.store(partials + 1 * (tl.num_programs(0) + 1) + _pid, __r16_part)
 
 
 @triton.jit
-def _sgdp_phase8_kernel(
+def _sgdp_phase7_kernel(
     _param_ptrs,
     _grad_ptrs,
     _momentum_buf_ptrs,
@@ -692,33 +1018,80 @@ def _sgdp_phase8_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of mean
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _sgdp_phase7_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _sgdp_phase7_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF,
+            N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _sgdp_phase8_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of mean: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
+    _h2 = tl.load(table + 4 + _row * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _row * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _row * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _row * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _row * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _row * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _row * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _row * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _row * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _row * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _row * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF, _ALIGNED)
     __r17_part = tl.full((), 0.0, tl.float32)
     _s_momentum_buf = momentum_buf
     _s_param = param
@@ -754,12 +1127,12 @@ def _sgdp_phase8_kernel(
                     grad_radial = (p_n * _r16)
                     grad_perp = (grad - grad_radial)
                     agree = tl.where(((d_p * grad_perp) > 0.0), 1.0, 0.0)
-                    __r17_part = fold_sum(agree, _mask)
+                    __r17_part = fold_sum(agree, _mask, _offs)
     tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r17_part)
 
 
 @triton.jit
-def _sgdp_phase9_kernel(
+def _sgdp_phase8_kernel(
     _param_ptrs,
     _grad_ptrs,
     _momentum_buf_ptrs,
@@ -782,33 +1155,80 @@ def _sgdp_phase9_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # partials of dot
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _sgdp_phase8_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _sgdp_phase8_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF,
+            N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _sgdp_phase9_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # partials of dot: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
+    _h2 = tl.load(table + 4 + _row * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _row * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _row * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _row * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _row * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _row * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _row * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _row * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _row * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _row * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _row * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF, _ALIGNED)
     __r18_part = tl.full((), 0.0, tl.float32)
     _s_momentum_buf = momentum_buf
     _s_param = param
@@ -847,12 +1267,12 @@ def _sgdp_phase9_kernel(
                     _r17 = tl.load(reduced + 9 * _n_tensors + _t)
                     agree = tl.div_rn(agree, _maximum(_r17, 0.001))
                     d_p = (d_p * agree)
-                    __r18_part = fold_sum((p_n * d_p), _mask)
+                    __r18_part = fold_sum((p_n * d_p), _mask, _offs)
     tl.store(partials + 0 * (tl.num_programs(0) + 1) + _pid, __r18_part)
 
 
 @triton.jit
-def _sgdp_kernel(
+def _sgdp_phase9_kernel(
     _param_ptrs,
     _grad_ptrs,
     _momentum_buf_ptrs,
@@ -875,33 +1295,80 @@ def _sgdp_kernel(
     _DTYPE_GRAD: tl.constexpr,
     _DTYPE_MOMENTUM_BUF: tl.constexpr,
     N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # the update: reads every reduction, stores
     _pid = tl.program_id(0)
     _t = tl.load(work_tensor + _pid)
-    _start = tl.load(work_start + _pid)
+    _start = tl.load(work_start + _pid)   # int64
     _offs = _start + tl.arange(0, BLOCK)
-    _mask = _offs < tl.load(work_end + _pid)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
     _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _sgdp_phase9_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _sgdp_phase9_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF,
+            N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+
+
+@triton.jit
+def _sgdp_block(
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
+    table,
+    rounding_seeds,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    _pid,
+    _t,
+    _start,
+    _ch,
+    _offs,
+    _mask,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+):
+    # the update: reads every reduction, stores: one block of tensor _t; _mask is None for a full block (no masking)
+    _row = 0 if _ONE_ROW else _t   # _ONE_ROW: every tensor has the same per-tensor values, one row
     momentum = tl.load(table + 0)
     _h1 = tl.load(table + 1)
     eps = tl.load(table + 2)
     lr = tl.load(table + 3)
-    _h2 = tl.load(table + 4 + _t * N_COLUMNS + 0) != 0
-    _h3 = tl.load(table + 4 + _t * N_COLUMNS + 1)
-    _h4 = tl.load(table + 4 + _t * N_COLUMNS + 2) != 0
-    _h5 = tl.load(table + 4 + _t * N_COLUMNS + 3)
-    _h6 = tl.load(table + 4 + _t * N_COLUMNS + 4)
-    _h7 = tl.load(table + 4 + _t * N_COLUMNS + 5) != 0
-    _h8 = tl.load(table + 4 + _t * N_COLUMNS + 6)
-    _h9 = tl.load(table + 4 + _t * N_COLUMNS + 7) != 0
-    _h10 = tl.load(table + 4 + _t * N_COLUMNS + 8)
-    _h11 = tl.load(table + 4 + _t * N_COLUMNS + 9) != 0
-    _h12 = tl.load(table + 4 + _t * N_COLUMNS + 10)
-    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM)
-    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD)
-    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF)
+    _h2 = tl.load(table + 4 + _row * N_COLUMNS + 0) != 0
+    _h3 = tl.load(table + 4 + _row * N_COLUMNS + 1)
+    _h4 = tl.load(table + 4 + _row * N_COLUMNS + 2) != 0
+    _h5 = tl.load(table + 4 + _row * N_COLUMNS + 3)
+    _h6 = tl.load(table + 4 + _row * N_COLUMNS + 4)
+    _h7 = tl.load(table + 4 + _row * N_COLUMNS + 5) != 0
+    _h8 = tl.load(table + 4 + _row * N_COLUMNS + 6)
+    _h9 = tl.load(table + 4 + _row * N_COLUMNS + 7) != 0
+    _h10 = tl.load(table + 4 + _row * N_COLUMNS + 8)
+    _h11 = tl.load(table + 4 + _row * N_COLUMNS + 9) != 0
+    _h12 = tl.load(table + 4 + _row * N_COLUMNS + 10)
+    param = load_stream(_param_ptrs, _t, _offs, _mask, _DTYPE_PARAM, _ALIGNED)
+    grad = load_stream(_grad_ptrs, _t, _offs, _mask, _DTYPE_GRAD, _ALIGNED)
+    momentum_buf = load_stream(_momentum_buf_ptrs, _t, _offs, _mask, _DTYPE_MOMENTUM_BUF, _ALIGNED)
     momentum_buf = ((momentum * momentum_buf) + (_h1 * grad))
     if NESTEROV:
         d_p = (grad + (momentum_buf * momentum))
@@ -976,8 +1443,58 @@ def _sgdp_kernel(
         if _h11:
             param = (param * _h12)
     param = (param - (lr * d_p))
-    store_stream(_momentum_buf_ptrs, _t, _offs, momentum_buf, _mask, _DTYPE_MOMENTUM_BUF, rounding_seeds, 2)
-    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, rounding_seeds, 0)
+    store_stream(_momentum_buf_ptrs, _t, _offs, momentum_buf, _mask, _DTYPE_MOMENTUM_BUF, _ALIGNED, rounding_seeds, 2)
+    store_stream(_param_ptrs, _t, _offs, param, _mask, _DTYPE_PARAM, _ALIGNED, rounding_seeds, 0)
+
+
+@triton.jit
+def _sgdp_kernel(
+    _param_ptrs,
+    _grad_ptrs,
+    _momentum_buf_ptrs,
+    numels,
+    work_tensor,
+    work_start,
+    work_end,
+    work_channel,
+    table,
+    reduced,
+    _reduced_channel,
+    _n_tensors,
+    _n_channels,
+    partials,
+    _scalar_out,
+    rounding_seeds,
+    NESTEROV: tl.constexpr,
+    CAUTION: tl.constexpr,
+    _DTYPE_PARAM: tl.constexpr,
+    _DTYPE_GRAD: tl.constexpr,
+    _DTYPE_MOMENTUM_BUF: tl.constexpr,
+    N_COLUMNS: tl.constexpr,
+    _ONE_ROW: tl.constexpr,
+    _ALIGNED: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    _pid = tl.program_id(0)
+    _t = tl.load(work_tensor + _pid)
+    _start = tl.load(work_start + _pid)   # int64
+    _offs = _start + tl.arange(0, BLOCK)
+    _end = tl.load(work_end + _pid)   # a program never straddles an output channel
+    _ch = tl.load(work_channel + _pid)
+    if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask
+        _sgdp_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            tl.max_contiguous(tl.multiple_of(_offs, 8), BLOCK), None, NESTEROV, CAUTION, _DTYPE_PARAM,
+            _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF, N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
+    else:   # the channel's last block (or one not 8-aligned), masked
+        _sgdp_block(
+            _param_ptrs, _grad_ptrs, _momentum_buf_ptrs, table, rounding_seeds, reduced,
+            _reduced_channel, _n_tensors, _n_channels, partials, _scalar_out, _pid, _t, _start, _ch,
+            _offs, _offs < _end, NESTEROV, CAUTION, _DTYPE_PARAM, _DTYPE_GRAD, _DTYPE_MOMENTUM_BUF,
+            N_COLUMNS, _ONE_ROW, _ALIGNED,
+        )
 
 
 def _finish_amax(r, n):
@@ -1100,6 +1617,8 @@ def _launch(kernel, run, constexprs):
         _DTYPE_GRAD=_krt.dtype_code(run.view["grad"][0], run.rounding_seeds) if "grad" in run.view else 0,
         _DTYPE_MOMENTUM_BUF=_krt.dtype_code(run.view["momentum_buf"][0], run.rounding_seeds) if "momentum_buf" in run.view else 0,
         N_COLUMNS=11,
+        _ONE_ROW=run.one_row,
+        _ALIGNED=run.aligned,
         BLOCK=run.block,
     )
     _krt.LAUNCHES[0] += 1
@@ -1130,18 +1649,17 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         CAUTION=bool(caution),
     )
     _runs = []
-    for index in _krt.buckets(params, list(streams.values())):
+    for index, view, copies in _krt.bucket_views(params, streams, STORED):
         device = params[index[0]].device
-        view, copies = _krt.flat_views(streams, index, STORED)
         block = _krt.block_size(device, view["param"] if CHANNELS else None)
-        ptrs = {name: _krt.pointer_table(ts, device) for name, ts in view.items()}
+        ptrs, aligned = _krt.pointer_tables(view, device)
         for name, ts in _scalars.items():
             ptrs[name] = _krt.pointer_table([ts[i] for i in index], device)
-        table = _krt.value_table([rows[i] for i in index], (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11), device,
-                                 (momentum, head[0], eps, lr, ))
+        table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11), device,
+                                                  (momentum, head[0], eps, lr, ))
         work = _krt.work(view["param"], block, device, CHANNELS)
         _runs.append(_krt.Run(index, device, block, view, copies, work, ptrs, table,
-                              13, 7, 0))
+                              13, 7, 0, one_row, aligned))
     for _kernel, _sinks in PHASES:   # partials of this phase's reductions, then one combine for the group
         for _run in _runs:
             _run.new_partials(len(_sinks))

@@ -35,10 +35,12 @@ def cmd_verify(args) -> int:
 def cmd_bench(args) -> int:
     if args.gpu:
         if args.smoke:   # the smoke run's Triton kernels run in the interpreter: set before triton jits any
-            import os
             os.environ["TRITON_INTERPRET"] = "1"
         from .bench_gpu import main as gpu_main
         return gpu_main(args)
+    if args.host:
+        from .bench_host import main as host_main
+        return host_main(args.specs)
     if args.cpu_fused:
         from .bench_cpu import main as cpu_main
         return cpu_main(args.specs, args.repeat, args.rounds, args.large)
@@ -86,6 +88,8 @@ def parser() -> argparse.ArgumentParser:
                     help="with --gpu: only the mixes whose name contains this (repeatable; e.g. 2^24, Llama, odd)")
     be.add_argument("--compile-max-tensors", type=int, default=None,
                     help="with --gpu: skip the torch.compile contender on mixes of more tensors (its compile time)")
+    be.add_argument("--host", action="store_true",
+                    help="host time of one fused step over 2000 tensors, the kernel launch a no-op (default Adam)")
     be.set_defaults(func=cmd_bench)
     f = sub.add_parser("fuzz", help="random programs through every backend; text mutations through the checker")
     f.add_argument("--seed", type=int, default=0)

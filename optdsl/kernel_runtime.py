@@ -3,6 +3,8 @@ pointer tables, and one launch per parameter group (per dtype combination)."""
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 import os
 from collections import OrderedDict
 
@@ -17,6 +19,27 @@ BF16_SR = 3      # bf16 stored with stochastic rounding (optdsl.triton_lib)
 
 _CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
 _CACHE_SIZE = 256
+
+# per-tensor attribute reads as C-level calls (map), not Python loops: with thousands of tensors
+# they are most of a step's host time
+_data_ptr = torch.Tensor.data_ptr
+_numel = torch.Tensor.numel
+_is_contiguous = torch.Tensor.is_contiguous
+_get_device = torch.Tensor.get_device
+_dtype = operator.attrgetter("dtype")
+_COMPLEX = frozenset({torch.complex32, torch.complex64, torch.complex128})
+ALIGN_BYTES = 16   # what a 128-bit access needs; the kernel's _ALIGNED hint
+
+
+def _cached(key, make):
+    # first in, first out: a hit costs one hash of the key (a tuple of thousands of addresses)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    out = _CACHE[key] = make()
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return out
 
 
 def block_size(device: torch.device, channel_tensors: list[torch.Tensor] | None = None) -> int:
@@ -53,37 +76,45 @@ def rounding_seeds(index: list[int], device) -> torch.Tensor | None:
 
 
 def work_list(tensors: list[torch.Tensor], block: int, device):
-    """(numels, program -> tensor index, program -> first element): cached while the tensors are the same."""
-    key = (tuple((t.data_ptr(), t.numel()) for t in tensors), block, str(device))
-    hit = _CACHE.get(key)
-    if hit is not None:
-        _CACHE.move_to_end(key)
-        return hit
-    numels = torch.tensor([t.numel() for t in tensors], dtype=torch.int64)
+    """(numels, program -> tensor index, program -> first element): cached while the tensors are the same.
+
+    A tensor's programs start at multiples of `block` within it (the kernel's full-block hint
+    `multiple_of(_offs, BLOCK)`), and the last one is the only partial one."""
+    key = (tuple(map(_data_ptr, tensors)), tuple(map(_numel, tensors)), block, str(device))
+    return _cached(key, lambda: _work_list(key[1], block, device))
+
+
+def _work_list(numel_list, block, device):
+    numels = torch.tensor(numel_list, dtype=torch.int64)
     blocks = (numels + block - 1) // block
-    tensor_of = torch.repeat_interleave(torch.arange(len(tensors), dtype=torch.int32), blocks)
+    tensor_of = torch.repeat_interleave(torch.arange(len(numel_list), dtype=torch.int32), blocks)
     first_block = torch.cumsum(blocks, 0) - blocks
     start = (torch.arange(int(blocks.sum()), dtype=torch.int64) - first_block[tensor_of.long()]) * block
-    out = (numels.to(device), tensor_of.to(device), start.to(device))
-    _CACHE[key] = out
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return out
+    return numels.to(device), tensor_of.to(device), start.to(device)
 
 
 def pointer_table(tensors: list[torch.Tensor], device) -> torch.Tensor:
     """Addresses of the tensors, on the device: cached while they are the same (so a step
     replayed from a CUDA graph copies nothing from the host)."""
-    key = ("ptrs", tuple(t.data_ptr() for t in tensors), str(device))
-    hit = _CACHE.get(key)
-    if hit is not None:
-        _CACHE.move_to_end(key)
-        return hit
-    out = torch.tensor(key[1], dtype=torch.int64).to(device)
-    _CACHE[key] = out
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return out
+    return pointer_tables({"": tensors}, device)[0][""]
+
+
+def pointer_tables(view: dict[str, list[torch.Tensor]], device) -> tuple[dict[str, torch.Tensor], bool]:
+    """Per stream, its pointer table on the device (cached while the addresses are the same), and
+    whether every address is a multiple of ALIGN_BYTES (the kernel's _ALIGNED: 128-bit accesses;
+    fresh torch allocations are, views at an odd offset may not be)."""
+    ptrs, aligned = {}, True
+    for name, ts in view.items():
+        addresses = tuple(map(_data_ptr, ts))
+        table, ok = _cached(("ptrs", addresses, str(device)), lambda: (
+            torch.tensor(addresses, dtype=torch.int64).to(device), all(a % ALIGN_BYTES == 0 for a in addresses)))
+        ptrs[name] = table
+        aligned = aligned and ok
+    return ptrs, aligned
+
+
+def bucket_rows(rows: list[tuple], index: list[int]) -> list[tuple]:
+    return rows if len(index) == len(rows) else [rows[i] for i in index]
 
 
 def value_table(rows: list[tuple], columns: list[int], device, group: tuple = ()) -> torch.Tensor:
@@ -95,12 +126,21 @@ def value_table(rows: list[tuple], columns: list[int], device, group: tuple = ()
     stacked on the device instead: fills and copies between device tensors, never .item(), so
     a CUDA graph can capture it."""
     cells = list(group)
-    for r in rows:
-        cells += [r[j] for j in columns] or [0.0]
-    cells = [0.0 if x is None else x for x in cells]   # a conditional scalar state the group does not keep
+    if not columns:
+        cells += [0.0] * len(rows)
+    elif len(columns) == 1:
+        cells += map(operator.itemgetter(columns[0]), rows)
+    else:   # C-level: a row per tensor, thousands of them
+        cells += itertools.chain.from_iterable(map(operator.itemgetter(*columns), rows))
+    return _table(cells, device)
+
+
+def _table(cells: list, device) -> torch.Tensor:
+    if None in cells:   # a conditional scalar state the group does not keep
+        cells = [0.0 if x is None else x for x in cells]
     capturing = torch.device(device).type == "cuda" and torch.cuda.is_current_stream_capturing()
-    if not capturing and not any(isinstance(x, torch.Tensor) for x in cells):
-        return torch.tensor([float(x) for x in cells], dtype=torch.float32).to(device)
+    if not capturing and not any(issubclass(t, torch.Tensor) for t in set(map(type, cells))):
+        return torch.tensor(list(map(float, cells)), dtype=torch.float32).to(device)
     # (in a CUDA graph capture a host-to-device copy is refused: numbers are filled on the device)
 
     def cell(x) -> torch.Tensor:
@@ -108,6 +148,35 @@ def value_table(rows: list[tuple], columns: list[int], device, group: tuple = ()
             return x.to(device=device, dtype=torch.float32).reshape(())
         return torch.full((), float(x), dtype=torch.float32, device=device)
     return torch.stack([cell(x) for x in cells])
+
+
+_TABLES: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()   # one-row tables by their numbers
+
+
+def compact_value_table(rows: list[tuple], columns: list[int], device, group: tuple = ()) -> tuple[torch.Tensor, bool]:
+    """value_table for the Triton kernel, and whether it holds one row for every tensor (the
+    kernel's _ONE_ROW): where every tensor's row is the same object (one step for all:
+    runtime.per_tensor then returns one row object n times) the table is the group's values and
+    that row once, and it stays on the device while its numbers are the same (a step that changes
+    nothing copies nothing). Rows of different steps (a tensor that skipped a step) keep a row per
+    tensor."""
+    head = rows[0] if rows else ()
+    # the same row object (C-level identity: rows equal in value but for the sign of a zero stay apart)
+    one_row = bool(rows) and not any(isinstance(x, torch.Tensor) for x in head) and all(
+        map(operator.is_, rows, itertools.repeat(head)))
+    if not one_row:
+        return value_table(rows, columns, device, group), False
+    cells = list(group) + ([head[j] for j in columns] or [0.0])
+    if any(isinstance(x, torch.Tensor) for x in cells) or (
+            torch.device(device).type == "cuda" and torch.cuda.is_current_stream_capturing()):
+        return _table(cells, device), True
+    key = (str(device), tuple(0.0 if x is None else float(x) for x in cells))
+    hit = _TABLES.get(key)
+    if hit is None:
+        hit = _TABLES[key] = torch.tensor(key[1], dtype=torch.float32).to(device)
+        if len(_TABLES) > 64:
+            _TABLES.popitem(last=False)
+    return hit, True
 
 
 def real_contiguous(t: torch.Tensor) -> torch.Tensor:
@@ -121,14 +190,27 @@ def buckets(params: list[torch.Tensor], streams: list[list[torch.Tensor]]) -> li
     """Indices of tensors grouped by (device, stream dtypes): each bucket is one launch."""
     # the usual case, one device and one real dtype per stream: one bucket, found with a set per
     # stream (thousands of small tensors make the per-tensor path below a cost per step)
-    kinds = [{t.dtype for t in s} for s in streams]
-    if all(len(k) == 1 and next(iter(k)) in DTYPE_CODES for k in kinds) and len({p.device for p in params}) == 1:
+    kinds = [set(map(_dtype, s)) for s in streams]
+    if all(len(k) == 1 and next(iter(k)) in DTYPE_CODES for k in kinds) and len(set(map(_get_device, params))) == 1:
+        # (get_device: the index, -1 on the CPU; a group's tensors share a device type, runtime.fused_available)
         return [list(range(len(params)))]
     out: "OrderedDict[tuple, list[int]]" = OrderedDict()
     for i, p in enumerate(params):
         key = (str(p.device),) + tuple(dtype_code(real_contiguous(s[i])) for s in streams)
         out.setdefault(key, []).append(i)
     return list(out.values())
+
+
+def bucket_views(params: list[torch.Tensor], streams: dict[str, list[torch.Tensor]], stored: tuple[str, ...]):
+    """[(index, view, copies)] per bucket: buckets() and flat_views() in one, where the usual case
+    (one device, one real dtype per stream, every tensor contiguous) costs one C-level pass per
+    stream and check, and copies nothing."""
+    lists = list(streams.values())
+    if len(set(map(_get_device, params))) == 1 and all(
+            len(k) == 1 and next(iter(k)) in DTYPE_CODES for k in (set(map(_dtype, s)) for s in lists)) and all(
+            all(map(_is_contiguous, s)) for s in lists):
+        return [(list(range(len(params))), dict(streams), [])]
+    return [(index, *flat_views(streams, index, stored)) for index in buckets(params, lists)]
 
 
 def interpreting() -> bool:
@@ -156,8 +238,8 @@ def flat_views(streams: dict[str, list[torch.Tensor]], index: list[int], stored:
     view: dict[str, list[torch.Tensor]] = {}
     copies: list[tuple[torch.Tensor, torch.Tensor]] = []
     for name, tensors in streams.items():
-        chosen = [tensors[i] for i in index]
-        if all(x.is_contiguous() and not x.is_complex() for x in chosen):   # the usual case: nothing to copy
+        chosen = tensors if len(index) == len(tensors) else [tensors[i] for i in index]
+        if all(map(_is_contiguous, chosen)) and _COMPLEX.isdisjoint(map(_dtype, chosen)):   # nothing to copy
             view[name] = chosen
             continue
         chosen = []
@@ -266,24 +348,17 @@ def _segments(counts: torch.Tensor, programs: int) -> torch.Tensor:
 def work(tensors: list[torch.Tensor], block: int, device, channels: bool) -> Work:
     """The phased work list: cached while the tensors are the same (so a replayed step copies nothing)."""
     key = ("work", tuple((t.data_ptr(), tuple(t.shape)) for t in tensors), block, str(device), channels)
-    hit = _CACHE.get(key)
-    if hit is not None:
-        _CACHE.move_to_end(key)
-        return hit
-    out = Work(tensors, block, device, channels)
-    _CACHE[key] = out
-    if len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return out
+    return _cached(key, lambda: Work(tensors, block, device, channels))
 
 
 class Run:
     """One bucket of a phased step: its views, work list, pointer tables and value tables."""
 
     def __init__(self, index, device, block, view, copies, work_: Work, ptrs, table, n_tensor_values,
-                 n_channel_values, n_scalar_states):
+                 n_channel_values, n_scalar_states, one_row=False, aligned=False):
         self.index, self.device, self.block, self.view, self.copies = index, device, block, view, copies
         self.work, self.ptrs, self.table = work_, ptrs, table
+        self.one_row, self.aligned = one_row, aligned   # the kernels' _ONE_ROW and _ALIGNED
         f32 = dict(dtype=torch.float32, device=device)
         # combined reductions the phases read: one row per reduction, one column per tensor / channel
         self.reduced = torch.zeros((max(1, n_tensor_values), work_.n_tensors), **f32)

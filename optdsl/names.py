@@ -28,7 +28,7 @@ GENERATED = frozenset("""
     j p r rows streams index view copies numels work_tensor work_start ptrs head table inputs hypers
     states block kernels reason func per_tensor steps original_params active stored n_columns
     reduced partials work_end work_channel scratch phase numel_list value ts n_tensors new_partials
-    reduced_channel work shape_input rounding rounding_seeds
+    reduced_channel work shape_input rounding rounding_seeds aligned one_row
 """.split())
 PYTHON_BUILTINS = frozenset(n for n in dir(builtins) if not n.startswith("_"))
 # Spec names emitted as `_<name>_` (see ident()).

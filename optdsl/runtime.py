@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import operator
 import os
 import sys
 from pathlib import Path
@@ -442,16 +443,16 @@ def cpu_fused_backend() -> str:
 
 def fused_kernel_suffix(params: list[Tensor]) -> str:
     """The generated kernel module a fused step imports: `_cpu` (C++) or `_triton`."""
-    if params and all(p.device.type == "cpu" for p in params) and cpu_fused_backend() == "cpp":
+    if params and all(map(operator.attrgetter("is_cpu"), params)) and cpu_fused_backend() == "cpp":
         return "_cpu"
     return "_triton"
 
 
 def fused_available(params: list[Tensor]) -> str | None:
     """Why the fused path cannot run on these tensors, or None."""
-    if all(p.device.type == "cuda" for p in params):
+    if all(map(operator.attrgetter("is_cuda"), params)):
         return None
-    if all(p.device.type == "cpu" for p in params):
+    if all(map(operator.attrgetter("is_cpu"), params)):
         if cpu_fused_backend() == "cpp" or os.environ.get("TRITON_INTERPRET") == "1":
             return None
         return ("OPTDSL_CPU_FUSED=triton runs the Triton kernel on CPU tensors, which needs "

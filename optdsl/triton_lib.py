@@ -16,34 +16,53 @@ BF16_SR: tl.constexpr = tl.constexpr(3)
 
 
 @triton.jit
-def load_stream(ptrs, t, offs, mask, DTYPE: tl.constexpr):
-    base = tl.load(ptrs + t)
-    if DTYPE >= 2:   # bf16, rounded either way when stored
-        bits = tl.load(base.to(tl.pointer_type(tl.uint16)) + offs, mask=mask, other=0).to(tl.uint32)
-        x = (bits << 16).to(tl.float32, bitcast=True)
-    elif DTYPE == 1:
-        x = tl.load(base.to(tl.pointer_type(tl.float16)) + offs, mask=mask, other=0.0).to(tl.float32)
+def _stream_ptr(ptrs, t, TYPE: tl.constexpr, ALIGNED: tl.constexpr):
+    # tensor t's first element; ALIGNED: the launcher checked that every tensor of the launch starts
+    # on 16 bytes (the hint goes on the op that makes the pointer, so it is made here)
+    p = tl.load(ptrs + t).to(tl.pointer_type(TYPE))
+    if ALIGNED:
+        p = tl.multiple_of(p, 16)
+    return p
+
+
+@triton.jit
+def _load(p, mask, other):
+    # mask None: a full block, loaded without a mask (what lets the compiler use 128-bit loads)
+    if mask is None:
+        x = tl.load(p)
     else:
-        x = tl.load(base.to(tl.pointer_type(tl.float32)) + offs, mask=mask, other=0.0)
+        x = tl.load(p, mask=mask, other=other)
     return x
 
 
 @triton.jit
-def store_stream(ptrs, t, offs, x, mask, DTYPE: tl.constexpr, seeds, STREAM: tl.constexpr):
-    # seeds, STREAM: only BF16_SR reads them (seeds is None, a constexpr, in a kernel without it)
-    base = tl.load(ptrs + t)
+def load_stream(ptrs, t, offs, mask, DTYPE: tl.constexpr, ALIGNED: tl.constexpr):
+    if DTYPE >= 2:   # bf16, rounded either way when stored
+        bits = _load(_stream_ptr(ptrs, t, tl.uint16, ALIGNED) + offs, mask, 0).to(tl.uint32)
+        x = (bits << 16).to(tl.float32, bitcast=True)
+    elif DTYPE == 1:
+        x = _load(_stream_ptr(ptrs, t, tl.float16, ALIGNED) + offs, mask, 0.0).to(tl.float32)
+    else:
+        x = _load(_stream_ptr(ptrs, t, tl.float32, ALIGNED) + offs, mask, 0.0)
+    return x
+
+
+@triton.jit
+def store_stream(ptrs, t, offs, x, mask, DTYPE: tl.constexpr, ALIGNED: tl.constexpr, seeds, STREAM: tl.constexpr):
+    # mask None: a full block. seeds, STREAM: only BF16_SR reads them (seeds is None, a constexpr,
+    # in a kernel without it)
     if DTYPE == 3:
         rounded = _stochastic_bf16(x, tl.load(seeds + t), offs, STREAM)
-        tl.store(base.to(tl.pointer_type(tl.uint16)) + offs, rounded.to(tl.uint16), mask=mask)
+        tl.store(_stream_ptr(ptrs, t, tl.uint16, ALIGNED) + offs, rounded.to(tl.uint16), mask=mask)
     elif DTYPE == 2:
         bits = x.to(tl.uint32, bitcast=True)
         rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
         rounded = tl.where(x != x, 0x7FC0, rounded)
-        tl.store(base.to(tl.pointer_type(tl.uint16)) + offs, rounded.to(tl.uint16), mask=mask)
+        tl.store(_stream_ptr(ptrs, t, tl.uint16, ALIGNED) + offs, rounded.to(tl.uint16), mask=mask)
     elif DTYPE == 1:
-        tl.store(base.to(tl.pointer_type(tl.float16)) + offs, x.to(tl.float16), mask=mask)
+        tl.store(_stream_ptr(ptrs, t, tl.float16, ALIGNED) + offs, x.to(tl.float16), mask=mask)
     else:
-        tl.store(base.to(tl.pointer_type(tl.float32)) + offs, x, mask=mask)
+        tl.store(_stream_ptr(ptrs, t, tl.float32, ALIGNED) + offs, x, mask=mask)
 
 
 @triton.jit
@@ -109,19 +128,27 @@ def load_scalar(ptrs, t):
 
 
 @triton.jit
-def fold_sum(x, mask):
-    # this program's partial sum: masked-off lanes add 0 (whatever x computed there); a fixed tree
-    return tl.sum(tl.where(mask, x, 0.0), axis=0)
+def fold_sum(x, mask, offs):
+    # this program's partial sum: masked-off lanes add 0 (whatever x computed there); a fixed tree.
+    # mask None: a full block (a per-tensor x counts once per element, as under a mask)
+    if mask is None:
+        x = tl.broadcast_to(x, offs.shape)
+    else:
+        x = tl.where(mask, x, 0.0)
+    return tl.sum(x, axis=0)
 
 
 @triton.jit
-def fold_max(x, mask):
+def fold_max(x, mask, offs):
     # this program's partial maximum of |x| (the only max fold): 0 for no element, NaN kept as torch.amax
     # (tl.max alone drops NaN on a GPU; a tl.reduce with a NaN-aware combine runs element by element
     # in the interpreter)
-    y = tl.where(mask, x, 0.0)
-    has_nan = tl.sum(tl.where(y != y, 1, 0), axis=0) > 0
-    return tl.where(has_nan, float("nan"), tl.max(y, axis=0))
+    if mask is None:
+        x = tl.broadcast_to(x, offs.shape)
+    else:
+        x = tl.where(mask, x, 0.0)
+    has_nan = tl.sum(tl.where(x != x, 1, 0), axis=0) > 0
+    return tl.where(has_nan, float("nan"), tl.max(x, axis=0))
 
 
 # ---- exp/log relatives: tl has only exp and log (fast approximations on a GPU, whose relative error

@@ -222,7 +222,7 @@ FREED_NAMES = """
     offs mask pid has_sparse_grad t i rows streams index view copies numels work_tensor work_start
     ptrs head table inputs hypers states block kernels reason func per_tensor steps original_params active
     stored n_columns reduced partials work_end work_channel scratch phase numel_list j p r value ts n_tensors
-    load_stream store_stream load_scalar fold_sum fold_max run programs annotations work rounding rounding_seeds
+    load_stream store_stream load_scalar fold_sum fold_max run programs annotations work rounding rounding_seeds aligned one_row
 """.split() + [
     "max", "min", "len", "sum", "abs", "str", "dict", "list", "bool", "float", "int", "any", "all", "zip",
     "enumerate", "range", "print", "type", "object", "pow", "round", "iter", "next", "open", "exec", "eval",

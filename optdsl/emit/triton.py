@@ -161,7 +161,7 @@ class KernelEmitter:
         if role == "sink":
             form = REDUCTIONS[s.value.op]
             contribution = form.map.format(*(self.expr(a) for a in s.value.args))
-            return f"{part_name(s.name)} = fold_{form.fold}({contribution}, _mask)"
+            return f"{part_name(s.name)} = fold_{form.fold}({contribution}, _mask, _offs)"
         assert role == "ready", (s.name, role)
         table, row = self.slots[s.name]
         if table == "channel":
@@ -176,7 +176,7 @@ class KernelEmitter:
         for j, name in enumerate(self.group_columns):
             out.append(f"{name} = tl.load(table + {j})")
         for j, c in enumerate(self.table_cols):
-            load = f"tl.load(table + {f'{n_group} + ' if n_group else ''}_t * N_COLUMNS + {j})"
+            load = f"tl.load(table + {f'{n_group} + ' if n_group else ''}_row * N_COLUMNS + {j})"
             out.append(f"{ident(c.name)} = {load} != 0" if c.type is Type.BOOL else f"{ident(c.name)} = {load}")
         return out
 
@@ -245,6 +245,8 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
             stores.line(line)
 
     column_loads = k.column_loads()
+    constexprs = block_constexprs(k, streams)
+    params = [ptrs_name(s) for s in streams] + ["table", "rounding_seeds", "_t", "_offs", "_mask"]
 
     bytes_per_element = describe_traffic(cost, optional_streams(hoisted))
 
@@ -254,7 +256,8 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
     stream_active = [(ident(s.name), stream_condition(k, s.cond)) for s in k.tensor_states if s.name in read or s.name in stored]
     return environment().get_template("triton.py.jinja").render(
         extra_helpers=extra_helpers(p), phased=False, source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
-        bytes_per_element=bytes_per_element, kernel_name=f"_{fn}_kernel",
+        bytes_per_element=bytes_per_element, kernel_name=f"_{fn}_kernel", block_name=f"_{fn}_block",
+        block_params=params, block_constexprs=constexprs, dispatch=dispatch(f"_{fn}_block", params, constexprs),
         streams_literal=literal(tuple(ident(s) for s in streams)), stored_literal=literal(tuple(ident(s) for s in stored)),
         streams=stream_names(streams), constexprs=list(k.constexprs),
         column_loads=column_loads, loads=loads.text(), body=body.text() or "    pass", stores=stores.text(),
@@ -270,13 +273,53 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
     )
 
 
+def block_constexprs(k: KernelEmitter, streams: list[str]) -> list[str]:
+    """The constexprs a kernel and its block function take: the group's flags, each stream's dtype,
+    the table's row width, _ONE_ROW (one row for every tensor) and _ALIGNED (16-byte starts)."""
+    return list(k.constexprs) + [dtype_name(s) for s in streams] + ["N_COLUMNS", "_ONE_ROW", "_ALIGNED"]
+
+
+def dispatch(block: str, params: list[str], constexprs: list[str], channels: bool = False) -> str:
+    """The kernel's two calls of its block function: a full block without a mask, with the hints
+    that let the compiler use 128-bit accesses (its offsets are contiguous and start at a multiple
+    of BLOCK -- of 8 where programs are cut at channels, so that is tested), else the masked tail."""
+    w = Writer(1)
+
+    def call(offs: str, mask: str) -> None:
+        args = [offs if a == "_offs" else mask if a == "_mask" else a for a in params] + constexprs
+        lines, line = [], ""
+        for a in args:
+            if line and len(line) + len(a) + 2 > 92:
+                lines.append(line + ",")
+                line = ""
+            line = f"{line}, {a}" if line else a
+        w.line(f"{block}(")
+        with w.indent():
+            for text in lines + [line + ","]:
+                w.line(text)
+        w.line(")")
+
+    if channels:
+        w.line("if (_start + BLOCK <= _end) & (_start % 8 == 0):   # a full block, 8-aligned: no mask")
+    else:
+        w.line("if _start + BLOCK <= _end:   # a full block: contiguous from a multiple of BLOCK, no mask")
+    with w.indent():
+        call(f"tl.max_contiguous(tl.multiple_of(_offs, {8 if channels else 'BLOCK'}), BLOCK)", "None")
+    w.line("else:   # the channel's last block (or one not 8-aligned), masked" if channels
+           else "else:   # the tensor's last block, masked")
+    with w.indent():
+        call("_offs", "_offs < _end")
+    return w.text()
+
+
 def load_line(s: str) -> str:
-    return f"{ident(s)} = load_stream({ptrs_name(s)}, _t, _offs, _mask, {dtype_name(s)})"
+    return f"{ident(s)} = load_stream({ptrs_name(s)}, _t, _offs, _mask, {dtype_name(s)}, _ALIGNED)"
 
 
 def store_line(s: str, stream: int) -> str:
     # `stream` (its place in STREAMS) counts stochastic rounding's random bits apart from the other streams'
-    return f"store_stream({ptrs_name(s)}, _t, _offs, {ident(s)}, _mask, {dtype_name(s)}, rounding_seeds, {stream})"
+    return (f"store_stream({ptrs_name(s)}, _t, _offs, {ident(s)}, _mask, {dtype_name(s)}, _ALIGNED, "
+            f"rounding_seeds, {stream})")
 
 
 def stream_names(streams) -> list[dict]:

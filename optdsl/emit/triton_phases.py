@@ -28,7 +28,8 @@ from ..plan.cost import PhaseCost, describe_reduction, optional_streams, phase_b
 from .common import Writer
 from .host import emit_per_tensor_function, first_stored, scalar_states
 from .pymodule import environment
-from .triton import KernelEmitter, extra_helpers, load_line, store_line, stream_condition, stream_names
+from .triton import (KernelEmitter, block_constexprs, dispatch, extra_helpers, load_line, store_line, stream_condition,
+                     stream_names)
 
 
 def _scalar_reads(stmts, names: set[str]) -> set[str]:
@@ -93,7 +94,7 @@ def emit_phased_module(p: Program, fused: Plan, source_name: str, spec_hash: str
         name = f"_{fn}_kernel" if phase.final else f"_{fn}_phase{j}_kernel"
         sinks = ", ".join(f"{describe_reduction(plan.reductions[s])}" for s in phase.sinks)
         what = "the update: reads every reduction, stores" if phase.final else f"partials of {sinks}"
-        rendered.append(dict(name=name, what=what, loads=loads, body=kern["body"], stores=stores,
+        rendered.append(dict(name=name, block=name.replace("_kernel", "_block"), what=what, loads=loads, body=kern["body"], stores=stores,
                              sinks=[(row, k.slots[s][1], plan.reductions[s].arg, REDUCTIONS[plan.reductions[s].op].fold,
                                      f"_finish_{plan.reductions[s].op.name.lower()}")
                                     for row, s in enumerate(phase.sinks)]))
@@ -102,6 +103,12 @@ def emit_phased_module(p: Program, fused: Plan, source_name: str, spec_hash: str
     for s in device_scalars:
         if s.cond is not None:
             k.constexprs.setdefault(has_name(s.name), f"{literal(ident(s.name))} in _scalars")
+    constexprs = block_constexprs(k, streams)
+    params = [ptrs_name(s) for s in streams] + [ptrs_name(s.name) for s in device_scalars] + [
+        "table", "rounding_seeds", "reduced", "_reduced_channel", "_n_tensors", "_n_channels", "partials", "_scalar_out",
+        "_pid", "_t", "_start", "_ch", "_offs", "_mask"]
+    for kern in rendered:
+        kern["dispatch"] = dispatch(kern["block"], params, constexprs, channels)
 
     finishes = []
     for op in sorted({v.op for v in plan.reductions.values()}, key=lambda o: o.name):
@@ -122,7 +129,7 @@ def emit_phased_module(p: Program, fused: Plan, source_name: str, spec_hash: str
         streams_literal=literal(tuple(ident(s) for s in streams)), stored_literal=literal(tuple(ident(s) for s in all_stored)),
         streams=stream_names(streams), scalar_streams=stream_names(s.name for s in device_scalars),
         scalar_streams_literal=literal(tuple(ident(s.name) for s in device_scalars)),
-        constexprs=list(k.constexprs), column_loads=column_loads,
+        block_params=params, block_constexprs=constexprs, column_loads=column_loads,
         host_fn=emit_per_tensor_function(hoisted, host_fn_name, track_stores=True), host_fn_name=host_fn_name,
         scalar_writeback=writeback, hyper_names=hyper_names, stream_active=stream_active, scalar_active=scalar_active,
         table_columns=literal(tuple(k.col_index[c.name] for c in k.table_cols)),
