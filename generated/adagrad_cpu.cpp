@@ -2,7 +2,7 @@
 // spec sha256: 09281ca75e55cee98d5b23e05ae0d6b4f61c5b97caedd6ce41560f61cd14f362
 //
 // Fused CPU step for Adagrad: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,7 +23,7 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 2;
 constexpr int64_t _N_COLUMNS = 1;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE, _H1.
 template <unsigned _M>
 void _chunk(
@@ -99,3 +99,4 @@ extern "C" void optdsl_adagrad_step(
         _stream_out(_base_state_sum, _start, _n, _dtypes[2], _state_sum);
     }
 }
+

@@ -2,7 +2,7 @@
 // spec sha256: a2d4acc136bfbe4d35cda54c139b3fa3cc6e6d63c5c95e55c3e09ef346ebf84b
 //
 // Fused CPU step for Adam: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,7 +23,7 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 6;
 constexpr int64_t _N_COLUMNS = 2;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE, _H1, DECOUPLED_WEIGHT_DECAY, AMSGRAD.
 template <unsigned _M>
 void _chunk(
@@ -150,3 +150,4 @@ extern "C" void optdsl_adam_step(
         _stream_out(_base_max_exp_avg_sq, _start, _n, _dtypes[4], _max_exp_avg_sq);
     }
 }
+

@@ -2,7 +2,7 @@
 // spec sha256: 4b395b2a10e31368083fd66dce374ccffa2e43f69ad135cb28e96e90c92d60d4
 //
 // Fused CPU step for AdamW: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,7 +23,7 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 5;
 constexpr int64_t _N_COLUMNS = 2;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE, _H1, AMSGRAD.
 template <unsigned _M>
 void _chunk(
@@ -134,3 +134,4 @@ extern "C" void optdsl_adamw_step(
         _stream_out(_base_max_exp_avg_sq, _start, _n, _dtypes[4], _max_exp_avg_sq);
     }
 }
+

@@ -2,7 +2,7 @@
 // spec sha256: d22cdbbe8b3d7bb7b5ec26fac01903aef0e12db6cd663e96fca6dfc7b7ddcc1e
 //
 // Fused CPU step for AdaX: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,7 +23,7 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 7;
 constexpr int64_t _N_COLUMNS = 1;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE, _H1.
 template <unsigned _M>
 void _chunk(
@@ -118,3 +118,4 @@ extern "C" void optdsl_adax_step(
         _stream_out(_base_exp_avg_sq, _start, _n, _dtypes[3], _exp_avg_sq);
     }
 }
+

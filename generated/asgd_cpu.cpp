@@ -2,7 +2,7 @@
 // spec sha256: 50a0ac28f09952cca6e41585cd7689ba5fac6aa60821dd9c8bcc44f370ea52b4
 //
 // Fused CPU step for ASGD: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,7 +23,7 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 1;
 constexpr int64_t _N_COLUMNS = 4;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE, _H1, _h4.
 template <unsigned _M>
 void _chunk(
@@ -108,3 +108,4 @@ extern "C" void optdsl_asgd_step(
         _stream_out(_base_ax, _start, _n, _dtypes[2], _ax);
     }
 }
+

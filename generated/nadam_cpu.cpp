@@ -2,7 +2,7 @@
 // spec sha256: da7ea70101b03a5be9dbd88dedd08ddb6c0227c6ba8030f64e7225cd1b643af5
 //
 // Fused CPU step for NAdam: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,7 +23,7 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 6;
 constexpr int64_t _N_COLUMNS = 3;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE, _H1, DECOUPLED_WEIGHT_DECAY.
 template <unsigned _M>
 void _chunk(
@@ -129,3 +129,4 @@ extern "C" void optdsl_nadam_step(
         _stream_out(_base_exp_avg_sq, _start, _n, _dtypes[3], _exp_avg_sq);
     }
 }
+

@@ -2,7 +2,7 @@
 // spec sha256: 711c5bf1c8e55dfde60ab2523f06903b16e42b3480baba7df6c200c3692b4d26
 //
 // Fused CPU step for RAdam: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,7 +23,7 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 7;
 constexpr int64_t _N_COLUMNS = 4;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE, _H1, DECOUPLED_WEIGHT_DECAY, _h5.
 template <unsigned _M>
 void _chunk(
@@ -146,3 +146,4 @@ extern "C" void optdsl_radam_step(
         _stream_out(_base_exp_avg_sq, _start, _n, _dtypes[3], _exp_avg_sq);
     }
 }
+
