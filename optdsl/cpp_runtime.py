@@ -41,13 +41,6 @@ _LOCK = threading.Lock()
 _TOOLCHAIN: list[str] = []
 
 
-def unsupported(class_name: str, why: str) -> RuntimeError:
-    return RuntimeError(
-        f"{class_name}: fused=True on CPU tensors runs the fused C++ backend, which cannot run this spec: "
-        f"{why}. Use foreach=True, or run the Triton kernel under the interpreter "
-        f"(TRITON_INTERPRET=1, or OPTDSL_CPU_FUSED=triton with TRITON_INTERPRET=1).")
-
-
 def _compiler() -> str:
     cxx = os.environ.get("CXX", "c++")
     found = shutil.which(cxx)
@@ -199,13 +192,6 @@ def scalar_inputs(states: list, index: list[int]) -> torch.Tensor:
 def sibling(module_file: str, name: str) -> Path:
     """The generated C++ source beside a generated launcher module."""
     return Path(module_file).with_name(name)
-
-
-def covered(class_name: str) -> bool:
-    """Whether the C++ backend runs a shipped spec (generated/<name>_cpu.cpp exists)."""
-    from .loader import shipped
-    from .resources import data_dir
-    return (data_dir("generated") / f"{shipped()[class_name]}_cpu.cpp").exists()
 
 
 def kernel(source: Path, symbol: str, cls=None) -> "Kernel":

@@ -1,7 +1,8 @@
 """The fused C++ backend (fused=True on CPU tensors, optdsl.emit.cpp): every shipped spec it covers
 against the loop path and the reference over the spec's flag grid, low-precision streams against
-the Triton kernel (same fp32 math, same rounding), the work list's edge cases, the backend choice,
-the cache, and the errors (no compiler; a spec with reductions).
+the Triton kernel (same fp32 math, same rounding), the work list's edge cases, specs with
+reductions (phases: every scope, chained, scalar state, bf16, an empty tensor; partials that do not
+depend on the thread count), the backend choice, the cache, and the error without a compiler.
 
 The suite runs with TRITON_INTERPRET=1, so CPU tensors would run the Triton kernel: every C++ step
 here is selected explicitly with runtime.cpu_fused("cpp"). Each spec compiles once (cached on disk)."""
@@ -21,23 +22,28 @@ from optdsl.registry import REGISTRY
 from optdsl.verify import TOLERANCE, compare, run_pair, with_state
 
 ROOT = Path(__file__).resolve().parent.parent
-COVERED = [name for name in REGISTRY if cpp_runtime.covered(name)]
-PHASED = [name for name in REGISTRY if not cpp_runtime.covered(name)]
+SPECS = list(REGISTRY)
 
 
-def test_every_elementwise_spec_is_covered():
-    # the specs without a C++ source are exactly those with reductions (phases)
+def test_every_spec_has_one_cpp_function_per_phase():
+    # the C++ source has a step function per phase of the fused plan: the shipped file, fresh
     from optdsl.compiler import compile_spec
-    from optdsl.emit.cpp import is_phased
+    from optdsl.names import module_name
     from optdsl.plan import make_plan
+    phased = []
     for path in sorted((ROOT / "specs").glob("*.opt")):
         compiled = compile_spec(path.read_text(encoding="utf-8"), path.name)
-        phased = is_phased(make_plan(compiled.program, "fused").program)
-        assert (compiled.cpp_source is None) == phased, path.name
-        assert (compiled.program.name in COVERED) == (not phased), path.name
+        fn = module_name(compiled.program.name)
+        assert (ROOT / "generated" / f"{fn}_cpu.cpp").read_text(encoding="utf-8") == compiled.cpp_source
+        n = len(make_plan(compiled.program, "fused").phases.phases)
+        symbols = [f"optdsl_{fn}_phase{j}(" for j in range(n - 1)] + [f"optdsl_{fn}_step("]
+        assert all(f'extern "C" void {s}' in compiled.cpp_source for s in symbols), path.name
+        assert compiled.cpp_source.count('extern "C"') == n, path.name
+        phased += [compiled.program.name] if n > 1 else []
+    assert set(phased) == {"AdamP", "Amos", "FunnelledSGDM", "Lamb", "Lars", "NvNovoGrad", "SGDP"}
 
 
-@pytest.mark.parametrize("name", COVERED)
+@pytest.mark.parametrize("name", SPECS)
 def test_cpu_fused_matches_loop_and_reference(name):
     entry = REGISTRY[name]
     failures = []
@@ -142,14 +148,108 @@ def test_backend_choice(monkeypatch):
         runtime.cpu_fused_backend()
 
 
-def test_spec_with_reductions_is_a_clear_error():
-    p = torch.randn(4, requires_grad=True)
-    p.grad = torch.randn(4)
-    opt = Lamb([p], fused=True)
-    with runtime.cpu_fused("cpp"), pytest.raises(RuntimeError, match="Lamb: fused=True on CPU tensors runs the "
-                                                 "fused C\\+\\+ backend, which cannot run this spec: its update "
-                                                 "has reductions"):
-        opt.step()
+def test_spec_with_reductions_runs_its_phases_and_one_combine_each():
+    # Lamb: 3 phases (the group grad norm and ||w|| first, then ||update||, then the update), so per
+    # step 3 calls per bucket and 2 combines, whatever the number of tensors; the Triton kernel's values
+    torch.manual_seed(2)
+    ps = [torch.randn(s, requires_grad=True) for s in ((40, 30), (2049,), (3,))]
+    qs = [p.detach().clone().requires_grad_() for p in ps]
+    a, b = Lamb(ps, fused=True, weight_decay=0.1), Lamb(qs, fused=True, weight_decay=0.1)
+    for _ in range(3):
+        for p, q in zip(ps, qs):
+            p.grad = torch.randn(p.shape)
+            q.grad = p.grad.clone()
+        launches, combines = kernel_runtime.LAUNCHES[0], kernel_runtime.COMBINES[0]
+        with runtime.cpu_fused("cpp"):
+            a.step()
+        assert (kernel_runtime.LAUNCHES[0] - launches, kernel_runtime.COMBINES[0] - combines) == (3, 2)
+        with runtime.cpu_fused("triton"):
+            b.step()
+    for p, q in zip(ps, qs):   # fp32 math in both; only the in-chunk fold order of the norms differs
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+# Every reduction scope in one update, chained (a channel cosine of a channel-normalised value, its
+# amax per tensor, a group sum under a per-tensor `if`), host math, and a scalar state stored from
+# a reduction: on a multi-tensor group with bf16 and fp32 params (two buckets: the group-wide
+# values join across them) and an empty tensor.
+MIXED_SCOPES = """
+optimizer MixedScopes "every reduction scope in one update: group, tensor and channel, chained"
+
+hyper lr       = 1e-2   where lr >= 0
+hyper beta     = 0.9    where 0 <= beta < 1
+hyper eps      = 1e-8   where eps >= 0
+flag  clip     = true
+
+state exp_avg = zeros
+state gsq: scalar = 0
+
+update {
+  g = grad
+  if clip {
+    g = grad / max(norm(grad, group), 1.0)
+  }
+  exp_avg = lerp(exp_avg, g, 1 - beta)
+  gsq = beta * gsq + (1 - beta) * sum(g * g)
+  d = exp_avg / (rms(exp_avg, channel) + eps)
+  cos = dot(d, param, channel) / (norm(d, channel) * norm(param, channel) + eps)
+  scale = amax(cos) > 0.5 ? 0.5 : 1.0
+  if step > 1 {
+    scale = scale * (1 + mean(abs(d)) / (1 + sum(d * d, group)))
+  }
+  param = param - lr / sqrt(step) * scale * d / (sqrt(gsq) + 1)
+}
+"""
+MIXED_SHAPES = ((8, 300), (3000,), (0,), (5, 4, 3), (1,))
+
+
+def _mixed_run(backend: str, dtypes, steps: int = 3, clip: bool = True):
+    import optdsl
+    cls = optdsl.load(MIXED_SCOPES)
+    g = torch.Generator().manual_seed(5)
+    ps = [torch.randn(s, generator=g).to(d).requires_grad_() for s, d in zip(MIXED_SHAPES, dtypes)]
+    opt = cls(ps, fused=True, clip=clip) if backend != "loop" else cls(ps, foreach=False, clip=clip)
+    for _ in range(steps):
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=g).to(p.dtype)
+        with runtime.cpu_fused("triton" if backend == "triton" else "cpp"):   # (loop: unused)
+            opt.step()
+    return ps, [opt.state[p]["gsq"] for p in ps], [opt.state[p]["exp_avg"] for p in ps]
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_every_scope_on_a_mixed_group_with_bf16_and_an_empty_tensor(clip):
+    mixed = [torch.bfloat16, torch.float32, torch.bfloat16, torch.bfloat16, torch.float32]
+    ours, scalars, _ = _mixed_run("cpp", mixed, clip=clip)
+    theirs, their_scalars, _ = _mixed_run("triton", mixed, clip=clip)
+    for x, y in zip(ours, theirs):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        # fp32 math in both; the in-chunk fold orders differ: at most one ulp of the stored dtype
+        ulp = torch.finfo(x.dtype).eps * y.float().abs().clamp_min(torch.finfo(x.dtype).tiny)
+        assert bool(((x.float() - y.float()).abs() <= ulp).all())
+    torch.testing.assert_close(torch.stack(scalars), torch.stack(their_scalars), rtol=1e-5, atol=0)
+    # and the meaning: the same group in fp32 against the loop path (torch's reductions)
+    ours, scalars, states = _mixed_run("cpp", [torch.float32] * 5, clip=clip)
+    theirs, their_scalars, their_states = _mixed_run("loop", [torch.float32] * 5, clip=clip)
+    rtol, atol = TOLERANCE[torch.float32]
+    for x, y in zip(ours + scalars + states, theirs + their_scalars + their_states):
+        torch.testing.assert_close(x, y, rtol=rtol, atol=atol)
+
+
+def test_phased_results_do_not_depend_on_the_thread_count():
+    # partials per chunk, folded in a fixed order, combined in chunk order: bit-identical runs
+    mixed = [torch.bfloat16, torch.float32, torch.bfloat16, torch.bfloat16, torch.float32]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _mixed_run("cpp", mixed)
+        torch.set_num_threads(max(2, threads))
+        many = _mixed_run("cpp", mixed)
+        again = _mixed_run("cpp", mixed)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b, c in zip(sum(one, []), sum(many, []), sum(again, [])):
+        assert torch.equal(a, b) and torch.equal(b, c)
 
 
 def test_no_compiler_is_a_clear_error(monkeypatch, tmp_path):
