@@ -49,10 +49,10 @@ constexpr int64_t _N_COLUMNS = 13;
 template <unsigned _M>
 void _chunk0(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _exp_avg,
-    const float* __restrict _exp_avg_sq,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_exp_avg,
+    const float* __restrict _ptr_exp_avg_sq,
     const float _betas_0,
     const float _h1,
     const float _betas_1,
@@ -79,10 +79,10 @@ void _chunk0(
     static thread_local float _c1[_BLOCK];   // each element's contribution to _p_r2
     static thread_local float _c2[_BLOCK];   // each element's contribution to _p_r20
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float exp_avg = _exp_avg[_i];
-        float exp_avg_sq = _exp_avg_sq[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float exp_avg = _ptr_exp_avg[_i];
+        float exp_avg_sq = _ptr_exp_avg_sq[_i];
         float _s_exp_avg = 0.0f;
         float _s_exp_avg_sq = 0.0f;
         float _s_param = 0.0f;
@@ -129,8 +129,8 @@ void _chunk0(
 template <unsigned _M>
 void _chunk1(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
     const float _betas_0,
     const float _h1,
     const float _betas_1,
@@ -156,8 +156,8 @@ void _chunk1(
     (void)_unused;
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r3
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
         float _s_param = 0.0f;
         float _r1 = 0.0f;
         float _r2 = 0.0f;
@@ -179,8 +179,8 @@ void _chunk1(
 template <unsigned _M>
 void _chunk2(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
     const float _betas_0,
     const float _h1,
     const float _betas_1,
@@ -207,8 +207,8 @@ void _chunk2(
     (void)_unused;
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r4
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
         float _s_param = 0.0f;
         float _r1 = 0.0f;
         float _r2 = 0.0f;
@@ -234,8 +234,8 @@ void _chunk2(
 template <unsigned _M>
 void _chunk3(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
     const float _betas_0,
     const float _h1,
     const float _betas_1,
@@ -265,8 +265,8 @@ void _chunk3(
     static thread_local float _c1[_BLOCK];   // each element's contribution to _p_r10
     static thread_local float _c2[_BLOCK];   // each element's contribution to _p_r11
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
         float _s_param = 0.0f;
         float _r1 = 0.0f;
         float _r2 = 0.0f;
@@ -309,10 +309,10 @@ void _chunk3(
 template <unsigned _M>
 void _chunk4(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _exp_avg,
-    const float* __restrict _exp_avg_sq,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_exp_avg,
+    const float* __restrict _ptr_exp_avg_sq,
     const float _betas_0,
     const float _h1,
     const float _betas_1,
@@ -347,10 +347,10 @@ void _chunk4(
     static thread_local float _c1[_BLOCK];   // each element's contribution to _p_r7
     static thread_local float _c2[_BLOCK];   // each element's contribution to _p_r12
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float exp_avg = _exp_avg[_i];
-        float exp_avg_sq = _exp_avg_sq[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float exp_avg = _ptr_exp_avg[_i];
+        float exp_avg_sq = _ptr_exp_avg_sq[_i];
         float _s_exp_avg = 0.0f;
         float _s_exp_avg_sq = 0.0f;
         float _s_param = 0.0f;
@@ -417,10 +417,10 @@ void _chunk4(
 template <unsigned _M>
 void _chunk5(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _exp_avg,
-    const float* __restrict _exp_avg_sq,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_exp_avg,
+    const float* __restrict _ptr_exp_avg_sq,
     const float _betas_0,
     const float _h1,
     const float _betas_1,
@@ -457,10 +457,10 @@ void _chunk5(
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r8
     static thread_local float _c1[_BLOCK];   // each element's contribution to _p_r13
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float exp_avg = _exp_avg[_i];
-        float exp_avg_sq = _exp_avg_sq[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float exp_avg = _ptr_exp_avg[_i];
+        float exp_avg_sq = _ptr_exp_avg_sq[_i];
         float _s_exp_avg = 0.0f;
         float _s_exp_avg_sq = 0.0f;
         float _s_param = 0.0f;
@@ -539,10 +539,10 @@ void _chunk5(
 template <unsigned _M>
 void _chunk6(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _exp_avg,
-    const float* __restrict _exp_avg_sq,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_exp_avg,
+    const float* __restrict _ptr_exp_avg_sq,
     const float _betas_0,
     const float _h1,
     const float _betas_1,
@@ -582,10 +582,10 @@ void _chunk6(
     static thread_local float _c1[_BLOCK];   // each element's contribution to _p_r14
     static thread_local float _c2[_BLOCK];   // each element's contribution to _p_r19
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float exp_avg = _exp_avg[_i];
-        float exp_avg_sq = _exp_avg_sq[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float exp_avg = _ptr_exp_avg[_i];
+        float exp_avg_sq = _ptr_exp_avg_sq[_i];
         float _s_exp_avg = 0.0f;
         float _s_exp_avg_sq = 0.0f;
         float _s_param = 0.0f;
@@ -683,10 +683,10 @@ void _chunk6(
 template <unsigned _M>
 void _chunk7(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _exp_avg,
-    const float* __restrict _exp_avg_sq,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_exp_avg,
+    const float* __restrict _ptr_exp_avg_sq,
     const float _betas_0,
     const float _h1,
     const float _betas_1,
@@ -728,10 +728,10 @@ void _chunk7(
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r15
     static thread_local float _c1[_BLOCK];   // each element's contribution to _p_r16
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float exp_avg = _exp_avg[_i];
-        float exp_avg_sq = _exp_avg_sq[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float exp_avg = _ptr_exp_avg[_i];
+        float exp_avg_sq = _ptr_exp_avg_sq[_i];
         float _s_exp_avg = 0.0f;
         float _s_exp_avg_sq = 0.0f;
         float _s_param = 0.0f;
@@ -803,10 +803,10 @@ void _chunk7(
 template <unsigned _M>
 void _chunk8(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _exp_avg,
-    const float* __restrict _exp_avg_sq,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_exp_avg,
+    const float* __restrict _ptr_exp_avg_sq,
     const float _betas_0,
     const float _h1,
     const float _betas_1,
@@ -849,10 +849,10 @@ void _chunk8(
     (void)_unused;
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r17
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float exp_avg = _exp_avg[_i];
-        float exp_avg_sq = _exp_avg_sq[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float exp_avg = _ptr_exp_avg[_i];
+        float exp_avg_sq = _ptr_exp_avg_sq[_i];
         float _s_exp_avg = 0.0f;
         float _s_exp_avg_sq = 0.0f;
         float _s_param = 0.0f;
@@ -932,10 +932,10 @@ void _chunk8(
 template <unsigned _M>
 void _chunk9(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _exp_avg,
-    const float* __restrict _exp_avg_sq,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_exp_avg,
+    const float* __restrict _ptr_exp_avg_sq,
     const float _betas_0,
     const float _h1,
     const float _betas_1,
@@ -979,10 +979,10 @@ void _chunk9(
     (void)_unused;
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r18
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float exp_avg = _exp_avg[_i];
-        float exp_avg_sq = _exp_avg_sq[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float exp_avg = _ptr_exp_avg[_i];
+        float exp_avg_sq = _ptr_exp_avg_sq[_i];
         float _s_exp_avg = 0.0f;
         float _s_exp_avg_sq = 0.0f;
         float _s_param = 0.0f;
@@ -1064,10 +1064,10 @@ void _chunk9(
 // The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 void _chunk(
     int64_t _n,
-    float* __restrict _param,
-    const float* __restrict _grad,
-    float* __restrict _exp_avg,
-    float* __restrict _exp_avg_sq,
+    float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    float* __restrict _ptr_exp_avg,
+    float* __restrict _ptr_exp_avg_sq,
     const float _betas_0,
     const float _h1,
     const float _betas_1,
@@ -1115,10 +1115,10 @@ void _chunk(
     const int _unused) {
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float exp_avg = _exp_avg[_i];
-        float exp_avg_sq = _exp_avg_sq[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float exp_avg = _ptr_exp_avg[_i];
+        float exp_avg_sq = _ptr_exp_avg_sq[_i];
         float denom = 0.0f;
         float perturb = 0.0f;
         float _r1 = 0.0f;
@@ -1238,9 +1238,9 @@ void _chunk(
             }
         }
         param = (param - (step_size * perturb));
-        _param[_i] = param;
-        _exp_avg[_i] = exp_avg;
-        _exp_avg_sq[_i] = exp_avg_sq;
+        _ptr_param[_i] = param;
+        _ptr_exp_avg[_i] = exp_avg;
+        _ptr_exp_avg_sq[_i] = exp_avg_sq;
     }
 }
 
@@ -1277,32 +1277,32 @@ extern "C" void optdsl_adamp_phase0(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_exp_avg[_BLOCK];
         void* _base_exp_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
+        float* _ptr_exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
         static thread_local float _buf_exp_avg_sq[_BLOCK];
         void* _base_exp_avg_sq = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
+        float* _ptr_exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
         const bool _h5 = _row[1] != 0.0f;
         float _parts[3];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h5) << 2);
-        switch (_m) {
-        case 0: _chunk0<0>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk0<1>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk0<2>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk0<3>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk0<4>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk0<5>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk0<6>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk0<7>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h5) << 2);
+        switch (_bits) {
+        case 0: _chunk0<0>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk0<1>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk0<2>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk0<3>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk0<4>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk0<5>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk0<6>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk0<7>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
         _partials[1 * (_n_work + 1) + _w] = _parts[1];
@@ -1341,21 +1341,21 @@ extern "C" void optdsl_adamp_phase1(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         const bool _h5 = _row[1] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[1];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(_h5) << 0);
-        switch (_m) {
-        case 0: _chunk1<0>(_n, _param, _grad, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk1<1>(_n, _param, _grad, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(_h5) << 0);
+        switch (_bits) {
+        case 0: _chunk1<0>(_n, _ptr_param, _ptr_grad, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk1<1>(_n, _ptr_param, _ptr_grad, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
     }
@@ -1392,11 +1392,11 @@ extern "C" void optdsl_adamp_phase2(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         const bool _h5 = _row[1] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1404,10 +1404,10 @@ extern "C" void optdsl_adamp_phase2(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[1];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(_h5) << 0);
-        switch (_m) {
-        case 0: _chunk2<0>(_n, _param, _grad, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk2<1>(_n, _param, _grad, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(_h5) << 0);
+        switch (_bits) {
+        case 0: _chunk2<0>(_n, _ptr_param, _ptr_grad, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk2<1>(_n, _ptr_param, _ptr_grad, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
     }
@@ -1444,11 +1444,11 @@ extern "C" void optdsl_adamp_phase3(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         const bool _h5 = _row[1] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1457,10 +1457,10 @@ extern "C" void optdsl_adamp_phase3(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[3];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(_h5) << 0);
-        switch (_m) {
-        case 0: _chunk3<0>(_n, _param, _grad, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk3<1>(_n, _param, _grad, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(_h5) << 0);
+        switch (_bits) {
+        case 0: _chunk3<0>(_n, _ptr_param, _ptr_grad, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk3<1>(_n, _ptr_param, _ptr_grad, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
         _partials[1 * (_n_work + 1) + _w] = _parts[1];
@@ -1499,19 +1499,19 @@ extern "C" void optdsl_adamp_phase4(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_exp_avg[_BLOCK];
         void* _base_exp_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
+        float* _ptr_exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
         static thread_local float _buf_exp_avg_sq[_BLOCK];
         void* _base_exp_avg_sq = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
+        float* _ptr_exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
         const bool _h5 = _row[1] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1523,16 +1523,16 @@ extern "C" void optdsl_adamp_phase4(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[3];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h5) << 2);
-        switch (_m) {
-        case 0: _chunk4<0>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk4<1>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk4<2>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk4<3>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk4<4>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk4<5>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk4<6>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk4<7>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h5) << 2);
+        switch (_bits) {
+        case 0: _chunk4<0>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk4<1>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk4<2>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk4<3>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk4<4>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk4<5>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk4<6>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk4<7>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
         _partials[1 * (_n_work + 1) + _w] = _parts[1];
@@ -1571,19 +1571,19 @@ extern "C" void optdsl_adamp_phase5(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_exp_avg[_BLOCK];
         void* _base_exp_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
+        float* _ptr_exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
         static thread_local float _buf_exp_avg_sq[_BLOCK];
         void* _base_exp_avg_sq = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
+        float* _ptr_exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
         const bool _h5 = _row[1] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1598,16 +1598,16 @@ extern "C" void optdsl_adamp_phase5(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[2];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h5) << 2);
-        switch (_m) {
-        case 0: _chunk5<0>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk5<1>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk5<2>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk5<3>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk5<4>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk5<5>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk5<6>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk5<7>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h5) << 2);
+        switch (_bits) {
+        case 0: _chunk5<0>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk5<1>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk5<2>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk5<3>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk5<4>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk5<5>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk5<6>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk5<7>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
         _partials[1 * (_n_work + 1) + _w] = _parts[1];
@@ -1645,19 +1645,19 @@ extern "C" void optdsl_adamp_phase6(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_exp_avg[_BLOCK];
         void* _base_exp_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
+        float* _ptr_exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
         static thread_local float _buf_exp_avg_sq[_BLOCK];
         void* _base_exp_avg_sq = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
+        float* _ptr_exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
         const bool _h5 = _row[1] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1674,16 +1674,16 @@ extern "C" void optdsl_adamp_phase6(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[3];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h5) << 2);
-        switch (_m) {
-        case 0: _chunk6<0>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk6<1>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk6<2>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk6<3>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk6<4>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk6<5>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk6<6>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk6<7>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h5) << 2);
+        switch (_bits) {
+        case 0: _chunk6<0>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk6<1>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk6<2>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk6<3>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk6<4>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk6<5>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk6<6>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk6<7>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
         _partials[1 * (_n_work + 1) + _w] = _parts[1];
@@ -1722,19 +1722,19 @@ extern "C" void optdsl_adamp_phase7(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_exp_avg[_BLOCK];
         void* _base_exp_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
+        float* _ptr_exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
         static thread_local float _buf_exp_avg_sq[_BLOCK];
         void* _base_exp_avg_sq = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
+        float* _ptr_exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
         const bool _h5 = _row[1] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1754,16 +1754,16 @@ extern "C" void optdsl_adamp_phase7(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[2];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h5) << 2);
-        switch (_m) {
-        case 0: _chunk7<0>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk7<1>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk7<2>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk7<3>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk7<4>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk7<5>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk7<6>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk7<7>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h5) << 2);
+        switch (_bits) {
+        case 0: _chunk7<0>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk7<1>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk7<2>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk7<3>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk7<4>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk7<5>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk7<6>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk7<7>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
         _partials[1 * (_n_work + 1) + _w] = _parts[1];
@@ -1801,19 +1801,19 @@ extern "C" void optdsl_adamp_phase8(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_exp_avg[_BLOCK];
         void* _base_exp_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
+        float* _ptr_exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
         static thread_local float _buf_exp_avg_sq[_BLOCK];
         void* _base_exp_avg_sq = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
+        float* _ptr_exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
         const bool _h5 = _row[1] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1835,16 +1835,16 @@ extern "C" void optdsl_adamp_phase8(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[1];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h5) << 2);
-        switch (_m) {
-        case 0: _chunk8<0>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk8<1>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk8<2>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk8<3>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk8<4>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk8<5>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk8<6>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk8<7>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h5) << 2);
+        switch (_bits) {
+        case 0: _chunk8<0>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk8<1>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk8<2>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk8<3>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk8<4>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk8<5>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk8<6>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk8<7>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
     }
@@ -1881,19 +1881,19 @@ extern "C" void optdsl_adamp_phase9(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_exp_avg[_BLOCK];
         void* _base_exp_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
+        float* _ptr_exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
         static thread_local float _buf_exp_avg_sq[_BLOCK];
         void* _base_exp_avg_sq = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
+        float* _ptr_exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
         const bool _h5 = _row[1] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1916,16 +1916,16 @@ extern "C" void optdsl_adamp_phase9(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[1];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h5) << 2);
-        switch (_m) {
-        case 0: _chunk9<0>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk9<1>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk9<2>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk9<3>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk9<4>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk9<5>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk9<6>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk9<7>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h5) << 2);
+        switch (_bits) {
+        case 0: _chunk9<0>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk9<1>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk9<2>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk9<3>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk9<4>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk9<5>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk9<6>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk9<7>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
     }
@@ -1962,19 +1962,19 @@ extern "C" void optdsl_adamp_step(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_exp_avg[_BLOCK];
         void* _base_exp_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
+        float* _ptr_exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
         static thread_local float _buf_exp_avg_sq[_BLOCK];
         void* _base_exp_avg_sq = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
+        float* _ptr_exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
         const bool _h5 = _row[1] != 0.0f;
         const bool _h7 = _row[3] != 0.0f;
         const bool _h10 = _row[6] != 0.0f;
@@ -2002,10 +2002,10 @@ extern "C" void optdsl_adamp_step(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[1];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        _chunk(_n, _param, _grad, _exp_avg, _exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], NESTEROV, CAUTION, _h5, _h7, _h10, _h12, _h14, _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r18, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0);
-        _stream_out(_base_param, _start, _n, _dtypes[0], _param);
-        _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _exp_avg);
-        _stream_out(_base_exp_avg_sq, _start, _n, _dtypes[3], _exp_avg_sq);
+        _chunk(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _betas_0, _h1, _betas_1, _h2, eps, _h4, _row[0], _row[2], _row[4], _row[5], _row[7], _row[9], _row[11], _row[12], NESTEROV, CAUTION, _h5, _h7, _h10, _h12, _h14, _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r18, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0);
+        _stream_out(_base_param, _start, _n, _dtypes[0], _ptr_param);
+        _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _ptr_exp_avg);
+        _stream_out(_base_exp_avg_sq, _start, _n, _dtypes[3], _ptr_exp_avg_sq);
     }
 }
 

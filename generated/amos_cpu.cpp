@@ -40,7 +40,7 @@ constexpr int64_t _N_COLUMNS = 3;
 template <unsigned _M>
 void _chunk0(
     int64_t _n,
-    const float* __restrict _grad,
+    const float* __restrict _ptr_grad,
     const float _h1,
     const float eps,
     const float _h2,
@@ -58,7 +58,7 @@ void _chunk0(
     (void)_unused;
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r1
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float grad = _grad[_i];
+        float grad = _ptr_grad[_i];
         float g = 0.0f;
         float _r1 = 0.0f;
         float _p_r1 = 0.0f;   // the fold's identity: an element under an `if` not taken adds nothing
@@ -74,9 +74,9 @@ void _chunk0(
 template <unsigned _M>
 void _chunk(
     int64_t _n,
-    float* __restrict _param,
-    const float* __restrict _grad,
-    float* __restrict _exp_avg,
+    float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    float* __restrict _ptr_exp_avg,
     const float _h1,
     const float eps,
     const float _h2,
@@ -97,9 +97,9 @@ void _chunk(
     constexpr bool _H5 = (_M >> 1) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float exp_avg = _exp_avg[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float exp_avg = _ptr_exp_avg[_i];
         float exp_avg_sq = _in_exp_avg_sq;
         float decay = _in_decay;
         float g = 0.0f;
@@ -127,8 +127,8 @@ void _chunk(
             upd = exp_avg;
         }
         param = (param - upd);
-        _param[_i] = param;
-        _exp_avg[_i] = exp_avg;
+        _ptr_param[_i] = param;
+        _ptr_exp_avg[_i] = exp_avg;
     }
     if (_scalar_out != nullptr) {
         // The new device scalar states: uniform over the tensor (a scalar state is stored from
@@ -202,13 +202,13 @@ extern "C" void optdsl_amos_phase0(
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[0], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[0], _buf_grad);
         float _parts[1];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(MAXIMIZE) << 0);
-        switch (_m) {
-        case 0: _chunk0<0>(_n, _grad, _h1, eps, _h2, _h4, extra_l2, _h6, _row[0], _row[1], _row[2], _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk0<1>(_n, _grad, _h1, eps, _h2, _h4, extra_l2, _h6, _row[0], _row[1], _row[2], _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(MAXIMIZE) << 0);
+        switch (_bits) {
+        case 0: _chunk0<0>(_n, _ptr_grad, _h1, eps, _h2, _h4, extra_l2, _h6, _row[0], _row[1], _row[2], _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk0<1>(_n, _ptr_grad, _h1, eps, _h2, _h4, extra_l2, _h6, _row[0], _row[1], _row[2], _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
     }
@@ -245,29 +245,29 @@ extern "C" void optdsl_amos_step(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_exp_avg[_BLOCK];
         void* _base_exp_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
+        float* _ptr_exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
         const float _rd_r1 = _reduced[0 * _n_tensors + _t];
         const float _in_exp_avg_sq = _scalar_in[0 * _n_tensors + _t];
         const float _in_decay = _scalar_in[1 * _n_tensors + _t];
         float _parts[1];
         float* _so = _start == 0 ? _scalar_out + _t : nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H5) << 1);
-        switch (_m) {
-        case 0: _chunk<0>(_n, _param, _grad, _exp_avg, _h1, eps, _h2, _h4, extra_l2, _h6, _row[0], _row[1], _row[2], _rd_r1, _in_exp_avg_sq, _in_decay, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk<1>(_n, _param, _grad, _exp_avg, _h1, eps, _h2, _h4, extra_l2, _h6, _row[0], _row[1], _row[2], _rd_r1, _in_exp_avg_sq, _in_decay, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk<2>(_n, _param, _grad, _exp_avg, _h1, eps, _h2, _h4, extra_l2, _h6, _row[0], _row[1], _row[2], _rd_r1, _in_exp_avg_sq, _in_decay, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk<3>(_n, _param, _grad, _exp_avg, _h1, eps, _h2, _h4, extra_l2, _h6, _row[0], _row[1], _row[2], _rd_r1, _in_exp_avg_sq, _in_decay, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(MAXIMIZE) << 0) | (unsigned(_H5) << 1);
+        switch (_bits) {
+        case 0: _chunk<0>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _h1, eps, _h2, _h4, extra_l2, _h6, _row[0], _row[1], _row[2], _rd_r1, _in_exp_avg_sq, _in_decay, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk<1>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _h1, eps, _h2, _h4, extra_l2, _h6, _row[0], _row[1], _row[2], _rd_r1, _in_exp_avg_sq, _in_decay, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk<2>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _h1, eps, _h2, _h4, extra_l2, _h6, _row[0], _row[1], _row[2], _rd_r1, _in_exp_avg_sq, _in_decay, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk<3>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _h1, eps, _h2, _h4, extra_l2, _h6, _row[0], _row[1], _row[2], _rd_r1, _in_exp_avg_sq, _in_decay, _parts, _so, _n_tensors, 0); break;
         }
-        _stream_out(_base_param, _start, _n, _dtypes[0], _param);
-        _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _exp_avg);
+        _stream_out(_base_param, _start, _n, _dtypes[0], _ptr_param);
+        _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _ptr_exp_avg);
     }
 }
 

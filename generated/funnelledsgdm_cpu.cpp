@@ -40,9 +40,9 @@ constexpr int64_t _N_COLUMNS = 1;
 template <unsigned _M>
 void _chunk0(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _momentum_buffer,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_momentum_buffer,
     const float weight_decay,
     const float gamma_p,
     const float gamma_s,
@@ -59,9 +59,9 @@ void _chunk0(
     (void)_unused;
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r1
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float momentum_buffer = _momentum_buffer[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float momentum_buffer = _ptr_momentum_buffer[_i];
         float _s_momentum_buffer = 0.0f;
         float _s_param = 0.0f;
         float g = 0.0f;
@@ -84,11 +84,11 @@ void _chunk0(
 template <unsigned _M>
 void _chunk(
     int64_t _n,
-    float* __restrict _param,
-    const float* __restrict _grad,
-    float* __restrict _precond,
-    float* __restrict _exp_avg,
-    float* __restrict _momentum_buffer,
+    float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    float* __restrict _ptr_precond,
+    float* __restrict _ptr_exp_avg,
+    float* __restrict _ptr_momentum_buffer,
     const float weight_decay,
     const float gamma_p,
     const float gamma_s,
@@ -106,11 +106,11 @@ void _chunk(
     constexpr bool _H1 = (_M >> 1) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float precond = _precond[_i];
-        float exp_avg = _exp_avg[_i];
-        float momentum_buffer = _momentum_buffer[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float precond = _ptr_precond[_i];
+        float exp_avg = _ptr_exp_avg[_i];
+        float momentum_buffer = _ptr_momentum_buffer[_i];
         float step_size = _in_step_size;
         float g = 0.0f;
         float _r1 = 0.0f;
@@ -126,10 +126,10 @@ void _chunk(
         momentum_buffer = ((momentum * momentum_buffer) + (eta * (precond * g)));
         delta = (step_size * momentum_buffer);
         param = (param - delta);
-        _param[_i] = param;
-        _precond[_i] = precond;
-        _exp_avg[_i] = exp_avg;
-        _momentum_buffer[_i] = momentum_buffer;
+        _ptr_param[_i] = param;
+        _ptr_precond[_i] = precond;
+        _ptr_exp_avg[_i] = exp_avg;
+        _ptr_momentum_buffer[_i] = momentum_buffer;
     }
     if (_scalar_out != nullptr) {
         // The new device scalar states: uniform over the tensor (a scalar state is stored from
@@ -193,23 +193,23 @@ extern "C" void optdsl_funnelledsgdm_phase0(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_momentum_buffer[_BLOCK];
         void* _base_momentum_buffer = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _momentum_buffer = _stream_in(_base_momentum_buffer, _start, _n, _dtypes[2], _buf_momentum_buffer);
+        float* _ptr_momentum_buffer = _stream_in(_base_momentum_buffer, _start, _n, _dtypes[2], _buf_momentum_buffer);
         float _parts[1];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1);
-        switch (_m) {
-        case 0: _chunk0<0>(_n, _param, _grad, _momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk0<1>(_n, _param, _grad, _momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk0<2>(_n, _param, _grad, _momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk0<3>(_n, _param, _grad, _momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1);
+        switch (_bits) {
+        case 0: _chunk0<0>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk0<1>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk0<2>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk0<3>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
     }
@@ -247,38 +247,38 @@ extern "C" void optdsl_funnelledsgdm_step(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_precond[_BLOCK];
         void* _base_precond = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _precond = _stream_in(_base_precond, _start, _n, _dtypes[2], _buf_precond);
+        float* _ptr_precond = _stream_in(_base_precond, _start, _n, _dtypes[2], _buf_precond);
         static thread_local float _buf_exp_avg[_BLOCK];
         void* _base_exp_avg = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[3], _buf_exp_avg);
+        float* _ptr_exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[3], _buf_exp_avg);
         static thread_local float _buf_momentum_buffer[_BLOCK];
         void* _base_momentum_buffer = _dtypes[4] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[4])[_t]);
-        float* _momentum_buffer = _stream_in(_base_momentum_buffer, _start, _n, _dtypes[4], _buf_momentum_buffer);
+        float* _ptr_momentum_buffer = _stream_in(_base_momentum_buffer, _start, _n, _dtypes[4], _buf_momentum_buffer);
         const float _rd_r1 = _reduced[0 * _n_tensors + _t];
         const float _in_step_size = _scalar_in[0 * _n_tensors + _t];
         float _parts[1];
         float* _so = _start == 0 ? _scalar_out + _t : nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1);
-        switch (_m) {
-        case 0: _chunk<0>(_n, _param, _grad, _precond, _exp_avg, _momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _rd_r1, _in_step_size, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk<1>(_n, _param, _grad, _precond, _exp_avg, _momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _rd_r1, _in_step_size, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk<2>(_n, _param, _grad, _precond, _exp_avg, _momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _rd_r1, _in_step_size, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk<3>(_n, _param, _grad, _precond, _exp_avg, _momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _rd_r1, _in_step_size, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1);
+        switch (_bits) {
+        case 0: _chunk<0>(_n, _ptr_param, _ptr_grad, _ptr_precond, _ptr_exp_avg, _ptr_momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _rd_r1, _in_step_size, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk<1>(_n, _ptr_param, _ptr_grad, _ptr_precond, _ptr_exp_avg, _ptr_momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _rd_r1, _in_step_size, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk<2>(_n, _ptr_param, _ptr_grad, _ptr_precond, _ptr_exp_avg, _ptr_momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _rd_r1, _in_step_size, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk<3>(_n, _ptr_param, _ptr_grad, _ptr_precond, _ptr_exp_avg, _ptr_momentum_buffer, weight_decay, gamma_p, gamma_s, beta, _h2, momentum, eta, _rd_r1, _in_step_size, _parts, _so, _n_tensors, 0); break;
         }
-        _stream_out(_base_param, _start, _n, _dtypes[0], _param);
-        _stream_out(_base_precond, _start, _n, _dtypes[2], _precond);
-        _stream_out(_base_exp_avg, _start, _n, _dtypes[3], _exp_avg);
-        _stream_out(_base_momentum_buffer, _start, _n, _dtypes[4], _momentum_buffer);
+        _stream_out(_base_param, _start, _n, _dtypes[0], _ptr_param);
+        _stream_out(_base_precond, _start, _n, _dtypes[2], _ptr_precond);
+        _stream_out(_base_exp_avg, _start, _n, _dtypes[3], _ptr_exp_avg);
+        _stream_out(_base_momentum_buffer, _start, _n, _dtypes[4], _ptr_momentum_buffer);
     }
 }
 

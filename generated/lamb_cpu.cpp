@@ -41,8 +41,8 @@ constexpr int64_t _N_COLUMNS = 2;
 template <unsigned _M>
 void _chunk0(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
     const float max_grad_norm,
     const float beta3,
     const float _betas_0,
@@ -63,8 +63,8 @@ void _chunk0(
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r1
     static thread_local float _c1[_BLOCK];   // each element's contribution to _p_r2
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
         float _s_param = 0.0f;
         float _r1 = 0.0f;
         float _r2 = 0.0f;
@@ -89,10 +89,10 @@ void _chunk0(
 template <unsigned _M>
 void _chunk1(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _exp_avg,
-    const float* __restrict _exp_avg_sq,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_exp_avg,
+    const float* __restrict _ptr_exp_avg_sq,
     const float max_grad_norm,
     const float beta3,
     const float _betas_0,
@@ -116,10 +116,10 @@ void _chunk1(
     (void)_unused;
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r3
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float exp_avg = _exp_avg[_i];
-        float exp_avg_sq = _exp_avg_sq[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float exp_avg = _ptr_exp_avg[_i];
+        float exp_avg_sq = _ptr_exp_avg_sq[_i];
         float _s_exp_avg = 0.0f;
         float _s_exp_avg_sq = 0.0f;
         float _s_param = 0.0f;
@@ -163,10 +163,10 @@ void _chunk1(
 template <unsigned _M>
 void _chunk(
     int64_t _n,
-    float* __restrict _param,
-    const float* __restrict _grad,
-    float* __restrict _exp_avg,
-    float* __restrict _exp_avg_sq,
+    float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    float* __restrict _ptr_exp_avg,
+    float* __restrict _ptr_exp_avg_sq,
     const float max_grad_norm,
     const float beta3,
     const float _betas_0,
@@ -191,10 +191,10 @@ void _chunk(
     constexpr bool TRUST_CLIP = (_M >> 4) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float exp_avg = _exp_avg[_i];
-        float exp_avg_sq = _exp_avg_sq[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float exp_avg = _ptr_exp_avg[_i];
+        float exp_avg_sq = _ptr_exp_avg_sq[_i];
         float g = 0.0f;
         float _r1 = 0.0f;
         float clip_grad_norm = 0.0f;
@@ -234,9 +234,9 @@ void _chunk(
             upd = (upd * trust_ratio);
         }
         param = (param - (lr * upd));
-        _param[_i] = param;
-        _exp_avg[_i] = exp_avg;
-        _exp_avg_sq[_i] = exp_avg_sq;
+        _ptr_param[_i] = param;
+        _ptr_exp_avg[_i] = exp_avg;
+        _ptr_exp_avg_sq[_i] = exp_avg_sq;
     }
 }
 
@@ -278,19 +278,19 @@ extern "C" void optdsl_lamb_phase0(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         float _parts[2];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(_SET_MAX_GRAD_NORM) << 0) | (unsigned(_H4) << 1);
-        switch (_m) {
-        case 0: _chunk0<0>(_n, _param, _grad, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk0<1>(_n, _param, _grad, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk0<2>(_n, _param, _grad, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk0<3>(_n, _param, _grad, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(_SET_MAX_GRAD_NORM) << 0) | (unsigned(_H4) << 1);
+        switch (_bits) {
+        case 0: _chunk0<0>(_n, _ptr_param, _ptr_grad, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk0<1>(_n, _ptr_param, _ptr_grad, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk0<2>(_n, _ptr_param, _ptr_grad, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk0<3>(_n, _ptr_param, _ptr_grad, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
         _partials[1 * (_n_work + 1) + _w] = _parts[1];
@@ -333,41 +333,41 @@ extern "C" void optdsl_lamb_phase1(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_exp_avg[_BLOCK];
         void* _base_exp_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
+        float* _ptr_exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
         static thread_local float _buf_exp_avg_sq[_BLOCK];
         void* _base_exp_avg_sq = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
+        float* _ptr_exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
         const float _rd_r1 = _reduced[0 * _n_tensors + _t];
         const float _rd_r2 = _reduced[1 * _n_tensors + _t];
         float _parts[1];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(_SET_MAX_GRAD_NORM) << 0) | (unsigned(_H4) << 1) | (unsigned(GRAD_AVERAGING) << 2) | (unsigned(_H3) << 3);
-        switch (_m) {
-        case 0: _chunk1<0>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk1<1>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk1<2>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk1<3>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk1<4>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk1<5>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk1<6>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk1<7>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
-        case 8: _chunk1<8>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
-        case 9: _chunk1<9>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
-        case 10: _chunk1<10>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
-        case 11: _chunk1<11>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
-        case 12: _chunk1<12>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
-        case 13: _chunk1<13>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
-        case 14: _chunk1<14>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
-        case 15: _chunk1<15>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(_SET_MAX_GRAD_NORM) << 0) | (unsigned(_H4) << 1) | (unsigned(GRAD_AVERAGING) << 2) | (unsigned(_H3) << 3);
+        switch (_bits) {
+        case 0: _chunk1<0>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk1<1>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk1<2>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk1<3>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk1<4>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk1<5>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk1<6>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk1<7>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        case 8: _chunk1<8>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        case 9: _chunk1<9>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        case 10: _chunk1<10>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        case 11: _chunk1<11>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        case 12: _chunk1<12>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        case 13: _chunk1<13>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        case 14: _chunk1<14>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
+        case 15: _chunk1<15>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
     }
@@ -409,62 +409,62 @@ extern "C" void optdsl_lamb_step(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_exp_avg[_BLOCK];
         void* _base_exp_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
+        float* _ptr_exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
         static thread_local float _buf_exp_avg_sq[_BLOCK];
         void* _base_exp_avg_sq = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
+        float* _ptr_exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
         const float _rd_r1 = _reduced[0 * _n_tensors + _t];
         const float _rd_r2 = _reduced[1 * _n_tensors + _t];
         const float _rd_r3 = _reduced[2 * _n_tensors + _t];
         float _parts[1];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(_SET_MAX_GRAD_NORM) << 0) | (unsigned(_H4) << 1) | (unsigned(GRAD_AVERAGING) << 2) | (unsigned(_H3) << 3) | (unsigned(TRUST_CLIP) << 4);
-        switch (_m) {
-        case 0: _chunk<0>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk<1>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk<2>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk<3>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk<4>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk<5>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk<6>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk<7>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 8: _chunk<8>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 9: _chunk<9>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 10: _chunk<10>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 11: _chunk<11>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 12: _chunk<12>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 13: _chunk<13>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 14: _chunk<14>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 15: _chunk<15>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 16: _chunk<16>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 17: _chunk<17>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 18: _chunk<18>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 19: _chunk<19>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 20: _chunk<20>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 21: _chunk<21>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 22: _chunk<22>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 23: _chunk<23>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 24: _chunk<24>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 25: _chunk<25>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 26: _chunk<26>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 27: _chunk<27>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 28: _chunk<28>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 29: _chunk<29>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 30: _chunk<30>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
-        case 31: _chunk<31>(_n, _param, _grad, _exp_avg, _exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(_SET_MAX_GRAD_NORM) << 0) | (unsigned(_H4) << 1) | (unsigned(GRAD_AVERAGING) << 2) | (unsigned(_H3) << 3) | (unsigned(TRUST_CLIP) << 4);
+        switch (_bits) {
+        case 0: _chunk<0>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk<1>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk<2>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk<3>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk<4>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk<5>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk<6>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk<7>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 8: _chunk<8>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 9: _chunk<9>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 10: _chunk<10>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 11: _chunk<11>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 12: _chunk<12>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 13: _chunk<13>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 14: _chunk<14>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 15: _chunk<15>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 16: _chunk<16>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 17: _chunk<17>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 18: _chunk<18>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 19: _chunk<19>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 20: _chunk<20>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 21: _chunk<21>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 22: _chunk<22>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 23: _chunk<23>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 24: _chunk<24>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 25: _chunk<25>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 26: _chunk<26>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 27: _chunk<27>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 28: _chunk<28>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 29: _chunk<29>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 30: _chunk<30>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
+        case 31: _chunk<31>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, max_grad_norm, beta3, _betas_0, _betas_1, _h1, eps, weight_decay, lr, _row[0], _row[1], _rd_r1, _rd_r2, _rd_r3, _parts, _so, _n_tensors, 0); break;
         }
-        _stream_out(_base_param, _start, _n, _dtypes[0], _param);
-        _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _exp_avg);
-        _stream_out(_base_exp_avg_sq, _start, _n, _dtypes[3], _exp_avg_sq);
+        _stream_out(_base_param, _start, _n, _dtypes[0], _ptr_param);
+        _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _ptr_exp_avg);
+        _stream_out(_base_exp_avg_sq, _start, _n, _dtypes[3], _ptr_exp_avg_sq);
     }
 }
 

@@ -49,9 +49,9 @@ constexpr int64_t _N_COLUMNS = 11;
 template <unsigned _M>
 void _chunk0(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _momentum_buf,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_momentum_buf,
     const float momentum,
     const float _h1,
     const float eps,
@@ -74,9 +74,9 @@ void _chunk0(
     static thread_local float _c1[_BLOCK];   // each element's contribution to _p_r2
     static thread_local float _c2[_BLOCK];   // each element's contribution to _p_r20
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float momentum_buf = _momentum_buf[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float momentum_buf = _ptr_momentum_buf[_i];
         float _s_momentum_buf = 0.0f;
         float _s_param = 0.0f;
         float d_p = 0.0f;
@@ -118,8 +118,8 @@ void _chunk0(
 template <unsigned _M>
 void _chunk1(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
     const float momentum,
     const float _h1,
     const float eps,
@@ -141,8 +141,8 @@ void _chunk1(
     (void)_unused;
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r3
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
         float _s_param = 0.0f;
         float _r1 = 0.0f;
         float _r2 = 0.0f;
@@ -164,8 +164,8 @@ void _chunk1(
 template <unsigned _M>
 void _chunk2(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
     const float momentum,
     const float _h1,
     const float eps,
@@ -188,8 +188,8 @@ void _chunk2(
     (void)_unused;
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r4
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
         float _s_param = 0.0f;
         float _r1 = 0.0f;
         float _r2 = 0.0f;
@@ -215,8 +215,8 @@ void _chunk2(
 template <unsigned _M>
 void _chunk3(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
     const float momentum,
     const float _h1,
     const float eps,
@@ -242,8 +242,8 @@ void _chunk3(
     static thread_local float _c1[_BLOCK];   // each element's contribution to _p_r10
     static thread_local float _c2[_BLOCK];   // each element's contribution to _p_r11
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
         float _s_param = 0.0f;
         float _r1 = 0.0f;
         float _r2 = 0.0f;
@@ -286,9 +286,9 @@ void _chunk3(
 template <unsigned _M>
 void _chunk4(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _momentum_buf,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_momentum_buf,
     const float momentum,
     const float _h1,
     const float eps,
@@ -319,9 +319,9 @@ void _chunk4(
     static thread_local float _c1[_BLOCK];   // each element's contribution to _p_r7
     static thread_local float _c2[_BLOCK];   // each element's contribution to _p_r12
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float momentum_buf = _momentum_buf[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float momentum_buf = _ptr_momentum_buf[_i];
         float _s_momentum_buf = 0.0f;
         float _s_param = 0.0f;
         float d_p = 0.0f;
@@ -383,9 +383,9 @@ void _chunk4(
 template <unsigned _M>
 void _chunk5(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _momentum_buf,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_momentum_buf,
     const float momentum,
     const float _h1,
     const float eps,
@@ -418,9 +418,9 @@ void _chunk5(
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r8
     static thread_local float _c1[_BLOCK];   // each element's contribution to _p_r13
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float momentum_buf = _momentum_buf[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float momentum_buf = _ptr_momentum_buf[_i];
         float _s_momentum_buf = 0.0f;
         float _s_param = 0.0f;
         float d_p = 0.0f;
@@ -494,9 +494,9 @@ void _chunk5(
 template <unsigned _M>
 void _chunk6(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _momentum_buf,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_momentum_buf,
     const float momentum,
     const float _h1,
     const float eps,
@@ -532,9 +532,9 @@ void _chunk6(
     static thread_local float _c1[_BLOCK];   // each element's contribution to _p_r14
     static thread_local float _c2[_BLOCK];   // each element's contribution to _p_r19
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float momentum_buf = _momentum_buf[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float momentum_buf = _ptr_momentum_buf[_i];
         float _s_momentum_buf = 0.0f;
         float _s_param = 0.0f;
         float d_p = 0.0f;
@@ -627,9 +627,9 @@ void _chunk6(
 template <unsigned _M>
 void _chunk7(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _momentum_buf,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_momentum_buf,
     const float momentum,
     const float _h1,
     const float eps,
@@ -667,9 +667,9 @@ void _chunk7(
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r15
     static thread_local float _c1[_BLOCK];   // each element's contribution to _p_r16
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float momentum_buf = _momentum_buf[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float momentum_buf = _ptr_momentum_buf[_i];
         float _s_momentum_buf = 0.0f;
         float _s_param = 0.0f;
         float d_p = 0.0f;
@@ -736,9 +736,9 @@ void _chunk7(
 template <unsigned _M>
 void _chunk8(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _momentum_buf,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_momentum_buf,
     const float momentum,
     const float _h1,
     const float eps,
@@ -777,9 +777,9 @@ void _chunk8(
     (void)_unused;
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r17
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float momentum_buf = _momentum_buf[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float momentum_buf = _ptr_momentum_buf[_i];
         float _s_momentum_buf = 0.0f;
         float _s_param = 0.0f;
         float d_p = 0.0f;
@@ -854,9 +854,9 @@ void _chunk8(
 template <unsigned _M>
 void _chunk9(
     int64_t _n,
-    const float* __restrict _param,
-    const float* __restrict _grad,
-    const float* __restrict _momentum_buf,
+    const float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    const float* __restrict _ptr_momentum_buf,
     const float momentum,
     const float _h1,
     const float eps,
@@ -896,9 +896,9 @@ void _chunk9(
     (void)_unused;
     static thread_local float _c0[_BLOCK];   // each element's contribution to _p_r18
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float momentum_buf = _momentum_buf[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float momentum_buf = _ptr_momentum_buf[_i];
         float _s_momentum_buf = 0.0f;
         float _s_param = 0.0f;
         float d_p = 0.0f;
@@ -975,9 +975,9 @@ void _chunk9(
 // The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 void _chunk(
     int64_t _n,
-    float* __restrict _param,
-    const float* __restrict _grad,
-    float* __restrict _momentum_buf,
+    float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    float* __restrict _ptr_momentum_buf,
     const float momentum,
     const float _h1,
     const float eps,
@@ -1021,9 +1021,9 @@ void _chunk(
     const int _unused) {
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float momentum_buf = _momentum_buf[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float momentum_buf = _ptr_momentum_buf[_i];
         float d_p = 0.0f;
         float _r1 = 0.0f;
         float _r2 = 0.0f;
@@ -1140,8 +1140,8 @@ void _chunk(
             }
         }
         param = (param - (lr * d_p));
-        _param[_i] = param;
-        _momentum_buf[_i] = momentum_buf;
+        _ptr_param[_i] = param;
+        _ptr_momentum_buf[_i] = momentum_buf;
     }
 }
 
@@ -1176,28 +1176,28 @@ extern "C" void optdsl_sgdp_phase0(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_momentum_buf[_BLOCK];
         void* _base_momentum_buf = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
+        float* _ptr_momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
         const bool _h2 = _row[0] != 0.0f;
         float _parts[3];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h2) << 2);
-        switch (_m) {
-        case 0: _chunk0<0>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk0<1>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk0<2>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk0<3>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk0<4>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk0<5>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk0<6>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk0<7>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h2) << 2);
+        switch (_bits) {
+        case 0: _chunk0<0>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk0<1>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk0<2>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk0<3>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk0<4>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk0<5>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk0<6>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk0<7>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
         _partials[1 * (_n_work + 1) + _w] = _parts[1];
@@ -1234,21 +1234,21 @@ extern "C" void optdsl_sgdp_phase1(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         const bool _h2 = _row[0] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[1];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(_h2) << 0);
-        switch (_m) {
-        case 0: _chunk1<0>(_n, _param, _grad, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk1<1>(_n, _param, _grad, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(_h2) << 0);
+        switch (_bits) {
+        case 0: _chunk1<0>(_n, _ptr_param, _ptr_grad, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk1<1>(_n, _ptr_param, _ptr_grad, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
     }
@@ -1283,11 +1283,11 @@ extern "C" void optdsl_sgdp_phase2(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         const bool _h2 = _row[0] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1295,10 +1295,10 @@ extern "C" void optdsl_sgdp_phase2(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[1];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(_h2) << 0);
-        switch (_m) {
-        case 0: _chunk2<0>(_n, _param, _grad, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk2<1>(_n, _param, _grad, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(_h2) << 0);
+        switch (_bits) {
+        case 0: _chunk2<0>(_n, _ptr_param, _ptr_grad, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk2<1>(_n, _ptr_param, _ptr_grad, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
     }
@@ -1333,11 +1333,11 @@ extern "C" void optdsl_sgdp_phase3(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         const bool _h2 = _row[0] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1346,10 +1346,10 @@ extern "C" void optdsl_sgdp_phase3(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[3];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(_h2) << 0);
-        switch (_m) {
-        case 0: _chunk3<0>(_n, _param, _grad, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk3<1>(_n, _param, _grad, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(_h2) << 0);
+        switch (_bits) {
+        case 0: _chunk3<0>(_n, _ptr_param, _ptr_grad, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk3<1>(_n, _ptr_param, _ptr_grad, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
         _partials[1 * (_n_work + 1) + _w] = _parts[1];
@@ -1386,15 +1386,15 @@ extern "C" void optdsl_sgdp_phase4(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_momentum_buf[_BLOCK];
         void* _base_momentum_buf = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
+        float* _ptr_momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
         const bool _h2 = _row[0] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1406,16 +1406,16 @@ extern "C" void optdsl_sgdp_phase4(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[3];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h2) << 2);
-        switch (_m) {
-        case 0: _chunk4<0>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk4<1>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk4<2>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk4<3>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk4<4>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk4<5>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk4<6>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk4<7>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h2) << 2);
+        switch (_bits) {
+        case 0: _chunk4<0>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk4<1>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk4<2>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk4<3>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk4<4>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk4<5>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk4<6>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk4<7>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r10, _rd_r11, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
         _partials[1 * (_n_work + 1) + _w] = _parts[1];
@@ -1452,15 +1452,15 @@ extern "C" void optdsl_sgdp_phase5(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_momentum_buf[_BLOCK];
         void* _base_momentum_buf = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
+        float* _ptr_momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
         const bool _h2 = _row[0] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1475,16 +1475,16 @@ extern "C" void optdsl_sgdp_phase5(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[2];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h2) << 2);
-        switch (_m) {
-        case 0: _chunk5<0>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk5<1>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk5<2>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk5<3>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk5<4>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk5<5>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk5<6>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk5<7>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h2) << 2);
+        switch (_bits) {
+        case 0: _chunk5<0>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk5<1>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk5<2>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk5<3>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk5<4>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk5<5>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk5<6>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk5<7>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r10, _rd_r11, _rd_r12, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
         _partials[1 * (_n_work + 1) + _w] = _parts[1];
@@ -1520,15 +1520,15 @@ extern "C" void optdsl_sgdp_phase6(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_momentum_buf[_BLOCK];
         void* _base_momentum_buf = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
+        float* _ptr_momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
         const bool _h2 = _row[0] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1545,16 +1545,16 @@ extern "C" void optdsl_sgdp_phase6(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[3];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h2) << 2);
-        switch (_m) {
-        case 0: _chunk6<0>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk6<1>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk6<2>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk6<3>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk6<4>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk6<5>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk6<6>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk6<7>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h2) << 2);
+        switch (_bits) {
+        case 0: _chunk6<0>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk6<1>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk6<2>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk6<3>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk6<4>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk6<5>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk6<6>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk6<7>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
         _partials[1 * (_n_work + 1) + _w] = _parts[1];
@@ -1591,15 +1591,15 @@ extern "C" void optdsl_sgdp_phase7(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_momentum_buf[_BLOCK];
         void* _base_momentum_buf = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
+        float* _ptr_momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
         const bool _h2 = _row[0] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1619,16 +1619,16 @@ extern "C" void optdsl_sgdp_phase7(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[2];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h2) << 2);
-        switch (_m) {
-        case 0: _chunk7<0>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk7<1>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk7<2>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk7<3>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk7<4>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk7<5>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk7<6>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk7<7>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h2) << 2);
+        switch (_bits) {
+        case 0: _chunk7<0>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk7<1>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk7<2>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk7<3>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk7<4>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk7<5>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk7<6>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk7<7>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
         _partials[1 * (_n_work + 1) + _w] = _parts[1];
@@ -1664,15 +1664,15 @@ extern "C" void optdsl_sgdp_phase8(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_momentum_buf[_BLOCK];
         void* _base_momentum_buf = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
+        float* _ptr_momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
         const bool _h2 = _row[0] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1694,16 +1694,16 @@ extern "C" void optdsl_sgdp_phase8(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[1];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h2) << 2);
-        switch (_m) {
-        case 0: _chunk8<0>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk8<1>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk8<2>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk8<3>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk8<4>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk8<5>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk8<6>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk8<7>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h2) << 2);
+        switch (_bits) {
+        case 0: _chunk8<0>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk8<1>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk8<2>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk8<3>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk8<4>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk8<5>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk8<6>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk8<7>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
     }
@@ -1738,15 +1738,15 @@ extern "C" void optdsl_sgdp_phase9(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_momentum_buf[_BLOCK];
         void* _base_momentum_buf = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
+        float* _ptr_momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
         const bool _h2 = _row[0] != 0.0f;
         const float _rd_r1 = _reduced_channel[0 * _n_channels + _ch];
         const float _rd_r2 = _reduced_channel[1 * _n_channels + _ch];
@@ -1769,16 +1769,16 @@ extern "C" void optdsl_sgdp_phase9(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[1];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        const unsigned _m = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h2) << 2);
-        switch (_m) {
-        case 0: _chunk9<0>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 1: _chunk9<1>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 2: _chunk9<2>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 3: _chunk9<3>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 4: _chunk9<4>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 5: _chunk9<5>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 6: _chunk9<6>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
-        case 7: _chunk9<7>(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        const unsigned _bits = (unsigned(NESTEROV) << 0) | (unsigned(CAUTION) << 1) | (unsigned(_h2) << 2);
+        switch (_bits) {
+        case 0: _chunk9<0>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 1: _chunk9<1>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 2: _chunk9<2>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 3: _chunk9<3>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 4: _chunk9<4>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 5: _chunk9<5>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 6: _chunk9<6>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
+        case 7: _chunk9<7>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0); break;
         }
         _partials[0 * (_n_work + 1) + _w] = _parts[0];
     }
@@ -1813,15 +1813,15 @@ extern "C" void optdsl_sgdp_step(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_momentum_buf[_BLOCK];
         void* _base_momentum_buf = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
+        float* _ptr_momentum_buf = _stream_in(_base_momentum_buf, _start, _n, _dtypes[2], _buf_momentum_buf);
         const bool _h2 = _row[0] != 0.0f;
         const bool _h4 = _row[2] != 0.0f;
         const bool _h7 = _row[5] != 0.0f;
@@ -1849,9 +1849,9 @@ extern "C" void optdsl_sgdp_step(
         const float _rd_r20 = _reduced[12 * _n_tensors + _t];
         float _parts[1];
         float* _so = nullptr;   // a tensor's first chunk writes its scalar states
-        _chunk(_n, _param, _grad, _momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], NESTEROV, CAUTION, _h2, _h4, _h7, _h9, _h11, _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r18, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0);
-        _stream_out(_base_param, _start, _n, _dtypes[0], _param);
-        _stream_out(_base_momentum_buf, _start, _n, _dtypes[2], _momentum_buf);
+        _chunk(_n, _ptr_param, _ptr_grad, _ptr_momentum_buf, momentum, _h1, eps, lr, _row[1], _row[3], _row[4], _row[6], _row[8], _row[10], NESTEROV, CAUTION, _h2, _h4, _h7, _h9, _h11, _rd_r1, _rd_r2, _rd_r3, _rd_r4, _rd_r5, _rd_r6, _rd_r7, _rd_r8, _rd_r9, _rd_r10, _rd_r11, _rd_r12, _rd_r13, _rd_r14, _rd_r15, _rd_r16, _rd_r17, _rd_r18, _rd_r19, _rd_r20, _parts, _so, _n_tensors, 0);
+        _stream_out(_base_param, _start, _n, _dtypes[0], _ptr_param);
+        _stream_out(_base_momentum_buf, _start, _n, _dtypes[2], _ptr_momentum_buf);
     }
 }
 

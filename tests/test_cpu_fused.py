@@ -325,3 +325,53 @@ def test_a_second_process_reuses_the_cached_build():
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0"], out.stdout   # no compile in the second process
     assert "compiled the fused CPU kernel" not in out.stderr
+
+
+# More booleans than template bits (optdsl.emit.cpp.MAX_TEMPLATE_BITS): the chunk function takes
+# them as run-time arguments instead, group flags and a per-tensor boolean column alike.
+MANY_FLAGS = """
+optimizer ManyFlags "more booleans than template bits (a test spec)"
+
+hyper lr = 1e-2 where lr >= 0
+flag a = true
+flag b = false
+flag c = true
+flag d = false
+flag e = true
+flag f = false
+flag h = true
+
+state m = zeros
+
+update {
+  x = a ? grad : -grad
+  x = b ? x * 2 : x
+  x = c ? x + 0.5 * param : x
+  x = d ? x * x : x
+  m = e ? 0.9 * m + x : m + x
+  late = step > 2
+  y = late ? m / (1 + norm(m)) : m
+  y = f ? y * 3 : y
+  param = h ? param - lr * y : param + lr * y
+}
+"""
+
+
+@pytest.mark.parametrize("flags", [{}, dict(a=False, b=True, d=True, e=False, f=True, h=False)])
+def test_more_booleans_than_template_bits_are_run_time_arguments(flags):
+    import optdsl
+    cls = optdsl.load(MANY_FLAGS)
+    torch.manual_seed(4)
+    ps = [torch.randn(s, requires_grad=True) for s in ((30, 7), (2100,))]
+    qs = [p.detach().clone().requires_grad_() for p in ps]
+    a, b = cls(ps, fused=True, **flags), cls(qs, foreach=False, **flags)
+    for _ in range(4):
+        for p, q in zip(ps, qs):
+            p.grad = torch.randn(p.shape)
+            q.grad = p.grad.clone()
+        with runtime.cpu_fused("cpp"):
+            a.step()
+        b.step()
+    rtol, atol = TOLERANCE[torch.float32]
+    for p, q in zip(ps, qs):
+        torch.testing.assert_close(p, q, rtol=rtol, atol=atol)
