@@ -2,7 +2,7 @@
 // spec sha256: 86ef549b98e7768fcd6f59568e1ffdf43b729112fbd7799fbe67cbced46bb8bf
 //
 // Fused CPU step for Adadelta: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,15 +23,15 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 6;
 constexpr int64_t _N_COLUMNS = 1;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE, _H1.
 template <unsigned _M>
 void _chunk(
     int64_t _n,
-    float* __restrict _param,
-    const float* __restrict _grad,
-    float* __restrict _square_avg,
-    float* __restrict _acc_delta,
+    float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    float* __restrict _ptr_square_avg,
+    float* __restrict _ptr_acc_delta,
     const float weight_decay,
     const float rho,
     const float _h2,
@@ -43,10 +43,10 @@ void _chunk(
     constexpr bool _H1 = (_M >> 1) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float square_avg = _square_avg[_i];
-        float acc_delta = _acc_delta[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float square_avg = _ptr_square_avg[_i];
+        float acc_delta = _ptr_acc_delta[_i];
         float g = 0.0f;
         float std_V = 0.0f;
         float delta = 0.0f;
@@ -59,9 +59,9 @@ void _chunk(
         delta = ((std::sqrt((acc_delta + eps)) / std_V) * g);
         acc_delta = ((rho * acc_delta) + ((_h3 * delta) * delta));
         param = (param - (lr * delta));
-        _param[_i] = param;
-        _square_avg[_i] = square_avg;
-        _acc_delta[_i] = acc_delta;
+        _ptr_param[_i] = param;
+        _ptr_square_avg[_i] = square_avg;
+        _ptr_acc_delta[_i] = acc_delta;
     }
 }
 
@@ -92,28 +92,29 @@ extern "C" void optdsl_adadelta_step(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_square_avg[_BLOCK];
         void* _base_square_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _square_avg = _stream_in(_base_square_avg, _start, _n, _dtypes[2], _buf_square_avg);
+        float* _ptr_square_avg = _stream_in(_base_square_avg, _start, _n, _dtypes[2], _buf_square_avg);
         static thread_local float _buf_acc_delta[_BLOCK];
         void* _base_acc_delta = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _acc_delta = _stream_in(_base_acc_delta, _start, _n, _dtypes[3], _buf_acc_delta);
-        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1);
-        switch (_m) {
-        case 0: _chunk<0>(_n, _param, _grad, _square_avg, _acc_delta, weight_decay, rho, _h2, eps, _h3, lr, 0); break;
-        case 1: _chunk<1>(_n, _param, _grad, _square_avg, _acc_delta, weight_decay, rho, _h2, eps, _h3, lr, 0); break;
-        case 2: _chunk<2>(_n, _param, _grad, _square_avg, _acc_delta, weight_decay, rho, _h2, eps, _h3, lr, 0); break;
-        case 3: _chunk<3>(_n, _param, _grad, _square_avg, _acc_delta, weight_decay, rho, _h2, eps, _h3, lr, 0); break;
+        float* _ptr_acc_delta = _stream_in(_base_acc_delta, _start, _n, _dtypes[3], _buf_acc_delta);
+        const unsigned _bits = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1);
+        switch (_bits) {
+        case 0: _chunk<0>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_acc_delta, weight_decay, rho, _h2, eps, _h3, lr, 0); break;
+        case 1: _chunk<1>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_acc_delta, weight_decay, rho, _h2, eps, _h3, lr, 0); break;
+        case 2: _chunk<2>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_acc_delta, weight_decay, rho, _h2, eps, _h3, lr, 0); break;
+        case 3: _chunk<3>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_acc_delta, weight_decay, rho, _h2, eps, _h3, lr, 0); break;
         }
-        _stream_out(_base_param, _start, _n, _dtypes[0], _param);
-        _stream_out(_base_square_avg, _start, _n, _dtypes[2], _square_avg);
-        _stream_out(_base_acc_delta, _start, _n, _dtypes[3], _acc_delta);
+        _stream_out(_base_param, _start, _n, _dtypes[0], _ptr_param);
+        _stream_out(_base_square_avg, _start, _n, _dtypes[2], _ptr_square_avg);
+        _stream_out(_base_acc_delta, _start, _n, _dtypes[3], _ptr_acc_delta);
     }
 }
+

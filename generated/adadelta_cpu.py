@@ -2,8 +2,8 @@
 # spec sha256: 86ef549b98e7768fcd6f59568e1ffdf43b729112fbd7799fbe67cbced46bb8bf
 """Fused CPU backend for Adadelta: the launcher of `adadelta_cpu.cpp` (beside this file),
 compiled on first use (optdsl.cpp_runtime: torch.utils.cpp_extension, cached on disk by content
-hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors: OpenMP
-threads over a flat work list of chunks across every tensor of the bucket.
+hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors:
+OpenMP threads over a flat work list of chunks across every tensor of the bucket.
 
 Bytes moved per element (fp32 streams): 28 B (reads param, grad, square_avg, acc_delta; writes square_avg, acc_delta, param).
 """
@@ -13,10 +13,10 @@ from optdsl import cpp_runtime as _cpp
 from optdsl import kernel_runtime as _krt
 from optdsl import runtime as _rt
 
-STREAMS = ('param', 'grad', 'square_avg', 'acc_delta')
-STORED = ('param', 'square_avg', 'acc_delta')
+STORED = ('square_avg', 'acc_delta', 'param')
 BLOCK = 2048
 SOURCE = _cpp.sibling(__file__, "adadelta_cpu.cpp")
+STREAMS = ('param', 'grad', 'square_avg', 'acc_delta')
 SYMBOL = "optdsl_adadelta_step"
 
 

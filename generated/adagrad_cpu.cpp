@@ -2,7 +2,7 @@
 // spec sha256: 09281ca75e55cee98d5b23e05ae0d6b4f61c5b97caedd6ce41560f61cd14f362
 //
 // Fused CPU step for Adagrad: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,14 +23,14 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 2;
 constexpr int64_t _N_COLUMNS = 1;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE, _H1.
 template <unsigned _M>
 void _chunk(
     int64_t _n,
-    float* __restrict _param,
-    const float* __restrict _grad,
-    float* __restrict _state_sum,
+    float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    float* __restrict _ptr_state_sum,
     const float weight_decay,
     const float eps,
     const float clr,
@@ -39,9 +39,9 @@ void _chunk(
     constexpr bool _H1 = (_M >> 1) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float state_sum = _state_sum[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float state_sum = _ptr_state_sum[_i];
         float g = 0.0f;
         float std_V = 0.0f;
         g = (MAXIMIZE ? (-grad) : grad);
@@ -51,8 +51,8 @@ void _chunk(
         state_sum = (state_sum + (g * g));
         std_V = (std::sqrt(state_sum) + eps);
         param = (param - ((clr * g) / std_V));
-        _param[_i] = param;
-        _state_sum[_i] = state_sum;
+        _ptr_param[_i] = param;
+        _ptr_state_sum[_i] = state_sum;
     }
 }
 
@@ -79,23 +79,24 @@ extern "C" void optdsl_adagrad_step(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_state_sum[_BLOCK];
         void* _base_state_sum = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _state_sum = _stream_in(_base_state_sum, _start, _n, _dtypes[2], _buf_state_sum);
-        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1);
-        switch (_m) {
-        case 0: _chunk<0>(_n, _param, _grad, _state_sum, weight_decay, eps, _row[0], 0); break;
-        case 1: _chunk<1>(_n, _param, _grad, _state_sum, weight_decay, eps, _row[0], 0); break;
-        case 2: _chunk<2>(_n, _param, _grad, _state_sum, weight_decay, eps, _row[0], 0); break;
-        case 3: _chunk<3>(_n, _param, _grad, _state_sum, weight_decay, eps, _row[0], 0); break;
+        float* _ptr_state_sum = _stream_in(_base_state_sum, _start, _n, _dtypes[2], _buf_state_sum);
+        const unsigned _bits = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1);
+        switch (_bits) {
+        case 0: _chunk<0>(_n, _ptr_param, _ptr_grad, _ptr_state_sum, weight_decay, eps, _row[0], 0); break;
+        case 1: _chunk<1>(_n, _ptr_param, _ptr_grad, _ptr_state_sum, weight_decay, eps, _row[0], 0); break;
+        case 2: _chunk<2>(_n, _ptr_param, _ptr_grad, _ptr_state_sum, weight_decay, eps, _row[0], 0); break;
+        case 3: _chunk<3>(_n, _ptr_param, _ptr_grad, _ptr_state_sum, weight_decay, eps, _row[0], 0); break;
         }
-        _stream_out(_base_param, _start, _n, _dtypes[0], _param);
-        _stream_out(_base_state_sum, _start, _n, _dtypes[2], _state_sum);
+        _stream_out(_base_param, _start, _n, _dtypes[0], _ptr_param);
+        _stream_out(_base_state_sum, _start, _n, _dtypes[2], _ptr_state_sum);
     }
 }
+

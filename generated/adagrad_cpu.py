@@ -2,8 +2,8 @@
 # spec sha256: 09281ca75e55cee98d5b23e05ae0d6b4f61c5b97caedd6ce41560f61cd14f362
 """Fused CPU backend for Adagrad: the launcher of `adagrad_cpu.cpp` (beside this file),
 compiled on first use (optdsl.cpp_runtime: torch.utils.cpp_extension, cached on disk by content
-hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors: OpenMP
-threads over a flat work list of chunks across every tensor of the bucket.
+hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors:
+OpenMP threads over a flat work list of chunks across every tensor of the bucket.
 
 Bytes moved per element (fp32 streams): 20 B (reads param, grad, state_sum; writes state_sum, param).
 """
@@ -13,10 +13,10 @@ from optdsl import cpp_runtime as _cpp
 from optdsl import kernel_runtime as _krt
 from optdsl import runtime as _rt
 
-STREAMS = ('param', 'grad', 'state_sum')
-STORED = ('param', 'state_sum')
+STORED = ('state_sum', 'param')
 BLOCK = 2048
 SOURCE = _cpp.sibling(__file__, "adagrad_cpu.cpp")
+STREAMS = ('param', 'grad', 'state_sum')
 SYMBOL = "optdsl_adagrad_step"
 
 

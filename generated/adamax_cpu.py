@@ -2,8 +2,8 @@
 # spec sha256: a0f056f2100a0e60bd60736984b77bc132ca313b16b6b7c0f616c0488f78a322
 """Fused CPU backend for Adamax: the launcher of `adamax_cpu.cpp` (beside this file),
 compiled on first use (optdsl.cpp_runtime: torch.utils.cpp_extension, cached on disk by content
-hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors: OpenMP
-threads over a flat work list of chunks across every tensor of the bucket.
+hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors:
+OpenMP threads over a flat work list of chunks across every tensor of the bucket.
 
 Bytes moved per element (fp32 streams): 28 B (reads param, grad, exp_avg, exp_inf; writes exp_avg, exp_inf, param).
 """
@@ -13,10 +13,10 @@ from optdsl import cpp_runtime as _cpp
 from optdsl import kernel_runtime as _krt
 from optdsl import runtime as _rt
 
-STREAMS = ('param', 'grad', 'exp_avg', 'exp_inf')
-STORED = ('param', 'exp_avg', 'exp_inf')
+STORED = ('exp_avg', 'exp_inf', 'param')
 BLOCK = 2048
 SOURCE = _cpp.sibling(__file__, "adamax_cpu.cpp")
+STREAMS = ('param', 'grad', 'exp_avg', 'exp_inf')
 SYMBOL = "optdsl_adamax_step"
 
 

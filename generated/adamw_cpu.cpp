@@ -2,7 +2,7 @@
 // spec sha256: 4b395b2a10e31368083fd66dce374ccffa2e43f69ad135cb28e96e90c92d60d4
 //
 // Fused CPU step for AdamW: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,16 +23,16 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 5;
 constexpr int64_t _N_COLUMNS = 2;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE, _H1, AMSGRAD.
 template <unsigned _M>
 void _chunk(
     int64_t _n,
-    float* __restrict _param,
-    const float* __restrict _grad,
-    float* __restrict _exp_avg,
-    float* __restrict _exp_avg_sq,
-    float* __restrict _max_exp_avg_sq,
+    float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    float* __restrict _ptr_exp_avg,
+    float* __restrict _ptr_exp_avg_sq,
+    float* __restrict _ptr_max_exp_avg_sq,
     const float _h2,
     const float _h3,
     const float _betas_1,
@@ -46,11 +46,11 @@ void _chunk(
     constexpr bool AMSGRAD = (_M >> 2) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float exp_avg = _exp_avg[_i];
-        float exp_avg_sq = _exp_avg_sq[_i];
-        float max_exp_avg_sq = _max_exp_avg_sq[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float exp_avg = _ptr_exp_avg[_i];
+        float exp_avg_sq = _ptr_exp_avg_sq[_i];
+        float max_exp_avg_sq = _ptr_max_exp_avg_sq[_i];
         float g = 0.0f;
         float v = 0.0f;
         float denom = 0.0f;
@@ -66,10 +66,10 @@ void _chunk(
         v = (AMSGRAD ? max_exp_avg_sq : exp_avg_sq);
         denom = ((std::sqrt(v) / _h5) + eps);
         param = (param - ((step_size * exp_avg) / denom));
-        _param[_i] = param;
-        _exp_avg[_i] = exp_avg;
-        _exp_avg_sq[_i] = exp_avg_sq;
-        _max_exp_avg_sq[_i] = max_exp_avg_sq;
+        _ptr_param[_i] = param;
+        _ptr_exp_avg[_i] = exp_avg;
+        _ptr_exp_avg_sq[_i] = exp_avg_sq;
+        _ptr_max_exp_avg_sq[_i] = max_exp_avg_sq;
     }
 }
 
@@ -100,37 +100,38 @@ extern "C" void optdsl_adamw_step(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_exp_avg[_BLOCK];
         void* _base_exp_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
+        float* _ptr_exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
         static thread_local float _buf_exp_avg_sq[_BLOCK];
         void* _base_exp_avg_sq = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
+        float* _ptr_exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
         static thread_local float _buf_max_exp_avg_sq[_BLOCK];
         void* _base_max_exp_avg_sq = _dtypes[4] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[4])[_t]);
-        float* _max_exp_avg_sq = _stream_in(_base_max_exp_avg_sq, _start, _n, _dtypes[4], _buf_max_exp_avg_sq);
-        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1) | (unsigned(AMSGRAD) << 2);
-        switch (_m) {
-        case 0: _chunk<0>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
-        case 1: _chunk<1>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
-        case 2: _chunk<2>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
-        case 3: _chunk<3>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
-        case 4: _chunk<4>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
-        case 5: _chunk<5>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
-        case 6: _chunk<6>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
-        case 7: _chunk<7>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        float* _ptr_max_exp_avg_sq = _stream_in(_base_max_exp_avg_sq, _start, _n, _dtypes[4], _buf_max_exp_avg_sq);
+        const unsigned _bits = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1) | (unsigned(AMSGRAD) << 2);
+        switch (_bits) {
+        case 0: _chunk<0>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _ptr_max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        case 1: _chunk<1>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _ptr_max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        case 2: _chunk<2>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _ptr_max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        case 3: _chunk<3>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _ptr_max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        case 4: _chunk<4>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _ptr_max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        case 5: _chunk<5>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _ptr_max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        case 6: _chunk<6>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _ptr_max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
+        case 7: _chunk<7>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _ptr_max_exp_avg_sq, _h2, _h3, _betas_1, _h4, eps, _row[0], _row[1], 0); break;
         }
-        _stream_out(_base_param, _start, _n, _dtypes[0], _param);
-        _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _exp_avg);
-        _stream_out(_base_exp_avg_sq, _start, _n, _dtypes[3], _exp_avg_sq);
-        _stream_out(_base_max_exp_avg_sq, _start, _n, _dtypes[4], _max_exp_avg_sq);
+        _stream_out(_base_param, _start, _n, _dtypes[0], _ptr_param);
+        _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _ptr_exp_avg);
+        _stream_out(_base_exp_avg_sq, _start, _n, _dtypes[3], _ptr_exp_avg_sq);
+        _stream_out(_base_max_exp_avg_sq, _start, _n, _dtypes[4], _ptr_max_exp_avg_sq);
     }
 }
+

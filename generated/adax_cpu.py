@@ -2,8 +2,8 @@
 # spec sha256: d22cdbbe8b3d7bb7b5ec26fac01903aef0e12db6cd663e96fca6dfc7b7ddcc1e
 """Fused CPU backend for AdaX: the launcher of `adax_cpu.cpp` (beside this file),
 compiled on first use (optdsl.cpp_runtime: torch.utils.cpp_extension, cached on disk by content
-hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors: OpenMP
-threads over a flat work list of chunks across every tensor of the bucket.
+hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors:
+OpenMP threads over a flat work list of chunks across every tensor of the bucket.
 
 Bytes moved per element (fp32 streams): 28 B (reads param, grad, exp_avg, exp_avg_sq; writes exp_avg, exp_avg_sq, param).
 """
@@ -13,10 +13,10 @@ from optdsl import cpp_runtime as _cpp
 from optdsl import kernel_runtime as _krt
 from optdsl import runtime as _rt
 
-STREAMS = ('param', 'grad', 'exp_avg', 'exp_avg_sq')
-STORED = ('param', 'exp_avg', 'exp_avg_sq')
+STORED = ('exp_avg', 'exp_avg_sq', 'param')
 BLOCK = 2048
 SOURCE = _cpp.sibling(__file__, "adax_cpu.cpp")
+STREAMS = ('param', 'grad', 'exp_avg', 'exp_avg_sq')
 SYMBOL = "optdsl_adax_step"
 
 

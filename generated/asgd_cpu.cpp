@@ -2,7 +2,7 @@
 // spec sha256: 50a0ac28f09952cca6e41585cd7689ba5fac6aa60821dd9c8bcc44f370ea52b4
 //
 // Fused CPU step for ASGD: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,14 +23,14 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 1;
 constexpr int64_t _N_COLUMNS = 4;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE, _H1, _h4.
 template <unsigned _M>
 void _chunk(
     int64_t _n,
-    float* __restrict _param,
-    const float* __restrict _grad,
-    float* __restrict _ax,
+    float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    float* __restrict _ptr_ax,
     const float weight_decay,
     const float _h2,
     const float _h3,
@@ -41,9 +41,9 @@ void _chunk(
     constexpr bool _h4 = (_M >> 2) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float ax = _ax[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float ax = _ptr_ax[_i];
         float g = 0.0f;
         g = (MAXIMIZE ? (-grad) : grad);
         if (_H1) {
@@ -56,8 +56,8 @@ void _chunk(
         } else {
             ax = param;
         }
-        _param[_i] = param;
-        _ax[_i] = ax;
+        _ptr_param[_i] = param;
+        _ptr_ax[_i] = ax;
     }
 }
 
@@ -83,28 +83,29 @@ extern "C" void optdsl_asgd_step(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_ax[_BLOCK];
         void* _base_ax = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _ax = _stream_in(_base_ax, _start, _n, _dtypes[2], _buf_ax);
+        float* _ptr_ax = _stream_in(_base_ax, _start, _n, _dtypes[2], _buf_ax);
         const bool _h4 = _row[2] != 0.0f;
-        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1) | (unsigned(_h4) << 2);
-        switch (_m) {
-        case 0: _chunk<0>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
-        case 1: _chunk<1>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
-        case 2: _chunk<2>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
-        case 3: _chunk<3>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
-        case 4: _chunk<4>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
-        case 5: _chunk<5>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
-        case 6: _chunk<6>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
-        case 7: _chunk<7>(_n, _param, _grad, _ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        const unsigned _bits = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1) | (unsigned(_h4) << 2);
+        switch (_bits) {
+        case 0: _chunk<0>(_n, _ptr_param, _ptr_grad, _ptr_ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        case 1: _chunk<1>(_n, _ptr_param, _ptr_grad, _ptr_ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        case 2: _chunk<2>(_n, _ptr_param, _ptr_grad, _ptr_ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        case 3: _chunk<3>(_n, _ptr_param, _ptr_grad, _ptr_ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        case 4: _chunk<4>(_n, _ptr_param, _ptr_grad, _ptr_ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        case 5: _chunk<5>(_n, _ptr_param, _ptr_grad, _ptr_ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        case 6: _chunk<6>(_n, _ptr_param, _ptr_grad, _ptr_ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
+        case 7: _chunk<7>(_n, _ptr_param, _ptr_grad, _ptr_ax, weight_decay, _row[0], _row[1], _row[3], 0); break;
         }
-        _stream_out(_base_param, _start, _n, _dtypes[0], _param);
-        _stream_out(_base_ax, _start, _n, _dtypes[2], _ax);
+        _stream_out(_base_param, _start, _n, _dtypes[0], _ptr_param);
+        _stream_out(_base_ax, _start, _n, _dtypes[2], _ptr_ax);
     }
 }
+

@@ -2,8 +2,8 @@
 # spec sha256: 50a0ac28f09952cca6e41585cd7689ba5fac6aa60821dd9c8bcc44f370ea52b4
 """Fused CPU backend for ASGD: the launcher of `asgd_cpu.cpp` (beside this file),
 compiled on first use (optdsl.cpp_runtime: torch.utils.cpp_extension, cached on disk by content
-hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors: OpenMP
-threads over a flat work list of chunks across every tensor of the bucket.
+hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors:
+OpenMP threads over a flat work list of chunks across every tensor of the bucket.
 
 Bytes moved per element (fp32 streams): 20 B (reads param, grad, ax; writes param, ax).
 """
@@ -13,10 +13,10 @@ from optdsl import cpp_runtime as _cpp
 from optdsl import kernel_runtime as _krt
 from optdsl import runtime as _rt
 
-STREAMS = ('param', 'grad', 'ax')
 STORED = ('param', 'ax')
 BLOCK = 2048
 SOURCE = _cpp.sibling(__file__, "asgd_cpu.cpp")
+STREAMS = ('param', 'grad', 'ax')
 SYMBOL = "optdsl_asgd_step"
 
 

@@ -2,7 +2,7 @@
 // spec sha256: ea406803bd2ddd8b8ce5fa35b0076cf2fef435c50d7b82dc75d70215edd3dfc6
 //
 // Fused CPU step for Lion: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,14 +23,14 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 6;
 constexpr int64_t _N_COLUMNS = 1;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE.
 template <unsigned _M>
 void _chunk(
     int64_t _n,
-    float* __restrict _param,
-    const float* __restrict _grad,
-    float* __restrict _exp_avg,
+    float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    float* __restrict _ptr_exp_avg,
     const float _h1,
     const float _betas_0,
     const float _h2,
@@ -41,9 +41,9 @@ void _chunk(
     constexpr bool MAXIMIZE = (_M >> 0) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float exp_avg = _exp_avg[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float exp_avg = _ptr_exp_avg[_i];
         float g = 0.0f;
         float direction = 0.0f;
         g = (MAXIMIZE ? (-grad) : grad);
@@ -51,8 +51,8 @@ void _chunk(
         direction = _sign(((_betas_0 * exp_avg) + (_h2 * g)));
         param = (param - (lr * direction));
         exp_avg = ((_betas_1 * exp_avg) + (_h3 * g));
-        _param[_i] = param;
-        _exp_avg[_i] = exp_avg;
+        _ptr_param[_i] = param;
+        _ptr_exp_avg[_i] = exp_avg;
     }
 }
 
@@ -82,21 +82,22 @@ extern "C" void optdsl_lion_step(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_exp_avg[_BLOCK];
         void* _base_exp_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
-        const unsigned _m = (unsigned(MAXIMIZE) << 0);
-        switch (_m) {
-        case 0: _chunk<0>(_n, _param, _grad, _exp_avg, _h1, _betas_0, _h2, lr, _betas_1, _h3, 0); break;
-        case 1: _chunk<1>(_n, _param, _grad, _exp_avg, _h1, _betas_0, _h2, lr, _betas_1, _h3, 0); break;
+        float* _ptr_exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
+        const unsigned _bits = (unsigned(MAXIMIZE) << 0);
+        switch (_bits) {
+        case 0: _chunk<0>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _h1, _betas_0, _h2, lr, _betas_1, _h3, 0); break;
+        case 1: _chunk<1>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _h1, _betas_0, _h2, lr, _betas_1, _h3, 0); break;
         }
-        _stream_out(_base_param, _start, _n, _dtypes[0], _param);
-        _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _exp_avg);
+        _stream_out(_base_param, _start, _n, _dtypes[0], _ptr_param);
+        _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _ptr_exp_avg);
     }
 }
+

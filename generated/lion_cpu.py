@@ -2,8 +2,8 @@
 # spec sha256: ea406803bd2ddd8b8ce5fa35b0076cf2fef435c50d7b82dc75d70215edd3dfc6
 """Fused CPU backend for Lion: the launcher of `lion_cpu.cpp` (beside this file),
 compiled on first use (optdsl.cpp_runtime: torch.utils.cpp_extension, cached on disk by content
-hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors: OpenMP
-threads over a flat work list of chunks across every tensor of the bucket.
+hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors:
+OpenMP threads over a flat work list of chunks across every tensor of the bucket.
 
 Bytes moved per element (fp32 streams): 20 B (reads param, grad, exp_avg; writes param, exp_avg).
 """
@@ -13,10 +13,10 @@ from optdsl import cpp_runtime as _cpp
 from optdsl import kernel_runtime as _krt
 from optdsl import runtime as _rt
 
-STREAMS = ('param', 'grad', 'exp_avg')
 STORED = ('param', 'exp_avg')
 BLOCK = 2048
 SOURCE = _cpp.sibling(__file__, "lion_cpu.cpp")
+STREAMS = ('param', 'grad', 'exp_avg')
 SYMBOL = "optdsl_lion_step"
 
 

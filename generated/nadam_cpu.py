@@ -2,8 +2,8 @@
 # spec sha256: da7ea70101b03a5be9dbd88dedd08ddb6c0227c6ba8030f64e7225cd1b643af5
 """Fused CPU backend for NAdam: the launcher of `nadam_cpu.cpp` (beside this file),
 compiled on first use (optdsl.cpp_runtime: torch.utils.cpp_extension, cached on disk by content
-hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors: OpenMP
-threads over a flat work list of chunks across every tensor of the bucket.
+hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors:
+OpenMP threads over a flat work list of chunks across every tensor of the bucket.
 
 Bytes moved per element (fp32 streams): 28 B (reads param, grad, exp_avg, exp_avg_sq; writes param, exp_avg, exp_avg_sq).
 """
@@ -13,10 +13,10 @@ from optdsl import cpp_runtime as _cpp
 from optdsl import kernel_runtime as _krt
 from optdsl import runtime as _rt
 
-STREAMS = ('param', 'grad', 'exp_avg', 'exp_avg_sq')
 STORED = ('param', 'exp_avg', 'exp_avg_sq')
 BLOCK = 2048
 SOURCE = _cpp.sibling(__file__, "nadam_cpu.cpp")
+STREAMS = ('param', 'grad', 'exp_avg', 'exp_avg_sq')
 SYMBOL = "optdsl_nadam_step"
 
 

@@ -2,7 +2,7 @@
 // spec sha256: 711c5bf1c8e55dfde60ab2523f06903b16e42b3480baba7df6c200c3692b4d26
 //
 // Fused CPU step for RAdam: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,15 +23,15 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 7;
 constexpr int64_t _N_COLUMNS = 4;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE, _H1, DECOUPLED_WEIGHT_DECAY, _h5.
 template <unsigned _M>
 void _chunk(
     int64_t _n,
-    float* __restrict _param,
-    const float* __restrict _grad,
-    float* __restrict _exp_avg,
-    float* __restrict _exp_avg_sq,
+    float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    float* __restrict _ptr_exp_avg,
+    float* __restrict _ptr_exp_avg_sq,
     const float _h2,
     const float weight_decay,
     const float _h3,
@@ -49,10 +49,10 @@ void _chunk(
     constexpr bool _h5 = (_M >> 3) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float exp_avg = _exp_avg[_i];
-        float exp_avg_sq = _exp_avg_sq[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float exp_avg = _ptr_exp_avg[_i];
+        float exp_avg_sq = _ptr_exp_avg_sq[_i];
         float g = 0.0f;
         float bias_corrected_exp_avg = 0.0f;
         float adaptive_lr = 0.0f;
@@ -73,9 +73,9 @@ void _chunk(
         } else {
             param = (param - (bias_corrected_exp_avg * lr));
         }
-        _param[_i] = param;
-        _exp_avg[_i] = exp_avg;
-        _exp_avg_sq[_i] = exp_avg_sq;
+        _ptr_param[_i] = param;
+        _ptr_exp_avg[_i] = exp_avg;
+        _ptr_exp_avg_sq[_i] = exp_avg_sq;
     }
 }
 
@@ -108,41 +108,42 @@ extern "C" void optdsl_radam_step(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_exp_avg[_BLOCK];
         void* _base_exp_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
+        float* _ptr_exp_avg = _stream_in(_base_exp_avg, _start, _n, _dtypes[2], _buf_exp_avg);
         static thread_local float _buf_exp_avg_sq[_BLOCK];
         void* _base_exp_avg_sq = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
+        float* _ptr_exp_avg_sq = _stream_in(_base_exp_avg_sq, _start, _n, _dtypes[3], _buf_exp_avg_sq);
         const bool _h5 = _row[1] != 0.0f;
-        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1) | (unsigned(DECOUPLED_WEIGHT_DECAY) << 2) | (unsigned(_h5) << 3);
-        switch (_m) {
-        case 0: _chunk<0>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
-        case 1: _chunk<1>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
-        case 2: _chunk<2>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
-        case 3: _chunk<3>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
-        case 4: _chunk<4>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
-        case 5: _chunk<5>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
-        case 6: _chunk<6>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
-        case 7: _chunk<7>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
-        case 8: _chunk<8>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
-        case 9: _chunk<9>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
-        case 10: _chunk<10>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
-        case 11: _chunk<11>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
-        case 12: _chunk<12>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
-        case 13: _chunk<13>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
-        case 14: _chunk<14>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
-        case 15: _chunk<15>(_n, _param, _grad, _exp_avg, _exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        const unsigned _bits = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1) | (unsigned(DECOUPLED_WEIGHT_DECAY) << 2) | (unsigned(_h5) << 3);
+        switch (_bits) {
+        case 0: _chunk<0>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 1: _chunk<1>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 2: _chunk<2>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 3: _chunk<3>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 4: _chunk<4>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 5: _chunk<5>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 6: _chunk<6>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 7: _chunk<7>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 8: _chunk<8>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 9: _chunk<9>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 10: _chunk<10>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 11: _chunk<11>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 12: _chunk<12>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 13: _chunk<13>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 14: _chunk<14>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
+        case 15: _chunk<15>(_n, _ptr_param, _ptr_grad, _ptr_exp_avg, _ptr_exp_avg_sq, _h2, weight_decay, _h3, _betas_1, _h4, eps, lr, _row[0], _row[2], _row[3], 0); break;
         }
-        _stream_out(_base_param, _start, _n, _dtypes[0], _param);
-        _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _exp_avg);
-        _stream_out(_base_exp_avg_sq, _start, _n, _dtypes[3], _exp_avg_sq);
+        _stream_out(_base_param, _start, _n, _dtypes[0], _ptr_param);
+        _stream_out(_base_exp_avg, _start, _n, _dtypes[2], _ptr_exp_avg);
+        _stream_out(_base_exp_avg_sq, _start, _n, _dtypes[3], _ptr_exp_avg_sq);
     }
 }
+

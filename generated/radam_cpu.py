@@ -2,8 +2,8 @@
 # spec sha256: 711c5bf1c8e55dfde60ab2523f06903b16e42b3480baba7df6c200c3692b4d26
 """Fused CPU backend for RAdam: the launcher of `radam_cpu.cpp` (beside this file),
 compiled on first use (optdsl.cpp_runtime: torch.utils.cpp_extension, cached on disk by content
-hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors: OpenMP
-threads over a flat work list of chunks across every tensor of the bucket.
+hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors:
+OpenMP threads over a flat work list of chunks across every tensor of the bucket.
 
 Bytes moved per element (fp32 streams): 28 B (reads param, grad, exp_avg, exp_avg_sq; writes param, exp_avg, exp_avg_sq).
 """
@@ -13,10 +13,10 @@ from optdsl import cpp_runtime as _cpp
 from optdsl import kernel_runtime as _krt
 from optdsl import runtime as _rt
 
-STREAMS = ('param', 'grad', 'exp_avg', 'exp_avg_sq')
 STORED = ('param', 'exp_avg', 'exp_avg_sq')
 BLOCK = 2048
 SOURCE = _cpp.sibling(__file__, "radam_cpu.cpp")
+STREAMS = ('param', 'grad', 'exp_avg', 'exp_avg_sq')
 SYMBOL = "optdsl_radam_step"
 
 

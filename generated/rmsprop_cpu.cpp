@@ -2,7 +2,7 @@
 // spec sha256: dec57c3dc79790d4823bae9266b655e78c1b67661d32709de8aad22f0a9da447
 //
 // Fused CPU step for RMSprop: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,16 +23,16 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 7;
 constexpr int64_t _N_COLUMNS = 1;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE, _H1, CENTERED, _H4.
 template <unsigned _M>
 void _chunk(
     int64_t _n,
-    float* __restrict _param,
-    const float* __restrict _grad,
-    float* __restrict _square_avg,
-    float* __restrict _grad_avg,
-    float* __restrict _momentum_buffer,
+    float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    float* __restrict _ptr_square_avg,
+    float* __restrict _ptr_grad_avg,
+    float* __restrict _ptr_momentum_buffer,
     const float weight_decay,
     const float alpha,
     const float _h2,
@@ -47,11 +47,11 @@ void _chunk(
     constexpr bool _H4 = (_M >> 3) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float square_avg = _square_avg[_i];
-        float grad_avg = _grad_avg[_i];
-        float momentum_buffer = _momentum_buffer[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float square_avg = _ptr_square_avg[_i];
+        float grad_avg = _ptr_grad_avg[_i];
+        float momentum_buffer = _ptr_momentum_buffer[_i];
         float g = 0.0f;
         float avg = 0.0f;
         g = (MAXIMIZE ? (-grad) : grad);
@@ -71,10 +71,10 @@ void _chunk(
         } else {
             param = (param - ((lr * g) / avg));
         }
-        _param[_i] = param;
-        _square_avg[_i] = square_avg;
-        _grad_avg[_i] = grad_avg;
-        _momentum_buffer[_i] = momentum_buffer;
+        _ptr_param[_i] = param;
+        _ptr_square_avg[_i] = square_avg;
+        _ptr_grad_avg[_i] = grad_avg;
+        _ptr_momentum_buffer[_i] = momentum_buffer;
     }
 }
 
@@ -108,45 +108,46 @@ extern "C" void optdsl_rmsprop_step(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_square_avg[_BLOCK];
         void* _base_square_avg = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _square_avg = _stream_in(_base_square_avg, _start, _n, _dtypes[2], _buf_square_avg);
+        float* _ptr_square_avg = _stream_in(_base_square_avg, _start, _n, _dtypes[2], _buf_square_avg);
         static thread_local float _buf_grad_avg[_BLOCK];
         void* _base_grad_avg = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _grad_avg = _stream_in(_base_grad_avg, _start, _n, _dtypes[3], _buf_grad_avg);
+        float* _ptr_grad_avg = _stream_in(_base_grad_avg, _start, _n, _dtypes[3], _buf_grad_avg);
         static thread_local float _buf_momentum_buffer[_BLOCK];
         void* _base_momentum_buffer = _dtypes[4] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[4])[_t]);
-        float* _momentum_buffer = _stream_in(_base_momentum_buffer, _start, _n, _dtypes[4], _buf_momentum_buffer);
-        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1) | (unsigned(CENTERED) << 2) | (unsigned(_H4) << 3);
-        switch (_m) {
-        case 0: _chunk<0>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
-        case 1: _chunk<1>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
-        case 2: _chunk<2>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
-        case 3: _chunk<3>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
-        case 4: _chunk<4>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
-        case 5: _chunk<5>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
-        case 6: _chunk<6>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
-        case 7: _chunk<7>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
-        case 8: _chunk<8>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
-        case 9: _chunk<9>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
-        case 10: _chunk<10>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
-        case 11: _chunk<11>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
-        case 12: _chunk<12>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
-        case 13: _chunk<13>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
-        case 14: _chunk<14>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
-        case 15: _chunk<15>(_n, _param, _grad, _square_avg, _grad_avg, _momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        float* _ptr_momentum_buffer = _stream_in(_base_momentum_buffer, _start, _n, _dtypes[4], _buf_momentum_buffer);
+        const unsigned _bits = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1) | (unsigned(CENTERED) << 2) | (unsigned(_H4) << 3);
+        switch (_bits) {
+        case 0: _chunk<0>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        case 1: _chunk<1>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        case 2: _chunk<2>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        case 3: _chunk<3>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        case 4: _chunk<4>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        case 5: _chunk<5>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        case 6: _chunk<6>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        case 7: _chunk<7>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        case 8: _chunk<8>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        case 9: _chunk<9>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        case 10: _chunk<10>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        case 11: _chunk<11>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        case 12: _chunk<12>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        case 13: _chunk<13>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        case 14: _chunk<14>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
+        case 15: _chunk<15>(_n, _ptr_param, _ptr_grad, _ptr_square_avg, _ptr_grad_avg, _ptr_momentum_buffer, weight_decay, alpha, _h2, _h3, eps, momentum, lr, 0); break;
         }
-        _stream_out(_base_param, _start, _n, _dtypes[0], _param);
-        _stream_out(_base_square_avg, _start, _n, _dtypes[2], _square_avg);
-        _stream_out(_base_grad_avg, _start, _n, _dtypes[3], _grad_avg);
-        _stream_out(_base_momentum_buffer, _start, _n, _dtypes[4], _momentum_buffer);
+        _stream_out(_base_param, _start, _n, _dtypes[0], _ptr_param);
+        _stream_out(_base_square_avg, _start, _n, _dtypes[2], _ptr_square_avg);
+        _stream_out(_base_grad_avg, _start, _n, _dtypes[3], _ptr_grad_avg);
+        _stream_out(_base_momentum_buffer, _start, _n, _dtypes[4], _ptr_momentum_buffer);
     }
 }
+

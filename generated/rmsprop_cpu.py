@@ -2,8 +2,8 @@
 # spec sha256: dec57c3dc79790d4823bae9266b655e78c1b67661d32709de8aad22f0a9da447
 """Fused CPU backend for RMSprop: the launcher of `rmsprop_cpu.cpp` (beside this file),
 compiled on first use (optdsl.cpp_runtime: torch.utils.cpp_extension, cached on disk by content
-hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors: OpenMP
-threads over a flat work list of chunks across every tensor of the bucket.
+hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors:
+OpenMP threads over a flat work list of chunks across every tensor of the bucket.
 
 Bytes moved per element (fp32 streams): 20 B (reads param, grad, square_avg; writes square_avg, param); 36 B with every optional state (grad_avg, momentum_buffer).
 """
@@ -13,10 +13,10 @@ from optdsl import cpp_runtime as _cpp
 from optdsl import kernel_runtime as _krt
 from optdsl import runtime as _rt
 
-STREAMS = ('param', 'grad', 'square_avg', 'grad_avg', 'momentum_buffer')
-STORED = ('param', 'square_avg', 'grad_avg', 'momentum_buffer')
+STORED = ('square_avg', 'grad_avg', 'momentum_buffer', 'param')
 BLOCK = 2048
 SOURCE = _cpp.sibling(__file__, "rmsprop_cpu.cpp")
+STREAMS = ('param', 'grad', 'square_avg', 'grad_avg', 'momentum_buffer')
 SYMBOL = "optdsl_rmsprop_step"
 
 

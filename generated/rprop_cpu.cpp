@@ -2,7 +2,7 @@
 // spec sha256: c7e3332a888913f5736c6456a9bf6fefc410c28288d9b8c2c128d9c9bfedfcdd
 //
 // Fused CPU step for Rprop: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,15 +23,15 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 4;
 constexpr int64_t _N_COLUMNS = 1;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE.
 template <unsigned _M>
 void _chunk(
     int64_t _n,
-    float* __restrict _param,
-    const float* __restrict _grad,
-    float* __restrict _prev,
-    float* __restrict _step_size,
+    float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    float* __restrict _ptr_prev,
+    float* __restrict _ptr_step_size,
     const float _etas_1,
     const float _etas_0,
     const float _step_sizes_0,
@@ -40,10 +40,10 @@ void _chunk(
     constexpr bool MAXIMIZE = (_M >> 0) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float prev = _prev[_i];
-        float step_size = _step_size[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float prev = _ptr_prev[_i];
+        float step_size = _ptr_step_size[_i];
         float g = 0.0f;
         float s = 0.0f;
         float factor = 0.0f;
@@ -54,9 +54,9 @@ void _chunk(
         g = ((s < 0.0f) ? 0.0f : g);
         param = (param - (_sign(g) * step_size));
         prev = g;
-        _param[_i] = param;
-        _prev[_i] = prev;
-        _step_size[_i] = step_size;
+        _ptr_param[_i] = param;
+        _ptr_prev[_i] = prev;
+        _ptr_step_size[_i] = step_size;
     }
 }
 
@@ -84,26 +84,27 @@ extern "C" void optdsl_rprop_step(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_prev[_BLOCK];
         void* _base_prev = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _prev = _stream_in(_base_prev, _start, _n, _dtypes[2], _buf_prev);
+        float* _ptr_prev = _stream_in(_base_prev, _start, _n, _dtypes[2], _buf_prev);
         static thread_local float _buf_step_size[_BLOCK];
         void* _base_step_size = _dtypes[3] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[3])[_t]);
-        float* _step_size = _stream_in(_base_step_size, _start, _n, _dtypes[3], _buf_step_size);
-        const unsigned _m = (unsigned(MAXIMIZE) << 0);
-        switch (_m) {
-        case 0: _chunk<0>(_n, _param, _grad, _prev, _step_size, _etas_1, _etas_0, _step_sizes_0, _step_sizes_1, 0); break;
-        case 1: _chunk<1>(_n, _param, _grad, _prev, _step_size, _etas_1, _etas_0, _step_sizes_0, _step_sizes_1, 0); break;
+        float* _ptr_step_size = _stream_in(_base_step_size, _start, _n, _dtypes[3], _buf_step_size);
+        const unsigned _bits = (unsigned(MAXIMIZE) << 0);
+        switch (_bits) {
+        case 0: _chunk<0>(_n, _ptr_param, _ptr_grad, _ptr_prev, _ptr_step_size, _etas_1, _etas_0, _step_sizes_0, _step_sizes_1, 0); break;
+        case 1: _chunk<1>(_n, _ptr_param, _ptr_grad, _ptr_prev, _ptr_step_size, _etas_1, _etas_0, _step_sizes_0, _step_sizes_1, 0); break;
         }
-        _stream_out(_base_param, _start, _n, _dtypes[0], _param);
-        _stream_out(_base_prev, _start, _n, _dtypes[2], _prev);
-        _stream_out(_base_step_size, _start, _n, _dtypes[3], _step_size);
+        _stream_out(_base_param, _start, _n, _dtypes[0], _ptr_param);
+        _stream_out(_base_prev, _start, _n, _dtypes[2], _ptr_prev);
+        _stream_out(_base_step_size, _start, _n, _dtypes[3], _ptr_step_size);
     }
 }
+

@@ -2,8 +2,8 @@
 # spec sha256: c7e3332a888913f5736c6456a9bf6fefc410c28288d9b8c2c128d9c9bfedfcdd
 """Fused CPU backend for Rprop: the launcher of `rprop_cpu.cpp` (beside this file),
 compiled on first use (optdsl.cpp_runtime: torch.utils.cpp_extension, cached on disk by content
-hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors: OpenMP
-threads over a flat work list of chunks across every tensor of the bucket.
+hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors:
+OpenMP threads over a flat work list of chunks across every tensor of the bucket.
 
 Bytes moved per element (fp32 streams): 28 B (reads param, grad, prev, step_size; writes step_size, param, prev).
 """
@@ -13,10 +13,10 @@ from optdsl import cpp_runtime as _cpp
 from optdsl import kernel_runtime as _krt
 from optdsl import runtime as _rt
 
-STREAMS = ('param', 'grad', 'prev', 'step_size')
-STORED = ('param', 'prev', 'step_size')
+STORED = ('step_size', 'param', 'prev')
 BLOCK = 2048
 SOURCE = _cpp.sibling(__file__, "rprop_cpu.cpp")
+STREAMS = ('param', 'grad', 'prev', 'step_size')
 SYMBOL = "optdsl_rprop_step"
 
 

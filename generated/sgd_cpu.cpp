@@ -2,7 +2,7 @@
 // spec sha256: 975dd93adad69a45bb9d1726e1c41399a1f5416174609e4280e44663cb4213d6
 //
 // Fused CPU step for SGD: one call per parameter group (per dtype bucket), whatever the
-// number of tensors. OpenMP threads share a flat work list of chunks of 2048 elements
+// number of tensors. OpenMP threads share a flat work list of chunks of at most 2048 elements
 // (tensor, first element) across every tensor of the bucket; a chunk makes one pass over each
 // of its streams. Math is fp32 (IEEE, no fast-math, no contraction); bf16/fp16 streams are
 // upcast into per-thread fp32 buffers and rounded to nearest even when stored, fp32 streams are
@@ -23,14 +23,14 @@ constexpr int64_t _BLOCK = 2048;
 constexpr int64_t _N_GROUP = 4;
 constexpr int64_t _N_COLUMNS = 1;
 
-// The update over one chunk: n elements, one loop the compiler vectorises (restrict streams).
+// The update: one chunk, n elements, one loop the compiler vectorises (restrict streams).
 // Template bits: MAXIMIZE, _H1, _H2, NESTEROV, _h3.
 template <unsigned _M>
 void _chunk(
     int64_t _n,
-    float* __restrict _param,
-    const float* __restrict _grad,
-    float* __restrict _momentum_buffer,
+    float* __restrict _ptr_param,
+    const float* __restrict _ptr_grad,
+    float* __restrict _ptr_momentum_buffer,
     const float weight_decay,
     const float momentum,
     const float _h4,
@@ -43,9 +43,9 @@ void _chunk(
     constexpr bool _h3 = (_M >> 4) & 1u;
     (void)_unused;
     for (int64_t _i = 0; _i < _n; ++_i) {
-        float param = _param[_i];
-        float grad = _grad[_i];
-        float momentum_buffer = _momentum_buffer[_i];
+        float param = _ptr_param[_i];
+        float grad = _ptr_grad[_i];
+        float momentum_buffer = _ptr_momentum_buffer[_i];
         float g = 0.0f;
         g = (MAXIMIZE ? (-grad) : grad);
         if (_H1) {
@@ -56,8 +56,8 @@ void _chunk(
             g = (NESTEROV ? (g + (momentum * momentum_buffer)) : momentum_buffer);
         }
         param = (param - (lr * g));
-        _param[_i] = param;
-        _momentum_buffer[_i] = momentum_buffer;
+        _ptr_param[_i] = param;
+        _ptr_momentum_buffer[_i] = momentum_buffer;
     }
 }
 
@@ -88,52 +88,53 @@ extern "C" void optdsl_sgd_step(
         static thread_local float _buf_param[_BLOCK];
         void* _base_param = _dtypes[0] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[0])[_t]);
-        float* _param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
+        float* _ptr_param = _stream_in(_base_param, _start, _n, _dtypes[0], _buf_param);
         static thread_local float _buf_grad[_BLOCK];
         void* _base_grad = _dtypes[1] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[1])[_t]);
-        float* _grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
+        float* _ptr_grad = _stream_in(_base_grad, _start, _n, _dtypes[1], _buf_grad);
         static thread_local float _buf_momentum_buffer[_BLOCK];
         void* _base_momentum_buffer = _dtypes[2] == _ABSENT ? nullptr
             : reinterpret_cast<void*>(reinterpret_cast<const int64_t*>(_tables[2])[_t]);
-        float* _momentum_buffer = _stream_in(_base_momentum_buffer, _start, _n, _dtypes[2], _buf_momentum_buffer);
+        float* _ptr_momentum_buffer = _stream_in(_base_momentum_buffer, _start, _n, _dtypes[2], _buf_momentum_buffer);
         const bool _h3 = _row[0] != 0.0f;
-        const unsigned _m = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1) | (unsigned(_H2) << 2) | (unsigned(NESTEROV) << 3) | (unsigned(_h3) << 4);
-        switch (_m) {
-        case 0: _chunk<0>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 1: _chunk<1>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 2: _chunk<2>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 3: _chunk<3>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 4: _chunk<4>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 5: _chunk<5>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 6: _chunk<6>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 7: _chunk<7>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 8: _chunk<8>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 9: _chunk<9>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 10: _chunk<10>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 11: _chunk<11>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 12: _chunk<12>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 13: _chunk<13>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 14: _chunk<14>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 15: _chunk<15>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 16: _chunk<16>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 17: _chunk<17>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 18: _chunk<18>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 19: _chunk<19>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 20: _chunk<20>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 21: _chunk<21>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 22: _chunk<22>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 23: _chunk<23>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 24: _chunk<24>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 25: _chunk<25>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 26: _chunk<26>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 27: _chunk<27>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 28: _chunk<28>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 29: _chunk<29>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 30: _chunk<30>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
-        case 31: _chunk<31>(_n, _param, _grad, _momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        const unsigned _bits = (unsigned(MAXIMIZE) << 0) | (unsigned(_H1) << 1) | (unsigned(_H2) << 2) | (unsigned(NESTEROV) << 3) | (unsigned(_h3) << 4);
+        switch (_bits) {
+        case 0: _chunk<0>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 1: _chunk<1>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 2: _chunk<2>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 3: _chunk<3>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 4: _chunk<4>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 5: _chunk<5>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 6: _chunk<6>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 7: _chunk<7>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 8: _chunk<8>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 9: _chunk<9>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 10: _chunk<10>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 11: _chunk<11>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 12: _chunk<12>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 13: _chunk<13>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 14: _chunk<14>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 15: _chunk<15>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 16: _chunk<16>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 17: _chunk<17>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 18: _chunk<18>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 19: _chunk<19>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 20: _chunk<20>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 21: _chunk<21>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 22: _chunk<22>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 23: _chunk<23>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 24: _chunk<24>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 25: _chunk<25>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 26: _chunk<26>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 27: _chunk<27>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 28: _chunk<28>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 29: _chunk<29>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 30: _chunk<30>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
+        case 31: _chunk<31>(_n, _ptr_param, _ptr_grad, _ptr_momentum_buffer, weight_decay, momentum, _h4, lr, 0); break;
         }
-        _stream_out(_base_param, _start, _n, _dtypes[0], _param);
-        _stream_out(_base_momentum_buffer, _start, _n, _dtypes[2], _momentum_buffer);
+        _stream_out(_base_param, _start, _n, _dtypes[0], _ptr_param);
+        _stream_out(_base_momentum_buffer, _start, _n, _dtypes[2], _ptr_momentum_buffer);
     }
 }
+

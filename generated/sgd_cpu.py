@@ -2,8 +2,8 @@
 # spec sha256: 975dd93adad69a45bb9d1726e1c41399a1f5416174609e4280e44663cb4213d6
 """Fused CPU backend for SGD: the launcher of `sgd_cpu.cpp` (beside this file),
 compiled on first use (optdsl.cpp_runtime: torch.utils.cpp_extension, cached on disk by content
-hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors: OpenMP
-threads over a flat work list of chunks across every tensor of the bucket.
+hash). One C++ call per parameter group (per dtype bucket), whatever the number of tensors:
+OpenMP threads over a flat work list of chunks across every tensor of the bucket.
 
 Bytes moved per element (fp32 streams): 12 B (reads param, grad; writes param); 20 B with every optional state (momentum_buffer).
 """
@@ -13,10 +13,10 @@ from optdsl import cpp_runtime as _cpp
 from optdsl import kernel_runtime as _krt
 from optdsl import runtime as _rt
 
-STREAMS = ('param', 'grad', 'momentum_buffer')
-STORED = ('param', 'momentum_buffer')
+STORED = ('momentum_buffer', 'param')
 BLOCK = 2048
 SOURCE = _cpp.sibling(__file__, "sgd_cpu.cpp")
+STREAMS = ('param', 'grad', 'momentum_buffer')
 SYMBOL = "optdsl_sgd_step"
 
 

@@ -26,7 +26,7 @@ class Compiled:
     # rendered against the source like errors; `optdsl check --werror` refuses them
     warnings: tuple[Diagnostic, ...] = ()
     cpu_source: str = ""          # the fused CPU backend's Python launcher
-    cpp_source: str | None = None  # its C++ (None: a spec the C++ backend does not cover)
+    cpp_source: str = ""          # its C++ (one step function per phase)
 
 
 def spec_hash(source: str) -> str:

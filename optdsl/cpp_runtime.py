@@ -7,6 +7,11 @@ of everything the binary depends on: the C++ source, the flags, the compiler's v
 later process with the same key loads the library from disk without compiling. The source has no
 torch headers (a plain C function called through ctypes), which keeps a build to a second or two.
 
+A spec with reductions has one step function per phase (PhaseKernel): it walks the phased work
+list of optdsl.kernel_runtime (Work: chunks that never straddle a tensor or, with a channel
+reduction, an output channel) and writes its partials into the Run's buffer, which
+kernel_runtime.combine joins.
+
 The one-time compile is reported on stderr and kept in COMPILE_SECONDS."""
 from __future__ import annotations
 
@@ -34,13 +39,6 @@ COMPILE_SECONDS: dict[str, float] = {}   # library name -> seconds its build too
 _KERNELS: dict[tuple[str, str], "Kernel"] = {}
 _LOCK = threading.Lock()
 _TOOLCHAIN: list[str] = []
-
-
-def unsupported(class_name: str, why: str) -> RuntimeError:
-    return RuntimeError(
-        f"{class_name}: fused=True on CPU tensors runs the fused C++ backend, which cannot run this spec: "
-        f"{why}. Use foreach=True, or run the Triton kernel under the interpreter "
-        f"(TRITON_INTERPRET=1, or OPTDSL_CPU_FUSED=triton with TRITON_INTERPRET=1).")
 
 
 def _compiler() -> str:
@@ -150,19 +148,53 @@ class Kernel:
                 table.data_ptr(), dtypes, flag_array, torch.get_num_threads())
 
 
+class PhaseKernel:
+    """One phase of a phased spec: call(run, streams, flags) over one bucket (a kernel_runtime.Run,
+    with `scalar_in` set by scalar_inputs). It reads the Run's combined tables, writes its partials
+    (one per chunk and per reduction of the phase) and, in the last phase, the new device scalar
+    states."""
+
+    def __init__(self, library: Path, symbol: str):
+        self.library = library
+        fn = getattr(ctypes.CDLL(str(library)), symbol)
+        i64p = ctypes.POINTER(ctypes.c_int64)
+        p = ctypes.c_void_p
+        fn.argtypes = [i64p, p, p, p, p, ctypes.c_int64, p, p, p, ctypes.c_int64, ctypes.c_int64, p, p, p,
+                       i64p, i64p, ctypes.c_int64]
+        fn.restype = None
+        self.fn = fn
+
+    def __call__(self, run, streams, flags) -> None:
+        from .kernel_runtime import LAUNCHES
+        view, work = run.view, run.work
+        n = max(1, len(streams))
+        tables = [pointer_table(view[s], "cpu") if s in view else None for s in streams]
+        addresses = (ctypes.c_int64 * n)(*[t.data_ptr() if t is not None else 0 for t in tables])
+        dtypes = (ctypes.c_int64 * n)(*[DTYPE_CODES[view[s][0].dtype] if s in view else -1 for s in streams])
+        flag_array = (ctypes.c_int64 * max(1, len(flags)))(*[int(bool(f)) for f in flags])
+        self.fn(addresses, work.tensor.data_ptr(), work.start.data_ptr(), work.end.data_ptr(), work.channel.data_ptr(),
+                work.programs, run.table.data_ptr(), run.reduced.data_ptr(), run.reduced_channel.data_ptr(),
+                work.n_tensors, work.n_channels, run.partials.data_ptr(), run.scalar_in.data_ptr(),
+                run.scalar_out.data_ptr(), dtypes, flag_array, torch.get_num_threads())
+        LAUNCHES[0] += 1
+
+
+def scalar_inputs(states: list, index: list[int]) -> torch.Tensor:
+    """[device scalar states, tensors of the bucket] fp32: each tensor's current 0-d state values
+    (0 where the group does not keep a conditional state, which the update then never reads).
+    Stacked with torch ops: nothing is read back into Python."""
+    zero = torch.zeros((), dtype=torch.float32)
+    out = [torch.stack([zero if ts is None or ts[i] is None else ts[i].reshape(()).to(torch.float32)
+                        for i in index]) if index else torch.zeros(0) for ts in states]
+    return torch.stack(out) if out else torch.zeros((1, max(1, len(index))), dtype=torch.float32)
+
+
 def sibling(module_file: str, name: str) -> Path:
     """The generated C++ source beside a generated launcher module."""
     return Path(module_file).with_name(name)
 
 
-def covered(class_name: str) -> bool:
-    """Whether the C++ backend runs a shipped spec (generated/<name>_cpu.cpp exists)."""
-    from .loader import shipped
-    from .resources import data_dir
-    return (data_dir("generated") / f"{shipped()[class_name]}_cpu.cpp").exists()
-
-
-def kernel(source: Path, symbol: str) -> Kernel:
+def kernel(source: Path, symbol: str, cls=None) -> "Kernel":
     """The step function of a generated C++ source, built (or loaded from the cache) once per process."""
     key = (str(source), symbol)
     hit = _KERNELS.get(key)
@@ -170,5 +202,9 @@ def kernel(source: Path, symbol: str) -> Kernel:
         return hit
     with _LOCK:
         if key not in _KERNELS:
-            _KERNELS[key] = Kernel(build(source), symbol)
+            _KERNELS[key] = (cls or Kernel)(build(source), symbol)   # a phase's finds its sibling's build
         return _KERNELS[key]
+
+
+def phase_kernel(source: Path, symbol: str) -> "PhaseKernel":
+    return kernel(source, symbol, PhaseKernel)

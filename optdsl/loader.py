@@ -65,9 +65,7 @@ def load(path_or_text) -> type:
         folder = cache_dir() / digest[:32]
         eager, kernel = folder / f"{mod}.py", folder / f"{mod}_triton.py"
         files = [(eager, compiled.eager_source), (kernel, compiled.triton_source),
-                 (folder / f"{mod}_cpu.py", compiled.cpu_source)]
-        if compiled.cpp_source is not None:
-            files.append((folder / f"{mod}_cpu.cpp", compiled.cpp_source))
+                 (folder / f"{mod}_cpu.py", compiled.cpu_source), (folder / f"{mod}_cpu.cpp", compiled.cpp_source)]
         for path, source in files:
             if not path.exists() or path.read_text(encoding="utf-8") != source:
                 atomic_write(path, source)

@@ -207,19 +207,13 @@ def covering_combos(entry: Entry) -> list[dict]:
     return chosen
 
 
-def _paths_of(entry: Entry, paths) -> tuple[str, ...]:
-    """`paths` less "cpu" where the fused C++ backend does not cover the spec (reductions)."""
-    from .cpp_runtime import covered
-    return tuple(p for p in paths if p != "cpu" or covered(entry.name))
-
-
 def quick_plan(entries: list[Entry], paths, steps: int | None = None) -> list[Task]:
     return [Task(e, combo, path, steps or e.quick_steps or QUICK_STEPS, QUICK_SHAPES)
-            for e in entries for combo in covering_combos(e) for path in _paths_of(e, paths)]
+            for e in entries for combo in covering_combos(e) for path in paths]
 
 
 def full_plan(entries: list[Entry], paths, steps: int) -> list[Task]:
-    return [Task(e, combo, path, steps) for e in entries for combo in e.combos() for path in _paths_of(e, paths)]
+    return [Task(e, combo, path, steps) for e in entries for combo in e.combos() for path in paths]
 
 
 def fused_paths() -> tuple[str, ...]:
@@ -278,10 +272,6 @@ def main(names: list[str], steps: int | None = None, full: bool = False, progres
     rows = run_plan(tasks, progress)
     print_table(rows)
     failed = sum(not r.ok for r in rows)
-    from .cpp_runtime import covered
-    uncovered = [e.name for e in entries if not covered(e.name)]
-    if uncovered and "cpu" in paths:
-        print(f"\ncpu (the fused C++ backend) does not cover specs with reductions yet: {', '.join(uncovered)}")
     plan = "the full grid" if full else "every path and every flag level at least once (--full: the whole grid)"
     counts = sorted({t.steps for t in tasks}) or [0]
     steps_text = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"

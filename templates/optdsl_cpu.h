@@ -30,6 +30,33 @@ inline float _mod(float a, float b) {
     return (r != 0.0f && ((r < 0.0f) != (b < 0.0f))) ? r + b : r;
 }
 
+// A chunk's partial of a reduction from its elements' contributions, in a fixed order that
+// depends on n only: 16 lanes (element i to lane i % 16: independent sums GCC vectorises without
+// reassociating), then a fixed tree over the lanes. 0 for no element.
+inline float _fold_sum(const float* x, int64_t n) {
+    float lane[16] = {0.0f};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; ++j) lane[j] += x[i + j];
+    for (int j = 0; i + j < n; ++j) lane[j] += x[i + j];
+    for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
+    return lane[0];
+}
+
+// The same for a max fold (of |x|, the only max folds: 0 is the identity); NaN propagates, as
+// torch.amax and the combine's fold.
+inline float _fold_max(const float* x, int64_t n) {
+    float lane[16] = {0.0f};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; ++j) lane[j] = _maximum(lane[j], x[i + j]);
+    for (int j = 0; i + j < n; ++j) lane[j] = _maximum(lane[j], x[i + j]);
+    for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; ++j) lane[j] = _maximum(lane[j], lane[j + w]);
+    return lane[0];
+}
+
 inline float _bf16_to_float(uint16_t h) {
     uint32_t bits = uint32_t(h) << 16;
     float x;

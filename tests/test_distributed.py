@@ -1,7 +1,10 @@
 """Generated optimizers under torch.distributed: 2 gloo ranks on CPU, spawned once for the module.
 
 Every shipped spec runs on one path (the paths rotate over the registry), Adam and LAMB on all
-three (fused in the Triton interpreter).
+four (fused in the Triton interpreter; `cpu`, the fused C++ backend, selected with
+runtime.cpu_fused("cpp")), and the other reduction shapes on `cpu` too: NvNovoGrad (device scalar
+states) and SGDP (channel reductions), whose partials reach the same combine, and so the same
+joins across ranks and shards, as the Triton kernel's.
 
 * ZeroRedundancyOptimizer (ZeRO-1): each rank steps only its shard of the state; the params
   (ZeRO broadcasts them after each step) must equal single-process training bit for bit, except
@@ -15,6 +18,7 @@ three (fused in the Triton interpreter).
   optimizer steps on DDP's averaged gradients and must track single-process training on the whole
   batch within rounding (DDP's all-reduce adds in another order).
 """
+import contextlib
 import copy
 import os
 import tempfile
@@ -25,12 +29,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
+from optdsl import runtime
 from optdsl.loader import import_shipped
 from optdsl.registry import REGISTRY
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-PATHS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+PATHS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}, "cpu": {"fused": True}}
 SHAPES = [(7, 3), (5,), (4, 4), (3,), (2, 3, 2), (6,)]
 ZERO_STEPS, CONTINUE_STEPS, DDP_STEPS = 3, 2, 3
 # the specs whose group reductions are joined across ranks: equal within rounding, not bitwise
@@ -44,7 +49,13 @@ def cases():
     names = sorted(REGISTRY)
     cases = [(name, list(PATHS)[k % 3]) for k, name in enumerate(names)]
     cases += [(name, path) for name in ("Adam", "Lamb") for path in PATHS if (name, path) not in cases]
-    return cases
+    return cases + [("NvNovoGrad", "cpu"), ("SGDP", "cpu")]
+
+
+def backend(path: str):
+    """The fused backend CPU tensors run: the C++ one for the `cpu` path (the suite's default under
+    TRITON_INTERPRET=1 is the Triton kernel)."""
+    return runtime.cpu_fused("cpp") if path == "cpu" else contextlib.nullcontext()
 
 
 def options(name: str) -> dict:
@@ -116,19 +127,22 @@ def _worker(rank, init, out):
         params = make_params()
         cls = import_shipped(name)
         opt = ZeroRedundancyOptimizer(params, optimizer_class=cls, partitioned=True, **options(name), **PATHS[path])
-        run(opt, params, ZERO_STEPS)
+        with backend(path):
+            run(opt, params, ZERO_STEPS)
         opt.consolidate_state_dict(to=0)
         # a copy: rank 0's own shard in it is the live state, which the next steps change
         state = copy.deepcopy(opt.state_dict()) if rank == 0 else None
         after = [p.detach().clone() for p in params]
-        run(opt, params, CONTINUE_STEPS, ZERO_STEPS)
+        with backend(path):
+            run(opt, params, CONTINUE_STEPS, ZERO_STEPS)
         if rank == 0:
             results["zero"][(name, path)] = (after, state, [p.detach().clone() for p in params])
     for name, path in cases():
         model = make_model()
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         opt = import_shipped(name)(ddp.parameters(), **options(name), **PATHS[path])
-        train(ddp, opt, DDP_STEPS, part=rank)
+        with backend(path):
+            train(ddp, opt, DDP_STEPS, part=rank)
         if rank == 0:
             results["ddp"][(name, path)] = [p.detach().clone() for p in model.parameters()]
     from torch.distributed.device_mesh import init_device_mesh
@@ -136,7 +150,8 @@ def _worker(rank, init, out):
     for name, path in cases():
         model = fully_sharded_model(mesh)
         opt = import_shipped(name)(model.parameters(), **options(name), **PATHS[path])
-        train(model, opt, DDP_STEPS, part=rank)
+        with backend(path):
+            train(model, opt, DDP_STEPS, part=rank)
         full = [p.full_tensor().detach().clone() for p in model.parameters()]
         if rank == 0:
             results["fsdp"][(name, path)] = full
@@ -173,13 +188,15 @@ def test_zero_shards_state_and_matches_single_process(ranks, name, path):
     cls = import_shipped(name)
     params = make_params()
     single = cls(params, **options(name), **PATHS[path])
-    run(single, params, ZERO_STEPS)
+    with backend(path):
+        run(single, params, ZERO_STEPS)
     assert _same(after, params, exact=name not in JOINED), f"{name} {path}: ZeRO differs from one process"
     # the consolidated state continues in one process exactly as ZeRO continued
     resumed_params = [torch.nn.Parameter(t.clone()) for t in after]
     resumed = cls(resumed_params, **options(name), **PATHS[path])
     resumed.load_state_dict(state)
-    run(resumed, resumed_params, CONTINUE_STEPS, ZERO_STEPS)
+    with backend(path):
+        run(resumed, resumed_params, CONTINUE_STEPS, ZERO_STEPS)
     assert _same(continued, resumed_params, exact=name not in JOINED), f"{name} {path}: resumed run differs"
     assert len(state["state"]) == len(SHAPES)
 
@@ -195,7 +212,8 @@ def test_an_unjoined_group_norm_differs(ranks):
 def test_ddp_matches_single_process_on_the_global_batch(ranks, name, path):
     model = make_model()
     opt = import_shipped(name)(model.parameters(), **options(name), **PATHS[path])
-    train(model, opt, DDP_STEPS)
+    with backend(path):
+        train(model, opt, DDP_STEPS)
     got = ranks["ddp"][(name, path)]
     for a, b in zip(got, model.parameters()):
         torch.testing.assert_close(a, b.detach(), rtol=1e-4, atol=1e-5, msg=f"{name} {path}")
@@ -208,7 +226,8 @@ def test_fsdp2_matches_single_process_on_uneven_shards(ranks, name, path):
     folds all-reduced at the combine. A LAMB trust ratio and global norm equal the unsharded ones."""
     model = make_model()
     opt = import_shipped(name)(model.parameters(), **options(name), **PATHS[path])
-    train(model, opt, DDP_STEPS)
+    with backend(path):
+        train(model, opt, DDP_STEPS)
     for a, b in zip(ranks["fsdp"][(name, path)], model.parameters()):
         torch.testing.assert_close(a, b.detach(), rtol=1e-4, atol=1e-5, msg=f"{name} {path}")
 
