@@ -195,8 +195,9 @@ update {
   d = exp_avg / (rms(exp_avg, channel) + eps)
   cos = dot(d, param, channel) / (norm(d, channel) * norm(param, channel) + eps)
   scale = amax(cos) > 0.5 ? 0.5 : 1.0
+  dd = sum(d * d, group)   # a group value: before the per-tensor `if`, which reads it
   if step > 1 {
-    scale = scale * (1 + mean(abs(d)) / (1 + sum(d * d, group)))
+    scale = scale * (1 + mean(abs(d)) / (1 + dd))
   }
   param = param - lr / sqrt(step) * scale * d / (sqrt(gsq) + 1)
 }
