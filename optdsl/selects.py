@@ -105,9 +105,14 @@ class Selector:
     """Converts the `if`s of one statement list (see the module docstring)."""
 
     def __init__(self, p: Program, stmts: tuple[Stmt, ...], selectable: Callable[[Value], bool] | None = None,
-                 scalar_stores: bool = True):
+                 scalar_stores: bool = True, host_only: bool = False):
         self.p = p
         self.scalar_stores = scalar_stores
+        # host_only: the statements feed the per-tensor host function alone (optdsl/emit/host.py),
+        # which computes the host math under a condition on a reduction either way (pure math; the
+        # device code picks what it reads): such an `if` inside a converted branch is flattened
+        # rather than given phis, which would be host values picked by a device condition
+        self.host_only = host_only
         self.selectable = selectable or condition_may_be_tensor(p)
         self.counts = Counter(s.name for s in walk_stmts(p.body) if isinstance(s, Let)) \
             | Counter(s.name for s in walk_stmts(stmts) if isinstance(s, Let))
@@ -117,6 +122,15 @@ class Selector:
         if not (self.selectable(s.cond) and convertible(s, self.p)):
             return False
         return self.scalar_stores or not any(
+            isinstance(x, Store) and x.target != "param" and self.p.state(x.target).kind is Kind.TENSOR_SCALAR
+            for x in walk_stmts(s.then + s.other))
+
+    def _flattens(self, s: If) -> bool:
+        """No scalar state stored under s, and no host local bound on both of its sides: the host
+        values each side computes are then independent of which side the device takes."""
+        def host_lets(stmts) -> set[str]:
+            return {x.name for x in walk_stmts(stmts) if isinstance(x, Let) and x.value.kind.on_host}
+        return not host_lets(s.then) & host_lets(s.other) and not any(
             isinstance(x, Store) and x.target != "param" and self.p.state(x.target).kind is Kind.TENSOR_SCALAR
             for x in walk_stmts(s.then + s.other))
 
@@ -208,6 +222,9 @@ class Selector:
                 env[("store", s.target)] = Value(Op.VAR, (), name, value.kind, value.type)
             elif self.selectable(s.cond):
                 out += self._convert(s, env, bound | {k[1] for k in env if k[0] == "var"}, merge_names=False)
+            elif self.host_only and s.cond.kind.on_device and self._flattens(s):
+                out += self._block(s.then, env, bound)
+                out += self._block(s.other, env, bound)
             else:   # a host condition: stays an `if`; each side binds the merged names
                 cond = self._sub(s.cond, env)
                 inner = bound | {k[1] for k in env if k[0] == "var"}

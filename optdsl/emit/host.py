@@ -156,7 +156,8 @@ def emit_per_tensor_function(p: Program, fn_name: str, cols: list[Column] | None
         # (optdsl.selects), so that capturable steps (0-d tensors) are never read back; with floats
         # the values are the same (host math is IEEE-safe, the select picks the branch taken)
         tensor_condition = condition_may_be_tensor(p)
-        selector = Selector(p, p.body, lambda c: c.kind is Kind.TENSOR_SCALAR and tensor_condition(c), scalar_stores=False)
+        selector = Selector(p, p.body, lambda c: c.kind is Kind.TENSOR_SCALAR and tensor_condition(c), scalar_stores=False,
+                            host_only=True)
         block(selector.convert_all(p.body, {c.name for c in cols} | set(scalar_states(p))))
         results = [ident(c.name) for c in cols] + [ident(n) for n in scalar_states(p)]
         results += [stored_name(n) for n in first_stored(p) if n in tracked]
