@@ -260,9 +260,10 @@ def test_loop_path_is_phased_for_group_reductions_only():
     assert "torch._foreach_norm(grads)" in group   # the foreach path: one call over the group
 
 
-def test_a_group_reduction_skipped_by_every_tensor_is_zero():
-    """A group reduction under a per-tensor `if` that no tensor takes: the combine sees only zeros."""
-    text = '''optimizer Skip "s"
+def test_a_group_reduction_under_a_per_tensor_if_is_refused():
+    """Only the tensors taking the branch would compute it (each path combined a different set):
+    a compile-time error, pointing at the reduction; before the `if`, the same value is fine."""
+    inside = '''optimizer Skip "s"
 update {
   g = grad
   if step > 100 {
@@ -271,7 +272,12 @@ update {
   param = param - 0.1 * g
 }
 '''
-    cls = optdsl.load(text)
+    with pytest.raises(CompileError, match=r"norm\(…, group\) is one value for the whole group, but under the "
+                                           r"per-tensor condition at line 4, column 6"):
+        optdsl.load(inside)
+    before = inside.replace("  g = grad\n", "  g = grad\n  n = norm(grad, group)\n").replace(
+        "grad / norm(grad, group)", "grad / n")
+    cls = optdsl.load(before)
     start, grads, out, _ = _run(cls, {"foreach": False})
     for a, p, x in zip(out, start, grads[0]):
         torch.testing.assert_close(a, p - 0.1 * x)
