@@ -259,6 +259,10 @@ def main(names: list[str], repeat: int, rounds: int, large: bool, compile_: bool
     mixes = SMOKE_MIXES if smoke else {**MIXES, **(LARGE_MIX if large else {})}
     print(f"optdsl bench --cpu-fused{' --smoke' if smoke else ''}: fp32, CPU, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}; median of {rounds} alternating rounds of {repeat} steps (a shared machine: noisy)")
+    if compile_:
+        print("torch.compile's compile time: the first call's wall time (dynamo's trace, inductor's C++ build); "
+              "the run starts with an empty inductor cache, so only its first compile is fully cold (later "
+              "ones may reuse kernels built earlier in the run)")
     # a fresh, empty inductor cache for the run: the compile times printed are cold compiles, not
     # whatever an earlier run left on disk
     from .bench_gpu import cold_caches

@@ -2,7 +2,7 @@
 code cannot rot between the (slow, noisy) real runs. Only the table's shape is checked: every
 contender's row is there, with finite numbers or a reason it was skipped; never a time.
 
-~4 s without torch.compile, ~10 s more for one cold inductor compile of Adam (2-core dev machine)."""
+~2-4 s without torch.compile, ~10-14 s more for one cold inductor compile of Adam (2 shared cores)."""
 import importlib.util
 import math
 
