@@ -43,7 +43,8 @@ def cmd_bench(args) -> int:
         return host_main(args.specs)
     if args.cpu_fused:
         from .bench_cpu import main as cpu_main
-        return cpu_main(args.specs, args.repeat, args.rounds, args.large)
+        return cpu_main(args.specs, args.repeat, args.rounds, args.large, compile_=args.compile,
+                        compile_max_tensors=args.compile_max_tensors, smoke=args.smoke)
     from .bench import main
     return main(args)
 
@@ -76,18 +77,23 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--repeat", type=int, default=30, help="timed steps per measurement")
     be.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is reported")
     be.add_argument("--cpu-fused", action="store_true",
-                    help="the fused C++ backend vs torch foreach and torch fused=True on the issue's mixes (default AdamW)")
+                    help="the fused C++ backend vs torch foreach, fused=True, DeepSpeedCPUAdam and torch.compile on "
+                         "CPU, on the issue's mixes (default Adam, AdamW, SGD, Lion, RAdam, Adagrad)")
     be.add_argument("--large", action="store_true", help="with --cpu-fused: add the 1 x 2^26 mix")
     be.add_argument("--gpu", action="store_true",
                     help="the fused Triton kernels vs torch foreach, fused=True and torch.compile on a CUDA device "
                          "(Adam, AdamW, SGD, Lion; default all); writes <out>/<device>.json and .md")
     be.add_argument("--smoke", action="store_true",
-                    help="with --gpu: the whole harness at tiny sizes on CPU under the Triton interpreter")
+                    help="with --gpu: the whole harness at tiny sizes on CPU under the Triton interpreter; "
+                         "with --cpu-fused: the same table on tiny mixes (seconds)")
     be.add_argument("--out", default="bench/results", help="with --gpu: the results directory (default bench/results)")
     be.add_argument("--mix", action="append", default=[],
                     help="with --gpu: only the mixes whose name contains this (repeatable; e.g. 2^24, Llama, odd)")
     be.add_argument("--compile-max-tensors", type=int, default=None,
-                    help="with --gpu: skip the torch.compile contender on mixes of more tensors (its compile time)")
+                    help="with --gpu or --cpu-fused: skip the torch.compile contender on mixes of more tensors "
+                         "(its compile time; --cpu-fused default 100)")
+    be.add_argument("--no-compile", dest="compile", action="store_false",
+                    help="with --cpu-fused: no torch.compile contender")
     be.add_argument("--host", action="store_true",
                     help="host time of one fused step over 2000 tensors, the kernel launch a no-op (default Adam)")
     be.set_defaults(func=cmd_bench)
