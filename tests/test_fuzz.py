@@ -26,6 +26,18 @@ from optdsl.fuzz.execute import Case, Group, check_case, run_case  # noqa: E402
 from optdsl.fuzz.coverage import Coverage  # noqa: E402
 from optdsl.fuzz.programs import cases  # noqa: E402
 
+# Hypothesis mixes into its draws constants it finds in the modules imported so far (its "local
+# constants"): the derandomized slice would then hang on which modules the suite has loaded and on
+# every literal in them. Without that pool the programs depend only on the generator, the same here,
+# alone or in the whole suite, and in CI.
+try:
+    from hypothesis.internal.conjecture import providers as _providers
+    from hypothesis.internal.constants_ast import Constants as _Constants
+    _providers._get_local_constants = _Constants
+    _providers.CONSTANTS_CACHE.clear()
+except (ImportError, AttributeError):   # a Hypothesis without the pool
+    pass
+
 PROGRAMS = 250
 COVERED = 400     # programs the coverage test draws and compiles
 MUTATIONS = 2000
