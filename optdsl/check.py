@@ -6,7 +6,7 @@ import difflib
 from dataclasses import dataclass
 
 from . import ast
-from .builtins import (CONSTANTS, FUNCTION_GROUPS, FUNCTIONS, INITIAL_LR, INPUTS, NONE, REDUCTION_FUNCTIONS,
+from .builtins import (CONSTANTS, FUNCTION_GROUPS, FUNCTIONS, INITIAL_LR, INPUTS, REDUCTION_FUNCTIONS,
                        SHAPE_FUNCTIONS, STATE_PREDICATES)
 from .definite import unguarded_empty_reads
 from .ir import SCOPE_KIND, SCOPES

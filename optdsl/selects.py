@@ -121,18 +121,10 @@ class Selector:
     def applies(self, s: If) -> bool:
         if not (self.selectable(s.cond) and convertible(s, self.p)):
             return False
-        return self.scalar_stores or not any(
-            isinstance(x, Store) and x.target != "param" and self.p.state(x.target).kind is Kind.TENSOR_SCALAR
-            for x in walk_stmts(s.then + s.other))
+        return self.scalar_stores or not _scalar_state_stores(s, self.p)
 
     def _flattens(self, s: If) -> bool:
-        """No scalar state stored under s, and no host local bound on both of its sides: the host
-        values each side computes are then independent of which side the device takes."""
-        def host_lets(stmts) -> set[str]:
-            return {x.name for x in walk_stmts(stmts) if isinstance(x, Let) and x.value.kind.on_host}
-        return not host_lets(s.then) & host_lets(s.other) and not any(
-            isinstance(x, Store) and x.target != "param" and self.p.state(x.target).kind is Kind.TENSOR_SCALAR
-            for x in walk_stmts(s.then + s.other))
+        return unflattenable_host(s, self.p) is None
 
     def fresh(self, base: str = "") -> str:
         self.k += 1
@@ -238,6 +230,29 @@ class Selector:
                     env[key] = Value(Op.VAR, (), name, max(t.kind, o.kind), t.type)
                 out.append(If(cond, tuple(then), tuple(other)))
         return out
+
+
+def _scalar_state_stores(s: If, p: Program) -> list[str]:
+    return [x.target for x in walk_stmts(s.then + s.other)
+            if isinstance(x, Store) and x.target != "param" and p.state(x.target).kind is Kind.TENSOR_SCALAR]
+
+
+def unflattenable_host(s: If, p: Program) -> str | None:
+    """Why the host math under `s`, an `if` on a device condition (a reduction), cannot be computed
+    on both sides regardless of the side the device takes, or None where it can: no host local is
+    bound on both sides (which one the code after reads depends on the device) and no scalar
+    state is stored under it (the host would store it whichever side is taken)."""
+    def host_lets(stmts) -> set[str]:
+        return {x.name for x in walk_stmts(stmts) if isinstance(x, Let) and x.value.kind.on_host}
+    both = host_lets(s.then) & host_lets(s.other)
+    if both:
+        return (f"'{sorted(both)[0]}' is host math bound on both sides of an `if` on a reduction: "
+                "not supported yet; use a select (`c ? a : b`)")
+    stored = _scalar_state_stores(s, p)
+    if stored:
+        return (f"scalar state '{stored[0]}' is stored from host math under an `if` on a reduction: "
+                "not supported yet; store a select (`c ? a : b`) instead")
+    return None
 
 
 def bound_after(s: If) -> set[str]:

@@ -21,11 +21,11 @@ import math
 import struct
 
 from ..builtins import OPS, REDUCTIONS
-from ..ir import REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, stmt_values, walk_stmts, walk_values
+from ..ir import REDUCE, Kind, Let, Op, Program, Type, Value, stmt_values, walk_stmts, walk_values
 from ..names import ident, literal, module_name
 from ..plan import make_plan
 from ..plan.cost import describe_reduction, optional_streams, phase_costs
-from .common import Writer
+from .common import BlockSyntax, Writer
 from .host import emit_per_tensor_function, first_stored, is_device_stmt, scalar_states
 from .pymodule import environment
 from .triton import KernelEmitter, describe_traffic, stream_condition
@@ -107,37 +107,11 @@ class CppEmitter(KernelEmitter):
         assert role == "ready", (s.name, role)
         return f"{cpp_name(ident(s.name))} = {ready_name(s.name)};"
 
-    def body(self, stmts: tuple[Stmt, ...], w: Writer) -> bool:
-        wrote = False
-        for s in stmts:
-            if not is_device_stmt(s, self.p):
-                continue
-            if isinstance(s, Let) and s.value.op in REDUCE:
-                w.line(self.reduction(s))
-                wrote = True
-            elif isinstance(s, Let):
-                w.line(f"{cpp_name(ident(s.name))} = {self.expr(s.value)};")
-                wrote = True
-            elif isinstance(s, Store):
-                w.line(f"{cpp_name(ident(s.target))} = {self.expr(s.value)};")
-                wrote = True
-            else:
-                mark = len(w.lines)
-                w.line(f"if ({self.expr(s.cond)}) {{")
-                with w.indent():
-                    then = self.body(s.then, w)
-                if s.other:
-                    w.line("} else {")
-                    with w.indent():
-                        other = self.body(s.other, w)
-                else:
-                    other = False
-                w.line("}")
-                if not then and not other:
-                    del w.lines[mark:]
-                else:
-                    wrote = True
-        return wrote
+    SYNTAX = BlockSyntax(assign="{name} = {value};", open_if="if ({cond}) {{", else_line="} else {",
+                         close_if="}", empty=None)
+
+    def name(self, name: str) -> str:
+        return cpp_name(ident(name))
 
     def locals(self, stmts, exclude: set[str]) -> list[tuple[str, str]]:
         """(C++ type, name) of every device local `stmts` assign, first binding's type."""

@@ -7,7 +7,7 @@ from ..ir import LEAF as LEAF_OPS, SHAPE_INPUTS, shape_input_name, Kind, Let, Op
 from ..names import ident, is_empty_name, literal, stored_name
 from ..plan.table import (Column, columns, first_stored, is_device_stmt, per_tensor_inputs,  # noqa: F401
                           scalar_states, shape_inputs)
-from ..selects import Selector, condition_may_be_tensor, is_select
+from ..selects import Selector, condition_may_be_tensor, is_select, unflattenable_host
 from .common import Writer, float_literal, render
 
 
@@ -166,16 +166,10 @@ def emit_per_tensor_function(p: Program, fn_name: str, cols: list[Column] | None
 
 
 def _check_unconditional_host(s: If, p: Program) -> None:
-    from ..plan import PlanError
-    then = {x.name for x in walk_stmts(s.then) if isinstance(x, Let) and x.value.kind.on_host}
-    other = {x.name for x in walk_stmts(s.other) if isinstance(x, Let) and x.value.kind.on_host}
-    if then & other:
-        raise PlanError(f"'{sorted(then & other)[0]}' is host math bound on both sides of an `if` on a reduction: "
-                        "not supported yet; use a select (`c ? a : b`)")
-    for x in walk_stmts(s.then + s.other):
-        if isinstance(x, Store) and x.target != "param" and p.state(x.target).kind is Kind.TENSOR_SCALAR:
-            raise PlanError(f"scalar state '{x.target}' is stored from host math under an `if` on a reduction: "
-                            "not supported yet; store a select (`c ? a : b`) instead")
+    problem = unflattenable_host(s, p)
+    if problem is not None:
+        from ..plan import PlanError
+        raise PlanError(problem)
 
 
 def _has_host_block(stmts, p: Program, tracked=frozenset()) -> bool:

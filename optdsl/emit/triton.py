@@ -13,11 +13,11 @@ from __future__ import annotations
 import re
 
 from ..builtins import OPS
-from ..ir import REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, stmt_values, walk_stmts, walk_values
+from ..ir import REDUCE, Kind, Let, Op, Program, Stmt, Type, Value, stmt_values, walk_stmts, walk_values
 from ..names import dtype_name, entry_name, has_name, ident, literal, module_name, new_name, part_name, ptrs_name, set_name
 from ..plan import make_plan
 from ..plan.cost import PhaseCost, optional_streams, phase_bytes, phase_costs
-from .common import Writer, float_literal
+from .common import BlockSyntax, Writer, device_body, float_literal
 from .host import columns, emit_per_tensor_function, first_stored, host_expr, is_device_stmt, scalar_states
 from .pymodule import environment
 
@@ -116,40 +116,17 @@ class KernelEmitter:
         return f"((_offs * 0 + ({src}).to(tl.int32)) != 0)" if per_tensor and a.type is Type.BOOL else src
 
     # ---- statements --------------------------------------------------------------
+    SYNTAX = BlockSyntax(assign="{name} = {value}", open_if="if {cond}:", else_line="else:", close_if=None,
+                         empty="pass")
+
     def body(self, stmts: tuple[Stmt, ...], w: Writer) -> bool:
-        wrote = False
-        for s in stmts:
-            if not is_device_stmt(s, self.p):
-                continue
-            if isinstance(s, Let) and s.value.op in REDUCE:
-                w.line(self.reduction(s))
-                wrote = True
-            elif isinstance(s, Let):
-                w.line(f"{ident(s.name)} = {self.expr(s.value)}")
-                wrote = True
-            elif isinstance(s, Store):
-                w.line(f"{ident(s.target)} = {self.expr(s.value)}")
-                wrote = True
-            else:
-                mark = len(w.lines)
-                w.line(f"if {self.expr(s.cond)}:")
-                with w.indent():
-                    then = self.body(s.then, w)
-                    if not then:
-                        w.line("pass")
-                if s.other:
-                    w.line("else:")
-                    with w.indent():
-                        other = self.body(s.other, w)
-                    if not other:
-                        w.lines.pop()
-                else:
-                    other = False
-                if not then and not other:
-                    del w.lines[mark:]
-                else:
-                    wrote = True
-        return wrote
+        return device_body(self, stmts, w, self.SYNTAX)
+
+    def is_device(self, s: Stmt) -> bool:
+        return is_device_stmt(s, self.p)
+
+    def name(self, name: str) -> str:
+        return ident(name)
 
     def reduction(self, s: Let) -> str:
         """A reduction Let in a phase kernel: this program's partial (a sink of the phase: map, then
@@ -250,19 +227,28 @@ def emit_triton_module(p: Program, source_name: str, spec_hash: str) -> str:
 
     bytes_per_element = describe_traffic(cost, optional_streams(hoisted))
 
-    hyper_names = [ident(n) for n in p.group_value_names]
-    host_fn_name = f"_{fn}_host_values"
-    writeback = [(ident(n), len(k.cols) + i) for i, n in enumerate(scalar_states(p))]
-    stream_active = [(ident(s.name), stream_condition(k, s.cond)) for s in k.tensor_states if s.name in read or s.name in stored]
     return environment().get_template("triton.py.jinja").render(
-        extra_helpers=extra_helpers(p), phased=False, source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
+        **launcher_context(k, p, hoisted, fn, read | set(stored)),
+        phased=False, source_name=source_name, spec_hash=spec_hash,
         bytes_per_element=bytes_per_element, kernel_name=f"_{fn}_kernel", block_name=f"_{fn}_block",
         block_params=params, block_constexprs=constexprs, dispatch=dispatch(f"_{fn}_block", params, constexprs),
         streams_literal=literal(tuple(ident(s) for s in streams)), stored_literal=literal(tuple(ident(s) for s in stored)),
         streams=stream_names(streams), constexprs=list(k.constexprs),
         column_loads=column_loads, loads=loads.text(), body=body.text() or "    pass", stores=stores.text(),
+    )
+
+
+def launcher_context(k: KernelEmitter, p: Program, hoisted: Program, fn: str, streamed: set[str]) -> dict:
+    """What the launcher part of triton.py.jinja reads, alike for an elementwise and a phased
+    kernel: the per-tensor host function, the value table's columns, the streams a launch passes
+    (`streamed`: the states a kernel reads or stores) and the scalar states written back."""
+    host_fn_name = f"_{fn}_host_values"
+    return dict(
+        extra_helpers=extra_helpers(p), class_name=ident(p.name),
         host_fn=emit_per_tensor_function(hoisted, host_fn_name, track_stores=True), host_fn_name=host_fn_name,
-        scalar_writeback=writeback, hyper_names=hyper_names, stream_active=stream_active,
+        scalar_writeback=[(ident(n), len(k.cols) + i) for i, n in enumerate(scalar_states(p))],
+        hyper_names=[ident(n) for n in p.group_value_names],
+        stream_active=[(ident(s.name), stream_condition(k, s.cond)) for s in k.tensor_states if s.name in streamed],
         table_columns=literal(tuple(k.col_index[c.name] for c in k.table_cols)),
         group_sources=list(k.group_columns.values()), constexpr_sources=list(k.constexprs.items()),
         n_columns=max(1, len(k.table_cols)),

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 from ..builtins import REDUCTIONS
 from ..ir import Kind, Op, Program, walk_stmts, walk_values, stmt_values
-from ..names import has_name, ident, literal, module_name, new_name, part_name, ptrs_name
+from ..names import has_name, ident, literal, module_name, part_name, ptrs_name
 from ..plan import Plan
 from ..plan.cost import PhaseCost, describe_reduction, optional_streams, phase_bytes, phase_costs
 from .common import Writer
-from .host import emit_per_tensor_function, first_stored, scalar_states
 from .pymodule import environment
-from .triton import (KernelEmitter, block_constexprs, dispatch, extra_helpers, load_line, store_line, stream_condition,
-                     stream_names)
+from .triton import (KernelEmitter, block_constexprs, dispatch, launcher_context, load_line, store_line,
+                     stream_condition, stream_names)
 
 
 def _scalar_reads(stmts, names: set[str]) -> set[str]:
@@ -116,28 +115,18 @@ def emit_phased_module(p: Program, fused: Plan, source_name: str, spec_hash: str
 
     all_stored = kernels[-1]["stored"]
     all_read = set().union(*(kern["read"] for kern in kernels))
-    hyper_names = [ident(n) for n in p.group_value_names]
-    host_fn_name = f"_{fn}_host_values"
-    writeback = [(ident(n), len(k.cols) + i) for i, n in enumerate(scalar_states(p))]
-    stream_active = [(ident(s.name), stream_condition(k, s.cond)) for s in k.tensor_states
-                     if s.name in all_read or s.name in all_stored]
     scalar_active = [(ident(s.name), stream_condition(k, s.cond)) for s in device_scalars]
     return environment().get_template("triton.py.jinja").render(
-        extra_helpers=extra_helpers(p), phased=True, source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name),
+        **launcher_context(k, p, hoisted, fn, all_read | set(all_stored)),
+        phased=True, source_name=source_name, spec_hash=spec_hash,
         traffic=describe_phase_traffic(costs, optional_streams(hoisted)), n_phases=len(kernels),
         kernels=rendered, channels=channels, channels_literal=literal(channels),
         streams_literal=literal(tuple(ident(s) for s in streams)), stored_literal=literal(tuple(ident(s) for s in all_stored)),
         streams=stream_names(streams), scalar_streams=stream_names(s.name for s in device_scalars),
         scalar_streams_literal=literal(tuple(ident(s.name) for s in device_scalars)),
-        block_params=params, block_constexprs=constexprs, column_loads=column_loads,
-        host_fn=emit_per_tensor_function(hoisted, host_fn_name, track_stores=True), host_fn_name=host_fn_name,
-        scalar_writeback=writeback, hyper_names=hyper_names, stream_active=stream_active, scalar_active=scalar_active,
-        table_columns=literal(tuple(k.col_index[c.name] for c in k.table_cols)),
-        group_sources=list(k.group_columns.values()), constexpr_sources=list(k.constexprs.items()),
-        n_columns=max(1, len(k.table_cols)), finishes=finishes,
+        block_params=params, block_constexprs=constexprs, column_loads=column_loads, scalar_active=scalar_active,
+        finishes=finishes,
         n_tensor_values=n_rows["tensor"], n_channel_values=n_rows["channel"], n_scalar_states=len(device_scalars),
-        empty_streams=[({"key": ident(n), "new": new_name(n)}, len(k.cols) + len(scalar_states(p)) + j)
-                       for j, n in enumerate(first_stored(hoisted))],
     )
 
 
