@@ -119,11 +119,12 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
     maximize = hypers["maximize"]
     streams = {"param": params, "grad": grads}
     streams["state_sum"] = states["state_sum"]
-    for index, view, copies in _krt.bucket_views(params, streams, STORED):
+    for bucket in _krt.bucket_views(params, streams, STORED):
+        index, view = bucket.index, bucket.view
         device = params[index[0]].device
         block = _krt.block_size(device)
-        numels, work_tensor, work_start = _krt.work_list(view["param"], block, device)
-        ptrs, aligned = _krt.pointer_tables(view, device)
+        numels, work_tensor, work_start = bucket.work_list(block, device)
+        ptrs, aligned = bucket.pointer_tables(device)
         head = rows[index[0]]
         table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (1,), device,
                                                   (weight_decay, eps, ))
@@ -148,5 +149,5 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             BLOCK=block,
         )
         _krt.LAUNCHES[0] += 1
-        _krt.copy_back(copies)
+        _krt.copy_back(bucket.copies)
     return rows

@@ -256,9 +256,9 @@ def _fused_asgd(params, grads, axs, mus, etas, state_steps, *, lr, lambd, alpha,
     reason = _rt.fused_available(params)
     if reason is not None:
         raise RuntimeError(f"ASGD: {reason}")
-    torch._foreach_add_(state_steps, 1)
-    steps = _rt.host_values(state_steps, capturable)
-    kernels = _rt.import_sibling(__file__, _rt.fused_kernel_suffix(params))
+    suffix = _rt.fused_kernel_suffix(params)
+    steps = _rt.advance_steps(state_steps, params, suffix, capturable)
+    kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,
         params,

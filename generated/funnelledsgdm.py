@@ -242,7 +242,8 @@ def _fused_funnelledsgdm(params, grads, preconds, step_sizes, exp_avgs, momentum
     reason = _rt.fused_available(params)
     if reason is not None:
         raise RuntimeError(f"FunnelledSGDM: {reason}")
-    kernels = _rt.import_sibling(__file__, _rt.fused_kernel_suffix(params))
+    suffix = _rt.fused_kernel_suffix(params)
+    kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,
         params,

@@ -500,16 +500,17 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         TRUST_CLIP=bool(trust_clip),
     )
     _runs = []
-    for index, view, copies in _krt.bucket_views(params, streams, STORED):
+    for bucket in _krt.bucket_views(params, streams, STORED):
+        index, view = bucket.index, bucket.view
         device = params[index[0]].device
         block = _krt.block_size(device, view["param"] if CHANNELS else None)
-        ptrs, aligned = _krt.pointer_tables(view, device)
+        ptrs, aligned = bucket.pointer_tables(device)
         for name, ts in _scalars.items():
             ptrs[name] = _krt.pointer_table([ts[i] for i in index], device)
         table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (2, 3), device,
                                                   (max_grad_norm, head[0], betas[0], betas[1], head[1], eps, weight_decay, lr, ))
         work = _krt.work(view["param"], block, device, CHANNELS)
-        _runs.append(_krt.Run(index, device, block, view, copies, work, ptrs, table,
+        _runs.append(_krt.Run(index, device, block, view, bucket.copies, work, ptrs, table,
                               3, 0, 0, one_row, aligned))
     for _kernel, _sinks in PHASES:   # partials of this phase's reductions, then one combine for the group
         for _run in _runs:

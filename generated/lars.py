@@ -262,7 +262,8 @@ def _fused_lars(params, grads, momentum_buffers, *, lr, momentum, dampening, wei
     reason = _rt.fused_available(params)
     if reason is not None:
         raise RuntimeError(f"Lars: {reason}")
-    kernels = _rt.import_sibling(__file__, _rt.fused_kernel_suffix(params))
+    suffix = _rt.fused_kernel_suffix(params)
+    kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,
         params,

@@ -183,7 +183,8 @@ def _fused_lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maximize, c
     reason = _rt.fused_available(params)
     if reason is not None:
         raise RuntimeError(f"Lion: {reason}")
-    kernels = _rt.import_sibling(__file__, _rt.fused_kernel_suffix(params))
+    suffix = _rt.fused_kernel_suffix(params)
+    kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,
         params,

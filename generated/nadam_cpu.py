@@ -62,17 +62,18 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
     streams = {"param": params, "grad": grads}
     streams["exp_avg"] = states["exp_avg"]
     streams["exp_avg_sq"] = states["exp_avg_sq"]
-    for index in _krt.buckets(params, list(streams.values())):
+    for bucket in _krt.bucket_views(params, streams, STORED, backend="cpp"):
+        index, view = bucket.index, bucket.view
         device = params[index[0]].device
         if device.type != "cpu":
             raise RuntimeError(f"NAdam: the fused CPU backend got a tensor on {device}")
-        view, copies = _krt.flat_views(streams, index, STORED)
-        numels, work_tensor, work_start = _krt.work_list(view["param"], BLOCK, device)
+        numels, work_tensor, work_start = bucket.work_list(BLOCK, device)
+        ptrs, _ = bucket.pointer_tables(device)
         head = rows[index[0]]
-        table = _krt.value_table([rows[i] for i in index], (4, 5, 6), device,
+        table = _krt.value_table(_krt.bucket_rows(rows, index), (4, 5, 6), device,
                                  (head[1], weight_decay, head[2], betas[1], head[3], eps, ))
-        step(view, STREAMS, numels, work_tensor, work_start, table,
+        step(view, ptrs, STREAMS, numels, work_tensor, work_start, table,
              (bool(maximize), bool(head[0]), bool(decoupled_weight_decay), ))
         _krt.LAUNCHES[0] += 1
-        _krt.copy_back(copies)
+        _krt.copy_back(bucket.copies)
     return rows

@@ -239,7 +239,8 @@ def _fused_nvnovograd(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, 
     reason = _rt.fused_available(params)
     if reason is not None:
         raise RuntimeError(f"NvNovoGrad: {reason}")
-    kernels = _rt.import_sibling(__file__, _rt.fused_kernel_suffix(params))
+    suffix = _rt.fused_kernel_suffix(params)
+    kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,
         params,

@@ -355,16 +355,17 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
         _HAS_MAX_EXP_AVG_SQ='max_exp_avg_sq' in _scalars,
     )
     _runs = []
-    for index, view, copies in _krt.bucket_views(params, streams, STORED):
+    for bucket in _krt.bucket_views(params, streams, STORED):
+        index, view = bucket.index, bucket.view
         device = params[index[0]].device
         block = _krt.block_size(device, view["param"] if CHANNELS else None)
-        ptrs, aligned = _krt.pointer_tables(view, device)
+        ptrs, aligned = bucket.pointer_tables(device)
         for name, ts in _scalars.items():
             ptrs[name] = _krt.pointer_table([ts[i] for i in index], device)
         table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (), device,
                                                   (betas[1], head[0], eps, head[2], weight_decay, head[3], betas[0], lr, ))
         work = _krt.work(view["param"], block, device, CHANNELS)
-        _runs.append(_krt.Run(index, device, block, view, copies, work, ptrs, table,
+        _runs.append(_krt.Run(index, device, block, view, bucket.copies, work, ptrs, table,
                               1, 0, 2, one_row, aligned))
     for _kernel, _sinks in PHASES:   # partials of this phase's reductions, then one combine for the group
         for _run in _runs:

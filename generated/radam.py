@@ -273,9 +273,9 @@ def _fused_radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr, betas
     reason = _rt.fused_available(params)
     if reason is not None:
         raise RuntimeError(f"RAdam: {reason}")
-    torch._foreach_add_(state_steps, 1)
-    steps = _rt.host_values(state_steps, capturable)
-    kernels = _rt.import_sibling(__file__, _rt.fused_kernel_suffix(params))
+    suffix = _rt.fused_kernel_suffix(params)
+    steps = _rt.advance_steps(state_steps, params, suffix, capturable)
+    kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,
         params,

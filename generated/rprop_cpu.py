@@ -36,17 +36,18 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
     streams = {"param": params, "grad": grads}
     streams["prev"] = states["prev"]
     streams["step_size"] = states["step_size"]
-    for index in _krt.buckets(params, list(streams.values())):
+    for bucket in _krt.bucket_views(params, streams, STORED, backend="cpp"):
+        index, view = bucket.index, bucket.view
         device = params[index[0]].device
         if device.type != "cpu":
             raise RuntimeError(f"Rprop: the fused CPU backend got a tensor on {device}")
-        view, copies = _krt.flat_views(streams, index, STORED)
-        numels, work_tensor, work_start = _krt.work_list(view["param"], BLOCK, device)
+        numels, work_tensor, work_start = bucket.work_list(BLOCK, device)
+        ptrs, _ = bucket.pointer_tables(device)
         head = rows[index[0]]
-        table = _krt.value_table([rows[i] for i in index], (), device,
+        table = _krt.value_table(_krt.bucket_rows(rows, index), (), device,
                                  (etas[1], etas[0], step_sizes[0], step_sizes[1], ))
-        step(view, STREAMS, numels, work_tensor, work_start, table,
+        step(view, ptrs, STREAMS, numels, work_tensor, work_start, table,
              (bool(maximize), ))
         _krt.LAUNCHES[0] += 1
-        _krt.copy_back(copies)
+        _krt.copy_back(bucket.copies)
     return rows

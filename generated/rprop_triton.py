@@ -121,11 +121,12 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
     streams = {"param": params, "grad": grads}
     streams["prev"] = states["prev"]
     streams["step_size"] = states["step_size"]
-    for index, view, copies in _krt.bucket_views(params, streams, STORED):
+    for bucket in _krt.bucket_views(params, streams, STORED):
+        index, view = bucket.index, bucket.view
         device = params[index[0]].device
         block = _krt.block_size(device)
-        numels, work_tensor, work_start = _krt.work_list(view["param"], block, device)
-        ptrs, aligned = _krt.pointer_tables(view, device)
+        numels, work_tensor, work_start = bucket.work_list(block, device)
+        ptrs, aligned = bucket.pointer_tables(device)
         head = rows[index[0]]
         table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (), device,
                                                   (etas[1], etas[0], step_sizes[0], step_sizes[1], ))
@@ -151,5 +152,5 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             BLOCK=block,
         )
         _krt.LAUNCHES[0] += 1
-        _krt.copy_back(copies)
+        _krt.copy_back(bucket.copies)
     return rows

@@ -224,7 +224,8 @@ def _fused_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weig
     reason = _rt.fused_available(params)
     if reason is not None:
         raise RuntimeError(f"SGD: {reason}")
-    kernels = _rt.import_sibling(__file__, _rt.fused_kernel_suffix(params))
+    suffix = _rt.fused_kernel_suffix(params)
+    kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,
         params,

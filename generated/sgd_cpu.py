@@ -52,19 +52,20 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
     if "momentum_buffer" in streams:
         _new_momentum_buffer = [t is None for t in streams["momentum_buffer"]]
         _krt.allocate_empty(streams["momentum_buffer"], params)
-    for index in _krt.buckets(params, list(streams.values())):
+    for bucket in _krt.bucket_views(params, streams, STORED, backend="cpp"):
+        index, view = bucket.index, bucket.view
         device = params[index[0]].device
         if device.type != "cpu":
             raise RuntimeError(f"SGD: the fused CPU backend got a tensor on {device}")
-        view, copies = _krt.flat_views(streams, index, STORED)
-        numels, work_tensor, work_start = _krt.work_list(view["param"], BLOCK, device)
+        numels, work_tensor, work_start = bucket.work_list(BLOCK, device)
+        ptrs, _ = bucket.pointer_tables(device)
         head = rows[index[0]]
-        table = _krt.value_table([rows[i] for i in index], (2,), device,
+        table = _krt.value_table(_krt.bucket_rows(rows, index), (2,), device,
                                  (weight_decay, momentum, head[3], lr, ))
-        step(view, STREAMS, numels, work_tensor, work_start, table,
+        step(view, ptrs, STREAMS, numels, work_tensor, work_start, table,
              (bool(maximize), bool(head[0]), bool(head[1]), bool(nesterov), ))
         _krt.LAUNCHES[0] += 1
-        _krt.copy_back(copies)
+        _krt.copy_back(bucket.copies)
     if "momentum_buffer" in streams:   # allocated for the kernel, but no store to it was reached: still empty
         for i, stored in enumerate(_rt.column(rows, 4)):
             if _new_momentum_buffer[i] and not stored:

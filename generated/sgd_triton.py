@@ -143,11 +143,12 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
     if "momentum_buffer" in streams:
         _momentum_buffer_new = [t is None for t in streams["momentum_buffer"]]
         _krt.allocate_empty(streams["momentum_buffer"], params)
-    for index, view, copies in _krt.bucket_views(params, streams, STORED):
+    for bucket in _krt.bucket_views(params, streams, STORED):
+        index, view = bucket.index, bucket.view
         device = params[index[0]].device
         block = _krt.block_size(device)
-        numels, work_tensor, work_start = _krt.work_list(view["param"], block, device)
-        ptrs, aligned = _krt.pointer_tables(view, device)
+        numels, work_tensor, work_start = bucket.work_list(block, device)
+        ptrs, aligned = bucket.pointer_tables(device)
         head = rows[index[0]]
         table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (2,), device,
                                                   (weight_decay, momentum, head[3], lr, ))
@@ -175,7 +176,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             BLOCK=block,
         )
         _krt.LAUNCHES[0] += 1
-        _krt.copy_back(copies)
+        _krt.copy_back(bucket.copies)
     if "momentum_buffer" in streams:   # allocated for the kernel, but no store to it was reached: still empty
         for _i, _stored in enumerate(_rt.column(rows, 4)):
             if _momentum_buffer_new[_i] and not _stored:

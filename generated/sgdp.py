@@ -405,7 +405,8 @@ def _fused_sgdp(params, grads, momentum_bufs, *, lr, momentum, dampening, weight
     reason = _rt.fused_available(params)
     if reason is not None:
         raise RuntimeError(f"SGDP: {reason}")
-    kernels = _rt.import_sibling(__file__, _rt.fused_kernel_suffix(params))
+    suffix = _rt.fused_kernel_suffix(params)
+    kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,
         params,

@@ -7,13 +7,16 @@ work list, pointer and value tables, the launch's arguments. Three nested spans 
 * `launcher`: the kernel module's `launch` (tables, work list, pointers, the no-op launch; for a
   spec with reductions also the combines between phases, torch ops that run on the CPU here and
   are device work on a GPU);
-* `fused fn`: the functional `_fused_<name>` (adds the step increment, `torch._foreach_add_` over
-  the step tensors, and reading the steps to the host: on CPU step tensors that is real work);
+* `fused fn`: the functional `_fused_<name>` (adds the step increment and reading the steps to
+  the host: `torch._foreach_add_` over the step tensors then a read, or one pass of the launch
+  helper doing both);
 * `opt.step`: the whole optimizer step (adds `_init_group`'s per-parameter state lookups).
 
-Cases: every tensor at the same step with the same grad tensors each step (`kept grads`), fresh
-grad tensors each step (zero_grad(set_to_none=True): the grad pointer table is rebuilt), and one
-tensor a step behind (`mixed steps`: a row per tensor in the value table). Medians over rounds.
+Each case is measured twice, side by side: the launch reading its tensors' facts in Python passes
+and in one C++ pass (optdsl.host_facts). Cases: every tensor at the same step with the same grad
+tensors each step (`kept grads`), fresh grad tensors each step (zero_grad(set_to_none=True): the
+grad pointer table is rebuilt), and one tensor a step behind (`mixed steps`: a row per tensor in
+the value table). Medians over rounds.
 Never a timed assertion: numbers for people to read."""
 from __future__ import annotations
 
@@ -56,7 +59,11 @@ def _sizes(n: int) -> list[int]:
     return [int(x) for x in torch.randint(16, 4096, (n,), generator=g)]
 
 
-def measure(name: str = "Adam", tensors: int = TENSORS, steps: int = 20, rounds: int = 5) -> dict[str, dict]:
+FACTS = ("python", "cpp")   # OPTDSL_HOST_FACTS: the launch reads its tensors' facts in Python passes, or in C++
+
+
+def measure(name: str = "Adam", tensors: int = TENSORS, steps: int = 20, rounds: int = 5,
+            facts: str = "python") -> dict[str, dict]:
     from . import optim, runtime
     cls = getattr(optim, name)
     module = sys.modules[cls.__module__]
@@ -65,10 +72,11 @@ def measure(name: str = "Adam", tensors: int = TENSORS, steps: int = 20, rounds:
     originals = {k: v for k, v in vars(kernels).items() if k.endswith("_kernel")}
     original_launch, original_fused = kernels.launch, getattr(module, fused_fn)
     phases = getattr(kernels, "PHASES", None)
-    old_env = os.environ.get("TRITON_INTERPRET")
+    old_env = {k: os.environ.get(k) for k in ("TRITON_INTERPRET", "OPTDSL_HOST_FACTS")}
     results = {}
     try:
         os.environ["TRITON_INTERPRET"] = "1"   # lets the Triton kernel module serve CPU tensors; no kernel runs
+        os.environ["OPTDSL_HOST_FACTS"] = facts
         for k in originals:
             setattr(kernels, k, _NoLaunch())
         if hasattr(kernels, "PHASES"):   # a phased spec: its phase kernels, with what combine joins after each
@@ -109,10 +117,11 @@ def measure(name: str = "Adam", tensors: int = TENSORS, steps: int = 20, rounds:
             setattr(kernels, k, v)
         if phases is not None:
             kernels.PHASES = phases
-        if old_env is None:
-            os.environ.pop("TRITON_INTERPRET", None)
-        else:
-            os.environ["TRITON_INTERPRET"] = old_env
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return results
 
 
@@ -131,12 +140,20 @@ def reference_pass(tensors: int = TENSORS) -> float:
 
 
 def main(specs: list[str], tensors: int = TENSORS) -> int:
+    from . import host_facts
     specs = specs or ["Adam"]
     print(f"host time of one fused step, {tensors} tensors, CPU tensors, kernel launch replaced by a no-op "
           "(the kernel itself and Triton's launch are not counted); median us per step")
     print(f"(this machine: one pass reading data_ptr() of {tensors} tensors takes {reference_pass(tensors):.0f} us)")
-    print(f"{'spec':<10} {'case':<12} {'launcher':>10} {'fused fn':>10} {'opt.step':>10}")
+    print("facts: how the launch reads its tensors' addresses, sizes, dtypes and layout each step -- `python`, "
+          "a C-level pass per attribute and stream; `cpp`, one pass of the launch helper (optdsl.host_facts, "
+          "what a CUDA launch uses where a C++ compiler is found)")
+    readers = [f for f in FACTS if f == "python" or host_facts.available("cuda", "triton")]
+    print(f"{'spec':<10} {'case':<12} {'facts':<7} {'launcher':>10} {'fused fn':>10} {'opt.step':>10}")
     for name in specs:
-        for case, r in measure(name, tensors).items():
-            print(f"{name:<10} {case:<12} {r['launcher']:>10.0f} {r['fused fn']:>10.0f} {r['opt.step']:>10.0f}")
+        by_reader = {f: measure(name, tensors, facts=f) for f in readers}
+        for case in by_reader[readers[0]]:
+            for f in readers:
+                r = by_reader[f][case]
+                print(f"{name:<10} {case:<12} {f:<7} {r['launcher']:>10.0f} {r['fused fn']:>10.0f} {r['opt.step']:>10.0f}")
     return 0

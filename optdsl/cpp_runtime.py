@@ -127,7 +127,8 @@ def build(source: Path) -> Path:
 
 
 class Kernel:
-    """A compiled step: call(view, streams, numels, work_tensor, work_start, table, flags)."""
+    """A compiled step: call(view, ptrs, streams, numels, work_tensor, work_start, table, flags), with
+    `ptrs` the bucket's pointer tables (kernel_runtime.Bucket.pointer_tables)."""
 
     def __init__(self, library: Path, symbol: str):
         self.library = library
@@ -138,9 +139,9 @@ class Kernel:
         fn.restype = None
         self.fn = fn
 
-    def __call__(self, view, streams, numels, work_tensor, work_start, table, flags) -> None:
+    def __call__(self, view, ptrs, streams, numels, work_tensor, work_start, table, flags) -> None:
         n = len(streams)
-        tables = [pointer_table(view[s], "cpu") if s in view else None for s in streams]
+        tables = [ptrs[s] if s in view else None for s in streams]
         addresses = (ctypes.c_int64 * n)(*[t.data_ptr() if t is not None else 0 for t in tables])
         dtypes = (ctypes.c_int64 * n)(*[DTYPE_CODES[view[s][0].dtype] if s in view else -1 for s in streams])
         flag_array = (ctypes.c_int64 * max(1, len(flags)))(*[int(bool(f)) for f in flags])

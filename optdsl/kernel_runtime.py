@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 import torch
 
-from . import precision
+from . import host_facts, precision
 from .distributed import per_tensor_across_shards, raw_across_ranks
 
 LAUNCHES = [0]   # kernel launches since import; tests read it
@@ -19,6 +19,7 @@ BF16_SR = 3      # bf16 stored with stochastic rounding (optdsl.triton_lib)
 
 _CACHE: "OrderedDict[tuple, tuple]" = OrderedDict()
 _CACHE_SIZE = 256
+_EXACT: "OrderedDict[tuple, tuple]" = OrderedDict()   # _cached_exact's
 
 # per-tensor attribute reads as C-level calls (map), not Python loops: with thousands of tensors
 # they are most of a step's host time
@@ -28,7 +29,7 @@ _is_contiguous = torch.Tensor.is_contiguous
 _get_device = torch.Tensor.get_device
 _dtype = operator.attrgetter("dtype")
 _COMPLEX = frozenset({torch.complex32, torch.complex64, torch.complex128})
-ALIGN_BYTES = 16   # what a 128-bit access needs; the kernel's _ALIGNED hint
+ALIGN_BYTES = host_facts.ALIGN_BYTES
 
 
 def _cached(key, make):
@@ -150,6 +151,11 @@ def _table(cells: list, device) -> torch.Tensor:
     return torch.stack([cell(x) for x in cells])
 
 
+class SameRows(list):
+    """runtime.per_tensor's rows where every tensor shares one row object (one step for all): the
+    value table is then one row, known without a pass over the rows."""
+
+
 _TABLES: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()   # one-row tables by their numbers
 
 
@@ -161,9 +167,10 @@ def compact_value_table(rows: list[tuple], columns: list[int], device, group: tu
     nothing copies nothing). Rows of different steps (a tensor that skipped a step) keep a row per
     tensor."""
     head = rows[0] if rows else ()
-    # the same row object (C-level identity: rows equal in value but for the sign of a zero stay apart)
-    one_row = bool(rows) and not any(isinstance(x, torch.Tensor) for x in head) and all(
-        map(operator.is_, rows, itertools.repeat(head)))
+    # the same row object (runtime.SameRows says so; else a C-level identity pass: rows equal in
+    # value but for the sign of a zero stay apart)
+    one_row = bool(rows) and not any(isinstance(x, torch.Tensor) for x in head) and (
+        isinstance(rows, SameRows) or all(map(operator.is_, rows, itertools.repeat(head))))
     if not one_row:
         return value_table(rows, columns, device, group), False
     cells = list(group) + ([head[j] for j in columns] or [0.0])
@@ -201,16 +208,62 @@ def buckets(params: list[torch.Tensor], streams: list[list[torch.Tensor]]) -> li
     return list(out.values())
 
 
-def bucket_views(params: list[torch.Tensor], streams: dict[str, list[torch.Tensor]], stored: tuple[str, ...]):
-    """[(index, view, copies)] per bucket: buckets() and flat_views() in one, where the usual case
-    (one device, one real dtype per stream, every tensor contiguous) costs one C-level pass per
-    stream and check, and copies nothing."""
+class Bucket:
+    """One launch: the indices of its tensors in the group, per stream their flat contiguous real
+    views, the copies to write back after, and the facts the C++ helper read off them
+    (optdsl.host_facts) where it did: the work list and pointer tables then come from those facts
+    with no further pass over the tensors, and stay on the device while they are the same."""
+
+    def __init__(self, index: list[int], view: dict[str, list[torch.Tensor]], copies: list, facts=None):
+        self.index, self.view, self.copies, self.facts = index, view, copies, facts
+
+    def work_list(self, block: int, device):
+        """(numels, program -> tensor index, program -> first element), as `work_list`."""
+        if self.facts is None:
+            return work_list(self.view["param"], block, device)
+        numels = self.facts.numels
+        return _cached_exact(("work", block, str(device)), numels, lambda: _work_list(numels.tolist(), block, device))
+
+    def pointer_tables(self, device) -> tuple[dict[str, torch.Tensor], bool]:
+        """Per stream its pointer table on the device, and _ALIGNED, as `pointer_tables`."""
+        if self.facts is None:
+            return pointer_tables(self.view, device)
+        where = str(device)
+        ptrs = {name: _cached_exact(("ptrs", where), row, lambda row=row: row.to(device))
+                for name, row in zip(self.view, self.facts.addresses)}
+        return ptrs, self.facts.aligned
+
+
+def _cached_exact(kind: tuple, array: torch.Tensor, make):
+    """`make()` cached under the exact contents of `array` (a CPU int64 vector): found by its length
+    and ends, confirmed by comparing every element (one vectorised compare, no Python pass)."""
+    key = kind + (array.numel(), int(array[0]), int(array[-1]))
+    hit = _EXACT.get(key)
+    if hit is not None and torch.equal(hit[0], array):
+        return hit[1]
+    out = make()
+    _EXACT[key] = (array, out)
+    if len(_EXACT) > _CACHE_SIZE:
+        _EXACT.popitem(last=False)
+    return out
+
+
+def bucket_views(params: list[torch.Tensor], streams: dict[str, list[torch.Tensor]], stored: tuple[str, ...],
+                 backend: str = "triton") -> list[Bucket]:
+    """The launches of a step: buckets() and flat_views() in one. The usual case (one device, one
+    real dtype per stream, every tensor contiguous) is one bucket that copies nothing, found in one
+    C++ pass over every tensor where the launch helper is available (optdsl.host_facts), else in a
+    C-level Python pass per stream and check."""
     lists = list(streams.values())
-    if len(set(map(_get_device, params))) == 1 and all(
+    if params and host_facts.available(params[0].device.type, backend):
+        facts = host_facts.read(lists)
+        if facts is not None and facts.uniform():
+            return [Bucket(list(range(len(params))), dict(streams), [], facts)]
+    elif len(set(map(_get_device, params))) == 1 and all(
             len(k) == 1 and next(iter(k)) in DTYPE_CODES for k in (set(map(_dtype, s)) for s in lists)) and all(
             all(map(_is_contiguous, s)) for s in lists):
-        return [(list(range(len(params))), dict(streams), [])]
-    return [(index, *flat_views(streams, index, stored)) for index in buckets(params, lists)]
+        return [Bucket(list(range(len(params))), dict(streams), [])]
+    return [Bucket(index, *flat_views(streams, index, stored)) for index in buckets(params, lists)]
 
 
 def interpreting() -> bool:

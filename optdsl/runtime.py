@@ -6,6 +6,7 @@ Generated modules hold the math; this module holds the plumbing, once."""
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 import operator
 import os
@@ -17,7 +18,9 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, _default_to_fused_or_foreach, _get_scalar_dtype
 
-from . import distributed, precision
+from . import distributed, host_facts, precision
+from .kernel_runtime import SameRows
+from .state_dicts import check_state_dict
 from .distributed import across_ranks, foreach_copy_, launch_on_shards  # noqa: F401  (generated code reads them as `_rt.`)
 from .host_math import (  # noqa: F401 - generated code reads these as _rt.<name>
     compiling, _any_tensor, value, _like, sqrt, rsqrt, div, pow,
@@ -302,12 +305,11 @@ def per_tensor(fn: Callable, inputs: list[list], kwargs: dict, n: int) -> list[t
     """fn(*row, **kwargs) for each tensor; tensors sharing inputs (the usual case: one step) share one call.
     Rows holding tensors (capturable steps, values traced by torch.compile) are computed one by one."""
     if not inputs:
-        row = fn(**kwargs)
-        return [row] * n
+        return SameRows(itertools.repeat(fn(**kwargs), n))
     firsts = [column[0] for column in inputs]
     if not _any_tensor(*firsts) and all(column.count(column[0]) == n for column in inputs):
-        row = fn(*firsts, **kwargs)   # the usual case: every tensor at the same step
-        return [row] * n
+        # the usual case: every tensor at the same step
+        return SameRows(itertools.repeat(fn(*firsts, **kwargs), n))
     memo: dict[tuple, tuple] = {}
     out = []
     for row in zip(*inputs):
@@ -318,6 +320,11 @@ def per_tensor(fn: Callable, inputs: list[list], kwargs: dict, n: int) -> list[t
             memo[row] = fn(*row, **kwargs)
         out.append(memo[row])
     return out
+
+
+_item = Tensor.item
+_GRAD = operator.attrgetter("grad")
+_IS_SPARSE = operator.attrgetter("is_sparse")
 
 
 def host_values(tensors: list[Tensor], capturable: bool, offset: float = 0.0) -> list:
@@ -331,7 +338,22 @@ def host_values(tensors: list[Tensor], capturable: bool, offset: float = 0.0) ->
         return [t + offset for t in tensors] if offset else list(tensors)
     if tensors and tensors[0].device.type != "cpu" and all(t.device == tensors[0].device for t in tensors):
         return [v + offset for v in torch.stack(tensors).tolist()]
+    if not offset:   # (on the CPU .item() per tensor is faster than torch.stack of thousands of 0-d tensors)
+        return list(map(_item, tensors))
     return [t.item() + offset for t in tensors]
+
+
+def advance_steps(state_steps: list[Tensor], params: list[Tensor], suffix: str, capturable: bool) -> list:
+    """The fused path's `step += 1` on every tensor, and the new steps as its host math reads them
+    (host_values): `torch._foreach_add_` then a read, or one C++ pass doing both where the steps
+    are CPU numbers and the launch helper is available (optdsl.host_facts; bit for bit the same)."""
+    if not capturable and not compiling() and host_facts.available(params[0].device.type,
+                                                                   "cpp" if suffix == "_cpu" else "triton"):
+        values = host_facts.advance_steps(state_steps)
+        if values is not None:
+            return values
+    torch._foreach_add_(state_steps, 1)
+    return host_values(state_steps, capturable)
 
 
 def check_capturable(params: list[Tensor], state_steps: list[Tensor], supports_xla: bool,
@@ -393,8 +415,19 @@ def column(rows: list[tuple], j: int) -> list:
     return [r[j] for r in rows]
 
 
+_SIBLINGS: dict[tuple[str, str], Any] = {}
+
+
 def import_sibling(module_file: str, suffix: str):
     """Import `<stem><suffix>.py` beside a generated module (Triton needs kernels in a real file)."""
+    hit = _SIBLINGS.get((module_file, suffix))   # every fused step asks
+    if hit is not None:
+        return hit
+    _SIBLINGS[module_file, suffix] = module = _import_sibling(module_file, suffix)
+    return module
+
+
+def _import_sibling(module_file: str, suffix: str):
     path = Path(module_file).with_name(Path(module_file).stem + suffix + ".py")
     name = f"optdsl._kernels.{path.stem}_{abs(hash(str(path))):x}"
     if name in sys.modules:
@@ -578,9 +611,11 @@ class GeneratedOptimizer(Optimizer):
         per name in `_state_names` (None where a state is off), returns whether a param is complex.
         Under torch.compile, dynamo runs this eagerly (it recognises `_init_group`), so it may do
         anything Python can."""
-        has_complex = False
         active = self._active_states(group)
         group_step = self._group_step(group) if self._uses_step and self._step_per_group else None
+        if group_step is None and self._known_group(group, active, params, grads, state_steps, state_lists):
+            return any(map(torch.is_complex, params))
+        has_complex = False
         for i, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
@@ -610,6 +645,31 @@ class GeneratedOptimizer(Optimizer):
             elif self._uses_step:
                 state_steps.append(state["step"])
         return has_complex
+
+    def _known_group(self, group, active, params, grads, state_steps, state_lists) -> bool:
+        """_init_group's usual case in C-level passes, no Python loop over the parameters: every
+        parameter has a dense real (or, where supported, complex) gradient and every state it
+        needs already. Fills the lists and returns True; returns False, having filled nothing,
+        where the per-parameter loop must look (a missing grad, a sparse one, a state to create)."""
+        ps = group["params"]
+        gs = list(map(_GRAD, ps))
+        if not all(map(operator.is_not, gs, itertools.repeat(None))) or any(map(_IS_SPARSE, gs)):
+            return False
+        if not self._supports_complex and any(map(torch.is_complex, ps)):
+            return False
+        states = list(map(self.state.__getitem__, ps))
+        try:
+            steps = list(map(operator.itemgetter("step"), states)) if self._uses_step else []
+            columns = [list(map(operator.itemgetter(name), states)) if name in active else [None] * len(ps)
+                       for name in self._state_names]
+        except KeyError:   # a state not created yet (or an `empty` one still empty): the loop decides
+            return False
+        params.extend(ps)
+        grads.extend(gs)
+        state_steps.extend(steps)
+        for out, column in zip(state_lists, columns):
+            out.extend(column)
+        return True
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -664,59 +724,6 @@ class GeneratedOptimizer(Optimizer):
             for group, initial in zip(self.param_groups, own_initial):
                 if "initial_lr" not in group and initial is not None:
                     group["initial_lr"] = initial
-
-
-def check_state_dict(opt: GeneratedOptimizer, state_dict: dict[str, Any]) -> None:
-    """Refuse, before changing anything, a state_dict this optimizer cannot continue from: another
-    optimizer's (state keys it does not keep, or lacks ones it needs) or one for other parameters
-    (group sizes, state shapes). torch.optim's wording where torch.optim has a check."""
-    name = type(opt).__name__
-    if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
-        raise ValueError(f"{name}.load_state_dict: expected a dict with 'state' and 'param_groups' "
-                         f"(what Optimizer.state_dict() returns), got {type(state_dict).__name__}"
-                         + (f" with keys {sorted(map(str, state_dict))}" if isinstance(state_dict, dict) else ""))
-    groups = state_dict["param_groups"]
-    if len(groups) != len(opt.param_groups):
-        raise ValueError("loaded state dict has a different number of parameter groups")
-    ids: dict[Any, tuple[Tensor, dict]] = {}
-    for g_saved, g_own in zip(groups, opt.param_groups):
-        if len(g_saved["params"]) != len(g_own["params"]):
-            raise ValueError("loaded state dict contains a parameter group "
-                             "that doesn't match the size of optimizer's group")
-        for key, p in zip(g_saved["params"], g_own["params"]):
-            ids[key] = (p, g_saved)
-    per_tensor_step = opt._uses_step and not opt._step_per_group   # else the step is in the group
-    known = set(opt._state_names) | ({"step"} if per_tensor_step else set())
-    for key, entry in state_dict["state"].items():
-        if key not in ids:
-            continue   # torch.optim keeps state that matches no parameter as it is
-        p, g_saved = ids[key]
-        if not isinstance(entry, dict):
-            raise ValueError(f"{name}.load_state_dict: the state of parameter {key!r} is a {type(entry).__name__}, "
-                             "expected a dict of tensors")
-        unknown = sorted(map(str, set(entry) - known))
-        if unknown:
-            raise ValueError(f"{name}.load_state_dict: the state of parameter {key!r} has {unknown}, which {name} "
-                             f"does not keep ({name} keeps {sorted(known)}); is this another optimizer's state_dict?")
-        try:
-            active = opt._active_states({**opt.defaults, **g_saved})
-        except Exception:   # a group this optimizer cannot read: judge the keys alone
-            active = {}
-        if entry:
-            needed = {n for n, kind in active.items() if kind != "empty"} | ({"step"} if per_tensor_step else set())
-            missing = sorted(needed - set(entry))
-            if missing:
-                raise ValueError(f"{name}.load_state_dict: the state of parameter {key!r} lacks {missing}, which {name} "
-                                 f"needs to continue (it has {sorted(map(str, entry))}); is this another optimizer's state_dict?")
-        for k, t in entry.items():
-            if k == "step" or not isinstance(t, Tensor):
-                continue
-            scalar = isinstance(active.get(k), tuple) and active[k][0] in ("scalar", "device_scalar")
-            want = () if scalar else tuple(p.shape)
-            if tuple(t.shape) != want and not (scalar and t.numel() == 1):
-                raise ValueError(f"{name}.load_state_dict: state {k!r} of parameter {key!r} has shape {tuple(t.shape)}, "
-                                 f"expected {want}" + ("" if scalar else " (the parameter's shape)")
-                                 + "; was this state_dict saved for other parameters?")
 
 
 def default_foreach(params: list[Tensor], foreach, fused) -> tuple[bool, bool]:
