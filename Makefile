@@ -25,7 +25,7 @@ verify: build
 
 test: $(STAMP)
 	$(VENV)/bin/optdsl build --check
-	TRITON_INTERPRET=1 $(PY) -m pytest -q
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -n 2 --dist worksteal
 
 bench: $(STAMP)
 	$(VENV)/bin/optdsl bench

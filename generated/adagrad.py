@@ -210,10 +210,9 @@ def _multi_tensor_adagrad(params, grads, state_sums, state_steps, *, lr, lr_deca
 def _fused_adagrad(params, grads, state_sums, state_steps, *, lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize, capturable=False):
     if len(params) == 0:
         return
-    reason = _rt.fused_available(params)
+    suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"Adagrad: {reason}")
-    suffix = _rt.fused_kernel_suffix(params)
     steps = _rt.advance_steps(state_steps, params, suffix, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(

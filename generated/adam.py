@@ -252,10 +252,9 @@ def _multi_tensor_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, st
 def _fused_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay, capturable=False):
     if len(params) == 0:
         return
-    reason = _rt.fused_available(params)
+    suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"Adam: {reason}")
-    suffix = _rt.fused_kernel_suffix(params)
     steps = _rt.advance_steps(state_steps, params, suffix, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(

@@ -215,10 +215,9 @@ def _multi_tensor_adamax(params, grads, exp_avgs, exp_infs, state_steps, *, lr, 
 def _fused_adamax(params, grads, exp_avgs, exp_infs, state_steps, *, lr, betas, eps, weight_decay, maximize, capturable=False):
     if len(params) == 0:
         return
-    reason = _rt.fused_available(params)
+    suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"Adamax: {reason}")
-    suffix = _rt.fused_kernel_suffix(params)
     steps = _rt.advance_steps(state_steps, params, suffix, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(

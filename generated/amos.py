@@ -269,10 +269,9 @@ def _multi_tensor_amos(params, grads, exp_avg_sqs, decays, exp_avgs, state_steps
 def _fused_amos(params, grads, exp_avg_sqs, decays, exp_avgs, state_steps, *, lr, beta, momentum, extra_l2, c_coef, d_coef, eps, maximize, capturable=False):
     if len(params) == 0:
         return
-    reason = _rt.fused_available(params)
+    suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"Amos: {reason}")
-    suffix = _rt.fused_kernel_suffix(params)
     steps = _rt.advance_steps(state_steps, params, suffix, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(

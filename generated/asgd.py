@@ -253,10 +253,9 @@ def _multi_tensor_asgd(params, grads, axs, mus, etas, state_steps, *, lr, lambd,
 def _fused_asgd(params, grads, axs, mus, etas, state_steps, *, lr, lambd, alpha, t0, weight_decay, maximize, capturable=False):
     if len(params) == 0:
         return
-    reason = _rt.fused_available(params)
+    suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"ASGD: {reason}")
-    suffix = _rt.fused_kernel_suffix(params)
     steps = _rt.advance_steps(state_steps, params, suffix, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(

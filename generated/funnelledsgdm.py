@@ -239,10 +239,9 @@ def _multi_tensor_funnelledsgdm(params, grads, preconds, step_sizes, exp_avgs, m
 def _fused_funnelledsgdm(params, grads, preconds, step_sizes, exp_avgs, momentum_buffers, *, lr, momentum, beta, eta, gamma_p, gamma_s, weight_decay, maximize, capturable=False):
     if len(params) == 0:
         return
-    reason = _rt.fused_available(params)
+    suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"FunnelledSGDM: {reason}")
-    suffix = _rt.fused_kernel_suffix(params)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,

@@ -299,10 +299,9 @@ def _multi_tensor_lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr,
 def _fused_lamb(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr, betas, eps, weight_decay, max_grad_norm, bias_correction, grad_averaging, trust_clip, always_adapt, capturable=False):
     if len(params) == 0:
         return
-    reason = _rt.fused_available(params)
+    suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"Lamb: {reason}")
-    suffix = _rt.fused_kernel_suffix(params)
     steps = _rt.advance_steps(state_steps, params, suffix, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(

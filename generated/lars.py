@@ -259,10 +259,9 @@ def _multi_tensor_lars(params, grads, momentum_buffers, *, lr, momentum, dampeni
 def _fused_lars(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, trust_coeff, eps, nesterov, trust_clip, always_adapt, capturable=False):
     if len(params) == 0:
         return
-    reason = _rt.fused_available(params)
+    suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"Lars: {reason}")
-    suffix = _rt.fused_kernel_suffix(params)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,

@@ -180,10 +180,9 @@ def _multi_tensor_lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maxi
 def _fused_lion(params, grads, exp_avgs, *, lr, betas, weight_decay, maximize, capturable=False):
     if len(params) == 0:
         return
-    reason = _rt.fused_available(params)
+    suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"Lion: {reason}")
-    suffix = _rt.fused_kernel_suffix(params)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,

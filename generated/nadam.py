@@ -261,10 +261,9 @@ def _multi_tensor_nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, state
 def _fused_nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, state_steps, *, lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize, capturable=False):
     if len(params) == 0:
         return
-    reason = _rt.fused_available(params)
+    suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"NAdam: {reason}")
-    suffix = _rt.fused_kernel_suffix(params)
     steps = _rt.advance_steps(state_steps, params, suffix, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(

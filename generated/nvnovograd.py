@@ -236,10 +236,9 @@ def _multi_tensor_nvnovograd(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_s
 def _fused_nvnovograd(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, betas, eps, weight_decay, grad_averaging, amsgrad, decoupled_decay, capturable=False):
     if len(params) == 0:
         return
-    reason = _rt.fused_available(params)
+    suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"NvNovoGrad: {reason}")
-    suffix = _rt.fused_kernel_suffix(params)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,

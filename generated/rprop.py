@@ -204,10 +204,9 @@ def _multi_tensor_rprop(params, grads, prevs, step_size_list, state_steps, *, lr
 def _fused_rprop(params, grads, prevs, step_size_list, state_steps, *, lr, etas, step_sizes, maximize, capturable=False):
     if len(params) == 0:
         return
-    reason = _rt.fused_available(params)
+    suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"Rprop: {reason}")
-    suffix = _rt.fused_kernel_suffix(params)
     steps = _rt.advance_steps(state_steps, params, suffix, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(

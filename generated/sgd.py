@@ -221,10 +221,9 @@ def _multi_tensor_sgd(params, grads, momentum_buffers, *, lr, momentum, dampenin
 def _fused_sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov, maximize, capturable=False):
     if len(params) == 0:
         return
-    reason = _rt.fused_available(params)
+    suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"SGD: {reason}")
-    suffix = _rt.fused_kernel_suffix(params)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,

@@ -402,10 +402,9 @@ def _multi_tensor_sgdp(params, grads, momentum_bufs, *, lr, momentum, dampening,
 def _fused_sgdp(params, grads, momentum_bufs, *, lr, momentum, dampening, weight_decay, eps, delta, wd_ratio, nesterov, caution, capturable=False):
     if len(params) == 0:
         return
-    reason = _rt.fused_available(params)
+    suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"SGDP: {reason}")
-    suffix = _rt.fused_kernel_suffix(params)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,

@@ -325,6 +325,8 @@ def per_tensor(fn: Callable, inputs: list[list], kwargs: dict, n: int) -> list[t
 _item = Tensor.item
 _GRAD = operator.attrgetter("grad")
 _IS_SPARSE = operator.attrgetter("is_sparse")
+_DTYPE = operator.attrgetter("dtype")
+_COMPLEX = frozenset({torch.complex32, torch.complex64, torch.complex128})
 
 
 def host_values(tensors: list[Tensor], capturable: bool, offset: float = 0.0) -> list:
@@ -483,15 +485,23 @@ def fused_kernel_suffix(params: list[Tensor]) -> str:
 
 def fused_available(params: list[Tensor]) -> str | None:
     """Why the fused path cannot run on these tensors, or None."""
+    return fused_target(params)[1]
+
+
+def fused_target(params: list[Tensor]) -> tuple[str | None, str | None]:
+    """(the suffix of the kernel module a fused step imports, as fused_kernel_suffix, or None;
+    why the fused path cannot run on these tensors, or None): one pass over the tensors for both."""
     if all(map(operator.attrgetter("is_cuda"), params)):
-        return None
+        return "_triton", None
     if all(map(operator.attrgetter("is_cpu"), params)):
-        if cpu_fused_backend() == "cpp" or os.environ.get("TRITON_INTERPRET") == "1":
-            return None
-        return ("OPTDSL_CPU_FUSED=triton runs the Triton kernel on CPU tensors, which needs "
-                "TRITON_INTERPRET=1 set before the first fused step")
-    return ("fused=True needs every tensor of a group on one kind of device: CUDA tensors (the Triton "
-            "kernel) or CPU tensors (the fused C++ backend, or the Triton kernel with TRITON_INTERPRET=1)")
+        if cpu_fused_backend() == "cpp":
+            return "_cpu", None
+        if os.environ.get("TRITON_INTERPRET") == "1":
+            return "_triton", None
+        return None, ("OPTDSL_CPU_FUSED=triton runs the Triton kernel on CPU tensors, which needs "
+                      "TRITON_INTERPRET=1 set before the first fused step")
+    return None, ("fused=True needs every tensor of a group on one kind of device: CUDA tensors (the Triton "
+                  "kernel) or CPU tensors (the fused C++ backend, or the Triton kernel with TRITON_INTERPRET=1)")
 
 
 # ---- the optimizer base class ----------------------------------------------------------------
@@ -613,8 +623,9 @@ class GeneratedOptimizer(Optimizer):
         anything Python can."""
         active = self._active_states(group)
         group_step = self._group_step(group) if self._uses_step and self._step_per_group else None
-        if group_step is None and self._known_group(group, active, params, grads, state_steps, state_lists):
-            return any(map(torch.is_complex, params))
+        known = self._known_group(group, active, params, grads, state_steps, state_lists) if group_step is None else None
+        if known is not None:
+            return known
         has_complex = False
         for i, p in enumerate(group["params"]):
             if p.grad is None:
@@ -646,30 +657,31 @@ class GeneratedOptimizer(Optimizer):
                 state_steps.append(state["step"])
         return has_complex
 
-    def _known_group(self, group, active, params, grads, state_steps, state_lists) -> bool:
+    def _known_group(self, group, active, params, grads, state_steps, state_lists) -> bool | None:
         """_init_group's usual case in C-level passes, no Python loop over the parameters: every
-        parameter has a dense real (or, where supported, complex) gradient and every state it
-        needs already. Fills the lists and returns True; returns False, having filled nothing,
+        parameter has a dense gradient (complex only where supported) and every state it needs
+        already. Fills the lists and returns has_complex; returns None, having filled nothing,
         where the per-parameter loop must look (a missing grad, a sparse one, a state to create)."""
         ps = group["params"]
         gs = list(map(_GRAD, ps))
         if not all(map(operator.is_not, gs, itertools.repeat(None))) or any(map(_IS_SPARSE, gs)):
-            return False
-        if not self._supports_complex and any(map(torch.is_complex, ps)):
-            return False
+            return None
+        has_complex = not _COMPLEX.isdisjoint(set(map(_DTYPE, ps)))
+        if has_complex and not self._supports_complex:
+            return None
         states = list(map(self.state.__getitem__, ps))
         try:
             steps = list(map(operator.itemgetter("step"), states)) if self._uses_step else []
             columns = [list(map(operator.itemgetter(name), states)) if name in active else [None] * len(ps)
                        for name in self._state_names]
         except KeyError:   # a state not created yet (or an `empty` one still empty): the loop decides
-            return False
+            return None
         params.extend(ps)
         grads.extend(gs)
         state_steps.extend(steps)
         for out, column in zip(state_lists, columns):
             out.extend(column)
-        return True
+        return has_complex
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -690,7 +702,8 @@ class GeneratedOptimizer(Optimizer):
             if not params:
                 continue
             lists = dict(zip(self._state_names, state_lists))
-            in_kernel = bool(group.get("fused")) and fused_kernel_suffix(params) == "_triton"   # rounds in its stores
+            in_kernel = bool(group.get("fused")) and bool(group.get("stochastic_rounding")) and \
+                fused_kernel_suffix(params) == "_triton"   # rounds in its stores
             work = precision.working_copies(group, params, grads, lists, in_kernel)
             with distributed.partitioned(self._partitioned), precision.kernel_rounding(work):
                 if work is None:
