@@ -1,16 +1,19 @@
 """The fuzzing CI slice (derandomized: the same programs and mutations on every run).
 
-* 200+ random well-typed programs (optdsl.fuzz.programs), each through the loop, foreach and
-  fused paths (the fused kernel in the Triton interpreter: 2 steps; loop and foreach: 6),
-  compared step by step with the IR interpreter's error bounds (optdsl/fuzz/tolerance.py);
-  the programs must use every production of grammars/optdsl.lark, every terminal, every
-  builtin of builtins.py (reductions included), every IR op and reductions of every scope
-  (tensor, channel, group) -- a new construct fails here until the generator learns it;
+* 250 random well-typed programs (optdsl.fuzz.programs), drawn once and run in SHARDS shards
+  (so that test workers share them), each through the loop, foreach and fused paths (the
+  fused kernel in the Triton interpreter: 2 steps; loop and foreach: 6), compared step by step
+  with the IR interpreter's error bounds (optdsl/fuzz/tolerance.py);
+* 400 more, drawn and compiled only: they must use every production of grammars/optdsl.lark,
+  every terminal, every builtin of builtins.py (reductions included), every IR op and
+  reductions of every scope (tensor, channel, group) -- a new construct fails here until the
+  generator learns it;
 * 2,000 mutations of the shipped specs through the checker: a diagnostic with a line and a
   column, or clean success; never a traceback, a hang or a file written;
 * every reproducer saved in tests/fuzz_corpus/ (by `optdsl fuzz`) replays clean.
 
 Run a longer campaign with `optdsl fuzz --count 5000`."""
+import functools
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")   # before anything imports a kernel
@@ -39,6 +42,7 @@ except (ImportError, AttributeError):   # a Hypothesis without the pool
     pass
 
 PROGRAMS = 250
+SHARDS = 5        # the slice's programs, split for test workers
 COVERED = 400     # programs the coverage test draws and compiles
 MUTATIONS = 2000
 CORPUS = Path(__file__).parent / "fuzz_corpus"
@@ -46,13 +50,29 @@ CORPUS = Path(__file__).parent / "fuzz_corpus"
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 
-def test_generated_programs_agree_with_the_interpreter_on_every_path(tmp_path):
-    totals = {"programs": 0, "steps": 0, "compared": 0, "boundary": 0, "unsettled": 0, "unbounded": 0}
+@functools.cache
+def _slice() -> list[Case]:
+    """The slice's programs, drawn once per process (each shard runs every SHARDS-th one)."""
+    drawn: list[Case] = []
 
     @settings(max_examples=PROGRAMS, derandomize=True, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink])
+              suppress_health_check=list(HealthCheck), phases=[Phase.generate])
     @given(cases(steps=6, fused_steps=2))
-    def program(case):
+    def draw(case):
+        drawn.append(case)
+
+    draw()
+    return drawn
+
+
+@pytest.mark.parametrize("shard", range(SHARDS))
+def test_generated_programs_agree_with_the_interpreter_on_every_path(shard, tmp_path):
+    """Shards, so that test workers share the slice (`pytest -n 2`); each draws the same programs."""
+    drawn = _slice()
+    assert len(drawn) == PROGRAMS
+    totals = {"programs": 0, "steps": 0, "compared": 0, "boundary": 0, "unsettled": 0, "unbounded": 0}
+    failures = []
+    for case in drawn[shard::SHARDS]:
         out = check_case(case, cache=str(tmp_path / "cache"))
         totals["programs"] += 1
         for key in ("steps", "compared", "boundary", "unsettled", "unbounded"):
@@ -60,14 +80,13 @@ def test_generated_programs_agree_with_the_interpreter_on_every_path(tmp_path):
         if not out.ok:
             print(f"seed {case.seed}; reproducer (save as tests/fuzz_corpus/<name>.opt, run with "
                   f"`python -m optdsl.fuzz.replay FILE`):\n{case.dumps()}")
-        assert out.ok, out.summary()
-
-    program()
+            failures.append(out.summary())
+    assert not failures, "\n\n".join(failures[:3])
     # the budget of allowed mismatches, stated: only where a value hangs on an unsettled sign/compare
-    print(f"\n{totals['programs']} programs, {totals['steps']} optimizer steps, {totals['compared']} values compared; "
-          f"0 mismatches; {totals['boundary']} boundary mismatches allowed (of {totals['unsettled']} values at an "
-          f"unsettled sign/compare); {totals['unbounded']} values unbounded")
-    assert totals["programs"] >= 200
+    print(f"\nshard {shard}: {totals['programs']} programs, {totals['steps']} optimizer steps, {totals['compared']} "
+          f"values compared; 0 mismatches; {totals['boundary']} boundary mismatches allowed (of "
+          f"{totals['unsettled']} values at an unsettled sign/compare); {totals['unbounded']} values unbounded")
+    assert totals["programs"] == len(range(shard, PROGRAMS, SHARDS))
     assert totals["boundary"] <= totals["unsettled"]
 
 

@@ -9,7 +9,7 @@ from ..builtins import OPS, REDUCTIONS
 from ..ir import LEAF, REDUCE, UNARY, Kind, Let, Op, Program, Stmt, Store, Type, Value
 from ..names import ident, out_name
 from .common import Writer, across_ranks, float_literal
-from .forms import alpha_scaled, is_target, neg, number_args, reads, rest_forms, split_accumulate
+from .forms import alpha_scaled, holds_reduction, is_target, neg, number_args, reads, rest_forms, split_accumulate
 from .host import Column, host_expr, is_device_stmt, may_be_tensor, tensor_capable
 
 
@@ -292,7 +292,7 @@ class ForeachEmitter:
                  for i, (n, a) in enumerate(zip(names, v.args))]   # torch takes no number there
         # torch.lerp wants one dtype: a per-tensor value of another (a group value) goes through the helper
         form = "_rt.lerp_small({0}, {1}, {2})" if v.op is Op.LERP and any(
-            a.kind in (Kind.REDUCED, Kind.CHANNEL) for a in v.args[:2]) else OPS[v.op].torch
+            holds_reduction(a, self.p) for a in v.args[:2]) else OPS[v.op].torch
         inner = form.format(*forms)
         for n, (src, is_list) in zip(names, args):
             if not is_list:
@@ -424,7 +424,7 @@ class ForeachEmitter:
         if v.op is Op.LERP and is_target(v.args[0], target) and not any(reads(a, target) for a in v.args[1:]):
             y = self.as_list(v.args[1])
             if target != "param" and self.p.state(target).kind is not Kind.TENSOR \
-                    or v.args[1].kind in (Kind.REDUCED, Kind.CHANNEL):
+                    or holds_reduction(v.args[1], self.p):
                 y = f"[_rt.as_dtype(_y, _d) for _y, _d in zip({y}, {d})]"
             wt = self.as_list(v.args[2]) if self.is_list(v.args[2]) else self.tensor(v.args[2])[0]
             w.line(f"torch._foreach_lerp_({d}, {y}, {wt})")

@@ -6,7 +6,7 @@ torch.optim uses (`exp_avg.lerp_(g, w)`, `v.mul_(b).addcmul_(g, g, value=c)`,
 passes, and the same roundings, as the hand-written one."""
 from __future__ import annotations
 
-from ..ir import Kind, Op, Value, apply, const, walk_values
+from ..ir import REDUCE, Kind, Let, Op, Program, Value, apply, const, walk_stmts, walk_values
 
 INPLACE_UNARY = {Op.SQRT: "sqrt_", Op.NEG: "neg_", Op.ABS: "abs_", Op.SIGN: "sign_", Op.EXP: "exp_",
                   Op.LOG: "log_", Op.RSQRT: "rsqrt_", Op.SIGMOID: "sigmoid_", Op.TANH: "tanh_", Op.LOG1P: "log1p_",
@@ -18,6 +18,41 @@ TORCH_NUMBER_ARGS = {Op.WHERE: (1, 2), Op.CLAMP: (1, 2), Op.POW: (0, 1), Op.LERP
                       # Python operators: `number / tensor` is torch.optim's own form (RAdam's
                       # `bias_correction2**0.5 / exp_avg_sq_sqrt`, a reciprocal-multiply)
                       Op.ADD: (0, 1), Op.SUB: (0, 1), Op.MUL: (0, 1), Op.DIV: (0, 1)}
+
+
+def holds_reduction(v: Value, p: Program) -> bool:
+    """Whether v's eager value may be a reduction's float32 where a low-precision parameter's dtype
+    is wanted (torch.lerp takes one dtype): torch's promotion, followed through the locals v reads.
+    A 0-d reduction beside a parameter-shaped tensor takes that tensor's dtype; a per-channel one
+    (dimensioned) promotes it; `where(g > 0, rms(x), 2)` is a parameter-shaped float32."""
+    lets: dict[str, list[Value]] = {}
+    for s in walk_stmts(p.body):
+        if isinstance(s, Let):
+            lets.setdefault(s.name, []).append(s.value)
+    return _eager_dtype(v, lets, set()) in (_F32_SHAPED, _F32_SCALAR)
+
+
+# what torch's promotion gives an eager value, widest first
+_F32_SHAPED, _PARAM, _F32_SCALAR, _NUMBER = range(4)
+
+
+def _eager_dtype(v: Value, lets: dict[str, list[Value]], seen: set[str]) -> int:
+    if v.kind is Kind.CHANNEL:
+        return _F32_SHAPED
+    if v.op is Op.VAR and v.arg in lets:
+        if v.arg in seen:   # (a local read in its own binding: its other bindings decide)
+            return _NUMBER
+        inner = seen | {v.arg}
+        return min(_eager_dtype(x, lets, inner) for x in lets[v.arg])
+    if not v.args:
+        return {Kind.TENSOR: _PARAM, Kind.REDUCED: _F32_SCALAR}.get(v.kind, _NUMBER)
+    if v.op in REDUCE:
+        return _F32_SCALAR
+    values = v.args[1:] if v.op is Op.WHERE else v.args
+    out = min(_eager_dtype(a, lets, seen) for a in values)
+    if v.op is Op.WHERE and out == _F32_SCALAR and v.args[0].kind is Kind.TENSOR:
+        return _F32_SHAPED   # a 0-d float32 broadcast to the condition's shape
+    return out
 
 
 def number_args(v: Value) -> tuple[int, ...]:

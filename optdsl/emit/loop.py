@@ -8,7 +8,8 @@ from ..ir import LEAF, REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value,
 from ..names import ident, parts_name
 from ..plan import Phase
 from .common import Writer
-from .forms import INPLACE_UNARY, BINARY_METHOD, alpha_scaled, is_target, neg, number_args, reads, rest_forms, split_accumulate
+from .forms import (INPLACE_UNARY, BINARY_METHOD, alpha_scaled, holds_reduction, is_target, neg, number_args, reads,
+                    rest_forms, split_accumulate)
 from .host import INPLACE_SCALAR, host_expr, may_be_tensor, scalar_store, tensor_capable
 from ..selects import Selector, bound_after, is_select
 
@@ -87,7 +88,7 @@ class LoopEmitter:
             xs, xfresh = self.tensor(v.args[0])
             if xfresh:
                 return f"{xs}.{INPLACE_UNARY[v.op]}()", True
-        if v.op is Op.LERP and any(a.kind in (Kind.REDUCED, Kind.CHANNEL) for a in v.args[:2]):
+        if v.op is Op.LERP and any(holds_reduction(a, self.p) for a in v.args[:2]):
             return f"_rt.lerp_small({', '.join(self.operand(a) for a in v.args[:2])}, {self.tensor(v.args[2])[0]})", True
         # one torch op over its operands; a host operand keeps its host form (`sqrt(bc2) / t`
         # is Python's `float / tensor`, as torch.optim writes it, not torch.sqrt of a float)
@@ -238,7 +239,7 @@ class LoopEmitter:
             return
         if v.op is Op.LERP and is_target(v.args[0], target) and not any(reads(a, target) for a in v.args[1:]):
             if target != "param" and self.p.state(target).kind is not Kind.TENSOR \
-                    or v.args[1].kind in (Kind.REDUCED, Kind.CHANNEL):
+                    or holds_reduction(v.args[1], self.p):
                 # torch.lerp wants one dtype: a float32 scalar state towards a reduction of a bf16 tensor,
                 # a bf16 tensor towards a group value (float32, over tensors of several dtypes)
                 end = self.small_operand(v.args[1], v) if v.args[1].kind.on_host else self.tensor(v.args[1])[0]

@@ -138,6 +138,8 @@ class KernelEmitter:
         if role == "sink":
             form = REDUCTIONS[s.value.op]
             contribution = form.map.format(*(self.expr(a) for a in s.value.args))
+            if max(a.kind for a in s.value.args) is Kind.CONST:   # a literal is a Python number here: folds need a tensor
+                contribution = f"tl.full((), {contribution}, tl.float32)"
             return f"{part_name(s.name)} = fold_{form.fold}({contribution}, _mask, _offs)"
         assert role == "ready", (s.name, role)
         table, row = self.slots[s.name]
