@@ -52,17 +52,18 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 @functools.cache
 def _slice() -> list[Case]:
-    """The slice's programs, drawn once per process (each shard runs every SHARDS-th one)."""
-    drawn: list[Case] = []
+    """The slice's programs, drawn once per process (each shard runs every SHARDS-th one): the
+    first PROGRAMS distinct cases of twice as many draws (the strategy gives some case twice)."""
+    drawn: dict[str, Case] = {}
 
-    @settings(max_examples=PROGRAMS, derandomize=True, database=None, deadline=None,
+    @settings(max_examples=2 * PROGRAMS, derandomize=True, database=None, deadline=None,
               suppress_health_check=list(HealthCheck), phases=[Phase.generate])
     @given(cases(steps=6, fused_steps=2))
     def draw(case):
-        drawn.append(case)
+        drawn.setdefault(case.dumps(), case)
 
     draw()
-    return drawn
+    return list(drawn.values())[:PROGRAMS]
 
 
 @pytest.mark.parametrize("shard", range(SHARDS))
