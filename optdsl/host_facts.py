@@ -1,6 +1,6 @@
 """What a fused launch reads off every tensor of a group each step (address, element count, dtype,
 contiguity, device), in one C++ pass over all streams instead of a Python pass per attribute and
-per stream.
+per stream; and, in the same way, a fused group's grads for `_init_group` and its step advance.
 
 With thousands of tensors those passes are most of a fused step's host time: one C-level Python
 pass reading `data_ptr()` of 2,000 tensors costs about as much as the C++ pass reading every fact
@@ -79,6 +79,8 @@ def _library(required: bool):
             library.optdsl_tensor_facts.restype = i64
             library.optdsl_advance_steps.argtypes = [ctypes.py_object, ctypes.c_double, p]
             library.optdsl_advance_steps.restype = i64
+            library.optdsl_group_grads.argtypes = [ctypes.py_object] * 4
+            library.optdsl_group_grads.restype = i64
             _LIBRARY.append(library)
     return _LIBRARY[0]
 
@@ -130,3 +132,12 @@ def advance_steps(steps: list[torch.Tensor], delta: float = 1.0) -> list[float] 
     if not steps or _LIBRARY[0].optdsl_advance_steps(steps, delta, values.data_ptr()) != 0:
         return None
     return values.tolist()
+
+
+def group_grads(params: list[torch.Tensor]) -> tuple[list[torch.Tensor], bool] | None:
+    """(every param's `.grad`, whether a param is complex) in one C++ pass, where every param is a
+    plain Tensor or Parameter with a dense grad; None else (the caller's per-parameter loop then
+    looks at each). Call where available() said yes."""
+    grads: list[torch.Tensor] = []
+    bits = _LIBRARY[0].optdsl_group_grads(params, grads, torch.Tensor, torch.nn.Parameter)
+    return None if bits < 0 else (grads, bool(bits & 1))

@@ -663,10 +663,15 @@ class GeneratedOptimizer(Optimizer):
         already. Fills the lists and returns has_complex; returns None, having filled nothing,
         where the per-parameter loop must look (a missing grad, a sparse one, a state to create)."""
         ps = group["params"]
-        gs = list(map(_GRAD, ps))
-        if not all(map(operator.is_not, gs, itertools.repeat(None))) or any(map(_IS_SPARSE, gs)):
-            return None
-        has_complex = not _COMPLEX.isdisjoint(set(map(_DTYPE, ps)))
+        read = host_facts.group_grads(ps) if ps and group.get("fused") and host_facts.available(
+            ps[0].device.type, cpu_fused_backend() if ps[0].device.type == "cpu" else "triton") else None
+        if read is not None:   # one C++ pass (optdsl.host_facts)
+            gs, has_complex = read
+        else:
+            gs = list(map(_GRAD, ps))
+            if not all(map(operator.is_not, gs, itertools.repeat(None))) or any(map(_IS_SPARSE, gs)):
+                return None
+            has_complex = not _COMPLEX.isdisjoint(set(map(_DTYPE, ps)))
         if has_complex and not self._supports_complex:
             return None
         states = list(map(self.state.__getitem__, ps))
@@ -702,6 +707,7 @@ class GeneratedOptimizer(Optimizer):
             if not params:
                 continue
             lists = dict(zip(self._state_names, state_lists))
+            before = {name: list(lists[name]) for name in self._empty_states}
             in_kernel = bool(group.get("fused")) and bool(group.get("stochastic_rounding")) and \
                 fused_kernel_suffix(params) == "_triton"   # rounds in its stores
             work = precision.working_copies(group, params, grads, lists, in_kernel)
@@ -711,10 +717,11 @@ class GeneratedOptimizer(Optimizer):
                 else:
                     self._update(group, work.params, work.grads, work.lists, steps)
                     work.write_back()
-            for name in self._empty_states:   # states created by this step
-                for p, t in zip(params, lists[name]):
-                    if t is not None:
-                        self.state[p][name] = t.to(precision.state_dtype_of(p, group))
+            for name in self._empty_states:   # states created by this step (C-level: found without a loop)
+                after = lists[name]
+                for i in itertools.compress(range(len(after)), map(operator.is_not, after, before[name])):
+                    if after[i] is not None:
+                        self.state[params[i]][name] = after[i].to(precision.state_dtype_of(params[i], group))
         return loss
 
     def _update(self, group, params, grads, lists, steps) -> None:

@@ -117,3 +117,35 @@ extern "C" int64_t optdsl_advance_steps(PyObject* steps, double delta, double* v
   }
   return 0;
 }
+
+// _init_group's usual case (runtime.GeneratedOptimizer._known_group): appends every param's
+// `.grad` to `grads` and returns a bit set, 1 where a param is complex; or -1 (where a param is
+// not a plain Tensor or Parameter, of the exact types `tensor_type` and `parameter_type`, whose
+// `.grad` reads no Python hook), -2 (a grad missing) or -3 (a grad not dense), with `grads`
+// then partly filled (the caller drops it).
+extern "C" int64_t optdsl_group_grads(PyObject* params, PyObject* grads, PyObject* tensor_type,
+                                      PyObject* parameter_type) {
+  if (!PyList_Check(params) || !PyList_Check(grads)) return -1;
+  const Py_ssize_t n = PyList_GET_SIZE(params);
+  int64_t bits = 0;
+  try {
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      PyObject* item = PyList_GET_ITEM(params, i);
+      PyObject* type = reinterpret_cast<PyObject*>(Py_TYPE(item));
+      if (type != tensor_type && type != parameter_type) return -1;
+      const at::Tensor& p = THPVariable_Unpack(item);
+      const at::Tensor& g = p.grad();
+      if (!g.defined()) return -2;
+      if (g.layout() != c10::kStrided) return -3;
+      if (p.is_complex()) bits |= 1;
+      PyObject* wrapped = THPVariable_Wrap(g);   // the grad's own Python object, as `p.grad` returns
+      if (wrapped == nullptr) return -1;
+      const int appended = PyList_Append(grads, wrapped);
+      Py_DECREF(wrapped);
+      if (appended != 0) return -1;
+    }
+  } catch (...) {
+    return -1;
+  }
+  return bits;
+}

@@ -120,3 +120,25 @@ def test_the_default_reads_facts_in_python_only_for_the_interpreter(monkeypatch)
     monkeypatch.setenv("OPTDSL_HOST_FACTS", "fast")
     with pytest.raises(ValueError, match="OPTDSL_HOST_FACTS must be 'cpp' or 'python'"):
         host_facts.choice("cpu", "cpp")
+
+
+def test_group_grads_are_the_grad_objects_or_none_where_the_loop_must_look():
+    params = [torch.nn.Parameter(torch.randn(3)), torch.randn(2, requires_grad=True)]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    grads, has_complex = host_facts.group_grads(params)
+    assert all(g is p.grad for g, p in zip(grads, params)) and not has_complex
+    complex_param = torch.nn.Parameter(torch.randn(2, dtype=torch.complex64))
+    complex_param.grad = torch.randn_like(complex_param)
+    assert host_facts.group_grads(params + [complex_param])[1]
+    missing = torch.nn.Parameter(torch.randn(2))
+    assert host_facts.group_grads(params + [missing]) is None
+    sparse = torch.nn.Parameter(torch.randn(3, 2))
+    sparse.grad = torch.randn(3, 2).to_sparse()
+    assert host_facts.group_grads(params + [sparse]) is None
+
+    class Tagged(torch.nn.Parameter):   # a subclass may read `.grad` its own way: the loop decides
+        pass
+    tagged = Tagged(torch.randn(2))
+    tagged.grad = torch.randn(2)
+    assert host_facts.group_grads(params + [tagged]) is None
