@@ -5,7 +5,7 @@
 Three paths with one signature, as in torch.optim: `_single_tensor_lion` (a loop
 over tensors), `_multi_tensor_lion` (foreach=True) and `_fused_lion`
 (fused=True: one Triton kernel launch per parameter group; on CPU tensors the fused C++ backend,
-or the Triton kernel under TRITON_INTERPRET=1: see runtime.cpu_fused_backend).
+or the Triton kernel under TRITON_INTERPRET=1: see optdsl.backends.cpu_fused_backend).
 """
 from __future__ import annotations
 
