@@ -74,15 +74,16 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
     head = rows[0]   # group-level values are the same in every row
     flags = (bool(maximize), bool(head[0]), )
     runs = []
-    for index in _krt.buckets(params, list(streams.values())):
+    for bucket in _krt.bucket_views(params, streams, STORED, backend="cpp"):
+        index, view = bucket.index, bucket.view
         device = params[index[0]].device
         if device.type != "cpu":
             raise RuntimeError(f"FunnelledSGDM: the fused CPU backend got a tensor on {device}")
-        view, copies = _krt.flat_views(streams, index, STORED)
-        table = _krt.value_table([rows[i] for i in index], (), device,
+        table = _krt.value_table(_krt.bucket_rows(rows, index), (), device,
                                  (weight_decay, gamma_p, gamma_s, beta, head[1], momentum, eta, ))
-        work = _krt.work(view["param"], BLOCK, device, CHANNELS)
-        run = _krt.Run(index, device, BLOCK, view, copies, work, {}, table,
+        work = bucket.work(BLOCK, device, CHANNELS)
+        ptrs, _ = bucket.pointer_tables(device)
+        run = _krt.Run(index, device, BLOCK, view, bucket.copies, work, ptrs, table,
                        1, 0, 1)
         run.scalar_in = _cpp.scalar_inputs([_scalars.get(name) for name in SCALAR_STATES], index)
         runs.append(run)

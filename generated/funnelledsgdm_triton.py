@@ -358,7 +358,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             ptrs[name] = _krt.pointer_table([ts[i] for i in index], device)
         table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (), device,
                                                   (weight_decay, gamma_p, gamma_s, beta, head[1], momentum, eta, ))
-        work = _krt.work(view["param"], block, device, CHANNELS)
+        work = bucket.work(block, device, CHANNELS)
         _runs.append(_krt.Run(index, device, block, view, bucket.copies, work, ptrs, table,
                               1, 0, 1, one_row, aligned))
     for _kernel, _sinks in PHASES:   # partials of this phase's reductions, then one combine for the group

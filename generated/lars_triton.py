@@ -354,7 +354,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             ptrs[name] = _krt.pointer_table([ts[i] for i in index], device)
         table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (2,), device,
                                                   (trust_coeff, weight_decay, eps, lr, momentum, head[3], ))
-        work = _krt.work(view["param"], block, device, CHANNELS)
+        work = bucket.work(block, device, CHANNELS)
         _runs.append(_krt.Run(index, device, block, view, bucket.copies, work, ptrs, table,
                               2, 0, 0, one_row, aligned))
     for _kernel, _sinks in PHASES:   # partials of this phase's reductions, then one combine for the group

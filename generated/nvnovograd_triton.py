@@ -364,7 +364,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             ptrs[name] = _krt.pointer_table([ts[i] for i in index], device)
         table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (), device,
                                                   (betas[1], head[0], eps, head[2], weight_decay, head[3], betas[0], lr, ))
-        work = _krt.work(view["param"], block, device, CHANNELS)
+        work = bucket.work(block, device, CHANNELS)
         _runs.append(_krt.Run(index, device, block, view, bucket.copies, work, ptrs, table,
                               1, 0, 2, one_row, aligned))
     for _kernel, _sinks in PHASES:   # partials of this phase's reductions, then one combine for the group

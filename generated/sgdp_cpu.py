@@ -156,15 +156,16 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
     head = rows[0]   # group-level values are the same in every row
     flags = (bool(nesterov), bool(caution), )
     runs = []
-    for index in _krt.buckets(params, list(streams.values())):
+    for bucket in _krt.bucket_views(params, streams, STORED, backend="cpp"):
+        index, view = bucket.index, bucket.view
         device = params[index[0]].device
         if device.type != "cpu":
             raise RuntimeError(f"SGDP: the fused CPU backend got a tensor on {device}")
-        view, copies = _krt.flat_views(streams, index, STORED)
-        table = _krt.value_table([rows[i] for i in index], (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11), device,
+        table = _krt.value_table(_krt.bucket_rows(rows, index), (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11), device,
                                  (momentum, head[0], eps, lr, ))
-        work = _krt.work(view["param"], BLOCK, device, CHANNELS)
-        run = _krt.Run(index, device, BLOCK, view, copies, work, {}, table,
+        work = bucket.work(BLOCK, device, CHANNELS)
+        ptrs, _ = bucket.pointer_tables(device)
+        run = _krt.Run(index, device, BLOCK, view, bucket.copies, work, ptrs, table,
                        13, 7, 0)
         run.scalar_in = _cpp.scalar_inputs([_scalars.get(name) for name in SCALAR_STATES], index)
         runs.append(run)

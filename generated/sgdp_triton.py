@@ -1658,7 +1658,7 @@ def launch(params, grads, states, inputs, hypers, capturable=False):
             ptrs[name] = _krt.pointer_table([ts[i] for i in index], device)
         table, one_row = _krt.compact_value_table(_krt.bucket_rows(rows, index), (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11), device,
                                                   (momentum, head[0], eps, lr, ))
-        work = _krt.work(view["param"], block, device, CHANNELS)
+        work = bucket.work(block, device, CHANNELS)
         _runs.append(_krt.Run(index, device, block, view, bucket.copies, work, ptrs, table,
                               13, 7, 0, one_row, aligned))
     for _kernel, _sinks in PHASES:   # partials of this phase's reductions, then one combine for the group

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .kernel_runtime import DTYPE_CODES, pointer_table
+from .kernel_runtime import DTYPE_CODES
 
 # No -ffast-math: results must be IEEE like the other paths'; no FMA contraction either (torch's
 # own elementwise ops round every multiply and add).
@@ -169,7 +169,7 @@ class PhaseKernel:
         from .kernel_runtime import LAUNCHES
         view, work = run.view, run.work
         n = max(1, len(streams))
-        tables = [pointer_table(view[s], "cpu") if s in view else None for s in streams]
+        tables = [run.ptrs[s] if s in view else None for s in streams]
         addresses = (ctypes.c_int64 * n)(*[t.data_ptr() if t is not None else 0 for t in tables])
         dtypes = (ctypes.c_int64 * n)(*[DTYPE_CODES[view[s][0].dtype] if s in view else -1 for s in streams])
         flag_array = (ctypes.c_int64 * max(1, len(flags)))(*[int(bool(f)) for f in flags])

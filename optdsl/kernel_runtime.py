@@ -224,6 +224,15 @@ class Bucket:
         numels = self.facts.numels
         return _cached_exact(("work", block, str(device)), numels, lambda: _work_list(numels.tolist(), block, device))
 
+    def work(self, block: int, device, channels: bool) -> "Work":
+        """The phased work list, as `work`: from the facts' element counts where programs are not
+        cut at channels (a tensor's channels are not among the facts)."""
+        if self.facts is None or channels:
+            return work(self.view["param"], block, device, channels)
+        tensors = self.view["param"]
+        return _cached_exact(("phased work", block, str(device)), self.facts.numels,
+                             lambda: Work(tensors, block, device, channels))
+
     def pointer_tables(self, device) -> tuple[dict[str, torch.Tensor], bool]:
         """Per stream its pointer table on the device, and _ALIGNED, as `pointer_tables`."""
         if self.facts is None:

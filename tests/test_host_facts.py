@@ -78,9 +78,10 @@ def test_advance_steps_changes_nothing_where_it_refuses():
     assert host_facts.advance_steps([torch.tensor(3.0), torch.tensor(4)]) is None   # an int tensor
 
 
+@pytest.mark.parametrize("name", ["Adam", "Lamb"])   # elementwise, and phased (a reduction per tensor)
 @pytest.mark.parametrize("backend", ["cpp", "triton"])
 @pytest.mark.parametrize("case", ["kept grads", "fresh grads", "moved param", "transposed param"])
-def test_a_fused_step_with_the_helper_is_the_step_without(monkeypatch, backend, case):
+def test_a_fused_step_with_the_helper_is_the_step_without(monkeypatch, name, backend, case):
     """The same training, bit for bit, with the facts read in C++ and in Python, through the
     launches whose tables the facts feed: kept grads (tables cached), fresh grads each step (the
     grad table rebuilt), a param whose storage moves mid-run (`p.data = ...`: its address
@@ -90,7 +91,7 @@ def test_a_fused_step_with_the_helper_is_the_step_without(monkeypatch, backend, 
         g = torch.Generator().manual_seed(1)
         params = [torch.randn(n, generator=g).requires_grad_() for n in (5, 130, 64, 1, 257)]
         params.append(torch.randn(16, 8, generator=g).requires_grad_())
-        opt = optim.Adam(params, lr=0.01, weight_decay=0.1, fused=True)
+        opt = getattr(optim, name)(params, lr=0.01, weight_decay=0.1, fused=True)
         with runtime.cpu_fused(backend):
             for step in range(4):
                 for i, p in enumerate(params):
@@ -103,8 +104,10 @@ def test_a_fused_step_with_the_helper_is_the_step_without(monkeypatch, backend, 
                 if step == 2 and case == "transposed param":
                     params[5].data = params[5].data.reshape(8, 16).t()
                     params[5].grad = torch.randn(params[5].shape, generator=g)
-                    opt.state[params[5]]["exp_avg"] = opt.state[params[5]]["exp_avg"].reshape(8, 16).t()
-                    opt.state[params[5]]["exp_avg_sq"] = opt.state[params[5]]["exp_avg_sq"].reshape(8, 16).t()
+                    state = opt.state[params[5]]
+                    for key, t in list(state.items()):
+                        if t.shape == (16, 8):
+                            state[key] = t.reshape(8, 16).t()
                 opt.step()
         return [p.detach().clone() for p in params] + [t.clone() for s in opt.state.values() for t in s.values()]
 
