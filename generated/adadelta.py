@@ -215,7 +215,7 @@ def _fused_adadelta(params, grads, square_avgs, acc_deltas, state_steps, *, lr, 
     suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"Adadelta: {reason}")
-    steps = _rt.advance_steps(state_steps, params, suffix, capturable)
+    steps = _rt.advance_steps(state_steps, params, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,

@@ -213,7 +213,7 @@ def _fused_adagrad(params, grads, state_sums, state_steps, *, lr, lr_decay, weig
     suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"Adagrad: {reason}")
-    steps = _rt.advance_steps(state_steps, params, suffix, capturable)
+    steps = _rt.advance_steps(state_steps, params, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,

@@ -218,7 +218,7 @@ def _fused_adamax(params, grads, exp_avgs, exp_infs, state_steps, *, lr, betas, 
     suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"Adamax: {reason}")
-    steps = _rt.advance_steps(state_steps, params, suffix, capturable)
+    steps = _rt.advance_steps(state_steps, params, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,

@@ -425,7 +425,7 @@ def _fused_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr, betas
     suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"AdamP: {reason}")
-    steps = _rt.advance_steps(state_steps, params, suffix, capturable)
+    steps = _rt.advance_steps(state_steps, params, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,

@@ -272,7 +272,7 @@ def _fused_amos(params, grads, exp_avg_sqs, decays, exp_avgs, state_steps, *, lr
     suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"Amos: {reason}")
-    steps = _rt.advance_steps(state_steps, params, suffix, capturable)
+    steps = _rt.advance_steps(state_steps, params, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,

@@ -256,7 +256,7 @@ def _fused_asgd(params, grads, axs, mus, etas, state_steps, *, lr, lambd, alpha,
     suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"ASGD: {reason}")
-    steps = _rt.advance_steps(state_steps, params, suffix, capturable)
+    steps = _rt.advance_steps(state_steps, params, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,

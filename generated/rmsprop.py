@@ -252,7 +252,7 @@ def _fused_rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, stat
     suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"RMSprop: {reason}")
-    steps = _rt.advance_steps(state_steps, params, suffix, capturable)
+    steps = _rt.advance_steps(state_steps, params, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,

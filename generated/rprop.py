@@ -207,7 +207,7 @@ def _fused_rprop(params, grads, prevs, step_size_list, state_steps, *, lr, etas,
     suffix, reason = _rt.fused_target(params)
     if reason is not None:
         raise RuntimeError(f"Rprop: {reason}")
-    steps = _rt.advance_steps(state_steps, params, suffix, capturable)
+    steps = _rt.advance_steps(state_steps, params, capturable)
     kernels = _rt.import_sibling(__file__, suffix)
     _rt.launch_on_shards(
         kernels.launch,

@@ -75,19 +75,12 @@ def cpu_fused_backend() -> str:
 
 def fused_kernel_suffix(params: list[Tensor]) -> str:
     """The generated kernel module a fused step imports: `_cpu` (C++) or `_triton`."""
-    if params and all(map(operator.attrgetter("is_cpu"), params)) and cpu_fused_backend() == "cpp":
-        return "_cpu"
-    return "_triton"
-
-
-def fused_available(params: list[Tensor]) -> str | None:
-    """Why the fused path cannot run on these tensors, or None."""
-    return fused_target(params)[1]
+    return fused_target(params)[0] or "_triton"
 
 
 def fused_target(params: list[Tensor]) -> tuple[str | None, str | None]:
-    """(the suffix of the kernel module a fused step imports, as fused_kernel_suffix, or None;
-    why the fused path cannot run on these tensors, or None): one pass over the tensors for both."""
+    """(the suffix of the kernel module a fused step imports, `_cpu` or `_triton`, or None; why the
+    fused path cannot run on these tensors, or None): one pass over the tensors for both."""
     if all(map(operator.attrgetter("is_cuda"), params)):
         return "_triton", None
     if all(map(operator.attrgetter("is_cpu"), params)):

@@ -28,7 +28,7 @@ _numel = torch.Tensor.numel
 _is_contiguous = torch.Tensor.is_contiguous
 _get_device = torch.Tensor.get_device
 _dtype = operator.attrgetter("dtype")
-_COMPLEX = frozenset({torch.complex32, torch.complex64, torch.complex128})
+COMPLEX_DTYPES = frozenset({torch.complex32, torch.complex64, torch.complex128})
 ALIGN_BYTES = host_facts.ALIGN_BYTES
 
 
@@ -199,7 +199,7 @@ def buckets(params: list[torch.Tensor], streams: list[list[torch.Tensor]]) -> li
     # stream (thousands of small tensors make the per-tensor path below a cost per step)
     kinds = [set(map(_dtype, s)) for s in streams]
     if all(len(k) == 1 and next(iter(k)) in DTYPE_CODES for k in kinds) and len(set(map(_get_device, params))) == 1:
-        # (get_device: the index, -1 on the CPU; a group's tensors share a device type, runtime.fused_available)
+        # (get_device: the index, -1 on the CPU; a group's tensors share a device type, backends.fused_target)
         return [list(range(len(params)))]
     out: "OrderedDict[tuple, list[int]]" = OrderedDict()
     for i, p in enumerate(params):
@@ -301,7 +301,7 @@ def flat_views(streams: dict[str, list[torch.Tensor]], index: list[int], stored:
     copies: list[tuple[torch.Tensor, torch.Tensor]] = []
     for name, tensors in streams.items():
         chosen = tensors if len(index) == len(tensors) else [tensors[i] for i in index]
-        if all(map(_is_contiguous, chosen)) and _COMPLEX.isdisjoint(map(_dtype, chosen)):   # nothing to copy
+        if all(map(_is_contiguous, chosen)) and COMPLEX_DTYPES.isdisjoint(map(_dtype, chosen)):   # nothing to copy
             view[name] = chosen
             continue
         chosen = []

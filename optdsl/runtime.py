@@ -15,9 +15,9 @@ from torch import Tensor
 from torch.optim.optimizer import Optimizer, _default_to_fused_or_foreach, _get_scalar_dtype
 
 from . import distributed, host_facts, precision
-from .kernel_runtime import SameRows
-from .backends import (cpu_fused, cpu_fused_backend, fused_available, fused_kernel_suffix,  # noqa: F401
-                       fused_target, import_sibling)  # (generated code and tests read them as `_rt.`/`runtime.`)
+from .kernel_runtime import COMPLEX_DTYPES, SameRows
+from .backends import (cpu_fused, cpu_fused_backend, fused_kernel_suffix, fused_target,  # noqa: F401
+                       import_sibling)  # (generated code and tests read them as `_rt.`/`runtime.`)
 from .state_dicts import check_state_dict
 from .distributed import across_ranks, foreach_copy_, launch_on_shards  # noqa: F401  (generated code reads them as `_rt.`)
 from .host_math import (  # noqa: F401 - generated code reads these as _rt.<name>
@@ -324,7 +324,6 @@ _item = Tensor.item
 _GRAD = operator.attrgetter("grad")
 _IS_SPARSE = operator.attrgetter("is_sparse")
 _DTYPE = operator.attrgetter("dtype")
-_COMPLEX = frozenset({torch.complex32, torch.complex64, torch.complex128})
 
 
 def host_values(tensors: list[Tensor], capturable: bool, offset: float = 0.0) -> list:
@@ -343,12 +342,17 @@ def host_values(tensors: list[Tensor], capturable: bool, offset: float = 0.0) ->
     return [t.item() + offset for t in tensors]
 
 
-def advance_steps(state_steps: list[Tensor], params: list[Tensor], suffix: str, capturable: bool) -> list:
+def launch_helper(params: list[Tensor]) -> bool:
+    """Whether a fused step over `params` (one device type) uses the C++ launch helper (optdsl.host_facts)."""
+    device = params[0].device.type
+    return host_facts.available(device, cpu_fused_backend() if device == "cpu" else "triton")
+
+
+def advance_steps(state_steps: list[Tensor], params: list[Tensor], capturable: bool) -> list:
     """The fused path's `step += 1` on every tensor, and the new steps as its host math reads them
     (host_values): `torch._foreach_add_` then a read, or one C++ pass doing both where the steps
     are CPU numbers and the launch helper is available (optdsl.host_facts; bit for bit the same)."""
-    if not capturable and not compiling() and host_facts.available(params[0].device.type,
-                                                                   "cpp" if suffix == "_cpu" else "triton"):
+    if not capturable and not compiling() and launch_helper(params):
         values = host_facts.advance_steps(state_steps)
         if values is not None:
             return values
@@ -574,15 +578,14 @@ class GeneratedOptimizer(Optimizer):
         already. Fills the lists and returns has_complex; returns None, having filled nothing,
         where the per-parameter loop must look (a missing grad, a sparse one, a state to create)."""
         ps = group["params"]
-        read = host_facts.group_grads(ps) if ps and group.get("fused") and host_facts.available(
-            ps[0].device.type, cpu_fused_backend() if ps[0].device.type == "cpu" else "triton") else None
+        read = host_facts.group_grads(ps) if ps and group.get("fused") and launch_helper(ps) else None
         if read is not None:   # one C++ pass (optdsl.host_facts)
             gs, has_complex = read
         else:
             gs = list(map(_GRAD, ps))
             if not all(map(operator.is_not, gs, itertools.repeat(None))) or any(map(_IS_SPARSE, gs)):
                 return None
-            has_complex = not _COMPLEX.isdisjoint(set(map(_DTYPE, ps)))
+            has_complex = not COMPLEX_DTYPES.isdisjoint(set(map(_DTYPE, ps)))
         if has_complex and not self._supports_complex:
             return None
         states = list(map(self.state.__getitem__, ps))
