@@ -15,6 +15,8 @@ OPTIMIZERS = {
     'Lamb': 'lamb',
     'Lars': 'lars',
     'Lion': 'lion',
+    'LookaheadAdam': 'lookaheadadam',
+    'LookaheadSGD': 'lookaheadsgd',
     'NAdam': 'nadam',
     'NvNovoGrad': 'nvnovograd',
     'RAdam': 'radam',

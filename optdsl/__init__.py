@@ -3,7 +3,7 @@ a per-tensor loop, a foreach path and a fused Triton kernel, checked against eac
 other and against trusted references."""
 from .compiler import compile_spec
 from .diagnostics import CompileError
-from .loader import load
+from .loader import compose, load
 
-__all__ = ["load", "compile_spec", "CompileError"]
+__all__ = ["load", "compose", "compile_spec", "CompileError"]
 __version__ = "0.1.0"

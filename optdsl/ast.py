@@ -135,6 +135,16 @@ class Keep(Node):
 
 
 @dataclass(frozen=True)
+class Regions:
+    """Offsets into the source of what a composition splices: the declarations (from the end of
+    the header to `update`), the update block's inside (between its braces), and in a wrapper the
+    `inner` statement. Half-open [start, end) pairs."""
+    decls: tuple[int, int]
+    body: tuple[int, int]
+    inner: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
 class Spec(Node):
     name: str
     doc: str
@@ -145,6 +155,34 @@ class Spec(Node):
     body: tuple[Stmt, ...]
     source: str = field(compare=False, repr=False, default="")
     keeps: tuple[Keep, ...] = ()
+    # `wrapper Name`: a spec whose update runs another's at its `inner` statement (see compose.py);
+    # `inner_at` is that statement's place among the top-level statements of `body`, which omits it
+    kind: str = "optimizer"
+    inner_at: int | None = None
+    inner_span: Span | None = field(default=None, compare=False, repr=False)
+    regions: Regions | None = field(default=None, compare=False, repr=False)
+
+
+# ---- compositions: `optimizer Name "doc" = wrapper(inner)` ---------------------------------------
+@dataclass(frozen=True)
+class SpecRef(Node):
+    """A spec named in a composition: a file stem (`adam`) or a quoted path (`"rules/mine.opt"`)."""
+    name: str
+    quoted: bool
+
+
+@dataclass(frozen=True)
+class Wrapped(Node):
+    wrapper: SpecRef
+    inner: "SpecRef | Wrapped"
+
+
+@dataclass(frozen=True)
+class Composed(Node):
+    name: str
+    doc: str
+    of: SpecRef | Wrapped
+    source: str = field(compare=False, repr=False, default="")
 
 
 def walk(expr: Expr):

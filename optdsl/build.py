@@ -41,9 +41,9 @@ def render_all(specs_dir: Path | None = None, warnings: list[str] | None = None)
     registry: dict[str, str] = {}
     for path in spec_files(specs_dir):
         source = path.read_text(encoding="utf-8")
-        compiled = compile_spec(source, path.name)
+        compiled = compile_spec(source, path.name, base=path.parent)
         if warnings is not None:
-            warnings += [w.render(source) for w in compiled.warnings]
+            warnings += [w.render(compiled.source) for w in compiled.warnings]
         mod = module_name(compiled.program.name)
         if mod in registry.values():
             raise SystemExit(f"{path.name}: optimizer name '{compiled.program.name}' is used by another spec")

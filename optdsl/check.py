@@ -119,7 +119,7 @@ class Checker:
             self.r.error(read.span, f"state '{read.id}' starts `empty`, and this read can come before its first store "
                                     f"(on the first step it has no value): guard it with `is_empty({read.id})`, "
                                     f"e.g. `is_empty({read.id}) ? grad : {read.id}`, or store '{read.id}' before reading it")
-        if not self.param_stored:
+        if not self.param_stored and spec.kind != "wrapper":   # a wrapper's `inner` assigns it
             self.r.error(spec.span, "the update block never assigns 'param'")
         self.r.raise_if_any()
 

@@ -7,7 +7,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from . import ast
 from .diagnostics import CompileError
+from .unused import unused_declarations
 
 
 def check_files(files, out=None, err=None, werror: bool = False) -> int:
@@ -31,18 +33,34 @@ def check_files(files, out=None, err=None, werror: bool = False) -> int:
             status = 1
             continue
         try:
-            compiled = compile_spec(source, name)
+            wrapper = _wrapper(source, name)
+            compiled = compile_spec(source, name, base=path.resolve().parent) if wrapper is None else None
         except CompileError as e:
             print(e.render(), file=err)
             status = 1
             continue
-        if compiled.warnings:
+        warnings = unused_declarations(wrapper) if wrapper is not None else compiled.warnings
+        if warnings:
             shown = [replace(w, severity="error", message=f"{w.message} [--werror]") if werror else w
-                     for w in compiled.warnings]
-            print("\n".join(w.render(source) for w in shown), file=err)
+                     for w in warnings]
+            print("\n".join(w.render(source if wrapper is not None else compiled.source) for w in shown), file=err)
             if werror:
                 status = 1
                 continue
+        if wrapper is not None:
+            print(f"{name}: ok (wrapper {wrapper.name}: {len(wrapper.hypers)} hypers, {len(wrapper.flags)} flags, "
+                  f"{len(wrapper.states)} states; compose it: `optimizer Name = {path.stem}(adam)`)", file=out)
+            continue
         print(f"{name}: ok ({compiled.program.name}: {len(compiled.program.hypers)} hypers, "
               f"{len(compiled.program.flags)} flags, {len(compiled.program.states)} states)", file=out)
     return status
+
+
+def _wrapper(source: str, name: str):
+    """The checked wrapper a file holds (checked alone: its `inner` runs nothing), else None."""
+    from .check import check
+    from .parse import parse_any
+    spec = parse_any(source, name)
+    if not isinstance(spec, ast.Spec) or spec.kind != "wrapper":
+        return None
+    return check(spec)

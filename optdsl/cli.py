@@ -49,6 +49,28 @@ def cmd_bench(args) -> int:
     return main(args)
 
 
+def cmd_compose(args) -> int:
+    """Print (or write, -o) the spec text of a wrapper around a spec: what `= wrapper(spec)` compiles."""
+    from .compose import Source, compose
+    from .diagnostics import CompileError
+    from .loader import read_spec
+    try:
+        text = compose(Source(*read_spec(args.wrapper)), Source(*read_spec(args.spec)), args.name, args.doc)
+    except CompileError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.output:
+        from .build import atomic_write
+        from pathlib import Path
+        atomic_write(Path(args.output), text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_fuzz(args) -> int:
     from .fuzz.cli import main
     return main(args)
@@ -104,6 +126,13 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--mode", choices=("programs", "text", "both"), default="both")
     f.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
     f.set_defaults(func=cmd_fuzz)
+    co = sub.add_parser("compose", help="the spec text of a wrapper around a spec (what `optimizer N = w(spec)` compiles)")
+    co.add_argument("wrapper", help="a wrapper: a shipped name (lookahead) or a .opt path")
+    co.add_argument("spec", help="the spec it wraps: a shipped name (adam), a .opt path, or a composition")
+    co.add_argument("--name", help="the class name (default: the two joined, LookaheadAdam)")
+    co.add_argument("--doc", help="the one-line doc")
+    co.add_argument("-o", "--output", help="write the text to this file (atomically) instead of stdout")
+    co.set_defaults(func=cmd_compose)
     from .show.command import add_parser as add_show
     add_show(sub)
     from .docgen.command import add_parser as add_docs

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .build import atomic_write
 from .compiler import compile_spec, spec_hash
+from .compose import Source, compose as compose_texts, expand, shipped_dirs
 from .names import module_name
 from .resources import data_dir
 
@@ -25,18 +26,19 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def _read(path_or_text) -> tuple[str, str]:
+def _read(path_or_text) -> tuple[str, str, Path | None]:
+    """(text, file name, the folder a composition in it finds its specs in)."""
     if isinstance(path_or_text, os.PathLike):
         p = Path(path_or_text)
-        return p.read_text(encoding="utf-8"), p.name
+        return p.read_text(encoding="utf-8"), p.name, p.resolve().parent
     if not isinstance(path_or_text, str):
         raise TypeError(f"optdsl.load takes a path or spec text, not {type(path_or_text).__name__}")
     text = path_or_text
     if "\n" not in text and "{" not in text and len(text) < 4096:
         p = Path(text)
         if p.suffix == ".opt" or p.exists():
-            return p.read_text(encoding="utf-8"), p.name
-    return text, "<spec>"
+            return p.read_text(encoding="utf-8"), p.name, p.resolve().parent
+    return text, "<spec>", None
 
 
 def import_module_file(name: str, path: Path):
@@ -55,7 +57,32 @@ def import_module_file(name: str, path: Path):
 
 def load(path_or_text) -> type:
     """The torch.optim.Optimizer subclass a spec defines. Raises CompileError on a bad spec."""
-    text, file = _read(path_or_text)
+    text, file, base = _read(path_or_text)
+    return _load_text(*expand(text, file, base))
+
+
+def compose(wrapper, inner, name: str | None = None, doc: str | None = None) -> type:
+    """The optimizer class of `wrapper` around `inner`: each a path, spec text, or the name of a
+    shipped spec or wrapper (`optdsl.compose("lookahead", "my_rule.opt")`). `name` defaults to
+    the two class names joined (LookaheadMyRule)."""
+    text = compose_texts(_source(wrapper), _source(inner), name, doc)
+    return _load_text(text, f"{module_name(name) if name else 'composed'}.opt")
+
+
+def read_spec(ref) -> tuple[str, str, Path | None]:
+    """(text, file name, folder) of a path, spec text, or the name of a shipped spec or wrapper."""
+    if isinstance(ref, str) and ref.isidentifier():
+        for folder in shipped_dirs():
+            if (folder / f"{ref}.opt").is_file():
+                return _read(folder / f"{ref}.opt")
+    return _read(ref)
+
+
+def _source(ref) -> Source:
+    return Source(*read_spec(ref))
+
+
+def _load_text(text: str, file: str) -> type:
     digest = spec_hash(text)
     with _LOCK:
         if digest in _LOADED:

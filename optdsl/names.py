@@ -44,7 +44,8 @@ RESERVED = PYTHON_BUILTINS | frozenset({"Optimizer", "Tensor", "GeneratedOptimiz
 LANGUAGE = frozenset({"param", "grad", "step", "zeros", "empty", "scalar", "tensor", "true", "false",
                       "optimizer", "hyper", "flag", "state", "require", "update", "where", "if", "else",
                       "and", "or", "not", "key", "keep", "none",
-                      "channel", "group", "numel", "ndim", "channel_numel", "per", "inf", "initial_lr"})
+                      "channel", "group", "numel", "ndim", "channel_numel", "per", "inf", "initial_lr",
+                      "wrapper", "inner"})
 
 
 def problem_with_name(name: str, api: bool = False) -> str | None:

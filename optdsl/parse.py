@@ -101,6 +101,18 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "expected a name": [
         "optimizer A update { = 1 }",
     ],
+    "a composition is `optimizer Name = wrapper(spec)`: spec names (`adam`) or quoted .opt paths": [
+        "optimizer A =", "optimizer A = 1", "optimizer A = w(", "optimizer A = w(1", "optimizer A = (",
+    ],
+    "expected `(spec)` or the end of the file after a composition's spec": [
+        "optimizer A = w s", "optimizer A = w(s) x", "optimizer A = w(s))",
+    ],
+    "a wrapper starts `wrapper Name \"doc\"`": [
+        "wrapper", "wrapper 3", "wrapper \"doc\"",
+    ],
+    "`inner` is a statement of its own (a wrapper's update runs the wrapped one there), not a name": [
+        "wrapper W update { inner = 1 }", "wrapper W update { inner[0] = 1 }",
+    ],
 }
 
 
@@ -216,6 +228,10 @@ class _Builder(Transformer_NonRecursive):
         return ast.Assign(self._s(meta), str(tok), self._s(tok), value)
 
     @v_args(meta=True)
+    def inner(self, meta, children):
+        return _Inner(self._s(meta), meta.start_pos, meta.end_pos)
+
+    @v_args(meta=True)
     def block(self, meta, children):
         return tuple(children)
 
@@ -225,14 +241,42 @@ class _Builder(Transformer_NonRecursive):
         other: tuple = ()
         if rest:
             other = rest[0] if isinstance(rest[0], tuple) else (rest[0],)
+        for s in then + other:
+            if isinstance(s, _Inner):
+                raise CompileError([Diagnostic(s.span, "`inner` stands at the top level of a wrapper's update, "
+                                                       "not inside an `if`: the wrapped update runs every step")])
         return ast.If(self._s(meta), cond, then, other)
 
     # declarations
-    @v_args(meta=True)
-    def header(self, meta, children):
+    def _header(self, meta, children, kind: str):
         name = children[0]
         doc = str(children[1])[1:-1] if len(children) > 1 else ""
-        return ("header", self._s(name), str(name), doc)
+        return ("header", self._s(name), str(name), doc, kind, meta.end_pos)
+
+    @v_args(meta=True)
+    def header(self, meta, children):
+        return self._header(meta, children, "optimizer")
+
+    @v_args(meta=True)
+    def wrapper_header(self, meta, children):
+        return self._header(meta, children, "wrapper")
+
+    @v_args(meta=True)
+    def spec_ref(self, meta, children):
+        tok = children[0]
+        quoted = tok.type == "STRING"
+        return ast.SpecRef(self._s(meta), str(tok)[1:-1] if quoted else str(tok), quoted)
+
+    @v_args(meta=True)
+    def wrapped(self, meta, children):
+        return ast.Wrapped(self._s(meta), children[0], children[1])
+
+    @v_args(meta=True)
+    def composed(self, meta, children):
+        _, span, name, doc, kind, _ = children[0]
+        if kind != "optimizer":
+            raise CompileError([Diagnostic(span, "a composition is an optimizer: `optimizer Name = wrapper(spec)`")])
+        return ast.Composed(span, name, doc, children[1], self.source)
 
     @v_args(meta=True)
     def hyper(self, meta, children):
@@ -290,22 +334,55 @@ class _Builder(Transformer_NonRecursive):
 
     @v_args(meta=True)
     def update(self, meta, children):
-        return ("update", children[0])
+        return ("update", children[0], meta.start_pos, _block_inside(self.source, meta.start_pos, meta.end_pos))
 
     @v_args(meta=True)
     def start(self, meta, children):
-        _, span, name, doc = children[0]
+        _, span, name, doc, kind, header_end = children[0]
         decls = children[1:-1]
-        body = children[-1][1]
+        _, statements, update_at, inside = children[-1]
+        marks = [(i, s) for i, s in enumerate(statements) if isinstance(s, _Inner)]
+        if kind == "optimizer" and marks:
+            raise CompileError([Diagnostic(marks[0][1].span, "`inner` runs a wrapped optimizer's update: only a "
+                                                             "`wrapper` has it (an optimizer's header says `optimizer`)")])
+        if kind == "wrapper" and len(marks) != 1:
+            where = marks[1][1].span if marks else span
+            raise CompileError([Diagnostic(where, "a wrapper's update runs the wrapped update exactly once: one "
+                                                  f"`inner` statement at its top level ({len(marks)} here)")])
+        inner_at = marks[0][0] if marks else None
+        mark = marks[0][1] if marks else None
         return ast.Spec(
             span, name, doc,
             hypers=tuple(d for d in decls if isinstance(d, ast.Hyper)),
             flags=tuple(d for d in decls if isinstance(d, ast.Flag)),
             states=tuple(d for d in decls if isinstance(d, ast.State)),
             requires=tuple(d for d in decls if isinstance(d, ast.Require)),
-            body=body, source=self.source,
+            body=tuple(s for s in statements if not isinstance(s, _Inner)), source=self.source,
             keeps=tuple(d for d in decls if isinstance(d, ast.Keep)),
+            kind=kind, inner_at=inner_at, inner_span=None if mark is None else mark.span,
+            regions=ast.Regions((header_end, update_at), inside,
+                                None if mark is None else (mark.start, mark.end)),
         )
+
+
+class _Inner:
+    """The `inner` statement while the tree is built; `start` takes it out of the body."""
+    def __init__(self, span: Span, start: int, end: int):
+        self.span, self.start, self.end = span, start, end
+
+
+def _block_inside(source: str, update_at: int, end: int) -> tuple[int, int]:
+    """The offsets just inside the braces of `update { ... }` (comments may sit before `{`)."""
+    i = update_at + len("update")
+    while i < end:
+        if source[i] == "#":
+            while i < end and source[i] not in "\r\n":
+                i += 1
+        elif source[i] == "{":
+            return i + 1, end - 1
+        else:
+            i += 1
+    return end - 1, end - 1
 
 
 def _describe(tok: Token | None) -> str:
@@ -382,7 +459,18 @@ def _check_depth(tree: Tree, file: str) -> None:
 
 
 def parse(source: str, file: str = "<spec>") -> ast.Spec:
-    """Parse spec text. Raises CompileError (never another exception) on bad input."""
+    """Parse spec text. Raises CompileError (never another exception) on bad input, and on a
+    composition (`optimizer Name = wrapper(spec)`), which `optdsl.compose.expand` turns into a spec."""
+    spec = parse_any(source, file)
+    if isinstance(spec, ast.Composed):
+        raise CompileError([Diagnostic(spec.span, "this file composes specs (`= wrapper(spec)`): expand it first "
+                                                  "(optdsl.compose.expand; optdsl.load and optdsl build do)")],
+                           spec.source)
+    return spec
+
+
+def parse_any(source: str, file: str = "<spec>") -> ast.Spec | ast.Composed:
+    """A spec or a composition. Raises CompileError (never another exception) on bad input."""
     if not isinstance(source, str):
         raise TypeError("spec source must be a str")
     if len(source.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
@@ -408,6 +496,8 @@ def parse(source: str, file: str = "<spec>") -> ast.Spec:
         if isinstance(err.orig_exc, CompileError):
             raise CompileError(err.orig_exc.diagnostics, source) from None
         raise err.orig_exc from None
+    if isinstance(spec, ast.Composed):
+        return spec
     for h in spec.hypers:
         values = h.default if h.is_tuple else () if h.default is None else (h.default,)
         if not all(math.isfinite(v) for v in values):

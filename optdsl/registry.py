@@ -332,3 +332,32 @@ register(Entry(
                    ("maximize", ("momentum", "eta", "gamma_p"))),
     wave=3,
 ))
+
+
+# ---- wave 4: wrappers (specs/wrappers/) around shipped specs --------------------------------------
+# A composed spec is one program: the wrapper's hypers beside the wrapped spec's, one kernel per
+# phase. The reference wraps the torch.optim class in pytorch_optimizer's Lookahead, whose own
+# foreach path (torch._foreach_lerp_) our foreach path meets; its state_dict is its own layout
+# ({"lookahead_state", "base_optimizer"}), so the state is compared per parameter on shared keys.
+
+def _lookahead_reference(inner: type):
+    def make(params, lookahead_k=5, lookahead_alpha=0.5, foreach=False, **kw):
+        from pytorch_optimizer import Lookahead
+        return Lookahead(inner(params, foreach=foreach, **kw), k=lookahead_k, alpha=lookahead_alpha)
+    return make
+
+
+# lookahead_k=3 syncs six times in 20 steps; lookahead_alpha=0.8 and 0.3 pull the fast weights
+# back by different amounts
+register(Entry(
+    "LookaheadAdam", _lookahead_reference(torch.optim.Adam), "pytorch_optimizer.Lookahead(Adam)",
+    grid={"lookahead_k": (5, 3), "lookahead_alpha": (0.5, 0.8), "amsgrad": (False, True), "weight_decay": (0.0, 0.1)},
+    base={"lr": 0.01}, reference_foreach=True, wave=4,
+    valid=lambda c: c["lookahead_k"] == 3 or (c["lookahead_alpha"] == 0.5 and not c["amsgrad"]),
+))
+register(Entry(
+    "LookaheadSGD", _lookahead_reference(torch.optim.SGD), "pytorch_optimizer.Lookahead(SGD)",
+    grid={"lookahead_k": (5, 3), "lookahead_alpha": (0.5, 0.3), "momentum": (0.0, 0.9), "nesterov": (False, True)},
+    base={"lr": 0.01}, reference_foreach=True, wave=4,
+    valid=lambda c: (not c["nesterov"] or c["momentum"] > 0) and (c["lookahead_k"] == 3 or c["lookahead_alpha"] == 0.5),
+))

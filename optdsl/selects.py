@@ -57,8 +57,10 @@ def convertible(s: If, p: Program) -> bool:
     = zeros if f`: None where f is false, which the condition may be what guards), or a group
     reduction (its parts would count tensors that did not take the branch)."""
     conditional = {st.name for st in p.states if st.cond is not None}
+    stored = stored_before(p.body, s)
     for x in walk_stmts((s,)):
-        if isinstance(x, Store) and x.target != "param" and p.state(x.target).init == "empty":
+        if isinstance(x, Store) and x.target != "param" and p.state(x.target).init == "empty" \
+                and x.target not in stored:
             return False
         if isinstance(x, Store) and x.target in conditional:
             return False
@@ -69,6 +71,38 @@ def convertible(s: If, p: Program) -> bool:
         if isinstance(x, Let) and any(n.op in REDUCE and n.arg == "group" for n in walk_values(x.value)):
             return False
     return True
+
+
+def stored_before(body: tuple[Stmt, ...], at: If) -> frozenset[str]:
+    """The `empty` states surely stored (so not None) when `at` runs: stored on every path
+    before it, or by an `if is_empty(x) { ... }` that stores x (wanting a value only when empty)."""
+    bound_once = Counter(x.name for x in walk_stmts(body) if isinstance(x, Let))
+    lets = {x.name: x.value for x in walk_stmts(body) if isinstance(x, Let) and bound_once[x.name] == 1}
+
+    def tested(cond: Value) -> str | None:
+        while cond.op is Op.VAR and cond.arg in lets:   # hoisted: `_h1 = is_empty(x)`, `if _h1`
+            cond = lets[cond.arg]
+        return cond.arg if cond.op is Op.IS_EMPTY else None
+
+    def surely(stmts, known: frozenset[str]) -> tuple[frozenset[str], bool]:
+        for x in stmts:
+            if x is at:
+                return known, True
+            if isinstance(x, Store):
+                known |= {x.target}
+            elif isinstance(x, If):
+                for side in (x.then, x.other):
+                    inside, found = surely(side, known)
+                    if found:
+                        return inside, True
+                then, _ = surely(x.then, known)
+                other, _ = surely(x.other, known)
+                known = then & other
+                if (emptied := tested(x.cond)) is not None and emptied in then:
+                    known |= {emptied}
+        return known, False
+    known, found = surely(body, frozenset())
+    return known if found else frozenset()
 
 
 def _key_of(node: Value) -> tuple | None:

@@ -86,6 +86,12 @@ def _stochastic_bf16(x, seed, offs, STREAM: tl.constexpr):
 
 
 @triton.jit
+def _as_block(x, offs):
+    # x (a number or a 0-d value) at every offset, bit for bit (x + 0.0 would turn -0.0 into +0.0)
+    return tl.where(offs >= 0, x, x)
+
+
+@triton.jit
 def _sign(x):
     # torch.sign: 0 for NaN and for -0.0
     return tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, 0.0))

@@ -15,6 +15,7 @@ if str(ROOT) not in sys.path:
 # no test depends on another.
 LONGEST_FIRST = (
     "tests/test_fuzz.py::test_generated_programs_agree_with_the_interpreter_on_every_path",
+    "tests/test_fuzz.py::test_wrapped_programs_agree_with_the_interpreter_on_every_path",
     "tests/test_interp.py::test_shipped_spec_matches_interpreter[AdamP",
     "tests/test_interp.py::test_shipped_spec_matches_interpreter[SGDP",
     "tests/test_distributed.py",

@@ -40,12 +40,17 @@ TORCH_ONLY_GROUP_KEYS = {"AdamW": {"decoupled_weight_decay"}}
 # (test_group_hypers_start_their_states_where_torch_reads_defaults).
 # pytorch_optimizer.Amos reads c_coef, d_coef and maximize from the constructor only (attributes
 # of the optimizer, not group keys).
-TORCH_IGNORES_GROUP_VALUE = {"Adagrad": {"initial_accumulator_value"}, "Amos": {"c_coef", "d_coef", "maximize"}}
+# pytorch_optimizer.Lookahead takes k and alpha in its constructor, for every group.
+TORCH_IGNORES_GROUP_VALUE = {"Adagrad": {"initial_accumulator_value"}, "Amos": {"c_coef", "d_coef", "maximize"},
+                             "LookaheadAdam": {"lookahead_k", "lookahead_alpha"},
+                             "LookaheadSGD": {"lookahead_k", "lookahead_alpha"}}
 # Differs from the (non-torch) reference: it counts steps per param group, also on a step where no
 # parameter has a gradient; torch.optim (and a generated class) counts them per parameter, on the
 # steps it has a gradient. The tests give such a reference gradients on every step it takes.
 GROUP_STEP_COUNT = {"Amos": "pytorch_optimizer.Amos keeps `step` in its param group",
-                    "Lamb": "timm's Lamb keeps `step` in its param group"}
+                    "Lamb": "timm's Lamb keeps `step` in its param group",
+                    "LookaheadAdam": "pytorch_optimizer.Lookahead counts its k steps per param group",
+                    "LookaheadSGD": "pytorch_optimizer.Lookahead counts its k steps per param group"}
 # Differs from the reference: it modifies p.grad in place (pytorch_optimizer.Amos negates it under
 # maximize=True), so a step re-using the same gradients differs; a generated class leaves p.grad as
 # it is, as torch.optim does. The tests that re-use gradients run such a reference without the flag.
@@ -54,6 +59,10 @@ MUTATES_GRAD = {"Amos": {"maximize": False}}
 # (with the constructor's max_grad_norm); a group-wide reduction covers one param group. With
 # several groups the tests turn the clipping off.
 ACROSS_GROUPS = {"Lamb": {"max_grad_norm": None}}
+# Differs from the reference: pytorch_optimizer.Lookahead is an optimizer around another, and the
+# global step hooks fire for both; a generated class is one optimizer and fires them once, as
+# torch.optim does (the test checks that order for every class).
+OWN_HOOK_ORDER = {"LookaheadAdam": "Lookahead steps an optimizer of its own", "LookaheadSGD": "as LookaheadAdam"}
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -315,7 +324,8 @@ def test_closure_returns_loss_and_step_hooks_fire(name):
         assert all(isinstance(loss, torch.Tensor) for loss in losses)
         assert opt.step() is None   # no closure: no loss
         results.append(([p.detach().clone() for p in model.parameters()], [float(v) for v in losses]))
-    assert logs["ours"] == logs["ref"]
+    if name not in OWN_HOOK_ORDER:
+        assert logs["ours"] == logs["ref"]
     assert logs["ours"][:4] == [("global-pre",), ("pre", True, 2, []), ("closure", True), ("post", True, 2, [])]
     assert_params_close(results[0][0], results[1][0])
     assert results[0][1] == pytest.approx(results[1][1], rel=1e-5, abs=1e-7)
@@ -722,9 +732,11 @@ def test_load_state_dict_refuses_other_layouts_and_leaves_the_optimizer_unchange
 def test_load_state_dict_of_another_optimizer_is_refused(name):
     """Every other registered optimizer's state_dict, and torch.optim's, is refused with a message
     that says so, unless it keeps exactly the same state (Adam and AdamW do: torch loads one into
-    the other as well)."""
+    the other as well), or the same less states that start `empty` (a wrapper's: Adam's state_dict
+    loads into LookaheadAdam, whose slow weights then start at the next step)."""
     opt, _ = _trained(name)
     own = {k for st in opt.state_dict()["state"].values() for k in st}
+    may_lack = {key for key, kind in opt._active_states(opt.defaults).items() if kind == "empty"}
     sources = {n: _trained(n)[0].state_dict() for n in NAMES if n != name}
     for n in TORCH_NAMES:
         t_params = make_params(0)
@@ -735,7 +747,7 @@ def test_load_state_dict_of_another_optimizer_is_refused(name):
         sources[f"torch.optim.{n}"] = t_opt.state_dict()
     for source, sd in sources.items():
         theirs = {k for st in sd["state"].values() for k in st}
-        if theirs == own:
+        if theirs == own or (theirs < own and own - theirs <= may_lack):
             continue
         before = copy.deepcopy(opt.state_dict())
         with pytest.raises(ValueError, match="another optimizer's state_dict") as info:

@@ -27,7 +27,7 @@ from optdsl.compiler import compile_ir  # noqa: E402
 from optdsl.fuzz import text as text_fuzz  # noqa: E402
 from optdsl.fuzz.execute import Case, Group, check_case, run_case  # noqa: E402
 from optdsl.fuzz.coverage import Coverage  # noqa: E402
-from optdsl.fuzz.programs import cases  # noqa: E402
+from optdsl.fuzz.programs import WRAPPED, cases  # noqa: E402
 
 # Hypothesis mixes into its draws constants it finds in the modules imported so far (its "local
 # constants"): the derandomized slice would then hang on which modules the suite has loaded and on
@@ -43,6 +43,8 @@ except (ImportError, AttributeError):   # a Hypothesis without the pool
 
 PROGRAMS = 250
 SHARDS = 5        # the slice's programs, split for test workers
+WRAPPED_PROGRAMS = 40   # the wrapped slice: programs inside wrappers
+WRAPPED_SHARDS = 2
 COVERED = 400     # programs the coverage test draws and compiles
 MUTATIONS = 2000
 CORPUS = Path(__file__).parent / "fuzz_corpus"
@@ -51,29 +53,43 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 
 @functools.cache
-def _slice() -> list[Case]:
+def _slice(wrapped: bool = False) -> list[Case]:
     """The slice's programs, drawn once per process (each shard runs every SHARDS-th one): the
-    first PROGRAMS distinct cases of twice as many draws (the strategy gives some case twice)."""
+    first PROGRAMS distinct cases of twice as many draws (the strategy gives some case twice).
+    `wrapped`: the WRAPPED_PROGRAMS of the wrapped slice, each inside a wrapper (optdsl.compose)."""
     drawn: dict[str, Case] = {}
+    count = WRAPPED_PROGRAMS if wrapped else PROGRAMS
 
-    @settings(max_examples=2 * PROGRAMS, derandomize=True, database=None, deadline=None,
+    @settings(max_examples=2 * count, derandomize=True, database=None, deadline=None,
               suppress_health_check=list(HealthCheck), phases=[Phase.generate])
-    @given(cases(steps=6, fused_steps=2))
+    @given(cases(steps=6, fused_steps=2, wrapped=1.0 if wrapped else 0.0))
     def draw(case):
         drawn.setdefault(case.dumps(), case)
 
     draw()
-    return list(drawn.values())[:PROGRAMS]
+    return list(drawn.values())[:count]
 
 
 @pytest.mark.parametrize("shard", range(SHARDS))
 def test_generated_programs_agree_with_the_interpreter_on_every_path(shard, tmp_path):
     """Shards, so that test workers share the slice (`pytest -n 2`); each draws the same programs."""
-    drawn = _slice()
-    assert len(drawn) == PROGRAMS
+    _agree(_slice(), shard, SHARDS, tmp_path)
+
+
+@pytest.mark.parametrize("shard", range(WRAPPED_SHARDS))
+def test_wrapped_programs_agree_with_the_interpreter_on_every_path(shard, tmp_path):
+    """Generated programs inside generated wrappers and the shipped ones: the composed program on
+    every path against the interpreter."""
+    drawn = _slice(wrapped=True)
+    assert all(case.parts for case in drawn) and any("lookahead" in case.parts[0] for case in drawn)
+    _agree(drawn, shard, WRAPPED_SHARDS, tmp_path)
+
+
+def _agree(drawn: list[Case], shard: int, shards: int, tmp_path) -> None:
+    assert len(drawn) in (PROGRAMS, WRAPPED_PROGRAMS)
     totals = {"programs": 0, "steps": 0, "compared": 0, "boundary": 0, "unsettled": 0, "unbounded": 0}
     failures = []
-    for case in drawn[shard::SHARDS]:
+    for case in drawn[shard::shards]:
         out = check_case(case, cache=str(tmp_path / "cache"))
         totals["programs"] += 1
         for key in ("steps", "compared", "boundary", "unsettled", "unbounded"):
@@ -87,7 +103,7 @@ def test_generated_programs_agree_with_the_interpreter_on_every_path(shard, tmp_
     print(f"\nshard {shard}: {totals['programs']} programs, {totals['steps']} optimizer steps, {totals['compared']} "
           f"values compared; 0 mismatches; {totals['boundary']} boundary mismatches allowed (of "
           f"{totals['unsettled']} values at an unsettled sign/compare); {totals['unbounded']} values unbounded")
-    assert totals["programs"] == len(range(shard, PROGRAMS, SHARDS))
+    assert totals["programs"] == len(range(shard, len(drawn), shards))
     assert totals["boundary"] <= totals["unsettled"]
 
 
@@ -99,9 +115,9 @@ def test_the_generator_writes_every_construct():
 
     @settings(max_examples=COVERED, derandomize=True, database=None, deadline=None,
               suppress_health_check=list(HealthCheck), phases=[Phase.generate])
-    @given(cases(steps=6, fused_steps=2))
+    @given(cases(steps=6, fused_steps=2, wrapped=WRAPPED))
     def program(case):
-        coverage.add(case.text, compile_ir(case.text, "<fuzz>"))
+        coverage.add(case.text, compile_ir(case.text, "<fuzz>"), case.parts)
 
     program()
     missing = coverage.missing()

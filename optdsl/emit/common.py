@@ -70,7 +70,8 @@ def device_body(kernel, stmts: tuple[Stmt, ...], w: Writer, syntax: BlockSyntax)
             wrote = True
         elif isinstance(s, (Let, Store)):
             target = s.name if isinstance(s, Let) else s.target
-            w.line(syntax.assign.format(name=kernel.name(target), value=kernel.expr(s.value)))
+            value = kernel.stored(s.target, s.value) if isinstance(s, Store) else kernel.expr(s.value)
+            w.line(syntax.assign.format(name=kernel.name(target), value=value))
             wrote = True
         else:
             mark = len(w.lines)

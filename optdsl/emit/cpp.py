@@ -107,6 +107,9 @@ class CppEmitter(KernelEmitter):
         assert role == "ready", (s.name, role)
         return f"{cpp_name(ident(s.name))} = {ready_name(s.name)};"
 
+    def stored(self, target: str, v: Value) -> str:
+        return self.expr(v)   # one element at a time: a number is already what a stream holds
+
     SYNTAX = BlockSyntax(assign="{name} = {value};", open_if="if ({cond}) {{", else_line="} else {",
                          close_if="}", empty=None)
 

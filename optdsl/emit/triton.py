@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from ..builtins import OPS
-from ..ir import REDUCE, Kind, Let, Op, Program, Stmt, Type, Value, stmt_values, walk_stmts, walk_values
+from ..ir import REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, stmt_values, walk_stmts, walk_values
 from ..names import dtype_name, entry_name, has_name, ident, literal, module_name, new_name, part_name, ptrs_name, set_name
 from ..plan import make_plan
 from ..plan.cost import PhaseCost, optional_streams, phase_bytes, phase_costs
@@ -103,6 +103,14 @@ class KernelEmitter:
         from ..builtins import OPS
         return OPS[v.op].triton.format(*(self.expr(a) for a in v.args))
 
+    def stored(self, target: str, v: Value) -> str:
+        """The value a store gives: into an elementwise stream (param, a tensor state) a block, also
+        where it is a number or a per-tensor value (`s = 0.5`), as later math on the stream may
+        meet a block in `&`/`|`, which the Triton interpreter refuses beside a 0-d value."""
+        src = self.expr(v)
+        elementwise = target == "param" or self.p.state(target).kind is Kind.TENSOR
+        return f"_as_block({src}, _offs)" if elementwise and v.kind is not Kind.TENSOR else src
+
     def logic_operands(self, v: Value) -> list[str]:
         """Operands of a boolean op; a per-tensor boolean (a 0-d tensor) beside a per-element one is
         broadcast by integer arithmetic first: the Triton interpreter rejects `block & scalar`."""
@@ -173,7 +181,11 @@ def extra_helpers(p: Program) -> list[str]:
             for n in walk_values(v):
                 if n.op in OPS:
                     names.update(re.findall(r"\b(_[a-z][a-z0-9_]*)\(", OPS[n.op].triton))
+        if isinstance(s, Store) and s.value.kind is not Kind.TENSOR and (
+                s.target == "param" or p.state(s.target).kind is Kind.TENSOR):
+            names.add("_as_block")   # KernelEmitter.stored
     return sorted(names - BASE_HELPERS)
+
 
 def stream_condition(emitter: KernelEmitter, cond: Value | None) -> str:
     return "True" if cond is None else host_expr(cond)

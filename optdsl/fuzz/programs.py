@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from .execute import Case, Group
 from .expr import (BOOL, CHAN, CONST, HOST, NUM, NUMBERS, P_AND, P_NOT, PARAM_MAG, RED, STATE_MAG,
                    TENSOR, TS, E, Hyper, Scope, State, atom, binary, call, compare, has_group_reduction, neg,
-                   not_, paren, per_tensor, spell, ternary)
+                   not_, paren, per_tensor, reduction, spell, ternary)
 from .recipes import Recipes
 
 
@@ -61,8 +61,11 @@ NAME_POOL = ("rows", "streams", "index", "view", "copies", "numels", "ptrs", "he
 class ProgramGen(Recipes):
     """Draws one program. `draw` is hypothesis's."""
 
-    def __init__(self, draw):
+    def __init__(self, draw, prefix: str = "", taken: frozenset[str] = frozenset(), wrapper: bool = False):
         self.draw = draw
+        # a wrapper (`wrapper()`): its names start with `prefix` and avoid `taken` (the wrapped
+        # program's: composition refuses shared names), and it keeps no step count of its own
+        self.prefix, self.taken, self.is_wrapper = prefix, taken, wrapper
         self.hypers: list[Hyper] = []
         self.flags: list[tuple[str, bool]] = []
         self.states: list[State] = []
@@ -92,13 +95,15 @@ class ProgramGen(Recipes):
         """A fresh name: `default`, or now and then one that generated code uses itself or derives
         from another name (generated code renames its own). `api`: a hyper's or a flag's."""
         from ..names import problem_with_name
-        name = default
+        name = default = self.prefix + default
         if self.pool and self.chance(0.4):
             candidate = self.pick(NAME_POOL)
-            if candidate not in self.used and not problem_with_name(candidate, api=api):
+            if candidate not in self.used | self.taken and not problem_with_name(candidate, api=api):
                 name = candidate
         if name in self.used:
             name = default
+        while name in self.used | self.taken:   # an earlier name took the default from the pool (`h1`)
+            name += "_"
         self.used.add(name)
         return name
 
@@ -154,7 +159,7 @@ class ProgramGen(Recipes):
                     text += f" where {where}"
             self.hypers.append(h)
             lines.append(text)
-        if "lr" not in self.used and self.chance(0.2):   # `lr`, whose value at construction is `initial_lr`
+        if "lr" not in self.used | self.taken and self.chance(0.2):   # `lr`, whose value at construction is `initial_lr`
             self.used.add("lr")
             h = Hyper("lr", (0.01,), ((0.001, 0.1),), False)
             self.hypers.append(h)
@@ -163,7 +168,7 @@ class ProgramGen(Recipes):
             lines.append(self.declare_state(i))
         for _ in range(self.d(st.integers(0, 2))):
             lines.append(self.require())
-        if self.chance(0.15):
+        if self.chance(0.15) and not self.is_wrapper:
             # the step count is kept even if the update never reads it; `per group`: one count per param
             # group, whatever its tensors' grads (a tensor without one then sees a jump in its step)
             lines.append(self.pick(("keep step", "keep step", "keep step per group", "keep step per tensor")))
@@ -202,7 +207,7 @@ class ProgramGen(Recipes):
         key = None
         if self.chance(0.15):
             key = self.pick(["sum", "exp avg", "buffer-%d", "m%d", "état", "s%d.value", "{braces}", "it's"])
-            key = key % i if "%d" in key else f"{key} {i}"
+            key = self.prefix + (key % i if "%d" in key else f"{key} {i}")
         s = State(self.name_for(f"s{i}"), scalar, init, cond, key)
         self.states.append(s)
         shape = " : scalar" if scalar else (" : tensor" if self.chance(0.05) else "")
@@ -401,6 +406,12 @@ class ProgramGen(Recipes):
             v = self.bounded(v, STATE_MAG)
         else:
             v = e
+        if self.device_control and v.kind < RED:
+            # under an `if` on a reduction a scalar state is stored from a device value (the planner
+            # refuses host math there): times a reduction that is 1 on every tensor, with no draw, so
+            # the programs drawn before this rule stay as they were
+            one = atom("1", CONST, NUM, 1.0)
+            v = binary(paren(v), "*", call("max", [reduction("amax", [one], None, 1.0), one], 1.0), v.mag)
         return self.assign(s.name, v)
 
     def s_join(self, scope: Scope) -> list:
@@ -536,6 +547,25 @@ class ProgramGen(Recipes):
         twin_lines += ["update {"] + full_body + ["}"]
         return nl.join(lines) + nl, "\n".join(twin_lines) + "\n"
 
+    def wrapper(self, name: str, inner_dirty: set[str]) -> tuple[str, str]:
+        """(text, parenthesised twin) of a wrapper: a program whose update runs the wrapped one's
+        at an `inner` statement drawn among its own. `inner_dirty`: what the wrapped update
+        leaves dirty (see __init__), which the statements after `inner` see."""
+        decls = self.declare() if self.chance(0.9) else []
+        scope = Scope()
+        body = self.block(scope, 0, self.d(st.integers(0, 4)))
+        at = self.d(st.integers(0, len(body)))
+        if "param" in inner_dirty:
+            self.dirty.add("param")
+        body.insert(at, ("line", "inner", "inner"))
+        if self.chance(0.6):
+            body.append(self.s_param(scope))
+        header = f"wrapper {name}" + (' "' + self.pick(("a fuzzed wrapper", "")) + '"' if self.chance(0.7) else "")
+        lines = [header] + decls
+        text_body, full_body = self.render(body, 1)
+        return ("\n".join(lines + ["update {"] + text_body + ["}"]) + "\n",
+                "\n".join(lines + ["update {"] + full_body + ["}"]) + "\n")
+
     def render(self, stmts, indent: int) -> tuple[list[str], list[str]]:
         pad = "  " * indent
         out, full = [], []
@@ -595,8 +625,10 @@ DTYPES = ["float32", "bfloat16"]
 
 
 @st.composite
-def cases(draw, fused: bool = True, steps: int = 6, fused_steps: int = 2) -> Case:
-    """A fuzz case: a random program and a random way to run it."""
+def cases(draw, fused: bool = True, steps: int = 6, fused_steps: int = 2, wrapped: float = 0.0) -> Case:
+    """A fuzz case: a random program and a random way to run it; with chance `wrapped`, the
+    program runs inside a wrapper (see `_wrap`). With `wrapped=0` nothing more is drawn, so the
+    cases are those drawn before wrappers existed (the CI slice's)."""
     serial = draw(st.integers(0, 10 ** 6))
     gen = ProgramGen(draw)
     text, twin = gen.program(f"Fz{serial}")
@@ -622,4 +654,35 @@ def cases(draw, fused: bool = True, steps: int = 6, fused_steps: int = 2) -> Cas
                 skip=draw(st.sampled_from([0.0, 0.1, 0.25])),
                 paths=("loop", "foreach", "fused") if fused else ("loop", "foreach"))
     case.twin = twin   # type: ignore[attr-defined]
+    case.parts = ()    # type: ignore[attr-defined]
+    # drawn after everything else: the program and its groups are those of an unwrapped case
+    if wrapped and (wrapped >= 1 or draw(st.integers(0, 99)) >= 100 - wrapped * 100):   # (small ones come oftener)
+        _wrap(draw, case, gen, f"Fz{serial}")
     return case
+
+
+WRAPPED = 0.25                         # of the cases `optdsl fuzz` runs inside a wrapper (optdsl.compose)
+SHIPPED_WRAPPER_SHARE = 0.3            # of those, inside a shipped wrapper (specs/wrappers/)
+
+
+def _wrap(draw, case: Case, gen: "ProgramGen", name: str) -> None:
+    """Case's program wrapped: in a shipped wrapper, or in a drawn one whose own hypers get
+    per-group values as the program's do; the case runs the composed text."""
+    from ..compose import Source, compose, shipped_dirs
+    if draw(st.integers(0, 99)) >= 100 - SHIPPED_WRAPPER_SHARE * 100:
+        path = draw(st.sampled_from(sorted(p for d in shipped_dirs()[1:] for p in d.glob("*.opt"))))
+        w_text = w_twin = path.read_text(encoding="utf-8")
+        hypers = []
+    else:
+        wgen = ProgramGen(draw, prefix="w", taken=frozenset(gen.used) | {"lr"}, wrapper=True)
+        w_text, w_twin = wgen.wrapper("Wz", gen.dirty)
+        hypers = wgen.hypers
+    for group in case.groups:
+        for h in hypers:
+            if draw(st.booleans()):
+                vals = tuple(min(max(round(draw(st.floats(lo, hi)), 6), lo), hi) for lo, hi in h.ranges)
+                group.hypers[h.name] = None if h.optional and draw(st.booleans()) else (vals if h.is_tuple else vals[0])
+    inner = case.text
+    case.text = compose(Source(w_text, "<wrapper>"), Source(inner, "<fuzz>"), name)
+    case.twin = compose(Source(w_twin, "<wrapper>"), Source(case.twin, "<fuzz>"), name)   # type: ignore[attr-defined]
+    case.parts = (w_text, inner)   # type: ignore[attr-defined]

@@ -88,8 +88,8 @@ def main(args) -> int:
         return 1
     file = str(path) if args.spec.endswith(".opt") or "/" in args.spec else path.name
     try:
-        compiled = compile_spec(source, file)   # every diagnostic `optdsl check` gives, plan errors included
-        stages = compile_stages(source, file)
+        compiled = compile_spec(source, file, base=path.parent)   # every diagnostic `optdsl check` gives
+        stages = compile_stages(source, file, base=path.parent)
     except CompileError as e:
         print(e.render(), file=sys.stderr)
         return 1

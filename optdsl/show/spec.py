@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..build import spec_files
 from ..check import check
+from ..compose import expand
 from ..ir import Program, format_program
 from ..lower import lower
 from ..parse import parse
@@ -51,8 +52,10 @@ class Stages:
         return fold_constants(self.lowered)
 
 
-def compile_stages(source: str, file: str) -> Stages:
-    """Raises CompileError (positioned diagnostics) on a bad spec, as `optdsl check` does."""
+def compile_stages(source: str, file: str, base: Path | None = None) -> Stages:
+    """Raises CompileError (positioned diagnostics) on a bad spec, as `optdsl check` does. A
+    composition is expanded first (its specs found from `base`); `Stages.source` is then its text."""
+    source, file = expand(source, file, base)
     lowered = lower(check(parse(source, file)))
     passes, p = [], lowered
     for step in PIPELINE:
