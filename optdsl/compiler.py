@@ -72,8 +72,6 @@ def _front(source: str, file: str, verify_ir: bool) -> tuple[ast.Spec, Program]:
 def compile_spec(source: str, file: str = "<spec>", verify_ir: bool = False, base: Path | None = None) -> Compiled:
     """`base`: the folder a composition (`= wrapper(spec)`) finds its specs in (None: the current
     directory, then the shipped specs). `Compiled.source` is the text compiled, composed if it was."""
-    from .emit.pymodule import emit_eager_module
-    from .emit.cpp import emit_cpu_sources
     return _expanded(source, file, base, lambda text, label: _compile(text, label, verify_ir))
 
 
