@@ -11,6 +11,7 @@ OPTIMIZERS = {
     'AdamW': 'adamw',
     'Adamax': 'adamax',
     'Amos': 'amos',
+    'EmaAdamW': 'emaadamw',
     'FunnelledSGDM': 'funnelledsgdm',
     'Lamb': 'lamb',
     'Lars': 'lars',
@@ -24,4 +25,5 @@ OPTIMIZERS = {
     'Rprop': 'rprop',
     'SGD': 'sgd',
     'SGDP': 'sgdp',
+    'SwaSGD': 'swasgd',
 }

@@ -211,6 +211,19 @@ def f32(x: float) -> float:
         return math.copysign(math.inf, x)
 
 
+def both(a, b):
+    """`a and b` of conditions, either of which may be a 0-d bool tensor (never read back)."""
+    return a & b if _any_tensor(a, b) else (a and b)
+
+
+def either(a, b):
+    return a | b if _any_tensor(a, b) else (a or b)
+
+
+def negate(a):
+    return torch.logical_not(a) if isinstance(a, Tensor) else (not a)
+
+
 def where(cond, a, b):
     """A host select; a per-tensor condition that is a tensor (capturable, torch.compile) selects with torch.where."""
     if isinstance(cond, Tensor):

@@ -112,3 +112,64 @@ class FunnelledSGDM(Optimizer):
                 u.mul_(group["momentum"]).add_(pre * g, alpha=group["eta"])
                 p.sub_(u * s)
         return loss
+
+
+class Averaged(Optimizer):
+    """torch.optim.swa_utils.AveragedModel updated after steps of a torch optimizer, as its docs
+    train: `opt.step()` then `averaged.update_parameters(model)`, here from step `start` on, every
+    `freq` steps (counted per param group, every `step()` call). The averaged weights are exposed
+    as `state[p][key]` beside the wrapped optimizer's state, where a generated wrapper keeps them
+    (specs/wrappers/ema.opt, swa.opt), once AveragedModel has averaged once. `multi_avg_fn` None:
+    AveragedModel's default, the running mean (SWA)."""
+
+    def __init__(self, optimizer: Optimizer, key: str, multi_avg_fn=None, start: int = 0, freq: int = 1):
+        from collections import OrderedDict
+        self.optimizer, self.key, self.multi_avg_fn, self.start, self.freq = optimizer, key, multi_avg_fn, start, freq
+        self._optimizer_step_pre_hooks = OrderedDict()
+        self._optimizer_step_post_hooks = OrderedDict()
+        self._patch_step_function()
+        self.defaults = optimizer.defaults
+        self._models: list = []    # per param group: [its params, AveragedModel, steps, the module over them]
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    @property
+    def state(self):
+        out = {}
+        for params, model, _, _ in self._models:
+            if int(model.n_averaged) == 0:
+                continue
+            for p, avg in zip(params, model.module):
+                out[p] = {**self.optimizer.state.get(p, {}), self.key: avg.detach()}
+        return {p: out.get(p, s) for p, s in self.optimizer.state.items()} | out
+
+    def add_param_group(self, param_group) -> None:
+        self.optimizer.add_param_group(param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state_dict) -> None:
+        self.optimizer.load_state_dict(state_dict)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        from torch.optim.swa_utils import AveragedModel
+        loss = self.optimizer.step(closure)
+        while len(self._models) < len(self.param_groups):
+            # a module over the group's tensors (ParameterList wraps plain tensors in new Parameters,
+            # which share their storage): what AveragedModel copies and averages
+            params = list(self.param_groups[len(self._models)]["params"])
+            holder = torch.nn.ParameterList(params)
+            self._models.append([params, AveragedModel(holder, multi_avg_fn=self.multi_avg_fn), 0, holder])
+        for entry in self._models:
+            entry[2] += 1
+            steps = entry[2]
+            if steps > self.start and (steps - self.start) % self.freq == 0:
+                entry[1].update_parameters(entry[3])
+        return loss

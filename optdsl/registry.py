@@ -361,3 +361,27 @@ register(Entry(
     base={"lr": 0.01}, reference_foreach=True, wave=4,
     valid=lambda c: (not c["nesterov"] or c["momentum"] > 0) and (c["lookahead_k"] == 3 or c["lookahead_alpha"] == 0.5),
 ))
+
+
+def _averaged_reference(inner: type, key: str):
+    """torch.optim.swa_utils.AveragedModel over the params of `inner` (optdsl.references.Averaged)."""
+    def make(params, foreach=False, ema_decay=None, swa_start=0, swa_freq=1, **kw):
+        from torch.optim.swa_utils import get_ema_multi_avg_fn
+        from .references import Averaged
+        avg = None if ema_decay is None else get_ema_multi_avg_fn(ema_decay)
+        return Averaged(inner(params, foreach=foreach, **kw), key, avg, start=int(swa_start), freq=int(swa_freq))
+    return make
+
+
+# ema_decay=0.5 moves the average visibly in 20 steps; swa_start=4 and swa_freq=3 start late, skip
+register(Entry(
+    "EmaAdamW", _averaged_reference(torch.optim.AdamW, "ema"),
+    "swa_utils.AveragedModel(ema) after AdamW", grid={"ema_decay": (0.999, 0.5), "amsgrad": (False, True)},
+    base={"lr": 0.01}, reference_foreach=True, wave=4,
+))
+register(Entry(
+    "SwaSGD", _averaged_reference(torch.optim.SGD, "swa"), "swa_utils.AveragedModel after SGD",
+    grid={"swa_start": (0, 4), "swa_freq": (1, 3), "momentum": (0.0, 0.9)},
+    base={"lr": 0.01}, reference_foreach=True, wave=4,
+    valid=lambda c: c["swa_freq"] == 3 or c["momentum"] == 0.9,
+))

@@ -18,13 +18,14 @@ from . import distributed, host_facts, precision
 from .kernel_runtime import COMPLEX_DTYPES, SameRows
 from .backends import (cpu_fused, cpu_fused_backend, fused_kernel_suffix, fused_target,  # noqa: F401
                        import_sibling)  # (generated code and tests read them as `_rt.`/`runtime.`)
+from .averages import StateWeights
 from .state_dicts import check_state_dict
 from .distributed import across_ranks, foreach_copy_, launch_on_shards  # noqa: F401  (generated code reads them as `_rt.`)
 from .host_math import (  # noqa: F401 - generated code reads these as _rt.<name>
     compiling, _any_tensor, value, _like, sqrt, rsqrt, div, pow,
     exp, log, sign, sigmoid, tanh, softplus, log1p, expm1,
     cbrt, floor, mod, minimum, maximum, clamp, lerp, f32,
-    where,
+    where, both, either, negate,
 )
 
 
@@ -422,7 +423,7 @@ def column(rows: list[tuple], j: int) -> list:
 # ---- the optimizer base class ----------------------------------------------------------------
 
 
-class GeneratedOptimizer(Optimizer):
+class GeneratedOptimizer(StateWeights, Optimizer):
     """torch.optim.Optimizer plus the bookkeeping every generated optimizer shares.
 
     A generated subclass provides `_active_states(group)` (name -> initial value

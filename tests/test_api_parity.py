@@ -60,9 +60,11 @@ MUTATES_GRAD = {"Amos": {"maximize": False}}
 # several groups the tests turn the clipping off.
 ACROSS_GROUPS = {"Lamb": {"max_grad_norm": None}}
 # Differs from the reference: pytorch_optimizer.Lookahead is an optimizer around another, and the
-# global step hooks fire for both; a generated class is one optimizer and fires them once, as
+# global step hooks fire for both (the same for optdsl.references.Averaged, AveragedModel after a
+# torch optimizer); a generated class is one optimizer and fires them once, as
 # torch.optim does (the test checks that order for every class).
-OWN_HOOK_ORDER = {"LookaheadAdam": "Lookahead steps an optimizer of its own", "LookaheadSGD": "as LookaheadAdam"}
+OWN_HOOK_ORDER = {"LookaheadAdam": "Lookahead steps an optimizer of its own", "LookaheadSGD": "as LookaheadAdam",
+                  "EmaAdamW": "optdsl.references.Averaged steps an optimizer of its own", "SwaSGD": "as EmaAdamW"}
 
 
 # ---- helpers ---------------------------------------------------------------------------------

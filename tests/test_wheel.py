@@ -27,6 +27,13 @@ q = torch.ones(2, requires_grad=True)
 q.grad = torch.ones(2)
 Toy([q]).step()
 assert q.tolist() == [0.5, 0.5]
+# the shipped wrappers travel too: a composition of two shipped specs loads from anywhere
+ToyLookahead = optdsl.load("optimizer ToyLookahead = lookahead(sgd)")
+from optdsl.optim import LookaheadAdam, EmaAdamW
+r = torch.ones(2, requires_grad=True)
+r.grad = torch.ones(2)
+ToyLookahead([r], lr=0.5).step()
+assert r.tolist() == [0.5, 0.5]
 # the .opt lexer is registered with Pygments by the wheel's entry point
 from pygments.lexers import get_lexer_by_name
 assert type(get_lexer_by_name("opt")).__module__ == "optdsl.show.lexer"

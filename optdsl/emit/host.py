@@ -35,20 +35,32 @@ def host_leaf(v: Value, scalar_state=lambda n: f"({n} if capturable else _rt.val
 def host_expr(v: Value, **leaf_options) -> str:
     def leaf(x: Value) -> str:
         return host_leaf(x, **leaf_options)
-    if not any(is_select(n) for n in walk_values(v)):
+    if not any(is_select(n) or _per_tensor_logic(n) for n in walk_values(v)):
         return render(v, "host", leaf)
     return _with_selects(v, leaf)
 
 
+# `and`, `or`, `not` of per-tensor conditions, which are 0-d tensors with capturable=True and under
+# torch.compile: Python's operators would read them back (bool()); both operands are computed anyway
+TENSOR_LOGIC = {Op.AND: "_rt.both({0}, {1})", Op.OR: "_rt.either({0}, {1})", Op.NOT: "_rt.negate({0})"}
+
+
+def _per_tensor_logic(v: Value) -> bool:
+    return v.op in TENSOR_LOGIC and v.kind is Kind.TENSOR_SCALAR
+
+
 def _with_selects(v: Value, leaf) -> str:
     """Host source where an if-conversion's select (optdsl.selects) may pick between tensors:
-    `_rt.where(c, a, b)`, never Python's `a if c else b` (a host read of a tensor condition)."""
+    `_rt.where(c, a, b)`, never Python's `a if c else b` (a host read of a tensor condition);
+    and logic on per-tensor conditions through `_rt.both`/`either`/`negate`."""
     from ..builtins import OPS
     if v.op in LEAF_OPS:
         return leaf(v)
     args = [_with_selects(a, leaf) for a in v.args]
     if is_select(v):
         return f"_rt.where({args[0]}, {args[1]}, {args[2]})"
+    if _per_tensor_logic(v):
+        return TENSOR_LOGIC[v.op].format(*args)
     return OPS[v.op].host.format(*args)
 
 
