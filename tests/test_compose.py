@@ -296,3 +296,23 @@ def test_the_composed_text_is_a_spec_and_optdsl_compose_prints_it(tmp_path):
 def _read(name):
     from optdsl.loader import read_spec
     return read_spec(name)
+
+
+SHIPPED_SPECS = sorted(p.stem for p in (ROOT / "specs").glob("*.opt")
+                       if "=" not in p.read_text().split("\n", 1)[0])
+
+
+@pytest.mark.parametrize("stem", SHIPPED_SPECS)
+def test_every_shipped_spec_can_be_wrapped(stem):
+    """Each shipped wrapper composes with every shipped spec; Lookahead around it, on the loop
+    path, is pytorch_optimizer's Lookahead around the spec's own class, bit for bit."""
+    for wrapper in ("ema", "swa"):
+        compile_ir(f"optimizer Wrapped = {wrapper}({stem})\n")
+    cls = optdsl.load(f"optimizer Lookahead{stem.title().replace('_', '')} = lookahead({stem})\n")
+    inner = optdsl.load(ROOT / "specs" / f"{stem}.opt")
+    ours, theirs = _twins(8)
+    a = cls(ours, lookahead_k=2, foreach=False)
+    b = Lookahead(inner(theirs, foreach=False), k=2, alpha=0.5)
+    _train([(a, ours), (b, theirs)], 5)
+    for p, q in zip(ours, theirs):
+        assert torch.equal(p, q), stem
