@@ -62,6 +62,7 @@ class Checker:
         # the per-tensor conditions (`if`, or the side a `?:` takes) around the expression at hand:
         # a group-wide reduction there would be computed by the tensors taking the branch only
         self.per_tensor_control: list[ast.Expr] = []
+        self.assigned_kind: dict[int, Kind | None] = {}   # id of an assignment -> its value's kind
 
     # ---- declarations ---------------------------------------------------------
     def check(self) -> None:
@@ -119,6 +120,7 @@ class Checker:
             self.r.error(read.span, f"state '{read.id}' starts `empty`, and this read can come before its first store "
                                     f"(on the first step it has no value): guard it with `is_empty({read.id})`, "
                                     f"e.g. `is_empty({read.id}) ? grad : {read.id}`, or store '{read.id}' before reading it")
+        self.check_group_update(spec)
         if not self.param_stored and spec.kind != "wrapper":   # a wrapper's `inner` assigns it
             self.r.error(spec.span, "the update block never assigns 'param'")
         self.r.raise_if_any()
@@ -159,8 +161,17 @@ class Checker:
                 self.r.error(req.span, f"the `require` message shows '{name}[{index}]', which is not an entry of a tuple hyper")
 
     def check_state(self, s: ast.State) -> None:
-        if s.shape not in ("tensor", "scalar"):
-            self.r.error(s.span, f"unknown state shape '{s.shape}' (expected 'scalar'; tensor state needs no annotation)")
+        if s.shape not in ("tensor", "scalar", "group"):
+            self.r.error(s.span, f"unknown state shape '{s.shape}' (expected 'scalar' or 'group'; tensor state needs "
+                                 "no annotation)")
+        if s.shape == "group":
+            # one number per param group: a param_group key and a keyword of the functional form
+            if (why := problem_with_name(s.name, api=True)):
+                self.r.error(s.span, why)
+            if isinstance(s.init, str) or s.cond is not None or s.key is not None:
+                self.r.error(s.span, f"a group state starts as a number, always exists and is the param_group key "
+                                     f"'{s.name}': `state {s.name} : group = 0`")
+            return
         if isinstance(s.init, str):
             if s.init in ("zeros", "empty"):
                 if s.init == "empty" and s.shape == "scalar":
@@ -179,6 +190,37 @@ class Checker:
                 self.r.error(s.span, f"unknown initial value '{s.init}' for state '{s.name}'{hint}")
         if s.cond is not None:
             self.expect(s.cond, Type.BOOL, max_kind=Kind.HOST, what="a state's `if` condition", locals_={})
+
+    def check_group_update(self, spec: ast.Spec) -> None:
+        """Stores to group states run once per param group and step() call, before the tensors'
+        update: they stand at the top level of the update, before every statement that is not host
+        math (a local from hypers, flags, numbers, group states) or such a store, and no local
+        there reads a group state before its last store (the tensors' update sees the new value)."""
+        group = {s.name for s in spec.states if s.shape == "group"}
+        if not group:
+            return
+        top = list(spec.body)
+        stores = [i for i, st in enumerate(top) if isinstance(st, ast.Assign) and st.target in group]
+        last = stores[-1] if stores else -1
+        nested = [x for st in top if isinstance(st, ast.If)
+                  for x in _assigns_in(st.then + st.other) if x.target in group]
+        for st in nested:
+            self.r.error(st.target_span, f"group state '{st.target}' is stored once per step, before the tensors' "
+                                         "update: store it at the top level of the update, not inside an `if` "
+                                         f"(a select works: `{st.target} = c ? a : {st.target}`)")
+        for i, st in enumerate(top[:last] if stores else ()):
+            if isinstance(st, ast.If) or (st.target not in group and (st.target == "param" or st.target in self.states
+                                                                      or self.assigned_kind.get(id(st), Kind.HOST)
+                                                                      > Kind.HOST)):
+                self.r.error(st.span, "the update's group states are stored before the tensors' update: only host "
+                                      "math (a local from hypers, flags, numbers, group states) may come before the "
+                                      f"last store to one (line {top[last].span.line})")
+                break
+            later = {x.target for x in top[i + 1:last + 1] if isinstance(x, ast.Assign) and x.target in group}
+            read = sorted(later & {n.id for n in ast.walk(st.value) if isinstance(n, ast.Name)} - {st.target})
+            if read and st.target not in group:
+                self.r.error(st.value.span, f"'{st.target}' reads group state '{read[0]}' before its store below; "
+                                            "the tensors' update reads the stored value: read it after the store")
 
     # ---- statements -------------------------------------------------------------
     def block(self, stmts, locals_: dict[str, Local], guards: list[ast.Expr]) -> dict[str, Local]:
@@ -231,6 +273,12 @@ class Checker:
             if t in self.states:
                 s = self.states[t]
                 self.require_guard(s, st.target_span, guards)
+                if s.shape == "group" and value is not None and value.kind > Kind.HOST:
+                    self.r.error(st.value.span, f"group state '{t}' is one number per param group, stored once per "
+                                                f"step: store host math in it (hypers, flags, numbers, group states), "
+                                                f"not a value of each tensor (`step` is one: count the steps in a "
+                                                f"group state, `{t} = {t} + 1`)")
+                self.assigned_kind[id(st)] = None if value is None else value.kind
                 if s.shape == "scalar" and value is not None and value.kind >= Kind.CHANNEL:
                     per = "element" if value.kind is Kind.TENSOR else "channel"
                     self.r.error(st.value.span, f"scalar state '{t}' needs a per-tensor value, but this expression varies per {per}")
@@ -244,6 +292,7 @@ class Checker:
         if value is None:
             locals_[t] = Local(Kind.TENSOR, None)  # poisoned: later uses stay quiet, the first error said it all
             return
+        self.assigned_kind[id(st)] = value.kind
         prev = locals_.get(t)
         if prev is not None and prev.type is None:
             prev = None
@@ -393,6 +442,8 @@ class Checker:
             self.require_guard(s, e.span, guards)
             if s.shape == "scalar":
                 return Sym(Kind.REDUCED if n in self.device_scalars else Kind.TENSOR_SCALAR, Type.NUM)
+            if s.shape == "group":
+                return Sym(Kind.HOST, Type.NUM)
             return Sym(Kind.TENSOR, Type.NUM)
         if n in self.hypers:
             if self.hypers[n].is_tuple:
@@ -513,3 +564,14 @@ def _source(source: str, span: Span) -> str:
 def check(spec: ast.Spec) -> ast.Spec:
     Checker(spec).check()
     return spec
+
+
+def _assigns_in(stmts):
+    out, stack = [], list(stmts)
+    while stack:
+        st = stack.pop()
+        if isinstance(st, ast.Assign):
+            out.append(st)
+        else:
+            stack.extend(st.then + st.other)
+    return out

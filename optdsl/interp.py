@@ -197,6 +197,8 @@ class Interpreter:
         runs = []
         if p.uses_step and p.step_per_group:
             self.group_step += 1.0
+        if p.group_update and len(params):   # the group states, once per step() call, grads or not
+            self.group_update()
         for i, (param, grad) in enumerate(zip(params, grads)):
             param = np.asarray(param, dtype=np.float64)
             if grad is None:
@@ -250,6 +252,18 @@ class Interpreter:
                         ctx.state[name] = everywhere(value)
             out[i] = ctx.param
         return out
+
+    def group_update(self) -> None:
+        """Program.group_update in float64: its stores set the group states (read as hypers)."""
+        ctx = _Context(None, None, None, {}, ())
+        prec = Precision() if self.bounded else None
+        for s in self.program.group_update:
+            out = self._eval(s.value, ctx, {}, prec)
+            value = float(out.x if isinstance(out, Bounded) else out)
+            if isinstance(s, Let):
+                ctx.env[s.name] = Bounded.point(np.float64(value)) if self.bounded else value
+            else:
+                self.hypers[s.target] = value
 
     def _block(self, stmts: Sequence[Stmt], ctx: _Context, prec) -> None:
         for s in stmts:

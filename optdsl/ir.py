@@ -205,6 +205,9 @@ class HyperInfo:
     arity: int                  # 0 for a scalar, n for an n-tuple
     checks: tuple[tuple[str, str], ...] = ()   # (python condition source, message f-string source)
     optional: bool = False      # `= none` / `= 1.0 or none`: None from Python means absent (`h != none`)
+    # `state x : group = 0`: a number per param group (a param_group key), read as a hyper and
+    # stored by Program.group_update once per step() call; not a constructor argument
+    group_state: bool = False
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,9 @@ class Program:
     uses_step: bool = True
     step_per_group: bool = False    # `keep step per group`: one step count per param group (group["step"])
     reads_initial_lr: bool = False  # the update reads `initial_lr`: group["initial_lr"], the lr at construction
+    # the update's leading host statements that store group states (`state x : group`), run once
+    # per param group and step() call before its tensors' update; `body` keeps their Lets, not the stores
+    group_update: tuple[Stmt, ...] = ()
     source_file: str = field(default="<spec>", compare=False)
 
     @property

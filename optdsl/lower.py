@@ -66,6 +66,8 @@ class Lowerer:
                 self.uses_step |= n == "step"
                 kind = Kind.TENSOR if n in ("param", "grad") else Kind.TENSOR_SCALAR
                 return Value(INPUTS[n], (), None, kind, Type.NUM)
+            if n in self.states and self.states[n].shape == "group":
+                return Value(Op.HYPER, (), (n, None), Kind.HOST, Type.NUM)
             if n in self.states:
                 return Value(Op.STATE, (), n, self.state_kind(self.states[n]), Type.NUM)
             if n in self.hypers:
@@ -195,12 +197,16 @@ class Lowerer:
             StateInfo(s.name, self.state_kind(s), s.init,
                       self.expr(s.cond, {}) if s.cond is not None else None,
                       key=s.key, list_name=lists[s.name])
-            for s in spec.states)
+            for s in spec.states if s.shape != "group")
+        group_states = tuple(HyperInfo(s.name, float(s.init), 0, group_state=True)
+                             for s in spec.states if s.shape == "group")
         requires = tuple((self.expr(r.cond, {}), r.message) for r in spec.requires)
         body = tuple(_drop_dead_copies(self.block(spec.body, {}, {})))
+        group_update, body = _split_group_update(body, {h.name for h in group_states})
         return Program(
             name=spec.name, doc=spec.doc,
-            hypers=tuple(self.hyper_info(h) for h in spec.hypers),
+            hypers=tuple(self.hyper_info(h) for h in spec.hypers) + group_states,
+            group_update=group_update,
             flags=tuple(FlagInfo(f.name, f.default) for f in spec.flags),
             states=states, requires=requires, body=body,
             uses_step=self.uses_step or any(k.name == "step" for k in spec.keeps), source_file=spec.span.file,
@@ -218,6 +224,15 @@ def _aliases(v: Value) -> set[str]:
     if v.op is Op.WHERE and v.args[0].kind < Kind.TENSOR:
         return _aliases(v.args[1]) | _aliases(v.args[2])
     return set()
+
+
+def _split_group_update(body: tuple[Stmt, ...], group_states: set[str]) -> tuple[tuple[Stmt, ...], tuple[Stmt, ...]]:
+    """(the group update, the body without its stores): the statements up to the last store to a
+    group state, which the checker keeps to top-level host Lets and such stores."""
+    last = max((i for i, s in enumerate(body) if isinstance(s, Store) and s.target in group_states), default=-1)
+    prelude = body[:last + 1]
+    rest = tuple(s for s in prelude if not isinstance(s, Store)) + body[last + 1:]
+    return prelude, rest
 
 
 def _drop_dead_copies(stmts: list[Stmt]) -> list[Stmt]:

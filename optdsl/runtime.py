@@ -436,6 +436,7 @@ class GeneratedOptimizer(StateWeights, Optimizer):
     # `keep step per group`: one step count per param group, group["step"] (a 0-d tensor, as a per-tensor
     # step is), incremented once per `step()` call, whether or not the group's params have gradients
     _step_per_group: bool = False
+    _has_group_update = False   # a spec with group states (`state x : group`) defines _group_update(group)
     # the update reads `initial_lr`: group["initial_lr"], set to the group's lr when the group is added
     # unless it is there already (torch's LR schedulers set the same key the same way)
     _reads_initial_lr: bool = False
@@ -619,6 +620,8 @@ class GeneratedOptimizer(StateWeights, Optimizer):
             self._init_group(group, params, grads, steps, *state_lists)
             if self._uses_step and self._step_per_group and group["params"]:
                 self._group_step(group).add_(1)
+            if self._has_group_update and group["params"]:   # every step() call, grads or not
+                self._group_update(group)
             if not params:
                 continue
             lists = dict(zip(self._state_names, state_lists))

@@ -49,8 +49,8 @@ TORCH_IGNORES_GROUP_VALUE = {"Adagrad": {"initial_accumulator_value"}, "Amos": {
 # steps it has a gradient. The tests give such a reference gradients on every step it takes.
 GROUP_STEP_COUNT = {"Amos": "pytorch_optimizer.Amos keeps `step` in its param group",
                     "Lamb": "timm's Lamb keeps `step` in its param group",
-                    "LookaheadAdam": "pytorch_optimizer.Lookahead counts its k steps per param group",
-                    "LookaheadSGD": "pytorch_optimizer.Lookahead counts its k steps per param group"}
+                    "EmaAdamW": "AveragedModel averages every parameter on every update, with a gradient or not",
+                    "SwaSGD": "as EmaAdamW"}
 # Differs from the reference: it modifies p.grad in place (pytorch_optimizer.Amos negates it under
 # maximize=True), so a step re-using the same gradients differs; a generated class leaves p.grad as
 # it is, as torch.optim does. The tests that re-use gradients run such a reference without the flag.

@@ -104,6 +104,10 @@ def state_rows(spec: ast.Spec, stages: Stages) -> list[list[str]]:
     rows = []
     infos = {s.name: s for s in stages.program.states}
     for s in spec.states:
+        if s.shape == "group":
+            rows.append([_code(s.name), "one number per param group (float64)", _number(s.init),
+                         "always, in the param group", _code(f'param_groups[i]["{s.name}"]')])
+            continue
         info = infos[s.name]
         shape = "one number per tensor (0-d float32)" if s.shape == "scalar" else "like the parameter"
         where = "on the parameter's device" if info.kind.on_device and s.shape == "scalar" else ""

@@ -6,7 +6,7 @@ from functools import lru_cache
 import jinja2
 
 from ..builtins import REDUCTIONS
-from ..ir import Kind, Program, Type
+from ..ir import Kind, Let, Program, Store, Type
 from ..plan import make_plan
 from ..names import api_name, ident, literal, message_parts, message_source, module_name, out_name
 from ..resources import data_dir
@@ -37,16 +37,18 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     state_lists = [{"name": ident(s.name), "plural": ident(s.list), "key": s.storage_key} for s in p.states]
     # a hyper or flag is spelled as it is where the API shows it (constructor and functional keywords,
     # param_group keys), and through ident() inside the generated functions' bodies
-    api_names = [api_name(h.name) for h in p.hypers] + [api_name(f.name) for f in p.flags]
     from_group = [f"{ident(h.name)} = group[{literal(api_name(h.name))}]" for h in p.hypers]
     from_group += [f"{ident(f.name)} = group[{literal(api_name(f.name))}]" for f in p.flags]
     # what the update reads from the group: the hypers, the flags, and `initial_lr` where it is read
     hyper_names = [ident(n) for n in p.group_value_names]
     group_names = [api_name(n) for n in p.group_value_names]
 
-    # __init__: positional hypers then flags, as torch.optim orders them
-    init_args = [f"{api_name(h.name)}={literal(h.default)}" for h in p.hypers]
+    # __init__: positional hypers then flags, as torch.optim orders them; a group state is no
+    # argument, it starts at its number in every group (a default, as schedulefree keeps its own)
+    init_args = [f"{api_name(h.name)}={literal(h.default)}" for h in p.hypers if not h.group_state]
     init_args += [f"{api_name(f.name)}: bool = {literal(f.default)}" for f in p.flags]
+    arguments = [api_name(h.name) for h in p.hypers if not h.group_state] + [api_name(f.name) for f in p.flags]
+    group_state_defaults = [(api_name(h.name), literal(h.default)) for h in p.hypers if h.group_state]
     v = Writer(2)
     for line in from_group:
         v.line(line)
@@ -93,6 +95,16 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         else:
             a.line(f"active[{literal(s.storage_key)}] = {init}")
     a.line("return active")
+
+    g = Writer(2)
+    if p.group_update:
+        for line in from_group + ([f"initial_lr = group[{literal('initial_lr')}]"] if p.reads_initial_lr else []):
+            g.line(line)
+        for st in p.group_update:
+            name = st.name if isinstance(st, Let) else st.target
+            g.line(f"{ident(name)} = {host_expr(st.value)}")
+            if isinstance(st, Store):
+                g.line(f"group[{literal(api_name(name))}] = {ident(name)}")
 
     signature_parts = ["params", "grads"] + [s["plural"] for s in state_lists]
     if p.uses_step:
@@ -146,7 +158,8 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         uses_step=p.uses_step, uses_step_literal=literal(p.uses_step), step_per_group=p.step_per_group,
         reads_initial_lr=p.reads_initial_lr, init_args=init_args,
         validation=v.text() if len(v.lines) > len(from_group) else "        pass",
-        default_names=api_names, api_names=group_names, hyper_kwargs=list(zip(hyper_names, group_names)),
+        default_names=arguments, group_state_defaults=group_state_defaults, group_update=g.text(),
+        api_names=group_names, hyper_kwargs=list(zip(hyper_names, group_names)),
         active_states=a.text(), state_lists=state_lists,
         tensor_states=[{"name": ident(s.name), "plural": ident(s.list)} for s in tensor_states],
         empty_state_lists=[{"plural": ident(s.list), "out": out_name(s.list)} for s in p.states if s.init == "empty"],

@@ -404,7 +404,11 @@ def lines(p: Program, latex: bool = False) -> list[Line]:
         elif s.other:
             out.append(Line(depth, (r"\textbf{else}" if latex else "else") + colon))
             block(s.other, depth + 1)
-    block(p.body, 0)
+    # the group update first (once per group and step() call), then the tensors' update without
+    # the Lets it repeats from there
+    block(p.group_update, 0)
+    repeated = {id(s) for s in p.group_update}
+    block(tuple(s for s in p.body if id(s) not in repeated), 0)
     return out
 
 
