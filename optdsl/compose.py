@@ -24,9 +24,7 @@ from .diagnostics import CompileError, Diagnostic, Span
 from .parse import parse_any
 from .resources import data_dir
 
-# where a bare name (`adam`, `lookahead`) is looked for after the composing file's own folder
-SHIPPED = ("specs", "specs/wrappers")
-MAX_DEPTH = 16
+MAX_DEPTH = 16   # files composing files
 
 
 @dataclass(frozen=True)
@@ -40,6 +38,7 @@ class Source:
 
 
 def shipped_dirs() -> list[Path]:
+    """Where a bare name (`adam`, `lookahead`) is looked for after the composing file's own folder."""
     root = data_dir("specs")
     return [root, root / "wrappers"]
 
@@ -47,10 +46,6 @@ def shipped_dirs() -> list[Path]:
 def expand(text: str, file: str = "<spec>", base: Path | None = None) -> tuple[str, str]:
     """(spec text, label): `text` itself when it is a spec or a wrapper, else the composed spec."""
     return _expand(Source(text, file, base), ())
-
-
-def is_composition(text: str, file: str = "<spec>") -> bool:
-    return isinstance(parse_any(text, file), ast.Composed)
 
 
 def compose(wrapper: Source, inner: Source, name: str | None = None, doc: str | None = None) -> str:

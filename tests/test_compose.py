@@ -316,3 +316,12 @@ def test_every_shipped_spec_can_be_wrapped(stem):
     _train([(a, ours), (b, theirs)], 5)
     for p, q in zip(ours, theirs):
         assert torch.equal(p, q), stem
+
+
+def test_a_composition_of_one_spec_renames_it():
+    cls = optdsl.load("optimizer MyAdam \"Adam, by another name\" = adam\n")
+    assert cls.__name__ == "MyAdam" and cls.__doc__ is not None
+    ours, theirs = _twins(9)
+    a, b = cls(ours, lr=0.01, foreach=False), Adam(theirs, lr=0.01, foreach=False)
+    _train([(a, ours), (b, theirs)], 4)
+    assert all(torch.equal(p, q) for p, q in zip(ours, theirs))
