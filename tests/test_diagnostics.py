@@ -42,7 +42,7 @@ CASES = [
     ('optimizer A "x" state m = ones update { param = param }',
      "unknown initial value 'ones' for state 'm'", 1, 23),
     ('optimizer A "x" state m : matrix = zeros update { param = param }',
-     "unknown state shape 'matrix' (expected 'scalar'; tensor state needs no annotation)", 1, 23),
+     "unknown state shape 'matrix' (expected 'scalar' or 'group'; tensor state needs no annotation)", 1, 23),
     ('optimizer A "x" state m : scalar = empty update { param = param }',
      'scalar state cannot start `empty`; give it a number', 1, 23),
     ('optimizer A "x" require update { param = param }',
