@@ -40,13 +40,18 @@ def host_expr(v: Value, **leaf_options) -> str:
     return _with_selects(v, leaf)
 
 
-# `and`, `or`, `not` of per-tensor conditions, which are 0-d tensors with capturable=True and under
-# torch.compile: Python's operators would read them back (bool()); both operands are computed anyway
+# `and`, `or`, `not` whose (left) operand is a per-tensor condition, a 0-d tensor with capturable=True
+# and under torch.compile, which Python's operators would read back (bool()). Python's `and`/`or`
+# stay where the left operand is a host bool (never read back), and where the right one reads a
+# state: a host conjunct on the left may be what guards it (`f and s > 0`, `state s ... if f`),
+# which only Python's short circuit keeps unread.
 TENSOR_LOGIC = {Op.AND: "_rt.both({0}, {1})", Op.OR: "_rt.either({0}, {1})", Op.NOT: "_rt.negate({0})"}
 
 
 def _per_tensor_logic(v: Value) -> bool:
-    return v.op in TENSOR_LOGIC and v.kind is Kind.TENSOR_SCALAR
+    if v.op not in TENSOR_LOGIC or v.args[0].kind is not Kind.TENSOR_SCALAR:
+        return False
+    return v.op is Op.NOT or not any(n.op is Op.STATE for n in walk_values(v.args[1]))
 
 
 def _with_selects(v: Value, leaf) -> str:

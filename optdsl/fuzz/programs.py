@@ -66,6 +66,7 @@ class ProgramGen(Recipes):
         # a wrapper (`wrapper()`): its names start with `prefix` and avoid `taken` (the wrapped
         # program's: composition refuses shared names), and it keeps no step count of its own
         self.prefix, self.taken, self.is_wrapper = prefix, taken, wrapper
+        self.group_states: list[str] = []   # `state x : group` (a wrapper's, see `wrapper`): host leaves
         self.hypers: list[Hyper] = []
         self.flags: list[tuple[str, bool]] = []
         self.states: list[State] = []
@@ -552,9 +553,24 @@ class ProgramGen(Recipes):
         at an `inner` statement drawn among its own. `inner_dirty`: what the wrapped update
         leaves dirty (see __init__), which the statements after `inner` see."""
         decls = self.declare() if self.chance(0.9) else []
+        # group states, stored first (once per step() call): a count of the calls, or the largest
+        # of a host value; the statements after read them as host values
+        prefix = []
+        for i in range(self.d(st.integers(0, 2))):
+            state = self.name_for(f"g{i}", api=True)   # a param_group key
+            if self.chance(0.5) or not self.given_hypers():
+                decls.append(f"state {state} : group = 0")
+                prefix.append(("line", f"{state} = {state} + 1", f"{state} = ({state} + 1)"))
+            else:
+                h = self.pick([h for h in self.given_hypers() if not h.is_tuple] or [None])
+                if h is None:
+                    continue
+                decls.append(f"state {state} : group = -1")
+                prefix.append(("line", f"{state} = max({h.name}, {state})", f"{state} = max({h.name}, {state})"))
+            self.group_states.append(state)
         scope = Scope()
-        body = self.block(scope, 0, self.d(st.integers(0, 4)))
-        at = self.d(st.integers(0, len(body)))
+        body = prefix + self.block(scope, 0, self.d(st.integers(0, 4)))
+        at = self.d(st.integers(len(prefix), len(body)))
         if "param" in inner_dirty:
             self.dirty.add("param")
         body.insert(at, ("line", "inner", "inner"))

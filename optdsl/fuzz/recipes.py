@@ -42,6 +42,7 @@ class Recipes:
                     out.append(atom(src, HOST, NUM, max(abs(lo), abs(hi))))
                 if h.name == "lr" and not h.optional and not h.is_tuple:
                     out.append(atom("initial_lr", HOST, NUM, max(abs(lo), abs(hi))))
+            out += [atom(g, HOST, NUM, 20.0) for g in self.group_states]   # counts, or a hyper's max
             if max_kind >= TS:
                 out.append(atom("step", TS, NUM, 10.0))
                 if self.chance(0.3):
