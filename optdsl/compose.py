@@ -52,7 +52,7 @@ def compose(wrapper: Source, inner: Source, name: str | None = None, doc: str | 
     """The spec text of `wrapper` around `inner` (each a spec, a wrapper or a composition's text)."""
     w_text, w_label = _expand(wrapper, ())
     i_text, i_label = _expand(inner, ())
-    return _splice(Source(w_text, w_label), Source(i_text, i_label), name, doc, None, "")
+    return _splice(Source(w_text, w_label), Source(i_text, i_label), name, doc)
 
 
 def composition_error(err: CompileError, source: str, file: str) -> CompileError:
@@ -93,7 +93,7 @@ def _build(ref, src: Source, seen: tuple[Path, ...], name: str | None, doc: str 
     i_text, i_label = _build(ref.inner, src, seen, None, None)
     _require_kind(parse_any(i_text, i_label), "optimizer", ref.inner if isinstance(ref.inner, ast.SpecRef)
                   else ref.inner.wrapper, src)
-    return _splice(Source(w_text, w_label), Source(i_text, i_label), name, doc, ref, src.text), i_label
+    return _splice(Source(w_text, w_label), Source(i_text, i_label), name, doc), i_label
 
 
 def _require_kind(spec, kind: str, ref, src: Source) -> None:
@@ -174,7 +174,7 @@ def _clashes(wrapper: ast.Spec, inner: ast.Spec, w_src: Source, i_src: Source) -
         raise CompileError(diags, w_src.text)
 
 
-def _splice(w_src: Source, i_src: Source, name: str | None, doc: str | None, ref, outer_text: str) -> str:
+def _splice(w_src: Source, i_src: Source, name: str | None, doc: str | None) -> str:
     wrapper = check(parse_any(w_src.text, w_src.label))
     inner = check(parse_any(i_src.text, i_src.label))
     if wrapper.kind != "wrapper" or inner.kind != "optimizer":
@@ -213,7 +213,5 @@ def _splice(w_src: Source, i_src: Source, name: str | None, doc: str | None, ref
 
 def _block(text: str) -> str | None:
     """A region without its surrounding blank lines (None when nothing is left)."""
-    text = re.sub(r"\A[ \t\f\r]*\n", "", text.rstrip())
-    while text.startswith("\n"):
-        text = text[1:]
-    return text if text.strip() else None
+    text = re.sub(r"\A(?:[ \t\f\r]*\n)+", "", text.rstrip())
+    return text or None

@@ -91,12 +91,12 @@ def stored_before(body: tuple[Stmt, ...], at: If) -> frozenset[str]:
             if isinstance(x, Store):
                 known |= {x.target}
             elif isinstance(x, If):
-                for side in (x.then, x.other):
-                    inside, found = surely(side, known)
-                    if found:
-                        return inside, True
-                then, _ = surely(x.then, known)
-                other, _ = surely(x.other, known)
+                then, found = surely(x.then, known)
+                if found:
+                    return then, True
+                other, found = surely(x.other, known)
+                if found:
+                    return other, True
                 known = then & other
                 if (emptied := tested(x.cond)) is not None and emptied in then:
                     known |= {emptied}

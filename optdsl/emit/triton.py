@@ -108,8 +108,7 @@ class KernelEmitter:
         where it is a number or a per-tensor value (`s = 0.5`), as later math on the stream may
         meet a block in `&`/`|`, which the Triton interpreter refuses beside a 0-d value."""
         src = self.expr(v)
-        elementwise = target == "param" or self.p.state(target).kind is Kind.TENSOR
-        return f"_as_block({src}, _offs)" if elementwise and v.kind is not Kind.TENSOR else src
+        return f"_as_block({src}, _offs)" if fills_a_stream(self.p, target, v) else src
 
     def logic_operands(self, v: Value) -> list[str]:
         """Operands of a boolean op; a per-tensor boolean (a 0-d tensor) beside a per-element one is
@@ -181,10 +180,14 @@ def extra_helpers(p: Program) -> list[str]:
             for n in walk_values(v):
                 if n.op in OPS:
                     names.update(re.findall(r"\b(_[a-z][a-z0-9_]*)\(", OPS[n.op].triton))
-        if isinstance(s, Store) and s.value.kind is not Kind.TENSOR and (
-                s.target == "param" or p.state(s.target).kind is Kind.TENSOR):
+        if isinstance(s, Store) and fills_a_stream(p, s.target, s.value):
             names.add("_as_block")   # KernelEmitter.stored
     return sorted(names - BASE_HELPERS)
+
+
+def fills_a_stream(p: Program, target: str, v: Value) -> bool:
+    """A store of a number or a per-tensor value into an elementwise stream (param, a tensor state)."""
+    return v.kind is not Kind.TENSOR and (target == "param" or p.state(target).kind is Kind.TENSOR)
 
 
 def stream_condition(emitter: KernelEmitter, cond: Value | None) -> str:
