@@ -6,6 +6,7 @@ OPTIMIZERS = {
     'AdaX': 'adax',
     'Adadelta': 'adadelta',
     'Adagrad': 'adagrad',
+    'Adahessian': 'adahessian',
     'Adam': 'adam',
     'AdamP': 'adamp',
     'AdamW': 'adamw',
@@ -25,5 +26,6 @@ OPTIMIZERS = {
     'Rprop': 'rprop',
     'SGD': 'sgd',
     'SGDP': 'sgdp',
+    'ScheduleFreeAdamW': 'schedulefreeadamw',
     'SwaSGD': 'swasgd',
 }

@@ -120,6 +120,18 @@ class State(Node):
 
 
 @dataclass(frozen=True)
+class Input(Node):
+    """`input hessian = hutchinson(n_samples, update_each, avg_conv_kernel)`: a tensor of the
+    param's shape that the runtime estimates before each step (builtins.ESTIMATORS), read-only
+    in the update; `args` name the hypers and flags that set the estimator."""
+    name: str
+    estimator: str
+    args: tuple[str, ...] = ()
+    estimator_span: Span | None = field(default=None, compare=False, repr=False)
+    arg_spans: tuple[Span, ...] = field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class Require(Node):
     cond: Expr
     message: str
@@ -135,6 +147,15 @@ class Keep(Node):
 
 
 @dataclass(frozen=True)
+class Mode(Node):
+    """`on train { ... }` / `on eval { ... }`: what optimizer.train() / .eval() do to each tensor
+    that has state, when the group's mode changes (no gradient, no step)."""
+    name: str
+    name_span: Span = field(compare=False, repr=False)
+    body: tuple[Stmt, ...] = ()
+
+
+@dataclass(frozen=True)
 class Regions:
     """Offsets into the source of what a composition splices: the declarations (from the end of
     the header to `update`), the update block's inside (between its braces), and in a wrapper the
@@ -142,6 +163,7 @@ class Regions:
     decls: tuple[int, int]
     body: tuple[int, int]
     inner: tuple[int, int] | None = None
+    modes: tuple[int, int] | None = None   # the `on` blocks, from the first to the end of the last
 
 
 @dataclass(frozen=True)
@@ -161,6 +183,13 @@ class Spec(Node):
     inner_at: int | None = None
     inner_span: Span | None = field(default=None, compare=False, repr=False)
     regions: Regions | None = field(default=None, compare=False, repr=False)
+    modes: tuple[Mode, ...] = ()
+    inputs: tuple[Input, ...] = ()
+
+    @property
+    def input_states(self) -> tuple["State", ...]:
+        """Each input as the tensor state that holds it (under its name) for the backends."""
+        return tuple(State(i.span, i.name, "tensor", "zeros", None) for i in self.inputs)
 
 
 # ---- compositions: `optimizer Name "doc" = wrapper(inner)` ---------------------------------------

@@ -146,6 +146,14 @@ REDUCTION_FUNCTIONS: dict[str, tuple[Op, int]] = {
 }
 # `size(d)`: the parameter's size along dim d, a literal (1 past its last dim, as broadcasting reads it).
 SHAPE_FUNCTIONS: dict[str, Op] = {"size": Op.SIZE}
+# Inputs the runtime estimates before each step (`input name = estimator(args)`, optdsl/inputs.py):
+# each argument's role and what it names (a one-number hyper, or a flag).
+ESTIMATORS: dict[str, tuple[tuple[str, str], ...]] = {
+    # the Hessian's diagonal, Hutchinson's E[z ⊙ Hz] over Rademacher z (Adahessian): `samples`
+    # probes, re-estimated every `every` steps of the tensor, and for a 4-D tensor with
+    # `average_conv` the |estimate| averaged over its two spatial dims
+    "hutchinson": (("samples", "hyper"), ("every", "hyper"), ("average_conv", "flag")),
+}
 # Functions whose argument is a state's name, not a value.
 STATE_PREDICATES: dict[str, Op] = {"is_empty": Op.IS_EMPTY}
 

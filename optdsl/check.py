@@ -6,10 +6,10 @@ import difflib
 from dataclasses import dataclass
 
 from . import ast
-from .builtins import (CONSTANTS, FUNCTION_GROUPS, FUNCTIONS, INITIAL_LR, INPUTS, REDUCTION_FUNCTIONS,
+from .builtins import (CONSTANTS, ESTIMATORS, FUNCTION_GROUPS, FUNCTIONS, INITIAL_LR, INPUTS, REDUCTION_FUNCTIONS,
                        SHAPE_FUNCTIONS, STATE_PREDICATES)
-from .definite import unguarded_empty_reads
-from .ir import SCOPE_KIND, SCOPES
+from .definite import stored_on_every_path, unguarded_empty_reads
+from .ir import MODES, SCOPE_KIND, SCOPES
 from .diagnostics import Reporter, Span
 from .ir import Kind, Type
 from .names import message_parts, problem_with_class_name, problem_with_name
@@ -52,12 +52,15 @@ class Checker:
         self.r = Reporter(spec.source)
         self.hypers = {h.name: h for h in spec.hypers}
         self.flags = {f.name: f for f in spec.flags}
-        self.states = {s.name: s for s in spec.states}
+        self.states = {s.name: s for s in (*spec.states, *spec.input_states)}   # an input reads as a state
+        self.inputs = {i.name: i for i in spec.inputs}
         self.param_stored = False
         # scalar states stored from a reduction: they live on the device, and reading them is a
         # device value too (a fixed point: see infer_device_scalars)
         self.device_scalars: set[str] = set()
         self.stored_from_device: set[str] = set()
+        self.in_mode: str | None = None   # the `on` block being checked
+        self.mode_known: set[str] = set()   # `empty` states holding a value after every path of the update
         self.in_update = False   # declarations are checked first: `initial_lr` is not known there
         # the per-tensor conditions (`if`, or the side a `?:` takes) around the expression at hand:
         # a group-wide reduction there would be computed by the tensors taking the branch only
@@ -72,7 +75,7 @@ class Checker:
         if not spec.doc.isprintable():
             self.r.error(spec.span, "the doc string must be printable text on one line")
         seen: dict[str, Span] = {}
-        for decl in (*spec.hypers, *spec.flags, *spec.states):
+        for decl in (*spec.hypers, *spec.flags, *spec.states, *spec.inputs):
             if decl.name in seen:
                 self.r.error(decl.span, f"'{decl.name}' is declared twice (first at line {seen[decl.name].line})")
                 continue
@@ -98,6 +101,8 @@ class Checker:
                 self.expect(h.where, Type.BOOL, max_kind=Kind.HOST, what="a `where` condition", locals_={}, guards=given)
         for s in spec.states:
             self.check_state(s)
+        for i in spec.inputs:
+            self.check_input(i)
         for keep in spec.keeps:
             if keep.name != "step":
                 self.r.error(keep.span, f"only the step count can be kept (`keep step`), not '{keep.name}'")
@@ -121,6 +126,7 @@ class Checker:
                                     f"(on the first step it has no value): guard it with `is_empty({read.id})`, "
                                     f"e.g. `is_empty({read.id}) ? grad : {read.id}`, or store '{read.id}' before reading it")
         self.check_group_update(spec)
+        self.check_modes(spec)
         if not self.param_stored and spec.kind != "wrapper":   # a wrapper's `inner` assigns it
             self.r.error(spec.span, "the update block never assigns 'param'")
         self.r.raise_if_any()
@@ -191,6 +197,25 @@ class Checker:
         if s.cond is not None:
             self.expect(s.cond, Type.BOOL, max_kind=Kind.HOST, what="a state's `if` condition", locals_={})
 
+    def check_input(self, i: ast.Input) -> None:
+        """`input name = estimator(args)`: a known estimator, given the hypers and flags it takes."""
+        roles = ESTIMATORS.get(i.estimator)
+        if roles is None:
+            self.r.error(i.estimator_span, f"unknown estimator '{i.estimator}' for input '{i.name}'"
+                                           f"{_did_you_mean(i.estimator, ESTIMATORS)}; the estimators are "
+                                           + ", ".join(f"{e}({', '.join(r for r, _ in rs)})" for e, rs in ESTIMATORS.items()))
+            return
+        shape = f"{i.estimator}({', '.join(r for r, _ in roles)})"
+        if len(i.args) != len(roles):
+            self.r.error(i.span, f"{i.estimator} takes {len(roles)} arguments, {shape}, not {len(i.args)}")
+            return
+        for arg, span, (role, what) in zip(i.args, i.arg_spans, roles):
+            h = self.hypers.get(arg)
+            ok = arg in self.flags if what == "flag" else h is not None and not h.is_tuple and not h.optional
+            if not ok:
+                self.r.error(span, f"the `{role}` of {i.estimator} is a {'flag' if what == 'flag' else 'hyper (one number, not optional)'}"
+                                   f" of this spec; '{arg}' is not one")
+
     def check_group_update(self, spec: ast.Spec) -> None:
         """Stores to group states run once per param group and step() call, before the tensors'
         update: they stand at the top level of the update, before every statement that is not host
@@ -221,6 +246,32 @@ class Checker:
             if read and st.target not in group:
                 self.r.error(st.value.span, f"'{st.target}' reads group state '{read[0]}' before its store below; "
                                             "the tensors' update reads the stored value: read it after the store")
+
+    def check_modes(self, spec: ast.Spec) -> None:
+        """`on train` / `on eval`: each once, both or neither, in an optimizer (a wrapper's wrapped
+        spec brings its own). A block runs outside step(): no `grad`, no `step`, and it stores only
+        `param` and tensor states: not `scalar` or `group` ones, and an `empty` one only where every
+        path of the update leaves it holding a value."""
+        if spec.modes and spec.kind == "wrapper":
+            self.r.error(spec.modes[0].span, "a wrapper has no `on` blocks: the wrapped spec's run as they are")
+            return
+        names = [m.name for m in spec.modes]
+        for k, m in enumerate(spec.modes):
+            if m.name not in MODES:
+                self.r.error(m.name_span, f"`on {m.name}`: the modes are `on train` and `on eval` (what "
+                                          f"optimizer.train() and optimizer.eval() do){_did_you_mean(m.name, MODES)}")
+            elif m.name in names[:k]:
+                self.r.error(m.name_span, f"`on {m.name}` is given twice")
+        if spec.modes and set(names) <= set(MODES) and not set(MODES) <= set(names):
+            missing = next(n for n in MODES if n not in names)
+            self.r.error(spec.modes[0].span, f"a spec with modes says what both switches do: add `on {missing} {{ ... }}` "
+                                             "(an empty block leaves the tensors as they are)")
+        stored = self.param_stored
+        self.mode_known = set(stored_on_every_path(spec))
+        for m in spec.modes:
+            self.in_mode = m.name
+            self.block(m.body, {}, guards=[])
+        self.in_mode, self.param_stored = None, stored
 
     # ---- statements -------------------------------------------------------------
     def block(self, stmts, locals_: dict[str, Local], guards: list[ast.Expr]) -> dict[str, Local]:
@@ -263,8 +314,16 @@ class Checker:
             what = "hyper" if t in self.hypers else "flag"
             self.r.error(st.target_span, f"cannot assign to {what} '{t}': hypers and flags are read-only in `update`")
             return
-        if t in ("grad", "step"):
+        if t in ("grad", "step") or t in self.inputs:
             self.r.error(st.target_span, f"cannot assign to input '{t}'; bind a new name, e.g. `g = ...`")
+            return
+        if self.in_mode and t in self.states and self.states[t].shape != "tensor":
+            self.r.error(st.target_span, f"`on {self.in_mode}` stores param and tensor states; '{t}' is a "
+                                         f"{self.states[t].shape} state: store it in `update`")
+            return
+        if self.in_mode and t in self.states and self.states[t].init == "empty" and t not in self.mode_known:
+            self.r.error(st.target_span, f"state '{t}' starts `empty`, and some path of the update leaves it so: "
+                                         f"`on {self.in_mode}` would create it; store it in `update` on every path first")
             return
         if t == "param" or t in self.states:
             self.param_stored |= t == "param"
@@ -433,6 +492,10 @@ class Checker:
                              + ("" if lr is None else f" ('lr' here is {'optional' if lr.optional else 'a tuple'})"))
                 return None
             return Sym(Kind.HOST, Type.NUM)
+        if (n in ("grad", "step") or n in self.inputs) and self.in_mode:
+            self.r.error(e.span, f"`on {self.in_mode}` runs in optimizer.{self.in_mode}(), outside step(): it has "
+                                 f"no '{n}' (read param, states, hypers and flags)")
+            return None
         if n in INPUTS:
             if n in ("param", "grad"):
                 return Sym(Kind.TENSOR, Type.NUM)

@@ -143,7 +143,7 @@ def _declared(spec: ast.Spec) -> dict[str, tuple[str, Span]]:
     for what, decls in (("a hyper", spec.hypers), ("a flag", spec.flags), ("a state", spec.states)):
         for d in decls:
             out.setdefault(d.name, (what, d.span))
-    stack = list(spec.body)
+    stack = list(spec.body) + [s for mode in spec.modes for s in mode.body]   # `on` blocks' locals too
     while stack:
         s = stack.pop(0)
         if isinstance(s, ast.Assign):
@@ -191,7 +191,12 @@ def _splice(w_src: Source, i_src: Source, name: str | None, doc: str | None) -> 
     doc = doc or f"{wrapper.doc or wrapper.name} around {inner.name}"
     wr, ir = wrapper.regions, inner.regions
     w, i = w_src.text, i_src.text
-    before, after = w[wr.body[0]:wr.inner[0]], w[wr.inner[1]:wr.body[1]]
+    # Group states are stored before the tensors' update (check_group_update): the wrapped spec's
+    # stores move up to follow the wrapper's own, ahead of the wrapper's per-tensor statements.
+    # Both are host math on names of their own spec only (the clash rule), so the order between
+    # them does not change a value.
+    w_group, i_group = min(_group_update_end(wrapper, w), wr.inner[0]), _group_update_end(inner, i)
+    before, after = w[w_group:wr.inner[0]], w[wr.inner[1]:wr.body[1]]
     parts = [
         f'optimizer {name} "{doc}"',
         f"# {wrapper.name} ({w_src.label}) around {inner.name} ({i_src.label}): composed by optdsl",
@@ -200,15 +205,35 @@ def _splice(w_src: Source, i_src: Source, name: str | None, doc: str | None) -> 
         f"# ---- {w_src.label}",
         _block(w[wr.decls[0]:wr.decls[1]]),
         "update {",
+        _block(w[wr.body[0]:w_group]),
+        f"  # ---- {inner.name}'s group states ({i_src.label})" if i_group > ir.body[0] else None,
+        _block(i[ir.body[0]:i_group]),
         _block(before),
         f"  # ---- {inner.name}'s update ({i_src.label})",
-        _block(i[ir.body[0]:ir.body[1]]),
+        _block(i[i_group:ir.body[1]]),
         f"  # ---- end of {inner.name}'s update",
         _block(after),
         "}",
+        # the wrapped spec's `on train` / `on eval` (a wrapper has none of its own)
+        f"# ---- {inner.name}'s modes ({i_src.label})" if ir.modes else None,
+        _block(i[ir.modes[0]:ir.modes[1]]) if ir.modes else None,
         "",
     ]
     return "\n".join(p for p in parts if p is not None)
+
+
+def _group_update_end(spec: ast.Spec, text: str) -> int:
+    """The offset just past the last top-level store to a group state in `spec`'s update (the
+    start of the update's inside where it stores none)."""
+    group = {s.name for s in spec.states if s.shape == "group"}
+    stores = [st for st in spec.body if isinstance(st, ast.Assign) and st.target in group]
+    if not stores:
+        return spec.regions.body[0]
+    end = stores[-1].span
+    line_start = 0
+    for _ in range(end.end_line - 1):
+        line_start = text.index("\n", line_start) + 1
+    return line_start + end.end_col - 1
 
 
 def _block(text: str) -> str | None:

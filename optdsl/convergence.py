@@ -135,7 +135,8 @@ def train(cls: type, problem: str, steps: int | None = None, lr: float | None = 
             opt.zero_grad()
             loss = loss_fn()
             losses.append(float(loss.detach()))
-            loss.backward()
+            # a spec with an `input` (Adahessian's Hessian estimate) reads the gradients' graph
+            loss.backward(create_graph=bool(getattr(opt, "_inputs", None)))
             opt.step()
         with torch.no_grad():
             losses.append(float(loss_fn()))

@@ -31,8 +31,17 @@ def unguarded_empty_reads(spec: ast.Spec) -> list[ast.Name]:
     flow = _Flow({s.name for s in spec.states if s.init == "empty"},
                  {*(h.name for h in spec.hypers), *(f.name for f in spec.flags), *_HOST_INPUTS})
     if flow.empties:
-        flow.block(spec.body, Known(), {})
+        after = flow.block(spec.body, Known(), {})
+        for mode in spec.modes:   # on tensors that have stepped: what every path of the update stored
+            flow.block(mode.body, after, {})
     return flow.reads
+
+
+def stored_on_every_path(spec: ast.Spec) -> Known:
+    """The `empty` states that hold a value after every path through the update block."""
+    flow = _Flow({s.name for s in spec.states if s.init == "empty"},
+                 {*(h.name for h in spec.hypers), *(f.name for f in spec.flags), *_HOST_INPUTS})
+    return flow.block(spec.body, Known(), {}) if flow.empties else Known()
 
 
 class _Flow:

@@ -253,6 +253,17 @@ class Interpreter:
             out[i] = ctx.param
         return out
 
+    def switch(self, mode: str, params: Sequence[Any], precisions: Sequence[Precision] | None = None) -> list:
+        """optimizer.train() / .eval(): the `on mode` block over the tensors that have state (have
+        been stepped); the others are returned as they are. Returns the new parameters."""
+        program, phases = self.program, self._phases
+        self.program, self._phases = program.mode_program(mode), None
+        try:
+            unread = [np.zeros(np.shape(p)) if self.state.get(i) else None for i, p in enumerate(params)]
+            return self.step(params, unread, precisions)
+        finally:
+            self.program, self._phases = program, phases
+
     def group_update(self) -> None:
         """Program.group_update in float64: its stores set the group states (read as hypers)."""
         ctx = _Context(None, None, None, {}, ())

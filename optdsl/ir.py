@@ -118,6 +118,8 @@ REDUCE = frozenset({Op.SUM, Op.MEAN, Op.NORM, Op.RMS, Op.AMAX, Op.DOT})
 # Where a reduction runs: over one tensor, over each output channel (dim 0) of it, or over every
 # tensor of the param group. The scope is the reduction node's `arg`.
 SCOPES = ("tensor", "channel", "group")
+# `on train` / `on eval`: what optimizer.train() and optimizer.eval() run on each stepped tensor
+MODES = ("train", "eval")
 SCOPE_KIND = {"tensor": Kind.REDUCED, "channel": Kind.CHANNEL, "group": Kind.REDUCED}
 # per-tensor inputs known on the host (step is one too, but counts steps)
 SHAPE_INPUTS = frozenset({Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE})
@@ -251,6 +253,19 @@ class Program:
     # per param group and step() call before its tensors' update; `body` keeps their Lets, not the stores
     group_update: tuple[Stmt, ...] = ()
     source_file: str = field(default="<spec>", compare=False)
+    # (mode, body) per `on` block, in MODES order: run by optimizer.train() / .eval() where the group's
+    # mode changes, on its tensors that have state; they read no grad and no step
+    modes: tuple[tuple[str, tuple[Stmt, ...]], ...] = ()
+    # (name, estimator, the hypers and flags it reads) per `input`: a tensor state of that name the
+    # runtime fills before each step (optdsl/inputs.py); the update only reads it
+    inputs: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+    def mode_program(self, mode: str) -> "Program":
+        """The `on mode` block as a program of its own, for the passes, the plan and the emitters:
+        the same hypers, flags and states, no step, no group update."""
+        from dataclasses import replace
+        body = next(b for m, b in self.modes if m == mode)
+        return replace(self, body=body, group_update=(), uses_step=False, step_per_group=False, modes=())
 
     @property
     def group_value_names(self) -> list[str]:
@@ -423,4 +438,12 @@ def verify(p: Program) -> Program:
                 check_block(s.other, scope)
 
     check_block(p.body, set())
+    for mode, body in p.modes:
+        if mode not in MODES:
+            raise IRError(f"unknown mode {mode!r}")
+        for s in walk_stmts(body):
+            if any(n.op in (Op.GRAD, Op.STEP) for v in stmt_values(s) for n in walk_values(v)):
+                raise IRError(f"`on {mode}` reads the gradient or the step")
+        defined.clear()
+        check_block(body, set())
     return p

@@ -9,7 +9,7 @@ from . import ast
 from .builtins import (BINARY_SYMBOLS, COMPARE_SYMBOLS, CONSTANTS, FUNCTIONS, INITIAL_LR, INPUTS, REDUCTION_FUNCTIONS,
                        SHAPE_FUNCTIONS, STATE_PREDICATES)
 from .names import state_list_names
-from .ir import (SCOPES, Kind, Let, Op, Program, Stmt, Store, Type, Value, apply, const, reduce,
+from .ir import (MODES, SCOPES, Kind, Let, Op, Program, Stmt, Store, Type, Value, apply, const, reduce,
                  FlagInfo, HyperInfo, If, StateInfo, walk_stmts, walk_values)
 
 # torch.optim's wording for invalid hypers; `{}` is the offending value's source.
@@ -42,7 +42,7 @@ class Lowerer:
         self.spec = spec
         self.hypers = {h.name: h for h in spec.hypers}
         self.flags = {f.name for f in spec.flags}
-        self.states = {s.name: s for s in spec.states}
+        self.states = {s.name: s for s in (*spec.states, *spec.input_states)}
         self.uses_step = False
         self.reads_initial_lr = False
         self.device_scalars: set[str] = set()   # scalar states stored from a reduction (see lower())
@@ -181,8 +181,9 @@ class Lowerer:
 
     def lower(self) -> Program:
         spec = self.spec
-        declared = {d.name for d in (*spec.hypers, *spec.flags, *spec.states)}
-        lists = state_list_names([s.name for s in spec.states], declared | ast.assigned_names(spec.body))
+        all_states = (*spec.states, *spec.input_states)
+        declared = {d.name for d in (*spec.hypers, *spec.flags, *all_states)}
+        lists = state_list_names([s.name for s in all_states], declared | ast.assigned_names(spec.body))
         # a scalar state stored from a reduction lives on the device (a fixed point: reading it is a
         # device value, which may make other scalar states device ones)
         while True:
@@ -197,12 +198,15 @@ class Lowerer:
             StateInfo(s.name, self.state_kind(s), s.init,
                       self.expr(s.cond, {}) if s.cond is not None else None,
                       key=s.key, list_name=lists[s.name])
-            for s in spec.states if s.shape != "group")
+            for s in all_states if s.shape != "group")
         group_states = tuple(HyperInfo(s.name, float(s.init), 0, group_state=True)
                              for s in spec.states if s.shape == "group")
         requires = tuple((self.expr(r.cond, {}), r.message) for r in spec.requires)
         body = tuple(_drop_dead_copies(self.block(spec.body, {}, {})))
         group_update, body = _split_group_update(body, {h.name for h in group_states})
+        by_name = {m.name: m for m in spec.modes}
+        modes = tuple((name, tuple(_drop_dead_copies(self.block(by_name[name].body, {}, {}))))
+                      for name in MODES if name in by_name)
         return Program(
             name=spec.name, doc=spec.doc,
             hypers=tuple(self.hyper_info(h) for h in spec.hypers) + group_states,
@@ -211,7 +215,8 @@ class Lowerer:
             states=states, requires=requires, body=body,
             uses_step=self.uses_step or any(k.name == "step" for k in spec.keeps), source_file=spec.span.file,
             step_per_group=any(k.name == "step" and k.per == "group" for k in spec.keeps),
-            reads_initial_lr=self.reads_initial_lr,
+            reads_initial_lr=self.reads_initial_lr, modes=modes,
+            inputs=tuple((i.name, i.estimator, i.args) for i in spec.inputs),
         )
 
 

@@ -65,11 +65,11 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "optimizer A update { + }", "optimizer A update { x == 1 }", "optimizer A update { else }",
     ],
     "unclosed block: expected `}`": [
-        "optimizer A update {", "optimizer A update { if c { x = 1 }",
+        "optimizer A update {", "optimizer A update { if c { x = 1 }", "optimizer A update { } on train {",
         "optimizer A update { x = y", "optimizer A update { x = f(y)", "optimizer A update { x = y[0]",
     ],
     "expected an expression": [
-        "optimizer A update { x = }", "optimizer A update { x = 1 + }", "optimizer A update { x = * 2 }",
+        "optimizer A update { x = }", "optimizer A update { } on train { x = }", "optimizer A update { x = 1 + }", "optimizer A update { x = * 2 }",
         "optimizer A update { x = f(1, ) }", "optimizer A update { x = c ? }", "optimizer A update { x = c ? 1 : }",
         "optimizer A update { x = (}", "optimizer A update { x = not }", "optimizer A update { x = 1 < }",
         "optimizer A update { x = - }", "optimizer A update { x = 2 ^ }", "optimizer A update { x = a and }",
@@ -95,8 +95,13 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "expected `{` or `if` after `else`": [
         "optimizer A update { if c { } else x = 1 }", "optimizer A update { if c { } else }",
     ],
-    "unexpected text after the update block": [
+    "unexpected text after the update block (only `on train { ... }` and `on eval { ... }` may follow it)": [
         "optimizer A update { } x", "optimizer A update { } }", "optimizer A update { } update { }",
+        "optimizer A update { } on train { } x", "optimizer A update { } on train { } }",
+    ],
+    "an `on` block is `on train { ... }` or `on eval { ... }`": [
+        "optimizer A update { } on", "optimizer A update { } on {", "optimizer A update { } on train",
+        "optimizer A update { } on train x", "optimizer A update { } on 3 { }", "optimizer A update { } on eval { } on",
     ],
     "expected a name": [
         "optimizer A update { = 1 }",
@@ -322,6 +327,12 @@ class _Builder(Transformer_NonRecursive):
         return ("key", str(children[0])[1:-1])
 
     @v_args(meta=True)
+    def input(self, meta, children):
+        name, estimator, *args = [c for c in children if c is not None]
+        return ast.Input(self._s(name), str(name), str(estimator), tuple(str(a) for a in args),
+                         self._s(estimator), tuple(self._s(a) for a in args))
+
+    @v_args(meta=True)
     def require(self, meta, children):
         cond, message = children
         return ast.Require(self._s(meta), cond, str(message)[1:-1])
@@ -337,10 +348,21 @@ class _Builder(Transformer_NonRecursive):
         return ("update", children[0], meta.start_pos, _block_inside(self.source, meta.start_pos, meta.end_pos))
 
     @v_args(meta=True)
+    def mode(self, meta, children):
+        tok, statements = children
+        for s in statements:
+            if isinstance(s, _Inner):
+                raise CompileError([Diagnostic(s.span, "`inner` runs the wrapped update inside a wrapper's "
+                                                       "`update`, not in an `on` block")])
+        return ast.Mode(self._s(meta), str(tok), self._s(tok), statements), meta.start_pos, meta.end_pos
+
+    @v_args(meta=True)
     def start(self, meta, children):
         _, span, name, doc, kind, header_end = children[0]
-        decls = children[1:-1]
-        _, statements, update_at, inside = children[-1]
+        at = next(i for i, c in enumerate(children) if isinstance(c, tuple) and c and c[0] == "update")
+        decls = children[1:at]
+        _, statements, update_at, inside = children[at]
+        modes = children[at + 1:]
         marks = [(i, s) for i, s in enumerate(statements) if isinstance(s, _Inner)]
         if kind == "optimizer" and marks:
             raise CompileError([Diagnostic(marks[0][1].span, "`inner` runs a wrapped optimizer's update: only a "
@@ -359,9 +381,12 @@ class _Builder(Transformer_NonRecursive):
             requires=tuple(d for d in decls if isinstance(d, ast.Require)),
             body=tuple(s for s in statements if not isinstance(s, _Inner)), source=self.source,
             keeps=tuple(d for d in decls if isinstance(d, ast.Keep)),
+            inputs=tuple(d for d in decls if isinstance(d, ast.Input)),
             kind=kind, inner_at=inner_at, inner_span=None if mark is None else mark.span,
             regions=ast.Regions((header_end, update_at), inside,
-                                None if mark is None else (mark.start, mark.end)),
+                                None if mark is None else (mark.start, mark.end),
+                                (modes[0][1], modes[-1][2]) if modes else None),
+            modes=tuple(m for m, _, _ in modes),
         )
 
 

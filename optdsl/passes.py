@@ -287,8 +287,10 @@ PIPELINE = (fold_constants, name_reductions)
 
 
 def optimize(p: Program, check: bool = False) -> Program:
+    """PIPELINE over the update, and over each `on` block as a program of its own."""
+    modes = tuple((m, optimize(p.mode_program(m), check).body) for m, _ in p.modes)
     for step in PIPELINE:
         p = step(p)
         if check:
             verify(p)
-    return p
+    return _replace(p, modes=modes) if modes else p

@@ -173,3 +173,43 @@ class Averaged(Optimizer):
             if steps > self.start and (steps - self.start) % self.freq == 0:
                 entry[1].update_parameters(entry[3])
         return loss
+
+
+_SCHEDULE_FREE: list[type] = []
+
+
+def schedule_free_adamw(params, **kwargs) -> Optimizer:
+    """schedulefree.AdamWScheduleFree (its `foreach` as given), stepping on a copy of each gradient:
+    its step divides p.grad in place, where a torch.optim step leaves the gradient as it is (a test
+    that feeds one gradient to two optimizers, or steps twice on it, must see it unchanged). Returned in
+    train mode, as a generated optimizer starts (schedulefree's starts in eval mode)."""
+    if not _SCHEDULE_FREE:
+        import schedulefree
+
+        class AdamWScheduleFree(schedulefree.AdamWScheduleFree):
+            def step(self, closure=None):
+                kept = {}   # param -> its own gradient, given back after the step
+                self._copy_grads(kept)
+                try:
+                    if closure is None:
+                        return super().step()
+
+                    def copying():   # the gradients the closure makes, copied before the step divides them
+                        loss = closure()
+                        self._copy_grads(kept)
+                        return loss
+                    return super().step(copying)
+                finally:
+                    for p, grad in kept.items():
+                        p.grad = grad
+
+            def _copy_grads(self, kept):
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            kept[p] = p.grad
+                            p.grad = p.grad.clone()
+        _SCHEDULE_FREE.append(AdamWScheduleFree)
+    opt = _SCHEDULE_FREE[0](params, **kwargs)
+    opt.train()
+    return opt

@@ -57,6 +57,15 @@ class Entry:
     # Steps of the quick `optdsl verify` (0: verify.QUICK_STEPS): more where a level of the grid
     # acts only later (ASGD's t0), fewer where the fused path is slow in the interpreter.
     quick_steps: int = 0
+    # The optimizer has train() / eval() modes (Schedule-Free; ours starts in train mode, and so does
+    # the reference as the registry builds it): optdsl.verify switches both to eval and back during
+    # the run, and compares them in eval mode at its end.
+    modes: bool = False
+    # The loss whose backward(create_graph=True) makes each step's gradients, for a spec with an
+    # `input` estimated from their graph (Adahessian): objective(params, seed) -> loss, the same
+    # for every optimizer of a run. None: the gradients are random tensors.
+    objective: Callable[[list, int], torch.Tensor] | None = None
+    shapes: tuple | None = None                      # the params' shapes, where the defaults do not do
 
     def combos(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
@@ -117,6 +126,13 @@ def fraction(grid: dict[str, tuple], *aliases: tuple[str, tuple[str, ...]]) -> C
 
 
 REGISTRY: dict[str, Entry] = {}
+
+
+def with_set_gradients() -> list[str]:
+    """The entries whose optimizers step on gradients a test sets itself (tensors without a
+    graph): all but those with an `input` estimated from the gradients' graph (Entry.objective),
+    which step only after loss.backward(create_graph=True); tests/test_adahessian.py covers them."""
+    return [n for n, e in REGISTRY.items() if e.objective is None]
 
 
 def register(entry: Entry) -> Entry:
@@ -384,4 +400,46 @@ register(Entry(
     grid={"swa_start": (0, 4), "swa_freq": (1, 3), "momentum": (0.0, 0.9)},
     base={"lr": 0.01}, reference_foreach=True, wave=4,
     valid=lambda c: c["swa_freq"] == 3 or c["momentum"] == 0.9,
+))
+
+
+# ---- Schedule-Free: train() / eval() modes --------------------------------------------------------
+# warmup_steps=5 warms up over a quarter of the run (the weights then grow with lr_max); r=0.5 and
+# weight_lr_power=0 change the averaging weights; the run switches to eval and back every 7 steps.
+_SCHEDULE_FREE = {"weight_decay": (0.0, 0.1), "warmup_steps": (0, 5), "r": (0.0, 0.5), "weight_lr_power": (2.0, 0.0),
+                  "betas": ((0.9, 0.999), (0.95, 0.99))}
+register(Entry(
+    "ScheduleFreeAdamW", _formula_reference("schedule_free_adamw"),
+    "schedulefree.AdamWScheduleFree", grid=_SCHEDULE_FREE, base={"lr": 0.01},
+    valid=fraction(_SCHEDULE_FREE, ("betas", ("weight_decay", "warmup_steps", "r", "weight_lr_power"))),
+    reference_foreach=True, wave=4, modes=True,
+))
+
+
+# ---- second-order inputs ---------------------------------------------------------------------------
+def separable_loss(params, seed: int) -> torch.Tensor:
+    """Σ c·θ + d·θ²/2 + θ⁴/12 over every element (c, d drawn from `seed`): each element's loss
+    alone, so the Hessian is diagonal (d + θ²) and Hutchinson's z ⊙ Hz is exactly that diagonal
+    for any ±1 probe z, ours and timm's alike."""
+    g = torch.Generator().manual_seed(seed)
+    total = torch.zeros((), dtype=params[0].dtype)
+    for p in params:
+        c = torch.randn(p.shape, generator=g, dtype=p.dtype)
+        d = 0.5 + torch.rand(p.shape, generator=g, dtype=p.dtype)
+        total = total + (c * p + 0.5 * d * p * p + p ** 4 / 12).sum()
+    return total
+
+
+def _adahessian_reference(params, **kw):
+    return timm_class("adahessian", "Adahessian")(params, **kw)
+
+
+# hessian_power=0.5 and weight_decay, two probes renewed every other step, and a conv kernel
+# (the 4-D tensor) averaged over its spatial dims
+_ADAHESSIAN = {"hessian_power": (1.0, 0.5), "weight_decay": (0.0, 0.01), "n_samples": (1, 2), "update_each": (1, 2),
+               "avg_conv_kernel": (False, True)}
+register(Entry(
+    "Adahessian", _adahessian_reference, "timm.optim.Adahessian", grid=_ADAHESSIAN, base={"lr": 0.05},
+    valid=fraction(_ADAHESSIAN, ("avg_conv_kernel", ("hessian_power", "weight_decay", "n_samples", "update_each"))),
+    wave=4, objective=separable_loss, shapes=((4, 3), (3,), (1,), (2, 3, 2, 2)),
 ))

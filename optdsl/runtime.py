@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, _default_to_fused_or_foreach, _get_scalar_dtype
 
-from . import distributed, host_facts, precision
+from . import distributed, host_facts, inputs, precision
 from .kernel_runtime import COMPLEX_DTYPES, SameRows
 from .backends import (cpu_fused, cpu_fused_backend, fused_kernel_suffix, fused_target,  # noqa: F401
                        import_sibling)  # (generated code and tests read them as `_rt.`/`runtime.`)
@@ -436,6 +436,7 @@ class GeneratedOptimizer(StateWeights, Optimizer):
     # `keep step per group`: one step count per param group, group["step"] (a 0-d tensor, as a per-tensor
     # step is), incremented once per `step()` call, whether or not the group's params have gradients
     _step_per_group: bool = False
+    _inputs: dict = {}   # a spec's `input`s: state key -> (estimator, its settings' param_group keys)
     _has_group_update = False   # a spec with group states (`state x : group`) defines _group_update(group)
     # the update reads `initial_lr`: group["initial_lr"], set to the group's lr when the group is added
     # unless it is there already (torch's LR schedulers set the same key the same way)
@@ -612,6 +613,8 @@ class GeneratedOptimizer(StateWeights, Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._inputs:   # a spec's `input`s, for every group at once (optdsl.inputs)
+            inputs.estimate(self)
         for group in self.param_groups:
             params: list[Tensor] = []
             grads: list[Tensor] = []

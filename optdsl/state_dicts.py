@@ -27,7 +27,8 @@ def check_state_dict(opt, state_dict: dict[str, Any]) -> None:
         for key, p in zip(g_saved["params"], g_own["params"]):
             ids[key] = (p, g_saved)
     per_tensor_step = opt._uses_step and not opt._step_per_group   # else the step is in the group
-    known = set(opt._state_names) | ({"step"} if per_tensor_step else set())
+    # an `input`'s estimate and its count of steps (optdsl.inputs); a state without them estimates afresh
+    known = set(opt._state_names) | ({"step"} if per_tensor_step else set()) | {f"{k} step" for k in opt._inputs}
     for key, entry in state_dict["state"].items():
         if key not in ids:
             continue   # torch.optim keeps state that matches no parameter as it is
@@ -44,7 +45,8 @@ def check_state_dict(opt, state_dict: dict[str, Any]) -> None:
         except Exception:   # a group this optimizer cannot read: judge the keys alone
             active = {}
         if entry:
-            needed = {n for n, kind in active.items() if kind != "empty"} | ({"step"} if per_tensor_step else set())
+            needed = {n for n, kind in active.items() if kind != "empty" and n not in opt._inputs} \
+                | ({"step"} if per_tensor_step else set())
             missing = sorted(needed - set(entry))
             if missing:
                 raise ValueError(f"{name}.load_state_dict: the state of parameter {key!r} lacks {missing}, which {name} "

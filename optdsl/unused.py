@@ -44,6 +44,10 @@ def unused_declarations(spec: ast.Spec) -> list[Diagnostic]:
             elsewhere.add(s.init)
     for r in spec.requires:
         elsewhere |= _names(r.cond)
+    for i in spec.inputs:   # an estimator's settings
+        elsewhere |= set(i.args)
+    for m in spec.modes:
+        body |= _body_names(m.body)
     out = []
     for h in spec.hypers:
         others = set().union(*(_names(g.where) for g in spec.hypers if g is not h))

@@ -34,6 +34,11 @@ class Row:
     error: str = ""
 
 
+# an optimizer with modes (Entry.modes) is switched to eval() and back to train() before every
+# MODE_SWITCH_EVERY-th step
+MODE_SWITCH_EVERY = 7
+
+
 def _params(seed: int, dtype=torch.float32, shapes=SHAPES):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(s, generator=g, dtype=dtype) for s in shapes]
@@ -52,7 +57,7 @@ def run_against(entry: Entry, combo: dict, path: str, againsts: tuple[str, ...],
     or "loop"), all fed the same gradients: the costly run (the fused path, in the interpreter)
     happens once however many comparators it is checked against. Returns (params, optimizer,
     [(params, optimizer) per comparator])."""
-    base = _params(seed, dtype, shapes)
+    base = _params(seed, dtype, entry.shapes or shapes)
     ours = [p.clone().requires_grad_() for p in base]
     opt_a = entry.make(ours, combo, path)
     backend = cpu_fused("cpp") if path == "cpu" else contextlib.nullcontext()
@@ -65,8 +70,19 @@ def run_against(entry: Entry, combo: dict, path: str, againsts: tuple[str, ...],
             opt_b = entry.make(theirs, combo, "loop")
         others.append((theirs, opt_b))
     g = torch.Generator().manual_seed(seed + 1)
-    for _ in range(steps):
-        for i, a in enumerate(ours):
+    everyone = [opt_a] + [opt for _, opt in others]
+    for step in range(steps):
+        if entry.modes and step % MODE_SWITCH_EVERY == MODE_SWITCH_EVERY - 1:   # an evaluation mid-run
+            for opt in everyone:
+                opt.eval()
+            for opt in everyone:
+                opt.train()
+        if entry.objective is not None:   # gradients with a graph, from one loss for all
+            for ps in [ours] + [theirs for theirs, _ in others]:
+                for p in ps:
+                    p.grad = None
+                entry.objective(ps, seed + 1 + step).backward(create_graph=True)
+        for i, a in enumerate(ours if entry.objective is None else ()):
             grad = torch.randn(a.shape, generator=g, dtype=dtype)
             a.grad = grad.clone()
             for theirs, _ in others:
@@ -75,6 +91,9 @@ def run_against(entry: Entry, combo: dict, path: str, againsts: tuple[str, ...],
             opt_a.step()
         for _, opt_b in others:
             opt_b.step()
+    if entry.modes:   # compared as they are evaluated
+        for opt in everyone:
+            opt.eval()
     return ours, opt_a, others
 
 

@@ -24,9 +24,9 @@ from torch.optim import optimizer as _optimizer_module
 
 from optdsl import optim
 from optdsl import runtime as _rt
-from optdsl.registry import REGISTRY
+from optdsl.registry import REGISTRY, with_set_gradients
 
-NAMES = list(REGISTRY)
+NAMES = with_set_gradients()   # Adahessian needs graph gradients: tests/test_adahessian.py
 TORCH_NAMES = [n for n in NAMES if REGISTRY[n].torch_class is not None]
 SHAPES = ((4, 3), (5,), (2, 1, 3))
 

@@ -18,6 +18,7 @@ import torch
 from pytorch_optimizer import Lookahead
 
 import optdsl
+from optdsl.registry import separable_loss
 from optdsl import kernel_runtime
 from optdsl.compiler import compile_ir, compile_spec
 from optdsl.compose import Source, compose, expand
@@ -59,9 +60,18 @@ def _twins(seed=0):
     return [p.detach().clone().requires_grad_() for p in base], [p.detach().clone().requires_grad_() for p in base]
 
 
-def _train(opts_and_params, steps, seed=1):
+def _train(opts_and_params, steps, seed=1, objective=None):
+    """Each step's gradients: random, the same for every optimizer; or, with `objective`
+    (registry.separable_loss), from its loss.backward(create_graph=True), for a spec with an `input`."""
     g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
+    for step in range(steps):
+        if objective is not None:
+            for opt, params in opts_and_params:
+                for p in params:
+                    p.grad = None
+                objective(params, seed + step).backward(create_graph=True)
+                opt.step()
+            continue
         grads = None
         for opt, params in opts_and_params:
             if grads is None:
@@ -313,7 +323,7 @@ def test_every_shipped_spec_can_be_wrapped(stem):
     ours, theirs = _twins(8)
     a = cls(ours, lookahead_k=2, foreach=False)
     b = Lookahead(inner(theirs, foreach=False), k=2, alpha=0.5)
-    _train([(a, ours), (b, theirs)], 5)
+    _train([(a, ours), (b, theirs)], 5, objective=separable_loss if inner._inputs else None)
     for p, q in zip(ours, theirs):
         assert torch.equal(p, q), stem
 

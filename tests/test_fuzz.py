@@ -28,7 +28,7 @@ from optdsl.fuzz import text as text_fuzz  # noqa: E402
 from optdsl.fuzz.execute import Case, Group, check_case, run_case  # noqa: E402
 from optdsl.fuzz.coverage import Coverage  # noqa: E402
 from optdsl.compose import shipped_dirs  # noqa: E402
-from optdsl.fuzz.programs import WRAPPED, cases  # noqa: E402
+from optdsl.fuzz.programs import MODED, WRAPPED, cases  # noqa: E402
 
 # Hypothesis mixes into its draws constants it finds in the modules imported so far (its "local
 # constants"): the derandomized slice would then hang on which modules the suite has loaded and on
@@ -46,6 +46,7 @@ PROGRAMS = 250
 SHARDS = 5        # the slice's programs, split for test workers
 WRAPPED_PROGRAMS = 40   # the wrapped slice: programs inside wrappers
 WRAPPED_SHARDS = 2
+MODED_PROGRAMS = 24     # the moded slice: programs with `on train` / `on eval`, switched mid-run
 COVERED = 400     # programs the coverage test draws and compiles
 MUTATIONS = 2000
 CORPUS = Path(__file__).parent / "fuzz_corpus"
@@ -54,16 +55,18 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 
 @functools.cache
-def _slice(wrapped: bool = False) -> list[Case]:
+def _slice(wrapped: bool = False, moded: bool = False) -> list[Case]:
     """The slice's programs, drawn once per process (each shard runs every SHARDS-th one): the
     first PROGRAMS distinct cases of twice as many draws (the strategy gives some case twice).
-    `wrapped`: the WRAPPED_PROGRAMS of the wrapped slice, each inside a wrapper (optdsl.compose)."""
+    `wrapped`: the WRAPPED_PROGRAMS of the wrapped slice, each inside a wrapper (optdsl.compose);
+    `moded`: the MODED_PROGRAMS of the moded slice, each with `on` blocks (a quarter wrapped too)."""
     drawn: dict[str, Case] = {}
-    count = WRAPPED_PROGRAMS if wrapped else PROGRAMS
+    count = MODED_PROGRAMS if moded else WRAPPED_PROGRAMS if wrapped else PROGRAMS
 
     @settings(max_examples=2 * count, derandomize=True, database=None, deadline=None,
               suppress_health_check=list(HealthCheck), phases=[Phase.generate])
-    @given(cases(steps=6, fused_steps=2, wrapped=1.0 if wrapped else 0.0))
+    @given(cases(steps=6, fused_steps=2, wrapped=WRAPPED if moded else 1.0 if wrapped else 0.0,
+                 moded=1.0 if moded else 0.0))
     def draw(case):
         drawn.setdefault(case.dumps(), case)
 
@@ -88,8 +91,16 @@ def test_wrapped_programs_agree_with_the_interpreter_on_every_path(shard, tmp_pa
     _agree(drawn, shard, WRAPPED_SHARDS, tmp_path)
 
 
+def test_programs_with_modes_agree_with_the_interpreter_across_switches(tmp_path):
+    """Generated programs with `on train` / `on eval` blocks, switched to eval() and back mid-run:
+    every switch and every step on every path against the interpreter's."""
+    drawn = _slice(moded=True)
+    assert all(case.switches for case in drawn) and any(case.parts for case in drawn)
+    _agree(drawn, 0, 1, tmp_path)
+
+
 def _agree(drawn: list[Case], shard: int, shards: int, tmp_path) -> None:
-    assert len(drawn) in (PROGRAMS, WRAPPED_PROGRAMS)
+    assert len(drawn) in (PROGRAMS, WRAPPED_PROGRAMS, MODED_PROGRAMS)
     totals = {"programs": 0, "steps": 0, "compared": 0, "boundary": 0, "unsettled": 0, "unbounded": 0}
     failures = []
     for case in drawn[shard::shards]:
@@ -118,7 +129,7 @@ def test_the_generator_writes_every_construct():
 
     @settings(max_examples=COVERED, derandomize=True, database=None, deadline=None,
               suppress_health_check=list(HealthCheck), phases=[Phase.generate])
-    @given(cases(steps=6, fused_steps=2, wrapped=WRAPPED))
+    @given(cases(steps=6, fused_steps=2, wrapped=WRAPPED, moded=MODED))
     def program(case):
         coverage.add(case.text, compile_ir(case.text, "<fuzz>"), case.parts)
 

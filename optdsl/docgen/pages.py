@@ -66,6 +66,19 @@ def _number(x) -> str:
     return repr(float(x))
 
 
+def _modes(p) -> list[str]:
+    """`on train` / `on eval` (docs/language.md, Modes): what optimizer.train() and .eval() do."""
+    if not p.modes:
+        return []
+    out = ["## Train and eval modes", "",
+           "`optimizer.train()` and `optimizer.eval()` run these on each tensor that has state, in each "
+           "param group whose mode changes (`param_groups[i][\"train_mode\"]`); `step()` raises in eval "
+           "mode. A new optimizer starts in train mode.", ""]
+    for mode, _ in p.modes:
+        out += [f"`on {mode}`:", "", "```math", latex_rule(p.mode_program(mode)), "```", ""]
+    return out
+
+
 def paper(doc: str) -> str:
     """The paper a spec's doc line names: the line up to `, as <reference>`."""
     return doc.split(", as ", 1)[0]
@@ -177,6 +190,7 @@ def render_page(path: Path) -> Page:
         _table(["kind", "computed", "values"],
                [[KIND_WORDS[k][0], KIND_WORDS[k][1], ", ".join(names)] for k, names in sorted(by_kind.items())]),
         "",
+        *_modes(stages.math),
         "## Convergence",
         "",
         f"![{p.name} against AdamW and SGD on the digits MLP, Rosenbrock and ill-conditioned least squares]"

@@ -5,7 +5,7 @@ from functools import lru_cache
 
 import jinja2
 
-from ..builtins import REDUCTIONS
+from ..builtins import ESTIMATORS, REDUCTIONS
 from ..ir import Kind, Let, Program, Store, Type
 from ..plan import make_plan
 from ..names import api_name, ident, literal, message_parts, message_source, module_name, out_name
@@ -31,9 +31,6 @@ def _indent(text: str, levels: int) -> str:
 
 def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     fn = module_name(p.name)
-    loop_plan, foreach_plan = make_plan(p, "loop"), make_plan(p, "foreach")
-    hoisted, cols = foreach_plan.program, list(foreach_plan.columns)
-    tensor_states = [s for s in p.states if s.kind is Kind.TENSOR]
     state_lists = [{"name": ident(s.name), "plural": ident(s.list), "key": s.storage_key} for s in p.states]
     # a hyper or flag is spelled as it is where the API shows it (constructor and functional keywords,
     # param_group keys), and through ident() inside the generated functions' bodies
@@ -106,10 +103,46 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
             if isinstance(st, Store):
                 g.line(f"group[{literal(api_name(name))}] = {ident(name)}")
 
-    signature_parts = ["params", "grads"] + [s["plural"] for s in state_lists]
+    inputs = "{" + ", ".join(
+        f"{literal(p.state(name).storage_key)}: ({literal(estimator)}, {{"
+        + ", ".join(f"{literal(role)}: {literal(api_name(arg))}" for (role, _), arg in zip(ESTIMATORS[estimator], args))
+        + "})" for name, estimator, args in p.inputs) + "}" if p.inputs else ""
+    step_paths = eager_paths(p, fn)
+    mode_paths = [eager_paths(p.mode_program(m), f"{fn}_{m}", mode=m) for m, _ in p.modes]
+
+    doc = p.doc or p.name
+    return environment().get_template("eager.py.jinja").render(
+        source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name), fn=fn,
+        doc_text=_doc_line(doc), doc_literal=literal(doc),
+        state_names=literal(tuple(s.storage_key for s in p.states)),
+        empty_states=literal(tuple(s.storage_key for s in p.states if s.init == "empty")),
+        uses_step=p.uses_step, uses_step_literal=literal(p.uses_step), step_per_group=p.step_per_group,
+        reads_initial_lr=p.reads_initial_lr, init_args=init_args,
+        validation=v.text() if len(v.lines) > len(from_group) else "        pass",
+        default_names=arguments, group_state_defaults=group_state_defaults, group_update=g.text(),
+        api_names=group_names, hyper_kwargs=list(zip(hyper_names, group_names)),
+        active_states=a.text(), state_lists=state_lists,
+        step_paths=step_paths, mode_paths=mode_paths, inputs=inputs,
+        has_lr=any(h.name == "lr" for h in p.hypers),
+        foreach_lr_per_tensor=literal(lr_reaches_per_tensor_column(make_plan(p, "foreach").program)),
+    )
+
+
+def eager_paths(p: Program, fn: str, mode: str | None = None) -> dict:
+    """What the template's loop and foreach functions `_single_tensor_<fn>` and `_multi_tensor_<fn>`
+    render, from the loop and foreach plans of `p`: the update, or (`mode`) an `on` block's
+    program, whose functions take no grads and no steps."""
+    loop_plan, foreach_plan = make_plan(p, "loop"), make_plan(p, "foreach")
+    hoisted, cols = foreach_plan.program, list(foreach_plan.columns)
+    hyper_names = [ident(n) for n in p.group_value_names]
+    tensor_states = [ident(s.name) for s in p.states if s.kind is Kind.TENSOR]
+    tensor_lists = [ident(s.list) for s in p.states if s.kind is Kind.TENSOR]
+    inputs_of = ["params"] + ([] if mode else ["grads"])
+    signature_parts = inputs_of + [ident(s.list) for s in p.states]
     if p.uses_step:
         signature_parts.append("state_steps")
     signature = ", ".join(signature_parts) + ", *, " + "".join(f"{n}, " for n in hyper_names) + "capturable=False"
+    call = ", ".join(signature_parts) + "".join(f", {n}={n}" for n in hyper_names) + ", capturable=capturable"
 
     loop_phases = []
     for phase in loop_plan.phases.phases:   # one loop over the tensors per phase
@@ -148,36 +181,29 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
             wb.line("if _s is not None:   # None: a conditional state this group does not keep")
             with wb.indent():
                 wb.line("_s.fill_(_value)")
-
-    doc = p.doc or p.name
-    return environment().get_template("eager.py.jinja").render(
-        source_name=source_name, spec_hash=spec_hash, class_name=ident(p.name), fn=fn,
-        doc_text=_doc_line(doc), doc_literal=literal(doc),
-        state_names=literal(tuple(s.storage_key for s in p.states)),
-        empty_states=literal(tuple(s.storage_key for s in p.states if s.init == "empty")),
-        uses_step=p.uses_step, uses_step_literal=literal(p.uses_step), step_per_group=p.step_per_group,
-        reads_initial_lr=p.reads_initial_lr, init_args=init_args,
-        validation=v.text() if len(v.lines) > len(from_group) else "        pass",
-        default_names=arguments, group_state_defaults=group_state_defaults, group_update=g.text(),
-        api_names=group_names, hyper_kwargs=list(zip(hyper_names, group_names)),
-        active_states=a.text(), state_lists=state_lists,
-        tensor_states=[{"name": ident(s.name), "plural": ident(s.list)} for s in tensor_states],
-        empty_state_lists=[{"plural": ident(s.list), "out": out_name(s.list)} for s in p.states if s.init == "empty"],
-        hyper_names=hyper_names, signature=signature, loop_phases=loop_phases,
-        loop_shape_inputs=[(name, LOOP_SHAPE_INPUTS.get(name) or f"_rt.size(param, {int(name[5:])})")
-                           for name in loop_plan.shape_inputs],
-        per_tensor_fn=emit_per_tensor_function(hoisted, f"_{fn}_per_tensor", cols),
-        per_tensor_inputs=", ".join(inputs),
-        per_tensor_kwargs=", ".join(f"{n}={n}" for n in hyper_names),
-        uniform_columns=literal(tuple(uniform)) if uniform else "",
-        foreach_selects_in_loop=selects_per_tensor(p),
-        foreach_columns=fc.text(), foreach_body=fe.w.text(), foreach_runs_loop=foreach_plan.tensor_at_a_time, scalar_writeback=wb.text(),
-        has_lr=any(h.name == "lr" for h in p.hypers),
-        capturable_scalars="".join([", scalar_states={"] + [
+    views = ["param"] + ([] if mode else ["grad"]) + tensor_states
+    view_lists = ["params"] + ([] if mode else ["grads"]) + tensor_lists
+    return {
+        "fn": fn, "mode": mode, "signature": signature, "call": call, "uses_step": p.uses_step,
+        "reads_grad": mode is None,
+        "state_lists": [{"name": ident(s.name), "plural": ident(s.list)} for s in p.states],
+        "views": ", ".join(views) + ("," if len(views) == 1 else ""),
+        "view_lists": ", ".join(view_lists) + ("," if len(view_lists) == 1 else ""),
+        "loop_phases": loop_phases,
+        "loop_shape_inputs": [(name, LOOP_SHAPE_INPUTS.get(name) or f"_rt.size(param, {int(name[5:])})")
+                              for name in loop_plan.shape_inputs],
+        "per_tensor_fn": emit_per_tensor_function(hoisted, f"_{fn}_per_tensor", cols),
+        "per_tensor_inputs": ", ".join(inputs),
+        "per_tensor_kwargs": ", ".join(f"{n}={n}" for n in hyper_names),
+        "uniform_columns": literal(tuple(uniform)) if uniform else "",
+        "foreach_selects_in_loop": selects_per_tensor(p),
+        "foreach_columns": fc.text(), "foreach_body": fe.w.text(),
+        "foreach_runs_loop": foreach_plan.tensor_at_a_time, "scalar_writeback": wb.text(),
+        "empty_state_lists": [{"plural": ident(s.list), "out": out_name(s.list)} for s in p.states if s.init == "empty"],
+        "capturable_scalars": "".join([", scalar_states={"] + [
             f"{literal(ident(p.list_name(n)))}: {ident(p.list_name(n))}" + (", " if k + 1 < len(foreach_plan.scalar_states) else "")
             for k, n in enumerate(foreach_plan.scalar_states)] + ["}"]) if foreach_plan.scalar_states else "",
-        foreach_lr_per_tensor=literal(lr_reaches_per_tensor_column(hoisted)),
-    )
+    }
 
 
 def selects_per_tensor(p) -> bool:

@@ -50,6 +50,9 @@ class Case:
     block: int | None = None       # the fused kernel's block size (None: the runtime's own)
     skip: float = 0.1              # chance that a tensor has no grad on a step (its step lags)
     paths: tuple[str, ...] = PATHS
+    # a program with `on train` / `on eval`: before each of these steps, eval() then train(), each
+    # compared with the interpreter's switch
+    switches: tuple[int, ...] = ()
 
     # ---- the reproducer file ----------------------------------------------------------------
     def config(self) -> dict:
@@ -72,6 +75,7 @@ class Case:
                         {k: tuple(v) if isinstance(v, list) else v for k, v in g["hypers"].items()},
                         dict(g["flags"])) for g in cfg.pop("groups")]
         cfg["paths"] = tuple(cfg.get("paths", PATHS))
+        cfg["switches"] = tuple(cfg.get("switches", ()))
         return cls(text=text, groups=groups, **cfg)
 
 
@@ -255,20 +259,19 @@ def run_path(cls, program, case: Case, path: str, data, out: Outcome) -> None:
     nsteps = case.fused_steps if path == "fused" else case.steps
     group_step = program.uses_step and getattr(program, "step_per_group", False)
     for k in range(nsteps):
-        before = []
+        if k in case.switches:
+            for mode in ("eval", "train"):
+                before = _load(opt, tensors, interps, keys, program, group_step)
+                getattr(opt, mode)()
+                for gi, ts in enumerate(tensors):
+                    new = interps[gi].switch(mode, before[gi], precs[gi])
+                    _compare_group(out, opt, ts, new, interps[gi], program, keys, dict(path=path, step=k, group=gi),
+                                   target=f" after {mode}()")
         for gi, ts in enumerate(tensors):
-            if group_step:   # `keep step per group`: the count is the group's (none before the first step)
-                interps[gi].group_step = float(_as_array(opt.param_groups[gi].get("step", 0.0)))
-            row = []
             for ti, t in enumerate(ts):
                 gr = grads[k][gi][ti]
                 t.grad = None if gr is None else torch.from_numpy(gr.copy()).to(t.dtype)
-                st = opt.state.get(t, {})
-                step = _as_array(st.get("step"))
-                states = {name: _as_array(st.get(key)) for name, key in keys.items()}
-                interps[gi].load(ti, step, states)
-                row.append(_as_array(t))
-            before.append(row)
+        before = _load(opt, tensors, interps, keys, program, group_step)
         opt.step()
         out.steps += 1
         for gi, ts in enumerate(tensors):
@@ -279,22 +282,43 @@ def run_path(cls, program, case: Case, path: str, data, out: Outcome) -> None:
                 if got_step is None or got_step != want:
                     _missing(out, dict(path=path, step=k, group=gi, tensor=-1, target="step"),
                              f"group step {got_step} != {want}")
-            for ti, t in enumerate(ts):
-                where = dict(path=path, step=k, group=gi, tensor=ti)
-                compare(out, _as_array(t), new[ti], {**where, "target": "param"})
-                st = opt.state.get(t, {})
-                mine = interps[gi].state.get(ti, {})
-                if program.uses_step:   # per group: no per-tensor step, in either
-                    got_step, want = _as_array(st.get("step")), mine.get("step")
-                    if (got_step is None) != (want is None) or (want is not None and got_step != want):
-                        _missing(out, {**where, "target": "step"}, f"step {got_step} != {want}")
-                for s in program.states:
-                    got_state, want_state = st.get(keys[s.name]), mine.get(s.name)
-                    if (got_state is None) != (want_state is None):
-                        _missing(out, {**where, "target": s.name},
-                                 "exists in the backend only" if got_state is not None else "missing in the backend")
-                    elif want_state is not None:
-                        compare(out, _as_array(got_state), want_state, {**where, "target": s.name})
+            _compare_group(out, opt, ts, new, interps[gi], program, keys, dict(path=path, step=k, group=gi))
+
+
+def _load(opt, tensors, interps, keys, program, group_step) -> list[list]:
+    """Each interpreter given the backend's own steps and states; the params as they are now."""
+    before = []
+    for gi, ts in enumerate(tensors):
+        if group_step:   # `keep step per group`: the count is the group's (none before the first step)
+            interps[gi].group_step = float(_as_array(opt.param_groups[gi].get("step", 0.0)))
+        row = []
+        for ti, t in enumerate(ts):
+            st = opt.state.get(t, {})
+            states = {name: _as_array(st.get(key)) for name, key in keys.items()}
+            interps[gi].load(ti, _as_array(st.get("step")), states)
+            row.append(_as_array(t))
+        before.append(row)
+    return before
+
+
+def _compare_group(out: Outcome, opt, ts, new, interp, program, keys, at: dict, target: str = "") -> None:
+    """A group's params, steps and states against the interpreter's (`new`: its params)."""
+    for ti, t in enumerate(ts):
+        where = {**at, "tensor": ti}
+        compare(out, _as_array(t), new[ti], {**where, "target": "param" + target})
+        st = opt.state.get(t, {})
+        mine = interp.state.get(ti, {})
+        if program.uses_step:   # per group: no per-tensor step, in either
+            got_step, want = _as_array(st.get("step")), mine.get("step")
+            if (got_step is None) != (want is None) or (want is not None and got_step != want):
+                _missing(out, {**where, "target": "step" + target}, f"step {got_step} != {want}")
+        for s in program.states:
+            got_state, want_state = st.get(keys[s.name]), mine.get(s.name)
+            if (got_state is None) != (want_state is None):
+                _missing(out, {**where, "target": s.name + target},
+                         "exists in the backend only" if got_state is not None else "missing in the backend")
+            elif want_state is not None:
+                compare(out, _as_array(got_state), want_state, {**where, "target": s.name + target})
 
 
 def run_case(case: Case, cls=None, program=None, cache: str | None = None) -> Outcome:

@@ -171,3 +171,27 @@ class Scope:
 
     def copy(self) -> "Scope":
         return Scope(dict(self.locals), list(self.guards), set(self.nonempty))
+
+
+def conjunct_texts(cond: E) -> list[str]:
+    """The conjuncts (as texts) a condition guards with: its parts joined by top-level `and`."""
+    parts, depth, start, text = [], 0, 0, cond.text
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "?" and depth == 0:
+            return [text]
+        elif depth == 0 and text.startswith(" and ", i):
+            parts.append(text[start:i])
+            start = i + 5
+            i += 5
+            continue
+        i += 1
+    parts.append(text[start:])
+    if any(" or " in p and not p.startswith("(") for p in parts):
+        return [text]
+    return [p.strip() for p in parts]

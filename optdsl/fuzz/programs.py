@@ -30,7 +30,8 @@ from hypothesis import strategies as st
 from .execute import Case, Group
 from .expr import (BOOL, CHAN, CONST, HOST, NUM, NUMBERS, P_AND, P_NOT, PARAM_MAG, RED, STATE_MAG,
                    TENSOR, TS, E, Hyper, Scope, State, atom, binary, call, compare, has_group_reduction, neg,
-                   not_, paren, per_tensor, reduction, spell, ternary)
+                   conjunct_texts, not_, paren, per_tensor, reduction, spell, ternary)
+from .modes import mode_blocks, switch_steps
 from .recipes import Recipes
 
 
@@ -430,7 +431,7 @@ class ProgramGen(Recipes):
         self.tensor_control = self.tensor_control or per_tensor(cond)
         later = self.r_reduce(scope, self.pick((RED, CHAN)), 1)
         inner = scope.copy()
-        inner.guards += _conjunct_texts(cond)
+        inner.guards += conjunct_texts(cond)
         body = [self.assign(v, later)]
         self.control_dirty, self.device_control, self.tensor_control = saved
         if later.kind < RED:      # no reduction allowed here: v stays host math
@@ -471,7 +472,7 @@ class ProgramGen(Recipes):
             self.device_control = self.device_control or cond.kind >= RED
             self.tensor_control = self.tensor_control or per_tensor(cond)
             inner = scope.copy()
-            inner.guards += _conjunct_texts(cond)
+            inner.guards += conjunct_texts(cond)
             body = self.block(inner, depth + 1, self.d(st.integers(0 if self.chance(0.1) else 1, 3)))
             arms.append((cond, body))
             scopes.append(inner)
@@ -609,30 +610,6 @@ class ProgramGen(Recipes):
         return out, full
 
 
-def _conjunct_texts(cond: E) -> list[str]:
-    """The conjuncts (as texts) a condition guards with: its parts joined by top-level `and`."""
-    parts, depth, start, text = [], 0, 0, cond.text
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "?" and depth == 0:
-            return [text]
-        elif depth == 0 and text.startswith(" and ", i):
-            parts.append(text[start:i])
-            start = i + 5
-            i += 5
-            continue
-        i += 1
-    parts.append(text[start:])
-    if any(" or " in p and not p.startswith("(") for p in parts):
-        return [text]
-    return [p.strip() for p in parts]
-
-
 # ---- whole cases ----------------------------------------------------------------------------------
 
 SHAPES = [(1,), (7,), (3, 5), (33,), (2, 3, 4), (1, 1), (), (130,), (257,), (0,), (4, 0)]
@@ -641,10 +618,12 @@ DTYPES = ["float32", "bfloat16"]
 
 
 @st.composite
-def cases(draw, fused: bool = True, steps: int = 6, fused_steps: int = 2, wrapped: float = 0.0) -> Case:
-    """A fuzz case: a random program and a random way to run it; with chance `wrapped`, the
-    program runs inside a wrapper (see `_wrap`). With `wrapped=0` nothing more is drawn, so the
-    cases are those drawn before wrappers existed (the CI slice's)."""
+def cases(draw, fused: bool = True, steps: int = 6, fused_steps: int = 2, wrapped: float = 0.0,
+          moded: float = 0.0) -> Case:
+    """A fuzz case: a random program and a random way to run it; with chance `moded`, the program
+    has `on train` / `on eval` blocks and the run switches modes (optdsl.fuzz.modes); with chance
+    `wrapped`, it runs inside a wrapper (see `_wrap`). With both 0 nothing more is drawn, so the
+    cases are those drawn before either existed (the CI slice's)."""
     serial = draw(st.integers(0, 10 ** 6))
     gen = ProgramGen(draw)
     text, twin = gen.program(f"Fz{serial}")
@@ -671,13 +650,19 @@ def cases(draw, fused: bool = True, steps: int = 6, fused_steps: int = 2, wrappe
                 paths=("loop", "foreach", "fused") if fused else ("loop", "foreach"))
     case.twin = twin   # type: ignore[attr-defined]
     case.parts = ()    # type: ignore[attr-defined]
-    # drawn after everything else: the program and its groups are those of an unwrapped case
+    # drawn after everything else: the program and its groups are those of a plain case
+    if moded and (moded >= 1 or draw(st.integers(0, 99)) >= 100 - moded * 100):
+        blocks = mode_blocks(draw, gen)
+        case.text += blocks
+        case.twin += blocks   # type: ignore[attr-defined]
+        case.switches = switch_steps(draw, steps)
     if wrapped and (wrapped >= 1 or draw(st.integers(0, 99)) >= 100 - wrapped * 100):   # (small ones come oftener)
         _wrap(draw, case, gen, f"Fz{serial}")
     return case
 
 
 WRAPPED = 0.25                         # of the cases `optdsl fuzz` runs inside a wrapper (optdsl.compose)
+MODED = 0.2                            # of the cases `optdsl fuzz` draws with `on train` / `on eval`
 SHIPPED_WRAPPER_SHARE = 0.3            # of those, inside a shipped wrapper (specs/wrappers/)
 
 

@@ -407,8 +407,8 @@ def lines(p: Program, latex: bool = False) -> list[Line]:
     # the group update first (once per group and step() call), then the tensors' update without
     # the Lets it repeats from there
     block(p.group_update, 0)
-    repeated = {id(s) for s in p.group_update}
-    block(tuple(s for s in p.body if id(s) not in repeated), 0)
+    repeated = {s for s in p.group_update if isinstance(s, Let)}   # by value: the passes rebuild them
+    block(tuple(s for s in p.body if s not in repeated), 0)
     return out
 
 

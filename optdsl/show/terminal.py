@@ -76,6 +76,9 @@ def show(out: Console, math: Program, report: CostReport, source: str, title: st
     out.print(Text(title, style="bold"))
     out.print()
     out.print(Panel(rule_table(math), title="update rule", title_align="left", box=box.ROUNDED, expand=False))
+    for mode, _ in math.modes:   # what optimizer.train() / .eval() do to each stepped tensor
+        out.print(Panel(rule_table(math.mode_program(mode)), title=f"on {mode}: optimizer.{mode}()",
+                        title_align="left", box=box.ROUNDED, expand=False))
     out.print(Text("kinds", style="bold"))
     out.print(kinds_table(math))
     out.print(Text("cost of one step, fused path (per parameter element)", style="bold"))
