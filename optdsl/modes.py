@@ -32,10 +32,12 @@ class ModeSwitches:
     def train(self, mode: bool = True):
         """Put the params in training mode (the `on train` block); `train(False)` is `eval()`.
         Returns the optimizer, as nn.Module.train returns the module."""
+        if not isinstance(mode, bool):   # nn.Module.train's check and message
+            raise ValueError("training mode is expected to be boolean")
         for group in self.param_groups:
-            if bool(group["train_mode"]) != bool(mode):
+            if bool(group.get("train_mode", True)) != mode:
                 self._switch_group(group, "train" if mode else "eval")
-                group["train_mode"] = bool(mode)
+                group["train_mode"] = mode
         return self
 
     def eval(self):
@@ -44,7 +46,7 @@ class ModeSwitches:
         return self.train(False)
 
     def step(self, closure=None):
-        if self.param_groups and not self.param_groups[0]["train_mode"]:
+        if self.param_groups and not self.param_groups[0].get("train_mode", True):
             raise RuntimeError(NOT_IN_TRAIN_MODE)
         return super().step(closure)
 

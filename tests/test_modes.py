@@ -104,6 +104,8 @@ def test_a_new_optimizer_is_in_train_mode_and_a_switch_to_the_same_mode_does_not
     evaluated = [p.detach().clone() for p in params]
     opt.eval()
     assert all(torch.equal(p, e) for p, e in zip(params, evaluated))
+    with pytest.raises(ValueError, match="training mode is expected to be boolean"):
+        opt.train("yes")
     opt.train(True)
     # y -> x -> y: lerp there and back, within rounding
     assert all(torch.allclose(p, s, atol=1e-6) for p, s in zip(params, stepped))
