@@ -60,6 +60,8 @@ class Checker:
         self.device_scalars: set[str] = set()
         self.stored_from_device: set[str] = set()
         self.in_mode: str | None = None   # the `on` block being checked
+        # the conditions of the `if`s around the statement at hand (not those of `and` or `?:` inside it)
+        self.statement_guards: list[ast.Expr] = []
         self.mode_known: set[str] = set()   # `empty` states holding a value after every path of the update
         self.in_update = False   # declarations are checked first: `initial_lr` is not known there
         # the per-tensor conditions (`if`, or the side a `?:` takes) around the expression at hand:
@@ -276,6 +278,7 @@ class Checker:
     # ---- statements -------------------------------------------------------------
     def block(self, stmts, locals_: dict[str, Local], guards: list[ast.Expr]) -> dict[str, Local]:
         for st in stmts:
+            self.statement_guards = guards
             if isinstance(st, ast.Assign):
                 self.assign(st, locals_, guards)
             else:
@@ -548,6 +551,9 @@ class Checker:
             self.r.error(e.span, f"{e.func}() takes {arity} argument{'s' if arity != 1 else ''} and an optional scope "
                                  f"({', '.join(SCOPES)}), got {len(e.args)} argument{'s' if len(e.args) != 1 else ''}")
             return None
+        if (why := self.hoisted_read(e, args)) is not None:
+            self.r.error(e.span, why)
+            return None
         syms = [self.infer(a, locals_, guards) for a in args]
         if any(s is None for s in syms):
             return None
@@ -562,6 +568,24 @@ class Checker:
                                  f"branch would compute it: compute it before the condition and use the value there")
             return None
         return Sym(SCOPE_KIND[scope], Type.NUM)
+
+    def hoisted_read(self, e: ast.Call, args) -> str | None:
+        """Every path computes a reduction before the expression around it (a value of its own, a
+        barrier of the fused path), so only the `if`s around the statement guard what it reads:
+        a conditional state or an optional hyper guarded only by an `and` or a `?:` is refused."""
+        for name in (x for a in args for x in ast.walk(a) if isinstance(x, ast.Name)):
+            s = self.states.get(name.id)
+            if s is not None and s.cond is not None:
+                needed = _conjuncts(s.cond)
+                if not all(any(n == g for g in self.statement_guards) for n in needed):
+                    cond = _source(self.spec.source, s.cond.span)
+                    return (f"{e.func}() reads state '{s.name}', which exists only if {cond}; a reduction is computed "
+                            f"before the expression around it, so only an `if` guards it: `if {cond} {{ ... }}`")
+            h = self.hypers.get(name.id)
+            if h is not None and h.optional and not self.none_guarded(h.name, self.statement_guards):
+                return (f"{e.func}() reads '{h.name}', which may be none; a reduction is computed before the "
+                        f"expression around it, so only an `if` guards it: `if {h.name} != none {{ ... }}`")
+        return None
 
     def call(self, e: ast.Call, locals_, guards) -> Sym | None:
         if e.func in SHAPE_FUNCTIONS:

@@ -51,8 +51,7 @@ def check_files(files, out=None, err=None, werror: bool = False) -> int:
             print(f"{name}: ok (wrapper {wrapper.name}: {len(wrapper.hypers)} hypers, {len(wrapper.flags)} flags, "
                   f"{len(wrapper.states)} states; compose it: `optimizer Name = {path.stem}(adam)`)", file=out)
             continue
-        print(f"{name}: ok ({compiled.program.name}: {len(compiled.program.hypers)} hypers, "
-              f"{len(compiled.program.flags)} flags, {len(compiled.program.states)} states)", file=out)
+        print(f"{name}: ok ({summary(compiled.program)})", file=out)
     return status
 
 
@@ -64,3 +63,13 @@ def _wrapper(source: str, name: str):
     if not isinstance(spec, ast.Spec) or spec.kind != "wrapper":
         return None
     return check(spec)
+
+
+def summary(p) -> str:
+    """What a compiled spec declares, counted as the language names them."""
+    group = sum(h.group_state for h in p.hypers)
+    parts = [f"{len(p.hypers) - group} hypers", f"{len(p.flags)} flags", f"{len(p.states) - len(p.inputs)} states"]
+    parts += [f"{group} group states"] if group else []
+    parts += [f"{len(p.inputs)} input{'s' if len(p.inputs) > 1 else ''}"] if p.inputs else []
+    parts += ["train/eval modes"] if p.modes else []
+    return f"{p.name}: " + ", ".join(parts)

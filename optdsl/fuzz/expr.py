@@ -167,10 +167,28 @@ class State:
 class Scope:
     locals: dict[str, tuple[int, str, float]] = field(default_factory=dict)   # name -> (kind, type, mag)
     guards: list[str] = field(default_factory=list)       # conjunct texts in force
+    # those of them that only an `and` or a `?:` in the expression at hand puts in force: a
+    # reduction is computed before that expression, so its operands see only the others
+    expr_guards: list[str] = field(default_factory=list)
     nonempty: set[str] = field(default_factory=set)       # `empty` states stored (or known stored) by now
 
     def copy(self) -> "Scope":
-        return Scope(dict(self.locals), list(self.guards), set(self.nonempty))
+        return Scope(dict(self.locals), list(self.guards), set(self.nonempty), list(self.expr_guards))
+
+    def guard_expression(self, conds: list[str]) -> "Scope":
+        """A copy in which `conds` hold for the rest of this expression (not for a reduction in it)."""
+        inner = self.copy()
+        inner.guards += conds
+        inner.expr_guards += conds
+        return inner
+
+    def statement(self) -> "Scope":
+        """A copy with only the guards of the `if`s around the statement (a reduction's operands)."""
+        inner = self.copy()
+        for g in self.expr_guards:
+            inner.guards.remove(g)
+        inner.expr_guards = []
+        return inner
 
 
 def conjunct_texts(cond: E) -> list[str]:

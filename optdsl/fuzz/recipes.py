@@ -105,7 +105,7 @@ class Recipes:
         _, arity = REDUCTION_FUNCTIONS[name]
         saved, self.clean_only = self.clean_only, True
         try:
-            args = [self.bounded(self.num(scope, TENSOR, dd), 100.0) for _ in range(arity)]
+            args = [self.bounded(self.num(scope.statement(), TENSOR, dd), 100.0) for _ in range(arity)]
         finally:
             self.clean_only = saved
         m = max(a.mag for a in args)
@@ -121,8 +121,7 @@ class Recipes:
         if not unread:
             return self.r_mul(scope, k, dd)
         h = self.pick(unread)
-        inner = scope.copy()
-        inner.guards.append(f"{h.name} != none")
+        inner = scope.guard_expression([f"{h.name} != none"])
         lo, hi = h.ranges[0]
         a = binary(atom(h.name, HOST, NUM, hi), "*", self.num(inner, k, dd), 1.0)
         a.mag = hi * max(1.0, a.mag)
@@ -395,8 +394,7 @@ class Recipes:
             if not guarded:
                 return self.comparison(scope, max_kind, depth - 1)
             s = self.pick(guarded)
-            inner = scope.copy()
-            inner.guards += s.cond
+            inner = scope.guard_expression(s.cond)
             conds = " and ".join(s.cond)
             left = E(conds, "(" + " and ".join(f"({c})" for c in s.cond) + ")", P_AND if len(s.cond) > 1 else P_NOT,
                      HOST, BOOL)
