@@ -62,6 +62,7 @@ class Checker:
         self.in_mode: str | None = None   # the `on` block being checked
         # the conditions of the `if`s around the statement at hand (not those of `and` or `?:` inside it)
         self.statement_guards: list[ast.Expr] = []
+        self.reduction_at: tuple[str, list] | None = None   # (reduction, the guards outside it) in its operand
         self.mode_known: set[str] = set()   # `empty` states holding a value after every path of the update
         self.in_update = False   # declarations are checked first: `initial_lr` is not known there
         # the per-tensor conditions (`if`, or the side a `?:` takes) around the expression at hand:
@@ -367,8 +368,10 @@ class Checker:
             return
         needed = _conjuncts(s.cond)
         if not all(any(n == g for g in guards) for n in needed):
-            self.r.error(span, f"state '{s.name}' exists only if {_source(self.spec.source, s.cond.span)}; "
-                               f"use it inside `if {_source(self.spec.source, s.cond.span)} {{ ... }}` or `... ? {s.name} : ...`")
+            cond = _source(self.spec.source, s.cond.span)
+            why = self.hoisted(lambda outer: all(any(n == g for g in outer) for n in needed), f"`if {cond} {{ ... }}`")
+            self.r.error(span, f"state '{s.name}' exists only if {cond}; "
+                               f"use it inside `if {cond} {{ ... }}` or `... ? {s.name} : ...`{why}")
 
     # ---- expressions --------------------------------------------------------------
     def expect(self, e, typ: Type, max_kind: Kind, what: str, locals_, guards=()) -> Sym | None:
@@ -516,7 +519,8 @@ class Checker:
                 self.r.error(e.span, f"'{n}' is a tuple; use one entry, e.g. {n}[0]")
                 return None
             if self.hypers[n].optional and not self.none_guarded(n, guards):
-                self.r.error(e.span, f"'{n}' may be none; use it inside `if {n} != none {{ ... }}` or `{n} != none ? ... : ...`")
+                why = self.hoisted(lambda outer: self.none_guarded(n, outer), f"`if {n} != none {{ ... }}`")
+                self.r.error(e.span, f"'{n}' may be none; use it inside `if {n} != none {{ ... }}` or `{n} != none ? ... : ...`{why}")
                 return None
             return Sym(Kind.HOST, Type.NUM)
         if n in self.flags:
@@ -551,10 +555,14 @@ class Checker:
             self.r.error(e.span, f"{e.func}() takes {arity} argument{'s' if arity != 1 else ''} and an optional scope "
                                  f"({', '.join(SCOPES)}), got {len(e.args)} argument{'s' if len(e.args) != 1 else ''}")
             return None
-        if (why := self.hoisted_read(e, args)) is not None:
-            self.r.error(e.span, why)
-            return None
-        syms = [self.infer(a, locals_, guards) for a in args]
+        # Every path computes a reduction before the expression around it (a value of its own, a
+        # barrier on the fused path): only the `if`s around the statement, and the operand's own
+        # `and`s and `?:`s, guard what its operand reads
+        outer, self.reduction_at = self.reduction_at, (e.func, guards)
+        try:
+            syms = [self.infer(a, locals_, list(self.statement_guards)) for a in args]
+        finally:
+            self.reduction_at = outer
         if any(s is None for s in syms):
             return None
         for a, s in zip(args, syms):
@@ -569,23 +577,13 @@ class Checker:
             return None
         return Sym(SCOPE_KIND[scope], Type.NUM)
 
-    def hoisted_read(self, e: ast.Call, args) -> str | None:
-        """Every path computes a reduction before the expression around it (a value of its own, a
-        barrier of the fused path), so only the `if`s around the statement guard what it reads:
-        a conditional state or an optional hyper guarded only by an `and` or a `?:` is refused."""
-        for name in (x for a in args for x in ast.walk(a) if isinstance(x, ast.Name)):
-            s = self.states.get(name.id)
-            if s is not None and s.cond is not None:
-                needed = _conjuncts(s.cond)
-                if not all(any(n == g for g in self.statement_guards) for n in needed):
-                    cond = _source(self.spec.source, s.cond.span)
-                    return (f"{e.func}() reads state '{s.name}', which exists only if {cond}; a reduction is computed "
-                            f"before the expression around it, so only an `if` guards it: `if {cond} {{ ... }}`")
-            h = self.hypers.get(name.id)
-            if h is not None and h.optional and not self.none_guarded(h.name, self.statement_guards):
-                return (f"{e.func}() reads '{h.name}', which may be none; a reduction is computed before the "
-                        f"expression around it, so only an `if` guards it: `if {h.name} != none {{ ... }}`")
-        return None
+    def hoisted(self, satisfied, fix: str) -> str:
+        """Inside a reduction's operand, where the guards outside the reduction would have done:
+        why they do not, and what does."""
+        if self.reduction_at is None or not satisfied(self.reduction_at[1]):
+            return ""
+        return (f" ({self.reduction_at[0]}() is computed before the expression around it, so an `and` or `?:` "
+                f"outside it does not guard its operand: {fix})")
 
     def call(self, e: ast.Call, locals_, guards) -> Sym | None:
         if e.func in SHAPE_FUNCTIONS:

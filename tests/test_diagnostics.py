@@ -117,10 +117,10 @@ CASES = [
      "state 'v' exists only if f; use it inside `if f { ... }` or `... ? v : ...`", 1, 62),
     # a reduction is computed before the expression around it: only an `if` guards what it reads
     ('optimizer A "x" flag f = false state v = zeros if f update { c = f and amax(v) < 1 param = c ? param : grad }',
-     "amax() reads state 'v', which exists only if f; a reduction is computed before the expression around it, "
-     "so only an `if` guards it: `if f { ... }`", 1, 72),
+     "state 'v' exists only if f; use it inside `if f { ... }` or `... ? v : ...` (amax() is computed before the "
+     "expression around it, so an `and` or `?:` outside it does not guard its operand: `if f { ... }`)", 1, 77),
     ('optimizer A "x" hyper h = none update { x = h != none ? norm(grad * h) : 1 param = param - x * grad }',
-     "norm() reads 'h', which may be none; a reduction is computed before the expression around it", 1, 57),
+     "'h' may be none; use it inside `if h != none { ... }` or `h != none ? ... : ...` (norm() is computed before", 1, 69),
     ('optimizer A "x" hyper lr = 1 where lr > grad update { param = param }',
      'a `where` condition may use only hypers, flags and numbers, but this depends on per-element values', 1, 36),
     ('optimizer A "x" hyper lr = 1 where lr update { param = param }',

@@ -167,10 +167,10 @@ class State:
 class Scope:
     locals: dict[str, tuple[int, str, float]] = field(default_factory=dict)   # name -> (kind, type, mag)
     guards: list[str] = field(default_factory=list)       # conjunct texts in force
-    # those of them that only an `and` or a `?:` in the expression at hand puts in force: a
+    nonempty: set[str] = field(default_factory=set)       # `empty` states stored (or known stored) by now
+    # the guards that only an `and` or a `?:` in the expression at hand puts in force: a
     # reduction is computed before that expression, so its operands see only the others
     expr_guards: list[str] = field(default_factory=list)
-    nonempty: set[str] = field(default_factory=set)       # `empty` states stored (or known stored) by now
 
     def copy(self) -> "Scope":
         return Scope(dict(self.locals), list(self.guards), set(self.nonempty), list(self.expr_guards))
