@@ -28,8 +28,7 @@ _HOST_INPUTS = frozenset(INPUTS) - {"param", "grad"}
 
 def unguarded_empty_reads(spec: ast.Spec) -> list[ast.Name]:
     """The first read of each `empty` state that some path reaches before the state holds a value."""
-    flow = _Flow({s.name for s in spec.states if s.init == "empty"},
-                 {*(h.name for h in spec.hypers), *(f.name for f in spec.flags), *_HOST_INPUTS})
+    flow = _flow(spec)
     if flow.empties:
         after = flow.block(spec.body, Known(), {})
         for mode in spec.modes:   # on tensors that have stepped: what every path of the update stored
@@ -39,9 +38,13 @@ def unguarded_empty_reads(spec: ast.Spec) -> list[ast.Name]:
 
 def stored_on_every_path(spec: ast.Spec) -> Known:
     """The `empty` states that hold a value after every path through the update block."""
-    flow = _Flow({s.name for s in spec.states if s.init == "empty"},
-                 {*(h.name for h in spec.hypers), *(f.name for f in spec.flags), *_HOST_INPUTS})
+    flow = _flow(spec)
     return flow.block(spec.body, Known(), {}) if flow.empties else Known()
+
+
+def _flow(spec: ast.Spec) -> "_Flow":
+    return _Flow({s.name for s in spec.states if s.init == "empty"},
+                 {*(h.name for h in spec.hypers), *(f.name for f in spec.flags), *_HOST_INPUTS})
 
 
 class _Flow:

@@ -39,18 +39,19 @@ def hutchinson(opt, key: str, settings: dict[str, str]) -> None:
             if p.grad is None or not p.requires_grad:
                 continue
             state = opt.state[p]
-            every = _count(group[settings["every"]])
-            if every < 1 or _count(group[settings["samples"]]) < 1:
+            every, samples, seen = _count(group[settings["every"]]), _count(group[settings["samples"]]), \
+                _count(state.get(counter, 0))
+            if every < 1 or samples < 1:
                 raise ValueError(f"{type(opt).__name__}: {settings['every']} and {settings['samples']} must be "
-                                 f"at least 1, got {every} and {group[settings['samples']]}")
-            if _count(state.get(counter, 0)) % every == 0 or key not in state:
+                                 f"at least 1, got {every} and {samples}")
+            if seen % every == 0 or key not in state:
                 if p.grad.grad_fn is None:
                     raise RuntimeError(
                         f"{type(opt).__name__} estimates its input '{key}' from the gradient's graph: compute the "
                         f"gradients with loss.backward(create_graph=True) before step(); "
                         f"{opt._param_label(group, i)} has a gradient without a graph")
-                renew.setdefault(_count(group[settings["samples"]]), []).append((p, group))
-            state[counter] = _count(state.get(counter, 0)) + 1
+                renew.setdefault(samples, []).append((p, group))
+            state[counter] = seen + 1
     for samples, chosen in renew.items():
         params = [p for p, _ in chosen]
         if getattr(opt, "_hutchinson_generator", None) is None or opt._hutchinson_generator.device != params[0].device:

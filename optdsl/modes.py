@@ -57,23 +57,10 @@ class ModeSwitches:
             return
         lists = {name: [self.state[p].get(name) if name in active else None for p in params]
                  for name in self._state_names}
-        work = _working_copies(group, params, lists)
+        work = precision.working_copies(group, params, [], lists, eager=True)   # a fused group too
         with distributed.partitioned(self._partitioned):
             if work is None:
                 self._switch(group, mode, params, lists)
             else:
                 self._switch(group, mode, work.params, work.lists)
                 work.write_back()
-
-
-def _working_copies(group, params, lists):
-    """float32 copies where the group keeps low-precision states or rounds stochastically: a switch
-    runs an eager path, also in a fused group (whose kernels upcast for themselves)."""
-    sr = bool(group.get("stochastic_rounding"))
-    low_state = group.get("state_dtype") in precision.LOW
-    tensors = list(params) + [t for ts in lists.values() for t in ts if t is not None]
-    if (sr and any(t.dtype == torch.bfloat16 for t in tensors)) or \
-            (low_state and any(t.dtype in precision.LOW for t in tensors)):
-        group.setdefault(precision.ROUNDING_STEP, 0)
-        return precision.WorkingCopies(group, params, [], lists)
-    return None

@@ -158,15 +158,16 @@ def kernel_seeds(index: list[int]) -> list[int] | None:
     return [_ROUNDING[-1].seed(i) for i in index] if _ROUNDING else None
 
 
-def working_copies(group, params, grads, lists: dict[str, list], in_kernel: bool = False):
+def working_copies(group, params, grads, lists: dict[str, list], in_kernel: bool = False, eager: bool = False):
     """How this step meets its low-precision tensors: None where nothing changes; float32
     WorkingCopies where it must do its math in fp32 on them (low-precision states from state_dtype
     on the eager paths, or stochastic rounding of a bfloat16 tensor on a path that cannot round it
     itself); a KernelRounding where the fused Triton kernel rounds stochastically in its stores
-    (`in_kernel`; it upcasts low-precision states itself, as any fused path does)."""
+    (`in_kernel`; it upcasts low-precision states itself, as any fused path does). `eager`: an
+    eager path runs even in a fused group (a train()/eval() switch, optdsl.modes)."""
     sr = bool(group.get("stochastic_rounding"))
     low_state = group.get("state_dtype") in LOW
-    if not sr and not (low_state and not group.get("fused")):
+    if not sr and not (low_state and (eager or not group.get("fused"))):
         return None
     tensors = list(params) + [t for ts in lists.values() for t in ts if t is not None]
     rounds = sr and any(t.dtype == torch.bfloat16 for t in tensors)

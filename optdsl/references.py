@@ -5,6 +5,8 @@ classes, written from the formulas, not from the specs, one torch op per term.
 They are references for tests and `optdsl verify` only; nothing in the compiler imports them."""
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.optim import Optimizer
 
@@ -175,7 +177,35 @@ class Averaged(Optimizer):
         return loss
 
 
-_SCHEDULE_FREE: list[type] = []
+@functools.cache
+def _schedule_free_class() -> type:
+    """schedulefree's class, stepping on copies of the gradients (made once, on first use)."""
+    import schedulefree
+
+    class AdamWScheduleFree(schedulefree.AdamWScheduleFree):
+        def step(self, closure=None):
+            kept = {}   # param -> its own gradient, given back after the step
+            self._copy_grads(kept)
+            try:
+                if closure is None:
+                    return super().step()
+
+                def copying():   # the gradients the closure makes, copied before the step divides them
+                    loss = closure()
+                    self._copy_grads(kept)
+                    return loss
+                return super().step(copying)
+            finally:
+                for p, grad in kept.items():
+                    p.grad = grad
+
+        def _copy_grads(self, kept):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        kept[p] = p.grad
+                        p.grad = p.grad.clone()
+    return AdamWScheduleFree
 
 
 def schedule_free_adamw(params, **kwargs) -> Optimizer:
@@ -183,33 +213,6 @@ def schedule_free_adamw(params, **kwargs) -> Optimizer:
     its step divides p.grad in place, where a torch.optim step leaves the gradient as it is (a test
     that feeds one gradient to two optimizers, or steps twice on it, must see it unchanged). Returned in
     train mode, as a generated optimizer starts (schedulefree's starts in eval mode)."""
-    if not _SCHEDULE_FREE:
-        import schedulefree
-
-        class AdamWScheduleFree(schedulefree.AdamWScheduleFree):
-            def step(self, closure=None):
-                kept = {}   # param -> its own gradient, given back after the step
-                self._copy_grads(kept)
-                try:
-                    if closure is None:
-                        return super().step()
-
-                    def copying():   # the gradients the closure makes, copied before the step divides them
-                        loss = closure()
-                        self._copy_grads(kept)
-                        return loss
-                    return super().step(copying)
-                finally:
-                    for p, grad in kept.items():
-                        p.grad = grad
-
-            def _copy_grads(self, kept):
-                for group in self.param_groups:
-                    for p in group["params"]:
-                        if p.grad is not None:
-                            kept[p] = p.grad
-                            p.grad = p.grad.clone()
-        _SCHEDULE_FREE.append(AdamWScheduleFree)
-    opt = _SCHEDULE_FREE[0](params, **kwargs)
+    opt = _schedule_free_class()(params, **kwargs)
     opt.train()
     return opt

@@ -124,7 +124,7 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         active_states=a.text(), state_lists=state_lists,
         step_paths=step_paths, mode_paths=mode_paths, inputs=inputs,
         has_lr=any(h.name == "lr" for h in p.hypers),
-        foreach_lr_per_tensor=literal(lr_reaches_per_tensor_column(make_plan(p, "foreach").program)),
+        foreach_lr_per_tensor=literal(step_paths["lr_per_tensor"]),
     )
 
 
@@ -185,6 +185,7 @@ def eager_paths(p: Program, fn: str, mode: str | None = None) -> dict:
     view_lists = ["params"] + ([] if mode else ["grads"]) + tensor_lists
     return {
         "fn": fn, "mode": mode, "signature": signature, "call": call, "uses_step": p.uses_step,
+        "lr_per_tensor": lr_reaches_per_tensor_column(hoisted),
         "reads_grad": mode is None,
         "state_lists": [{"name": ident(s.name), "plural": ident(s.list)} for s in p.states],
         "views": ", ".join(views) + ("," if len(views) == 1 else ""),
