@@ -123,7 +123,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--count", type=int, default=100)
     f.add_argument("--time", type=float, default=None, help="stop after this many seconds")
-    f.add_argument("--mode", choices=("programs", "text", "both"), default="both")
+    f.add_argument("--mode", choices=("programs", "text", "both", "lbfgs"), default="both",
+                   help="both: programs and text; lbfgs: random problems through optdsl.lbfgs.LBFGS and torch's, bit for bit")
     f.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
     f.set_defaults(func=cmd_fuzz)
     co = sub.add_parser("compose", help="the spec text of a wrapper around a spec (what `optimizer N = w(spec)` compiles)")

@@ -241,7 +241,8 @@ def fused_paths() -> tuple[str, ...]:
     return ("loop", "foreach", "cpu")
 
 
-def print_table(rows: list[Row], out=sys.stdout) -> None:
+def print_table(rows: list[Row], out=None) -> None:
+    out = out or sys.stdout   # read at the call: a redirected or captured stdout is the one printed to
     header = f"{'spec':<8} {'path':<8} {'against':<22} {'flags':<70} {'steps':>5} {'max abs err':>12} {'max rel err':>12} {'identical':>12}  result"
     print(header, file=out)
     print("-" * len(header), file=out)
@@ -280,20 +281,26 @@ def run_plan(tasks: list[Task], progress: bool = True) -> list[Row]:
 def main(names: list[str], steps: int | None = None, full: bool = False, progress: bool = True) -> int:
     if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
         os.environ["TRITON_INTERPRET"] = "1"   # CPU tensors run the fused kernels in the interpreter
-    unknown = [n for n in names if n not in REGISTRY]
+    from . import verify_closure
+    unknown = [n for n in names if n not in REGISTRY and n != verify_closure.NAME]
     if unknown:
-        print(f"unknown spec(s): {', '.join(unknown)}; known: {', '.join(REGISTRY)}", file=sys.stderr)
+        print(f"unknown spec(s): {', '.join(unknown)}; known: {', '.join([*REGISTRY, verify_closure.NAME])}",
+              file=sys.stderr)
         return 2
-    entries = [REGISTRY[n] for n in names] if names else list(REGISTRY.values())
+    entries = [REGISTRY[n] for n in names if n in REGISTRY] if names else list(REGISTRY.values())
+    with_closure = not names or verify_closure.NAME in names   # the closure optimizer, not a spec
     paths = fused_paths()
     tasks = full_plan(entries, paths, steps or FULL_STEPS) if full else quick_plan(entries, paths, steps)
     start = time.perf_counter()
-    rows = run_plan(tasks, progress)
+    rows = run_plan(tasks, progress) if tasks else []
+    if with_closure:
+        rows += verify_closure.rows(full=full)
     print_table(rows)
     failed = sum(not r.ok for r in rows)
     plan = "the full grid" if full else "every path and every flag level at least once (--full: the whole grid)"
-    counts = sorted({t.steps for t in tasks}) or [0]
+    counts = sorted({t.steps for t in tasks} | ({verify_closure.steps_of(full)} if with_closure else set()))
     steps_text = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    print(f"\n{len(rows) - failed} passed, {failed} failed ({len(entries)} specs, {plan}, {steps_text} steps, "
+    what = " and ".join([f"{len(entries)} specs"] * bool(entries) + [verify_closure.NAME] * with_closure)
+    print(f"\n{len(rows) - failed} passed, {failed} failed ({what}, {plan}, {steps_text} steps, "
           f"{time.perf_counter() - start:.1f} s)")
     return 1 if failed else 0

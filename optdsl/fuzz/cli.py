@@ -1,9 +1,10 @@
-"""`optdsl fuzz --seed S --count N [--time T] [--mode programs|text|both]`.
+"""`optdsl fuzz --seed S --count N [--time T] [--mode programs|text|both|lbfgs]`.
 
 programs: N random well-typed programs (optdsl.fuzz.programs), each through the loop,
 foreach and fused paths (the fused kernel in the Triton interpreter on CPU), compared
 with the IR interpreter step by step. text: N mutations of the shipped specs through the
-checker (optdsl.fuzz.text). Prints programs tried, optimizer steps, values compared,
+checker (optdsl.fuzz.text). lbfgs: N random problems through optdsl.lbfgs.LBFGS and
+torch.optim.LBFGS (optdsl.fuzz.lbfgs). Prints programs tried, optimizer steps, values compared,
 mismatches (and boundary mismatches allowed, see optdsl/fuzz/tolerance.py), wall time.
 
 A failure prints its seed and a minimal ready-to-run reproducer (hypothesis shrinks it)
@@ -181,7 +182,8 @@ def main(args) -> int:
     deadline = start + args.time if args.time else None
     print(f"optdsl fuzz: seed {args.seed}, count {args.count}, mode {args.mode}"
           + (f", time limit {args.time:g} s" if args.time else ""), flush=True)
-    print(describe(), flush=True)
+    if args.mode != "lbfgs":   # the tolerances are the programs' (lbfgs compares bit for bit)
+        print(describe(), flush=True)
     status = 0
     summaries = []   # printed once the bar is closed, so that stdout and the live bar do not interleave
     with progress_bar(getattr(args, "progress", True)) as track:
@@ -198,6 +200,13 @@ def main(args) -> int:
                 lambda s: shown(s.programs, f"{s.mismatches} mismatches, {s.errors} raised")))
             summaries.append(stats.summary())
             status |= bool(stats.failures)
+        if args.mode == "lbfgs":
+            from .lbfgs import fuzz as fuzz_lbfgs
+            shown = track("lbfgs", args.count)
+            outcome = fuzz_lbfgs(args.seed, args.count, deadline, on_case=shown and (
+                lambda o: shown(o.cases, f"{len(o.failures)} mismatches")))
+            summaries.append(outcome.summary())
+            status |= bool(outcome.failures)
     for line in summaries:
         print(line)
     print(f"wall time {time.perf_counter() - start:.1f} s; {'FAILED' if status else 'no failures'}")
