@@ -27,5 +27,6 @@ OPTIMIZERS = {
     'SGD': 'sgd',
     'SGDP': 'sgdp',
     'ScheduleFreeAdamW': 'schedulefreeadamw',
+    'SparseAdam': 'sparseadam',
     'SwaSGD': 'swasgd',
 }

@@ -147,6 +147,15 @@ class Keep(Node):
 
 
 @dataclass(frozen=True)
+class Sparse(Node):
+    """`sparse rows` / `sparse rows only`: what a sparse gradient does (see docs/language.md)."""
+    how: str
+    how_span: Span = field(compare=False, repr=False)
+    only: str | None = None        # the word after `rows` ("only"), kept to be checked
+    only_span: Span | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class Mode(Node):
     """`on train { ... }` / `on eval { ... }`: what optimizer.train() / .eval() do to each tensor
     that has state, when the group's mode changes (no gradient, no step)."""
@@ -185,6 +194,7 @@ class Spec(Node):
     regions: Regions | None = field(default=None, compare=False, repr=False)
     modes: tuple[Mode, ...] = ()
     inputs: tuple[Input, ...] = ()
+    sparse: tuple[Sparse, ...] = ()   # at most one (the checker says so)
 
     @property
     def input_states(self) -> tuple["State", ...]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from . import ast
 from .builtins import (CONSTANTS, ESTIMATORS, FUNCTION_GROUPS, FUNCTIONS, INITIAL_LR, INPUTS, REDUCTION_FUNCTIONS,
                        SHAPE_FUNCTIONS, STATE_PREDICATES)
+from .check_sparse import check_sparse
 from .definite import stored_on_every_path, unguarded_empty_reads
 from .ir import MODES, SCOPE_KIND, SCOPES
 from .diagnostics import Reporter, Span
@@ -112,6 +113,7 @@ class Checker:
             elif keep.per not in (None, "tensor", "group"):
                 self.r.error(keep.per_span, f"the step is counted `per tensor` (torch.optim's way, the default) or "
                                             f"`per group`, not per '{keep.per}'{_did_you_mean(keep.per, ('tensor', 'group'))}")
+        check_sparse(spec, self.r, _did_you_mean)
         pers = {k.per or "tensor" for k in spec.keeps if k.name == "step"}
         if len(pers) > 1:
             self.r.error(spec.keeps[-1].span, "the step is counted either per tensor or per group, not both")

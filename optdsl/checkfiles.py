@@ -72,4 +72,5 @@ def summary(p) -> str:
     parts += [f"{group} group states"] if group else []
     parts += [f"{len(p.inputs)} input{'s' if len(p.inputs) > 1 else ''}"] if p.inputs else []
     parts += ["train/eval modes"] if p.modes else []
+    parts += [f"sparse {p.sparse}"] if p.sparse else []
     return f"{p.name}: " + ", ".join(parts)

@@ -18,7 +18,8 @@ comparison about the rules, not a per-optimizer tuning; the factors keep plain S
 is close to SGD's limit there; A^T A's largest eigenvalue is 1). A caller may pass lr= to
 override it. Some optimizers diverge at that lr on a problem (their loss turns inf or nan: the
 curve stops, its legend says "diverged"); that too is what the defaults do. Training uses the
-optimizers' default paths (the fused kernel is not run here)."""
+optimizers' default paths (the fused kernel is not run here). An optimizer that takes sparse
+gradients only (SparseAdam) gets the same gradients as sparse rows."""
 from __future__ import annotations
 
 import functools
@@ -137,12 +138,21 @@ def train(cls: type, problem: str, steps: int | None = None, lr: float | None = 
             losses.append(float(loss.detach()))
             # a spec with an `input` (Adahessian's Hessian estimate) reads the gradients' graph
             loss.backward(create_graph=bool(getattr(opt, "_inputs", None)))
+            if _sparse_only(opt):   # SparseAdam: the same gradients, as sparse rows (every nonzero row)
+                for p in params:
+                    if p.grad is not None:
+                        p.grad = p.grad.to_sparse(1)
             opt.step()
         with torch.no_grad():
             losses.append(float(loss_fn()))
     finally:
         torch.set_num_threads(threads)
     return Curve(label or cls.__name__, problem, lr, losses)
+
+
+def _sparse_only(opt) -> bool:
+    """An optimizer that steps on sparse gradients only (`sparse rows only`, torch.optim.SparseAdam)."""
+    return bool(getattr(opt, "_dense_refused", False)) or isinstance(opt, torch.optim.SparseAdam)
 
 
 # ---- resolving a name to an optimizer class ------------------------------------------------------

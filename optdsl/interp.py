@@ -21,7 +21,9 @@ one parameter tensor at a time, with the bookkeeping a generated optimizer keeps
   the phases of optdsl.plan (GROUP_ONLY): each phase's store-free slice for every
   tensor with a grad, collecting each tensor's part, combined into one value the
   later phases (and the final one, the whole update) read;
-* `numel`, `ndim`, `channel_numel` of each tensor.
+* `numel`, `ndim`, `channel_numel` of each tensor;
+* `sparse rows`: a `SparseGrad` (its rows summed where repeated) updates the touched rows of the
+  param and its tensor states only; without it, a sparse gradient is an InterpError.
 
 Every operation takes its NumPy form from builtins.OPS (the `numpy` column), and every
 reduction its map, fold and finish from builtins.REDUCTIONS: the interpreter and the
@@ -195,6 +197,7 @@ class Interpreter:
         active = self.active_states()
         out: list = [None] * len(params)
         runs = []
+        backs = []   # (tensor, its full param, the touched rows, its compact state) for `sparse rows`
         if p.uses_step and p.step_per_group:
             self.group_step += 1.0
         if p.group_update and len(params):   # the group states, once per step() call, grads or not
@@ -205,7 +208,18 @@ class Interpreter:
                 out[i] = Bounded.point(param.copy()) if self.bounded else param.copy()
                 continue
             prec = (precisions[i] if precisions is not None else Precision()) if self.bounded else None
-            grad = np.asarray(grad, dtype=np.float64)
+            rows = None
+            if isinstance(grad, SparseGrad):
+                if not p.sparse:
+                    raise InterpError(f"{p.name} refuses a sparse gradient (tensor {i}): its spec has no `sparse rows`")
+                if grad.index.shape[0] == 0:   # no sparse dim: one dense block
+                    grad = grad.dense()
+                else:
+                    rows = grad.coalesced()
+            elif p.sparse == "rows only":
+                raise InterpError(f"{p.name} refuses a dense gradient (tensor {i}): its spec says `sparse rows only`")
+            else:
+                grad = np.asarray(grad, dtype=np.float64)
             st = self.state.setdefault(i, {})
             if p.uses_step and p.step_per_group:
                 step = self.group_step
@@ -216,6 +230,13 @@ class Interpreter:
             for s in p.states:
                 if s.name in active and s.name not in st and s.init != "empty":
                     st[s.name] = self._initial(s, param.shape, prec)
+            if rows is not None:   # `sparse rows`: the update runs on the touched rows, gathered
+                if rows.values.shape[0] == 0:
+                    out[i] = Bounded.point(param.copy()) if self.bounded else param.copy()
+                    continue
+                full, param, grad = param, _take(param, rows.index), rows.values
+                st = {k: _take(v, rows.index) if np.shape(_exact(v)) == full.shape else v for k, v in st.items()}
+                backs.append((i, full, rows.index, st))
             if self.bounded:
                 ctx = _Context(Bounded.point(param.copy()), Bounded.point(grad), Bounded.point(np.float64(step)),
                                st, param.shape)
@@ -251,6 +272,12 @@ class Interpreter:
                     if isinstance(value, Bounded):
                         ctx.state[name] = everywhere(value)
             out[i] = ctx.param
+        for i, full, index, compact in backs:   # the touched rows back into the full tensors
+            out[i] = _put(full, index, out[i], self.bounded)
+            whole = self.state[i]
+            for k, v in compact.items():
+                whole[k] = _put(whole[k], index, v, self.bounded) if k in whole and \
+                    np.shape(_exact(whole[k])) == full.shape else v
         return out
 
     def switch(self, mode: str, params: Sequence[Any], precisions: Sequence[Precision] | None = None) -> list:
@@ -461,3 +488,67 @@ def is_close(a, b, rtol: float, atol: float) -> bool:
 
 __all__ = ["Interpreter", "InterpError", "Precision", "Bounded", "bounded_apply", "numpy_form", "run", "is_close"]
 
+
+
+@dataclass(frozen=True)
+class SparseGrad:
+    """A sparse (COO) gradient for the interpreter: `index` (sparse dims, nnz) integer rows, maybe
+    repeated, `values` (nnz, *dense dims); `shape` the dense shape."""
+    index: np.ndarray
+    values: np.ndarray
+    shape: tuple
+
+    @classmethod
+    def from_torch(cls, g) -> "SparseGrad":
+        return cls(g._indices().numpy().copy(), g._values().double().numpy().copy(), tuple(g.shape))
+
+    def dense(self) -> np.ndarray:
+        out = np.zeros(self.shape)
+        for k in range(self.index.shape[1]):
+            out[tuple(self.index[:, k])] += self.values[k]
+        return out
+
+    def coalesced(self) -> "_Rows":
+        """Repeated rows summed (in float64), rows in lexicographic order, as coalesce() orders them."""
+        if self.index.shape[1] == 0:
+            return _Rows((), np.zeros((0, *self.shape[self.index.shape[0]:])))
+        keys, inverse = np.unique(self.index.T, axis=0, return_inverse=True)
+        values = np.zeros((len(keys), *self.values.shape[1:]))
+        np.add.at(values, inverse.reshape(-1), self.values)
+        return _Rows(tuple(keys.T), values)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    index: tuple
+    values: np.ndarray
+
+
+def _exact(v):
+    return v.x if isinstance(v, Bounded) else v
+
+
+def _take(v, index):
+    if isinstance(v, Bounded):
+        return Bounded(v.x[index], None if v.lo is None else v.lo[index], None if v.hi is None else v.hi[index],
+                       v.unc[index])
+    return np.asarray(v)[index]
+
+
+def _put(full, index, rows, bounded: bool):
+    """`full` with its `index` rows replaced by `rows` (a copy)."""
+    if bounded or isinstance(full, Bounded) or isinstance(rows, Bounded):
+        full = full if isinstance(full, Bounded) else Bounded.point(full)
+        rows = rows if isinstance(rows, Bounded) else Bounded.point(rows)
+        parts = []
+        for whole, part in ((full.x, rows.x), (full.lo, rows.lo), (full.hi, rows.hi), (full.unc, rows.unc)):
+            if whole is None:
+                parts.append(None)
+                continue
+            whole = np.array(whole, copy=True)
+            whole[index] = part
+            parts.append(whole)
+        return Bounded(*parts)
+    out = np.array(full, copy=True)
+    out[index] = rows
+    return out

@@ -259,6 +259,9 @@ class Program:
     # (name, estimator, the hypers and flags it reads) per `input`: a tensor state of that name the
     # runtime fills before each step (optdsl/inputs.py); the update only reads it
     inputs: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    # `sparse rows` ("rows"): a sparse gradient updates only its touched rows (optdsl/sparse_rows.py);
+    # `sparse rows only` ("rows only"): and a dense one is refused; "": a sparse gradient is refused
+    sparse: str = ""
 
     def mode_program(self, mode: str) -> "Program":
         """The `on mode` block as a program of its own, for the passes, the plan and the emitters:

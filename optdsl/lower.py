@@ -217,6 +217,7 @@ class Lowerer:
             step_per_group=any(k.name == "step" and k.per == "group" for k in spec.keeps),
             reads_initial_lr=self.reads_initial_lr, modes=modes,
             inputs=tuple((i.name, i.estimator, i.args) for i in spec.inputs),
+            sparse=" ".join(filter(None, (spec.sparse[0].how, spec.sparse[0].only))) if spec.sparse else "",
         )
 
 

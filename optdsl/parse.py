@@ -57,6 +57,10 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "optimizer A keep step per", "optimizer A keep step per 1", "optimizer A keep step per (",
         "optimizer A keep step per update {",
     ],
+    "expected `sparse rows` or `sparse rows only`": [
+        "optimizer A sparse", "optimizer A sparse 1", "optimizer A sparse (", "optimizer A sparse rows 1",
+        "optimizer A sparse rows (", "optimizer A sparse update {",
+    ],
     "expected `{` to open the update block": [
         "optimizer A update", "optimizer A update x", "optimizer A update (",
     ],
@@ -344,6 +348,12 @@ class _Builder(Transformer_NonRecursive):
                         None if per is None else self._s(per))
 
     @v_args(meta=True)
+    def sparse(self, meta, children):
+        how, only = children[0], (children[1] if len(children) > 1 else None)
+        return ast.Sparse(self._s(meta), str(how), self._s(how), None if only is None else str(only),
+                          None if only is None else self._s(only))
+
+    @v_args(meta=True)
     def update(self, meta, children):
         return ("update", children[0], meta.start_pos, _block_inside(self.source, meta.start_pos, meta.end_pos))
 
@@ -382,6 +392,7 @@ class _Builder(Transformer_NonRecursive):
             body=tuple(s for s in statements if not isinstance(s, _Inner)), source=self.source,
             keeps=tuple(d for d in decls if isinstance(d, ast.Keep)),
             inputs=tuple(d for d in decls if isinstance(d, ast.Input)),
+            sparse=tuple(d for d in decls if isinstance(d, ast.Sparse)),
             kind=kind, inner_at=inner_at, inner_span=None if mark is None else mark.span,
             regions=ast.Regions((header_end, update_at), inside,
                                 None if mark is None else (mark.start, mark.end),

@@ -66,6 +66,10 @@ class Entry:
     # for every optimizer of a run. None: the gradients are random tensors.
     objective: Callable[[list, int], torch.Tensor] | None = None
     shapes: tuple | None = None                      # the params' shapes, where the defaults do not do
+    # The gradients are sparse (COO, random rows touched, some twice, sometimes none): a spec with
+    # `sparse rows only` (SparseAdam) refuses dense ones. verify.run_against draws them by
+    # registry.sparse_gradient.
+    sparse_grads: bool = False
 
     def combos(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
@@ -129,10 +133,22 @@ REGISTRY: dict[str, Entry] = {}
 
 
 def with_set_gradients() -> list[str]:
-    """The entries whose optimizers step on gradients a test sets itself (tensors without a
+    """The entries whose optimizers step on dense gradients a test sets itself (tensors without a
     graph): all but those with an `input` estimated from the gradients' graph (Entry.objective),
-    which step only after loss.backward(create_graph=True); tests/test_adahessian.py covers them."""
-    return [n for n, e in REGISTRY.items() if e.objective is None]
+    which step only after loss.backward(create_graph=True) (tests/test_adahessian.py covers them),
+    and those that take sparse gradients only (tests/test_sparse.py)."""
+    return [n for n, e in REGISTRY.items() if e.objective is None and not e.sparse_grads]
+
+
+def sparse_gradient(shape: tuple, generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:
+    """A random sparse COO gradient over dim 0's rows, as nn.Embedding(sparse=True) makes: up to
+    rows + 1 entries, so some rows are touched twice (coalescing sums them) and some not at all,
+    and a one-row tensor is sometimes not touched. Uncoalesced, as backward leaves it."""
+    rows = shape[0]
+    nnz = int(torch.randint(0, rows + 2, (), generator=generator))
+    index = torch.randint(0, rows, (1, nnz), generator=generator)
+    values = torch.randn((nnz, *shape[1:]), generator=generator, dtype=dtype)
+    return torch.sparse_coo_tensor(index, values, shape, check_invariants=True)
 
 
 def register(entry: Entry) -> Entry:
@@ -413,6 +429,14 @@ register(Entry(
     "schedulefree.AdamWScheduleFree", grid=_SCHEDULE_FREE, base={"lr": 0.01},
     valid=fraction(_SCHEDULE_FREE, ("betas", ("weight_decay", "warmup_steps", "r", "weight_lr_power"))),
     reference_foreach=True, wave=4, modes=True,
+))
+
+
+# ---- sparse gradients ------------------------------------------------------------------------------
+register(Entry(
+    "SparseAdam", torch.optim.SparseAdam, "torch.optim.SparseAdam",
+    grid={"betas": ((0.9, 0.999), (0.5, 0.9)), "maximize": (False, True), "eps": (1e-8, 1e-3)},
+    base={"lr": 0.01}, wave=4, sparse_grads=True,
 ))
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, _default_to_fused_or_foreach, _get_scalar_dtype
 
-from . import distributed, host_facts, inputs, precision
+from . import distributed, host_facts, inputs, precision, sparse_rows
 from .kernel_runtime import COMPLEX_DTYPES, SameRows
 from .backends import (cpu_fused, cpu_fused_backend, fused_kernel_suffix, fused_target,  # noqa: F401
                        import_sibling)  # (generated code and tests read them as `_rt.`/`runtime.`)
@@ -433,6 +433,8 @@ class GeneratedOptimizer(StateWeights, Optimizer):
     _empty_states: frozenset[str] = frozenset()
     _uses_step: bool = True
     _supports_complex: bool = True
+    _sparse_rows = False     # `sparse rows`: a sparse gradient updates its touched rows (optdsl/sparse_rows.py)
+    _dense_refused = False   # `sparse rows only`: a dense gradient is an error
     # `keep step per group`: one step count per param group, group["step"] (a 0-d tensor, as a per-tensor
     # step is), incremented once per `step()` call, whether or not the group's params have gradients
     _step_per_group: bool = False
@@ -548,9 +550,11 @@ class GeneratedOptimizer(StateWeights, Optimizer):
         for i, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
-            if p.grad.is_sparse:
+            if p.grad.is_sparse and not self._sparse_rows:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients: "
                                    f"{self._param_label(group, i)} has a sparse gradient")
+            if self._dense_refused and not p.grad.is_sparse:
+                raise sparse_rows.dense_refused(type(self).__name__, self._param_label(group, i))
             if torch.is_complex(p):
                 if not self._supports_complex:
                     raise RuntimeError(f"{type(self).__name__} does not support complex parameters: "
@@ -586,7 +590,8 @@ class GeneratedOptimizer(StateWeights, Optimizer):
             gs, has_complex = read
         else:
             gs = list(map(_GRAD, ps))
-            if not all(map(operator.is_not, gs, itertools.repeat(None))) or any(map(_IS_SPARSE, gs)):
+            if not all(map(operator.is_not, gs, itertools.repeat(None))) or any(map(_IS_SPARSE, gs)) \
+                    or self._dense_refused:
                 return None
             has_complex = not COMPLEX_DTYPES.isdisjoint(set(map(_DTYPE, ps)))
         if has_complex and not self._supports_complex:
@@ -628,6 +633,12 @@ class GeneratedOptimizer(StateWeights, Optimizer):
             if not params:
                 continue
             lists = dict(zip(self._state_names, state_lists))
+            rows = None
+            if self._sparse_rows and sparse_rows.has_sparse(grads):   # the touched rows, gathered
+                rows = sparse_rows.gather(params, grads, lists, steps, self._uses_step and not self._step_per_group)
+                params, grads, lists, steps = rows.params, rows.grads, rows.lists, rows.steps
+                if not params:
+                    continue
             before = {name: list(lists[name]) for name in self._empty_states}
             in_kernel = bool(group.get("fused")) and bool(group.get("stochastic_rounding")) and \
                 fused_kernel_suffix(params) == "_triton"   # rounds in its stores
@@ -638,6 +649,8 @@ class GeneratedOptimizer(StateWeights, Optimizer):
                 else:
                     self._update(group, work.params, work.grads, work.lists, steps)
                     work.write_back()
+            if rows is not None:
+                rows.scatter()
             for name in self._empty_states:   # states created by this step (C-level: found without a loop)
                 after = lists[name]
                 for i in itertools.compress(range(len(after)), map(operator.is_not, after, before[name])):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .registry import REGISTRY, Entry
+from .registry import REGISTRY, Entry, sparse_gradient
 from .runtime import cpu_fused
 
 # torch.testing.assert_close defaults
@@ -83,7 +83,8 @@ def run_against(entry: Entry, combo: dict, path: str, againsts: tuple[str, ...],
                     p.grad = None
                 entry.objective(ps, seed + 1 + step).backward(create_graph=True)
         for i, a in enumerate(ours if entry.objective is None else ()):
-            grad = torch.randn(a.shape, generator=g, dtype=dtype)
+            grad = sparse_gradient(a.shape, g, dtype) if entry.sparse_grads else \
+                torch.randn(a.shape, generator=g, dtype=dtype)
             a.grad = grad.clone()
             for theirs, _ in others:
                 theirs[i].grad = grad.clone()

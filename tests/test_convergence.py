@@ -51,7 +51,8 @@ def test_resolve_names():
     label, cls = convergence.resolve("torch.optim.AdamW")
     assert (label, cls) == ("AdamW (torch)", torch.optim.AdamW)
     assert convergence.resolve("Adagrad")[0] == "Adagrad (optdsl)"
-    assert convergence.resolve("SparseAdam")[1] is torch.optim.SparseAdam
+    assert convergence.resolve("SparseAdam")[0] == "SparseAdam (optdsl)"   # shipped since specs/sparse_adam.opt
+    assert convergence.resolve("torch.optim.SparseAdam")[1] is torch.optim.SparseAdam
     with pytest.raises(ValueError, match="unknown optimizer 'Nope'"):
         convergence.resolve("Nope")
 

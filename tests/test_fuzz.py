@@ -28,7 +28,7 @@ from optdsl.fuzz import text as text_fuzz  # noqa: E402
 from optdsl.fuzz.execute import Case, Group, check_case, run_case  # noqa: E402
 from optdsl.fuzz.coverage import Coverage  # noqa: E402
 from optdsl.compose import shipped_dirs  # noqa: E402
-from optdsl.fuzz.programs import MODED, WRAPPED, cases  # noqa: E402
+from optdsl.fuzz.programs import MODED, SPARSE, WRAPPED, cases  # noqa: E402
 
 # Hypothesis mixes into its draws constants it finds in the modules imported so far (its "local
 # constants"): the derandomized slice would then hang on which modules the suite has loaded and on
@@ -47,11 +47,29 @@ SHARDS = 5        # the slice's programs, split for test workers
 WRAPPED_PROGRAMS = 40   # the wrapped slice: programs inside wrappers
 WRAPPED_SHARDS = 2
 MODED_PROGRAMS = 24     # the moded slice: programs with `on train` / `on eval`, switched mid-run
+SPARSE_PROGRAMS = 24    # the sparse slice: programs with `sparse rows`, stepped on sparse gradients
 COVERED = 400     # programs the coverage test draws and compiles
 MUTATIONS = 2000
 CORPUS = Path(__file__).parent / "fuzz_corpus"
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+@functools.cache
+def _sparse_slice() -> list[Case]:
+    """The first SPARSE_PROGRAMS distinct cases that `sparse rows` allows (a program with a
+    reduction, a shape read or an `empty` state does not), of up to 8 times as many draws."""
+    drawn: dict[str, Case] = {}
+
+    @settings(max_examples=8 * SPARSE_PROGRAMS, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+    @given(cases(steps=6, fused_steps=2, sparse=1.0))
+    def draw(case):
+        if case.sparse:
+            drawn.setdefault(case.dumps(), case)
+
+    draw()
+    return list(drawn.values())[:SPARSE_PROGRAMS]
 
 
 @functools.cache
@@ -99,8 +117,16 @@ def test_programs_with_modes_agree_with_the_interpreter_across_switches(tmp_path
     _agree(drawn, 0, 1, tmp_path)
 
 
+def test_programs_with_sparse_rows_agree_with_the_interpreter_on_sparse_gradients(tmp_path):
+    """Generated programs that declare `sparse rows` (some `sparse rows only`), stepped on sparse
+    gradients (rows repeated and untouched): every path against the interpreter's rows."""
+    drawn = _sparse_slice()
+    assert any("sparse rows only" in case.text for case in drawn)
+    _agree(drawn, 0, 1, tmp_path)
+
+
 def _agree(drawn: list[Case], shard: int, shards: int, tmp_path) -> None:
-    assert len(drawn) in (PROGRAMS, WRAPPED_PROGRAMS, MODED_PROGRAMS)
+    assert len(drawn) in (PROGRAMS, WRAPPED_PROGRAMS, MODED_PROGRAMS, SPARSE_PROGRAMS)
     totals = {"programs": 0, "steps": 0, "compared": 0, "boundary": 0, "unsettled": 0, "unbounded": 0}
     failures = []
     for case in drawn[shard::shards]:
@@ -129,7 +155,7 @@ def test_the_generator_writes_every_construct():
 
     @settings(max_examples=COVERED, derandomize=True, database=None, deadline=None,
               suppress_health_check=list(HealthCheck), phases=[Phase.generate])
-    @given(cases(steps=6, fused_steps=2, wrapped=WRAPPED, moded=MODED))
+    @given(cases(steps=6, fused_steps=2, wrapped=WRAPPED, moded=MODED, sparse=SPARSE))
     def program(case):
         coverage.add(case.text, compile_ir(case.text, "<fuzz>"), case.parts)
 

@@ -11,8 +11,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from optdsl.compiler import compile_ir  # noqa: E402
-from optdsl.interp import Bounded, Interpreter, InterpError, Precision, run  # noqa: E402
-from optdsl.registry import REGISTRY  # noqa: E402
+from optdsl.interp import Bounded, Interpreter, InterpError, Precision, SparseGrad, run  # noqa: E402
+from optdsl.registry import REGISTRY, sparse_gradient  # noqa: E402
 from optdsl.resources import data_dir  # noqa: E402
 
 STEPS = 25
@@ -88,8 +88,12 @@ def test_shipped_spec_matches_interpreter(name, index, combo, path):
                 p.grad = None
             entry.objective(params, k).backward(create_graph=True)
             grads[k] = [p.grad.detach().double().numpy() for p in params]
-        for p, g in zip(params, grads[k] if entry.objective is None else ()):
-            p.grad = None if g is None else torch.tensor(g, dtype=torch.float32)
+        if entry.sparse_grads:   # sparse rows, uncoalesced; the interpreter reads torch's coalesce of them
+            gen = torch.Generator().manual_seed(hash((name, index, k)) % 2 ** 32)
+            sparse = [None if g is None else sparse_gradient(g.shape, gen) for g in grads[k]]
+            grads[k] = [None if g is None else SparseGrad.from_torch(g.coalesce()) for g in sparse]
+        for i, (p, g) in enumerate(zip(params, grads[k] if entry.objective is None else ())):
+            p.grad = None if g is None else sparse[i] if entry.sparse_grads else torch.tensor(g, dtype=torch.float32)
         opt.step()
         for name, _, _ in program.inputs:
             for i, p in enumerate(params):

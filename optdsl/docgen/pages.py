@@ -79,6 +79,16 @@ def _modes(p) -> list[str]:
     return out
 
 
+def _sparse(how: str) -> list[str]:
+    """The page's line on sparse gradients, where the spec takes them (`sparse rows`)."""
+    if not how:
+        return []
+    dense = "a dense one is an error" if how == "rows only" else "a dense one updates the whole tensor"
+    return [f"- **Sparse gradients** (`sparse {how}`): a sparse gradient updates only the rows it touches, gathered "
+            f"(its repeated rows summed), updated and scattered back on every path, the fused kernel's bytes per "
+            f"element counted per touched element; {dense}"]
+
+
 def paper(doc: str) -> str:
     """The paper a spec's doc line names: the line up to `, as <reference>`."""
     return doc.split(", as ", 1)[0]
@@ -177,6 +187,7 @@ def render_page(path: Path) -> Page:
         f"- **Class:** `optdsl.optim.{p.name}`",
         f"- **Paper:** {paper(p.doc)}" if p.doc else "- **Paper:** not named in the spec",
         *_reference(p.name),
+        *_sparse(p.sparse),
         "",
         "## Update rule",
         "",

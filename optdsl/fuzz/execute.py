@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..interp import Bounded, Interpreter, InterpError
+from ..interp import Bounded, Interpreter, InterpError, SparseGrad
 from .tolerance import precision
 
 HEADER = "# fuzz-case: "
@@ -53,6 +53,9 @@ class Case:
     # a program with `on train` / `on eval`: before each of these steps, eval() then train(), each
     # compared with the interpreter's switch
     switches: tuple[int, ...] = ()
+    # the program says `sparse rows`: each gradient of a tensor of rank 1 or more is sparse (COO
+    # over dim 0's rows, some repeated, some untouched)
+    sparse: bool = False
 
     # ---- the reproducer file ----------------------------------------------------------------
     def config(self) -> dict:
@@ -152,11 +155,39 @@ def make_data(case: Case):
             for s, d in zip(g.shapes, g.dtypes):
                 if rng.random() < case.skip:
                     row.append(None)
+                elif case.sparse and len(s) >= 1 and s[0] > 0:
+                    row.append(_sparse_grad(rng, s, d))
                 else:
                     row.append(_round(rng.standard_normal(s) * rng.choice([0.01, 1.0, 10.0]), d))
             step.append(row)
         grads.append(step)
     return init, grads
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """A sparse gradient as the backends get it (`index`, `values`: uncoalesced, a row maybe twice)
+    and as the interpreter gets it (`coalesced`: torch's coalesce of it, rows summed in the dtype)."""
+    index: np.ndarray
+    values: np.ndarray
+    shape: tuple
+    dtype: str
+
+    def tensor(self):
+        import torch
+        return torch.sparse_coo_tensor(torch.from_numpy(self.index.copy()),
+                                       torch.from_numpy(self.values.copy()).to(_torch_dtype(self.dtype)), self.shape,
+                                       check_invariants=True)
+
+    def coalesced(self) -> SparseGrad:
+        return SparseGrad.from_torch(self.tensor().coalesce())
+
+
+def _sparse_grad(rng, shape: tuple, dtype: str) -> SparseRows:
+    rows = shape[0]
+    nnz = int(rng.integers(0, rows + 2))
+    values = _round(rng.standard_normal((nnz, *shape[1:])) * rng.choice([0.01, 1.0, 10.0]), dtype)
+    return SparseRows(rng.integers(0, rows, (1, nnz)), values, tuple(shape), dtype)
 
 
 @contextlib.contextmanager
@@ -270,12 +301,13 @@ def run_path(cls, program, case: Case, path: str, data, out: Outcome) -> None:
         for gi, ts in enumerate(tensors):
             for ti, t in enumerate(ts):
                 gr = grads[k][gi][ti]
-                t.grad = None if gr is None else torch.from_numpy(gr.copy()).to(t.dtype)
+                t.grad = None if gr is None else gr.tensor() if isinstance(gr, SparseRows) else \
+                    torch.from_numpy(gr.copy()).to(t.dtype)
         before = _load(opt, tensors, interps, keys, program, group_step)
         opt.step()
         out.steps += 1
         for gi, ts in enumerate(tensors):
-            g_f64 = grads[k][gi]
+            g_f64 = [g.coalesced() if isinstance(g, SparseRows) else g for g in grads[k][gi]]
             new = interps[gi].step(before[gi], g_f64, precs[gi])
             if group_step:
                 got_step, want = _as_array(opt.param_groups[gi].get("step")), interps[gi].group_step
