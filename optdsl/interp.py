@@ -48,7 +48,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .ir import LEAF, REDUCE, Kind, Let, Op, Program, Stmt, Store, If, Value
-from .interp_math import (FLT_MAX, Bounded, Partial, Precision, _convert, _exact_apply, _norm, _num, _stored,
+from .interp_math import (FLT_MAX, Bounded, Partial, Precision, _convert, _exact_apply, _num, _stored,
                           bounded_apply, bounded_combine, bounded_finish, bounded_fold, exact_combine, exact_finish,
                           exact_fold, numpy_form, reduce_bounded, reduce_exact)
 

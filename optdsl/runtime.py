@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, _default_to_fused_or_foreach, _get_scalar_dtype
 
-from . import distributed, host_facts, inputs, precision, sparse_rows
+from . import distributed, host_facts, inputs, layouts, precision, sparse_rows
 from .kernel_runtime import COMPLEX_DTYPES, SameRows
 from .backends import (cpu_fused, cpu_fused_backend, fused_kernel_suffix, fused_target,  # noqa: F401
                        import_sibling)  # (generated code and tests read them as `_rt.`/`runtime.`)
@@ -662,6 +662,8 @@ class GeneratedOptimizer(StateWeights, Optimizer):
         raise NotImplementedError
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if layouts.is_lookahead(state_dict):   # pytorch_optimizer.Lookahead's nested layout
+            state_dict = layouts.from_lookahead(self, state_dict)
         check_state_dict(self, state_dict)
         own_initial = [g.get("initial_lr") for g in self.param_groups]
         super().load_state_dict(state_dict)

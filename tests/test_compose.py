@@ -223,6 +223,42 @@ def test_checkpoint_round_trips_mid_run_and_an_adam_checkpoint_starts_lookahead(
         Adam(_params(7)).load_state_dict(la.state_dict())
 
 
+def _resumed(first, second, steps=6, switch_after=3):
+    """Lookahead(Adam) k=2 from `first` ("ours" or "theirs"), switched to `second` after
+    `switch_after` steps through a state_dict in the other's layout (saved and loaded as bytes)."""
+    import io
+    from optdsl.layouts import to_lookahead
+
+    def make(kind, params):
+        if kind == "ours":
+            return LookaheadAdam(params, lr=0.01, lookahead_k=2, lookahead_alpha=0.3, foreach=False)
+        return Lookahead(torch.optim.Adam(params, lr=0.01, foreach=False), k=2, alpha=0.3)
+    params, _ = _twins(5)
+    opt = make(first, params)
+    _train([(opt, params)], switch_after, seed=4)
+    saved = to_lookahead(opt) if first == "ours" and second == "theirs" else opt.state_dict()
+    buffer = io.BytesIO()
+    torch.save(saved, buffer)
+    buffer.seek(0)
+    opt = make(second, params)
+    opt.load_state_dict(torch.load(buffer, weights_only=True))
+    _train([(opt, params)], steps - switch_after, seed=40)
+    return [p.detach() for p in params]
+
+
+@pytest.mark.parametrize("first,second", [("ours", "theirs"), ("theirs", "ours")])
+def test_a_lookahead_checkpoint_cross_loads_with_pytorch_optimizers_mid_run(first, second):
+    straight = _resumed("theirs", "theirs")
+    assert all(torch.equal(a, b) for a, b in zip(_resumed("ours", "ours"), straight))
+    assert all(torch.equal(a, b) for a, b in zip(_resumed(first, second), straight))
+
+
+def test_a_lookahead_layout_is_refused_by_an_optimizer_that_is_not_one():
+    theirs = Lookahead(torch.optim.Adam(_params(2), lr=0.01), k=2)
+    with pytest.raises(ValueError, match=r"pytorch_optimizer.Lookahead's state_dict .*Adam is not a Lookahead"):
+        Adam(_params(2)).load_state_dict(theirs.state_dict())
+
+
 # ---- what is refused, and where ------------------------------------------------------------------
 
 REFUSED = [
