@@ -140,10 +140,13 @@ class Require(Node):
 @dataclass(frozen=True)
 class Keep(Node):
     """`keep step`: the step count is kept in the state even where the update never reads it.
-    `keep step per group`: one count per param group; `per` is "tensor" (the default) or "group"."""
+    `keep step per group`: one count per param group; `per` is "tensor" (the default) or "group".
+    `keep step as int`: the state_dict saves each tensor's count as a Python int."""
     name: str
     per: str | None = None
     per_span: Span | None = field(default=None, compare=False, repr=False)
+    as_: str | None = None     # `keep step as int`: the state_dict's count is a Python int
+    as_span: Span | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,12 @@ class Checker:
                 self.r.error(keep.per_span, f"the step is counted `per tensor` (torch.optim's way, the default) or "
                                             f"`per group`, not per '{keep.per}'{_did_you_mean(keep.per, ('tensor', 'group'))}")
         check_sparse(spec, self.r, _did_you_mean)
+        for keep in spec.keeps:
+            if keep.name == "step" and keep.as_ is not None and keep.as_ != "int":
+                self.r.error(keep.as_span, f"the step is saved `as int` (torch.optim.SparseAdam's way) or, without "
+                                           f"`as`, as a tensor; not as '{keep.as_}'{_did_you_mean(keep.as_, ('int',))}")
+            elif keep.name == "step" and keep.as_ is not None and keep.per == "group":
+                self.r.error(keep.as_span, "`as int` is for the per-tensor count; a group's count is a number already")
         pers = {k.per or "tensor" for k in spec.keeps if k.name == "step"}
         if len(pers) > 1:
             self.r.error(spec.keeps[-1].span, "the step is counted either per tensor or per group, not both")

@@ -262,6 +262,7 @@ class Program:
     # `sparse rows` ("rows"): a sparse gradient updates only its touched rows (optdsl/sparse_rows.py);
     # `sparse rows only` ("rows only"): and a dense one is refused; "": a sparse gradient is refused
     sparse: str = ""
+    step_as_int: bool = False   # `keep step as int`: the state_dict saves each tensor's step as a Python int
 
     def mode_program(self, mode: str) -> "Program":
         """The `on mode` block as a program of its own, for the passes, the plan and the emitters:

@@ -218,6 +218,7 @@ class Lowerer:
             reads_initial_lr=self.reads_initial_lr, modes=modes,
             inputs=tuple((i.name, i.estimator, i.args) for i in spec.inputs),
             sparse=" ".join(filter(None, (spec.sparse[0].how, spec.sparse[0].only))) if spec.sparse else "",
+            step_as_int=any(k.name == "step" and k.as_ == "int" for k in spec.keeps),
         )
 
 

@@ -52,10 +52,10 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "optimizer A require", "optimizer A require x", "optimizer A require x else",
         "optimizer A require x else y",
     ],
-    "expected `keep step` or `keep step per group`": [
+    "expected `keep step`, `keep step per group` or `keep step as int`": [
         "optimizer A keep", "optimizer A keep 1", "optimizer A keep (",
         "optimizer A keep step per", "optimizer A keep step per 1", "optimizer A keep step per (",
-        "optimizer A keep step per update {",
+        "optimizer A keep step per update {", "optimizer A keep step as", "optimizer A keep step as 1",
     ],
     "expected `sparse rows` or `sparse rows only`": [
         "optimizer A sparse", "optimizer A sparse 1", "optimizer A sparse (", "optimizer A sparse rows 1",
@@ -343,9 +343,17 @@ class _Builder(Transformer_NonRecursive):
 
     @v_args(meta=True)
     def keep(self, meta, children):
-        per = children[1] if len(children) > 1 else None
+        parts = dict(c for c in children[1:] if c is not None)
+        per, as_ = parts.get("per"), parts.get("as")
         return ast.Keep(self._s(children[0]), str(children[0]), None if per is None else str(per),
-                        None if per is None else self._s(per))
+                        None if per is None else self._s(per), None if as_ is None else str(as_),
+                        None if as_ is None else self._s(as_))
+
+    def keep_per(self, children):
+        return ("per", children[0])
+
+    def keep_as(self, children):
+        return ("as", children[0])
 
     @v_args(meta=True)
     def sparse(self, meta, children):

@@ -435,6 +435,7 @@ class GeneratedOptimizer(StateWeights, Optimizer):
     _supports_complex: bool = True
     _sparse_rows = False     # `sparse rows`: a sparse gradient updates its touched rows (optdsl/sparse_rows.py)
     _dense_refused = False   # `sparse rows only`: a dense gradient is an error
+    _step_as_int = False     # `keep step as int`: state_dict() saves each tensor's step as an int
     # `keep step per group`: one step count per param group, group["step"] (a 0-d tensor, as a per-tensor
     # step is), incremented once per `step()` call, whether or not the group's params have gradients
     _step_per_group: bool = False
@@ -660,6 +661,13 @@ class GeneratedOptimizer(StateWeights, Optimizer):
 
     def _update(self, group, params, grads, lists, steps) -> None:
         raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        out = super().state_dict()
+        if self._step_as_int:   # the reference's convention; loading converts it back (__setstate__)
+            out["state"] = {k: {**v, "step": int(v["step"])} if torch.is_tensor(v.get("step")) else v
+                            for k, v in out["state"].items()}
+        return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if layouts.is_lookahead(state_dict):   # pytorch_optimizer.Lookahead's nested layout

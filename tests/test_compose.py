@@ -345,7 +345,10 @@ def _read(name):
 
 
 SHIPPED_SPECS = sorted(p.stem for p in (ROOT / "specs").glob("*.opt")
-                       if "=" not in p.read_text().split("\n", 1)[0])
+                       if "=" not in p.read_text().split("\n", 1)[0] and "\nsparse rows" not in p.read_text())
+# a spec with `sparse rows` runs at a sparse gradient's rows: a wrapper's `empty` state (the slow
+# weights, the average) would hold those rows only, where the reference keeps whole tensors
+SPARSE_SPECS = sorted(p.stem for p in (ROOT / "specs").glob("*.opt") if "\nsparse rows" in p.read_text())
 
 
 @pytest.mark.parametrize("stem", SHIPPED_SPECS)
@@ -362,6 +365,16 @@ def test_every_shipped_spec_can_be_wrapped(stem):
     _train([(a, ours), (b, theirs)], 5, objective=separable_loss if inner._inputs else None)
     for p, q in zip(ours, theirs):
         assert torch.equal(p, q), stem
+
+
+@pytest.mark.parametrize("stem", SPARSE_SPECS)
+def test_a_sparse_rows_spec_takes_a_wrapper_only_without_an_empty_state(stem):
+    """The wrapped spec's `sparse rows` holds for the whole composed update: SWA (its average starts
+    at zeros) averages the touched rows; EMA and Lookahead (their states start empty) are refused."""
+    assert compile_ir(f"optimizer Wrapped = swa({stem})\n").sparse.startswith("rows")
+    for wrapper in ("ema", "lookahead"):
+        with pytest.raises(CompileError, match=r"starts empty: the update runs at a sparse gradient's touched rows"):
+            compile_ir(f"optimizer Wrapped = {wrapper}({stem})\n")
 
 
 def test_a_composition_of_one_spec_renames_it():

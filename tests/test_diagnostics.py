@@ -219,7 +219,7 @@ CASES = [
     ('optimizer A "x" keep step keep step per group update { param = param - 0.1 * grad }',
      "the step is counted either per tensor or per group, not both", 1, 32),
     ('optimizer A "x" keep step per update { param = param }',
-     "expected `keep step` or `keep step per group`", 1, 38),
+     "expected `keep step`, `keep step per group` or `keep step as int`", 1, 38),
     ('optimizer A "x" hyper lr = 1 require initial_lr > 0 else "no" update { param = param - lr * grad }',
      "'initial_lr' can be read only in `update`", 1, 38),
     # issue 11: definite assignment of `empty` states, defaults against their checks, the new user's slips

@@ -140,7 +140,8 @@ def state_rows(spec: ast.Spec, stages: Stages) -> list[list[str]]:
         kept = _code(_source_of(s.cond, spec.source)) if s.cond is not None else "always"
         rows.append([_code(s.name), shape + (f", {where}" if where else ""), init, kept, _code(info.storage_key)])
     if stages.program.uses_step:
-        rows.append([_code("step"), "one number per tensor (0-d float32)", "0, incremented before the update",
+        saved = " (saved as an int)" if stages.program.step_as_int else ""
+        rows.append([_code("step"), "one number per tensor (0-d float32)" + saved, "0, incremented before the update",
                      "always", _code("step")])
     return rows
 

@@ -116,7 +116,7 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         doc_text=_doc_line(doc), doc_literal=literal(doc),
         state_names=literal(tuple(s.storage_key for s in p.states)),
         empty_states=literal(tuple(s.storage_key for s in p.states if s.init == "empty")),
-        uses_step=p.uses_step, uses_step_literal=literal(p.uses_step), step_per_group=p.step_per_group, sparse=p.sparse,
+        uses_step=p.uses_step, uses_step_literal=literal(p.uses_step), step_per_group=p.step_per_group, sparse=p.sparse, step_as_int=p.step_as_int,
         reads_initial_lr=p.reads_initial_lr, init_args=init_args,
         validation=v.text() if len(v.lines) > len(from_group) else "        pass",
         default_names=arguments, group_state_defaults=group_state_defaults, group_update=g.text(),

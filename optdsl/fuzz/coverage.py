@@ -46,8 +46,13 @@ class Coverage:
         "input: INPUT NAME EQUAL NAME LPAR NAME __input_star_2 RPAR": "as `decl: input`",
         "input: INPUT NAME EQUAL NAME LPAR NAME RPAR": "as `decl: input`",
         "input: INPUT NAME EQUAL NAME LPAR RPAR": "as `decl: input`",
+        # `keep step as int` changes what state_dict() saves, nothing a step computes: the fuzzer
+        # compares steps (tests/test_sparse.py checks the saved int and a cross-load with torch's)
+        "keep: KEEP NAME keep_as": "a state_dict convention, not a computation",
+        "keep: KEEP NAME keep_per keep_as": "as `keep: KEEP NAME keep_as`",
+        "keep_as: AS NAME": "as `keep: KEEP NAME keep_as`",
     }
-    EXEMPT_TERMINALS = {"INPUT": "as `decl: input`"}
+    EXEMPT_TERMINALS = {"INPUT": "as `decl: input`", "AS": "as `keep: KEEP NAME keep_as`"}
 
     def __init__(self):
         from lark import Lark
