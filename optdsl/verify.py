@@ -11,27 +11,11 @@ from dataclasses import dataclass
 import torch
 
 from .registry import REGISTRY, Entry, sparse_gradient
+from .verify_rows import TOLERANCE, Row, compare, covering_combos, flags_text  # noqa: F401  (tests import them from here)
 from .runtime import cpu_fused
 
-# torch.testing.assert_close defaults
-TOLERANCE = {torch.float32: (1.3e-6, 1e-5), torch.float64: (1e-7, 1e-7)}
 SHAPES = ((17, 9), (64,), (1,), (3, 5, 2))
 FULL_STEPS = 200
-
-
-@dataclass
-class Row:
-    spec: str
-    path: str
-    flags: str
-    against: str
-    steps: int
-    max_abs: float
-    max_rel: float
-    identical: int
-    total: int
-    ok: bool
-    error: str = ""
 
 
 # an optimizer with modes (Entry.modes) is switched to eval() and back to train() before every
@@ -98,23 +82,6 @@ def run_against(entry: Entry, combo: dict, path: str, againsts: tuple[str, ...],
     return ours, opt_a, others
 
 
-def compare(xs, ys, dtype=torch.float32):
-    rtol, atol = TOLERANCE[dtype]
-    max_abs = max_rel = 0.0
-    identical = total = 0
-    ok = True
-    for x, y in zip(xs, ys):
-        x, y = x.detach(), y.detach()
-        diff = (x - y).abs()
-        max_abs = max(max_abs, float(diff.max()) if diff.numel() else 0.0)
-        rel = diff / y.abs().clamp_min(1e-30)
-        max_rel = max(max_rel, float(rel.max()) if rel.numel() else 0.0)
-        identical += int((x == y).sum())
-        total += x.numel()
-        ok &= bool(torch.isclose(x, y, rtol=rtol, atol=atol, equal_nan=True).all())
-    return max_abs, max_rel, identical, total, ok
-
-
 def with_state(ours, theirs, opt_a, opt_b, check_keys: bool):
     """The parameters, then every state tensor both optimizers keep under the same key (ASGD's
     average `ax`, NAdam's `mu_product`, the `step` counts, ...), as two aligned lists. With
@@ -135,10 +102,6 @@ def with_state(ours, theirs, opt_a, opt_b, check_keys: bool):
             xs.append(x)
             ys.append(y)
     return xs, ys
-
-
-def flags_text(combo: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in combo.items()) or "-"
 
 
 @dataclass(frozen=True)
@@ -204,27 +167,6 @@ def verify_entry(entry: Entry, steps: int, paths=("loop", "foreach", "fused")) -
 # (2-D, 1-D, a single element, 3-D) with few channels.
 QUICK_SHAPES = ((4, 3), (3,), (1,), (2, 3, 2))
 QUICK_STEPS = 20
-
-
-def covering_combos(entry: Entry) -> list[dict]:
-    """Few valid combinations of the grid in which every level of every factor appears at least
-    once: the first combination (the grid's first levels), then greedily the one that adds the
-    most levels not yet seen (ties: grid order). Deterministic."""
-    combos = entry.combos()
-    if not combos:
-        return []
-
-    def levels(combo: dict) -> set:
-        return {(k, entry.grid[k].index(v)) for k, v in combo.items()}
-
-    wanted = set().union(*(levels(c) for c in combos))
-    chosen = [combos[0]]
-    seen = levels(combos[0])
-    while seen != wanted:
-        best = max(combos, key=lambda c: len(levels(c) - seen))
-        chosen.append(best)
-        seen |= levels(best)
-    return chosen
 
 
 def quick_plan(entries: list[Entry], paths, steps: int | None = None) -> list[Task]:

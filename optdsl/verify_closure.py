@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .verify import Row, compare, flags_text
+from .verify_rows import Row, compare, covering_combos, flags_text
 
 NAME = "LBFGS"
 REFERENCE = "torch.optim.LBFGS"
@@ -139,7 +139,6 @@ def plan(full: bool) -> list[dict]:
     """The whole grid (`full`), or few combinations with every level of every factor, as
     `optdsl verify` chooses for a spec."""
     from types import SimpleNamespace
-    from .verify import covering_combos
     return combos() if full else covering_combos(SimpleNamespace(grid=GRID, combos=combos))
 
 

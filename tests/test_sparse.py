@@ -184,3 +184,26 @@ def test_the_checker_refuses_what_would_differ_at_the_touched_rows(body, message
     found = [d for d in info.value.diagnostics if message in d.message]
     assert found, [d.message for d in info.value.diagnostics]
     assert (found[0].span.line, found[0].span.col) == (line + 1, column)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_low_precision_states_are_gathered_and_scattered_with_their_rows(path):
+    """bf16 states: the touched rows are updated in float32 working copies and written back; the
+    untouched rows of the param and of each state stay as they were, and every path agrees."""
+    def run(p):
+        torch.manual_seed(0)
+        emb = torch.nn.Embedding(10, 3, sparse=True)
+        opt = SparseAdam([emb.weight], lr=0.1, state_dtype=torch.bfloat16, **_path(p))
+        first = emb.weight.detach().clone()
+        for k in range(3):
+            opt.zero_grad()
+            (emb(BATCHES[0]) ** 2).sum().backward()
+            opt.step()
+        return first, emb.weight.detach(), opt.state[emb.weight]
+    first, weights, state = run(path)
+    untouched = [0, 2, 3, 5, 6, 8, 9]
+    assert state["exp_avg"].dtype == torch.bfloat16 and not state["exp_avg"][untouched].any()
+    assert torch.equal(weights[untouched], first[untouched]) and not torch.equal(weights, first)
+    _, loop_weights, loop_state = run("loop")
+    assert torch.allclose(weights, loop_weights, rtol=1e-6, atol=1e-7)
+    assert torch.equal(state["exp_avg_sq"], loop_state["exp_avg_sq"]) or path == "fused"

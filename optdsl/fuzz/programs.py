@@ -32,6 +32,7 @@ from .expr import (BOOL, CHAN, CONST, HOST, NUM, NUMBERS, P_AND, P_NOT, PARAM_MA
                    TENSOR, TS, E, Hyper, Scope, State, atom, binary, call, compare, has_group_reduction, neg,
                    conjunct_texts, not_, paren, per_tensor, reduction, spell, ternary)
 from .modes import mode_blocks, switch_steps
+from .sparse import declare_sparse_rows
 from .recipes import Recipes
 
 
@@ -624,8 +625,8 @@ def cases(draw, fused: bool = True, steps: int = 6, fused_steps: int = 2, wrappe
     has `on train` / `on eval` blocks and the run switches modes (optdsl.fuzz.modes); with chance
     `wrapped`, it runs inside a wrapper (see `_wrap`); with chance `sparse`, a program that is not
     wrapped and that `sparse rows` allows declares it, and its gradients are sparse (see
-    `_sparse`). With all 0 nothing more is drawn, so the cases are those drawn before any existed
-    (the CI slice's)."""
+    optdsl.fuzz.sparse). With all 0 nothing more is drawn, so the cases are those drawn before
+    any existed (the CI slice's)."""
     serial = draw(st.integers(0, 10 ** 6))
     gen = ProgramGen(draw)
     text, twin = gen.program(f"Fz{serial}")
@@ -661,31 +662,8 @@ def cases(draw, fused: bool = True, steps: int = 6, fused_steps: int = 2, wrappe
     if wrapped and (wrapped >= 1 or draw(st.integers(0, 99)) >= 100 - wrapped * 100):   # (small ones come oftener)
         _wrap(draw, case, gen, f"Fz{serial}")
     elif sparse and (sparse >= 1 or draw(st.integers(0, 99)) < sparse * 100):   # (here small ones say yes)
-        _sparse(draw, case)
+        declare_sparse_rows(draw, case)
     return case
-
-
-def _sparse(draw, case: Case) -> None:
-    """`sparse rows` declared before the update, where the checker accepts it (no reduction, no
-    shape read, no `empty` state), and the case's gradients made sparse (execute.make_data);
-    `sparse rows only` where every tensor can have a sparse gradient (rank 1 or more, rows)."""
-    from ..compiler import compile_ir
-    from ..diagnostics import CompileError
-    every = all(len(s) >= 1 and s[0] > 0 for g in case.groups for s in g.shapes)
-    decl = "sparse rows only" if every and draw(st.booleans()) else "sparse rows"
-    text = _declare_before_update(case.text, decl)
-    try:
-        compile_ir(text, "<fuzz>")
-    except CompileError:
-        return
-    case.text = text
-    case.twin = _declare_before_update(case.twin, decl)   # type: ignore[attr-defined]
-    case.sparse = True
-
-
-def _declare_before_update(text: str, decl: str) -> str:
-    at = text.index("update {")
-    return text[:at] + decl + "\n" + text[at:]
 
 
 WRAPPED = 0.25                         # of the cases `optdsl fuzz` runs inside a wrapper (optdsl.compose)
