@@ -38,6 +38,9 @@ def cmd_bench(args) -> int:
             os.environ["TRITON_INTERPRET"] = "1"
         from .bench_gpu import main as gpu_main
         return gpu_main(args)
+    if args.sparse:
+        from .bench_sparse import main as sparse_main
+        return sparse_main(args)
     if args.host:
         from .bench_host import main as host_main
         return host_main(args.specs)
@@ -116,6 +119,9 @@ def parser() -> argparse.ArgumentParser:
                          "(its compile time; --cpu-fused default 100)")
     be.add_argument("--no-compile", dest="compile", action="store_false",
                     help="with --cpu-fused: no torch.compile contender")
+    be.add_argument("--sparse", action="store_true",
+                    help="SparseAdam on an embedding table's sparse gradients against torch.optim.SparseAdam "
+                         "(loop, foreach, fused C++) and dense Adam; --smoke: a tiny table")
     be.add_argument("--host", action="store_true",
                     help="host time of one fused step over 2000 tensors, the kernel launch a no-op (default Adam)")
     be.set_defaults(func=cmd_bench)

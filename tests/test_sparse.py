@@ -207,3 +207,13 @@ def test_low_precision_states_are_gathered_and_scattered_with_their_rows(path):
     _, loop_weights, loop_state = run("loop")
     assert torch.allclose(weights, loop_weights, rtol=1e-6, atol=1e-7)
     assert torch.equal(state["exp_avg_sq"], loop_state["exp_avg_sq"]) or path == "fused"
+
+
+def test_the_sparse_benchmark_smoke_run_prints_a_ratio_for_every_contender(capsys):
+    from optdsl.cli import main
+    assert main(["bench", "--sparse", "--smoke"]) == 0
+    out = capsys.readouterr().out
+    for name in ("torch.optim.SparseAdam", "optdsl loop", "optdsl foreach", "optdsl cpu (fused C++)",
+                 "torch.optim.Adam, dense"):
+        assert name in out, out
+    assert " 1.000" in out   # torch's own row, the base of the ratios
