@@ -7,7 +7,8 @@ from .builtins import INPUTS, REDUCTION_FUNCTIONS, SHAPE_FUNCTIONS
 
 HOWS = ("rows",)
 # inputs that read the whole parameter's shape: on its touched rows they would read another one
-SHAPE_INPUTS = frozenset(n for n in INPUTS if n in ("numel", "ndim", "channel_numel"))
+SHAPE_INPUTS = frozenset({"numel", "ndim", "channel_numel"})
+assert SHAPE_INPUTS <= set(INPUTS)
 
 
 def check_sparse(spec: ast.Spec, report, did_you_mean) -> None:

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor
+from torch.optim.optimizer import _to_scalar
 
 # the state torch keeps, all of it on the first parameter (load_state_dict casts it from there)
 STATE_KEYS = frozenset({"func_evals", "n_iter", "d", "t", "old_dirs", "old_stps", "ro", "H_diag",
@@ -252,7 +253,7 @@ class LBFGS(torch.optim.Optimizer):
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
         closure = torch.enable_grad()(closure)
         group = self.param_groups[0]
-        lr = group["lr"].squeeze() if isinstance(group["lr"], Tensor) and group["lr"].dim() else group["lr"]
+        lr = _to_scalar(group["lr"])
         max_iter, max_eval = group["max_iter"], group["max_eval"]
         tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
         flat = self._flat()

@@ -95,11 +95,11 @@ def _flat_real(params) -> torch.Tensor:
     return torch.cat([(torch.stack((p.real, p.imag), -1) if p.is_complex() else p).reshape(-1) for p in params])
 
 
-def _make(cls, params, case: Case):
+def _make(cls, params, case: Case, **extra):
     kw = dict(case.hypers)
     if isinstance(kw["lr"], tuple):
         kw["lr"] = torch.tensor(kw["lr"][1], dtype=torch.float64)
-    return cls(params, **kw)
+    return cls(params, **kw, **extra)
 
 
 def run(case: Case, path: str | None):
@@ -107,9 +107,8 @@ def run(case: Case, path: str | None):
     from ..lbfgs import LBFGS
     params = [p.clone().requires_grad_() for p in _params(case)]
     objective = _objective(case, _flat_real(params).numel())
-    cls = torch.optim.LBFGS if path is None else LBFGS
-    opt = _make(cls, params, case) if path is None else _make(lambda ps, **kw: cls(ps, foreach=path == "foreach", **kw),
-                                                              params, case)
+    opt = _make(torch.optim.LBFGS, params, case) if path is None else \
+        _make(LBFGS, params, case, foreach=path == "foreach")
     calls = []
 
     def closure():
