@@ -5,6 +5,7 @@ OPTIMIZERS = {
     'ASGD': 'asgd',
     'AdaX': 'adax',
     'Adadelta': 'adadelta',
+    'Adafactor': 'adafactor',
     'Adagrad': 'adagrad',
     'Adahessian': 'adahessian',
     'Adam': 'adam',

@@ -103,6 +103,11 @@ class Hyper(Node):
     optional: bool = False      # `= none` or `= 1.0 or none`: None from Python means absent
     default_span: Span | None = field(default=None, compare=False, repr=False)   # where the default is written
 
+    @property
+    def optional_entries(self) -> frozenset[int]:
+        """The tuple entries written `none`: absent unless given (`eps[0] != none`)."""
+        return frozenset(i for i, x in enumerate(self.default) if x is None) if self.is_tuple else frozenset()
+
 
 @dataclass(frozen=True)
 class Flag(Node):

@@ -51,6 +51,9 @@ OPS: dict[Op, Form] = {
     Op.CBRT:  Form("_rt.cbrt({0})", "_rt.cbrt({0})", None, "_cbrt({0})", "np.cbrt({0})", "std::cbrt({0})"),
     Op.FLOOR: Form("_rt.floor({0})", "torch.floor({0})", "_foreach_floor", "tl.floor({0})", "np.floor({0})", "std::floor({0})"),
     Op.ON_DEVICE: Form("{0}", "_rt.on_device({0})", None, "{0}", "{0}", "{0}"),
+    # `.item()`: the eager paths read the 0-d tensor back as a Python float (a sync, as torch.optim's
+    # Adafactor does); the fused backends do not run it (optdsl.plan.fused_refusal)
+    Op.ITEM:  Form("{0}", "_rt.item({0})", None, "{0}", "{0}", "{0}"),
     Op.COPY:  Form("{0}", "torch.clone({0})", "_foreach_clone", "{0}", "np.array({0}, copy=True)", "{0}"),
     Op.ADD:   Form("({0} + {1})", "({0} + {1})", "_foreach_add", "({0} + {1})", "({0} + {1})", "({0} + {1})"),
     Op.SUB:   Form("({0} - {1})", "({0} - {1})", "_foreach_sub", "({0} - {1})", "({0} - {1})", "({0} - {1})"),
@@ -95,6 +98,7 @@ class Reduction:
       finish     torch source turning the folded value ({r}) and the count ({n}) into the result
       numpy      the interpreter's map (float64), folded by `fold` and finished by `finish_numpy`
       cpp        the fused CPU backend's map (C++ on fp32 scalars)
+      axis       along one dim ({d}: -1 for `row`, -2 for `column`), the dim kept (size 1), on one tensor
     """
     torch: str
     channel: str
@@ -107,23 +111,24 @@ class Reduction:
     numpy: str
     finish_numpy: str
     cpp: str
+    axis: str
 
 
 REDUCTIONS: dict[Op, Reduction] = {
     Op.SUM:  Reduction("torch.sum({0})", "_rt.channel_sum({0})", None, "torch.sum({0})",
-                       "torch.sum(torch.stack({parts}))", "{0}", "sum", "{r}", "{0}", "{r}", "{0}"),
+                       "torch.sum(torch.stack({parts}))", "{0}", "sum", "{r}", "{0}", "{r}", "{0}", "_rt.axis_sum({0}, {d})"),
     Op.MEAN: Reduction("torch.mean({0})", "_rt.channel_mean({0})", None, "torch.sum({0})",
-                       "(torch.sum(torch.stack({parts})) / {n})", "{0}", "sum", "({r} / {n})", "{0}", "({r} / {n})", "{0}"),
+                       "(torch.sum(torch.stack({parts})) / {n})", "{0}", "sum", "({r} / {n})", "{0}", "({r} / {n})", "{0}", "_rt.axis_mean({0}, {d})"),
     Op.NORM: Reduction("torch.linalg.vector_norm({0})", "_rt.channel_norm({0})", "torch._foreach_norm({0})",
                        "torch.linalg.vector_norm({0})", "torch.linalg.vector_norm(torch.stack({parts}))",
-                       "({0} * {0})", "sum", "torch.sqrt({r})", "({0} * {0})", "np.sqrt({r})", "({0} * {0})"),
+                       "({0} * {0})", "sum", "torch.sqrt({r})", "({0} * {0})", "np.sqrt({r})", "({0} * {0})", "_rt.axis_norm({0}, {d})"),
     Op.RMS:  Reduction("_rt.rms({0})", "_rt.channel_rms({0})", None, "torch.linalg.vector_norm({0})",
                        "(torch.linalg.vector_norm(torch.stack({parts})) / _rt.sqrt({n}))",
-                       "({0} * {0})", "sum", "torch.sqrt({r} / {n})", "({0} * {0})", "np.sqrt({r} / {n})", "({0} * {0})"),
+                       "({0} * {0})", "sum", "torch.sqrt({r} / {n})", "({0} * {0})", "np.sqrt({r} / {n})", "({0} * {0})", "_rt.axis_rms({0}, {d})"),
     Op.AMAX: Reduction("_rt.amax({0})", "_rt.channel_amax({0})", None, "_rt.amax({0})",
-                       "torch.amax(torch.stack({parts}))", "tl.abs({0})", "max", "{r}", "np.abs({0})", "{r}", "std::fabs({0})"),
+                       "torch.amax(torch.stack({parts}))", "tl.abs({0})", "max", "{r}", "np.abs({0})", "{r}", "std::fabs({0})", "_rt.axis_amax({0}, {d})"),
     Op.DOT:  Reduction("torch.sum({0} * {1})", "_rt.channel_sum({0} * {1})", None, "torch.sum({0} * {1})",
-                       "torch.sum(torch.stack({parts}))", "({0} * {1})", "sum", "{r}", "({0} * {1})", "{r}", "({0} * {1})"),
+                       "torch.sum(torch.stack({parts}))", "({0} * {1})", "sum", "{r}", "({0} * {1})", "{r}", "({0} * {1})", "_rt.axis_sum({0} * {1}, {d})"),
 }
 assert set(REDUCTIONS) == REDUCE, "every reduction has its forms"
 for _op, _r in REDUCTIONS.items():
@@ -136,7 +141,7 @@ FUNCTIONS: dict[str, tuple[Op, int]] = {
     "sigmoid": (Op.SIGMOID, 1), "tanh": (Op.TANH, 1), "softplus": (Op.SOFTPLUS, 1), "log1p": (Op.LOG1P, 1),
     "expm1": (Op.EXPM1, 1), "cbrt": (Op.CBRT, 1), "floor": (Op.FLOOR, 1), "mod": (Op.MOD, 2),
     "min": (Op.MIN, 2), "max": (Op.MAX, 2), "pow": (Op.POW, 2),
-    "clamp": (Op.CLAMP, 3), "lerp": (Op.LERP, 3), "where": (Op.WHERE, 3),
+    "clamp": (Op.CLAMP, 3), "lerp": (Op.LERP, 3), "where": (Op.WHERE, 3), "item": (Op.ITEM, 1),
 }
 # Reductions: name -> (Op, arity without the optional scope). `norm(x)` is per tensor;
 # `norm(x, channel)` per output channel; `norm(x, group)` over every tensor of the param group.
@@ -144,7 +149,8 @@ REDUCTION_FUNCTIONS: dict[str, tuple[Op, int]] = {
     "sum": (Op.SUM, 1), "mean": (Op.MEAN, 1), "norm": (Op.NORM, 1), "rms": (Op.RMS, 1),
     "amax": (Op.AMAX, 1), "dot": (Op.DOT, 2),
 }
-# `size(d)`: the parameter's size along dim d, a literal (1 past its last dim, as broadcasting reads it).
+# `size(d)`: the parameter's size along dim d, a literal (1 past its last dim, as broadcasting reads it;
+# `size(-1)` is the last dim's, and 1 before the first dim).
 SHAPE_FUNCTIONS: dict[str, Op] = {"size": Op.SIZE}
 # Inputs the runtime estimates before each step (`input name = estimator(args)`, optdsl/inputs.py):
 # each argument's role and what it names (a one-number hyper, or a flag).
@@ -163,7 +169,8 @@ COMPARE_SYMBOLS: dict[str, Op] = {"<": Op.LT, "<=": Op.LE, ">": Op.GT, ">=": Op.
 
 # Inputs every update block can read.
 INPUTS: dict[str, Op] = {"param": Op.PARAM, "grad": Op.GRAD, "step": Op.STEP,
-                         "numel": Op.NUMEL, "ndim": Op.NDIM, "channel_numel": Op.CHANNEL_NUMEL}
+                         "numel": Op.NUMEL, "ndim": Op.NDIM, "channel_numel": Op.CHANNEL_NUMEL,
+                         "dtype_eps": Op.DTYPE_EPS}
 # The param group's lr at construction (group["initial_lr"], as torch's LR schedulers record it): a
 # host value, read where the spec has a hyper `lr`.
 INITIAL_LR = "initial_lr"
@@ -173,7 +180,7 @@ CONSTANTS: dict[str, float] = {"inf": math.inf}
 NONE = "none"
 
 missing = set(Op) - set(OPS) - {Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY,
-                                 Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE}
+                                 Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE, Op.DTYPE_EPS}
 assert not missing, f"ops without backend forms: {missing}"
 
 # The spec-level functions by what they do, in the order diagnostics list them (`unknown function`).

@@ -10,7 +10,7 @@ from .builtins import (CONSTANTS, ESTIMATORS, FUNCTION_GROUPS, FUNCTIONS, INITIA
                        SHAPE_FUNCTIONS, STATE_PREDICATES)
 from .check_sparse import check_sparse
 from .definite import stored_on_every_path, unguarded_empty_reads
-from .ir import MODES, SCOPE_KIND, SCOPES
+from .ir import AXIS_SCOPES, MODES, SCOPES, join, scope_kind
 from .diagnostics import Reporter, Span
 from .ir import Kind, Type
 from .names import message_parts, problem_with_class_name, problem_with_name
@@ -102,6 +102,8 @@ class Checker:
             if h.where is not None:   # an optional hyper's check runs where it is given
                 given = [ast.Compare(h.span, (ast.Name(h.span, h.name), ast.NoneLit(h.span)), ("!=",))] \
                     if h.optional else []
+                given += [ast.Compare(h.span, (ast.Index(h.span, ast.Name(h.span, h.name), i), ast.NoneLit(h.span)),
+                                      ("!=",)) for i in sorted(h.optional_entries)]
                 self.expect(h.where, Type.BOOL, max_kind=Kind.HOST, what="a `where` condition", locals_={}, guards=given)
         for s in spec.states:
             self.check_state(s)
@@ -178,9 +180,11 @@ class Checker:
                 self.r.error(req.span, f"the `require` message shows '{name}[{index}]', which is not an entry of a tuple hyper")
 
     def check_state(self, s: ast.State) -> None:
-        if s.shape not in ("tensor", "scalar", "group"):
-            self.r.error(s.span, f"unknown state shape '{s.shape}' (expected 'scalar' or 'group'; tensor state needs "
-                                 "no annotation)")
+        if s.shape not in ("tensor", "scalar", "group", *AXIS_SCOPES):
+            self.r.error(s.span, f"unknown state shape '{s.shape}' (expected 'scalar', 'group', 'row' or 'column'; "
+                                 f"tensor state needs no annotation){_did_you_mean(s.shape, ('scalar', 'group', *AXIS_SCOPES))}")
+        if s.shape in AXIS_SCOPES and s.init == "empty":
+            self.r.error(s.span, f"a {s.shape} state starts as `zeros`, a number or a hyper's value, not `empty`")
         if s.shape == "group":
             # one number per param group: a param_group key and a keyword of the functional form
             if (why := problem_with_name(s.name, api=True)):
@@ -206,7 +210,24 @@ class Checker:
                     f"{s.init if s.init in INPUTS else 'grad'} : ...`")
                 self.r.error(s.span, f"unknown initial value '{s.init}' for state '{s.name}'{hint}")
         if s.cond is not None:
-            self.expect(s.cond, Type.BOOL, max_kind=Kind.HOST, what="a state's `if` condition", locals_={})
+            self.state_condition(s)
+
+    def state_condition(self, s: ast.State) -> None:
+        """A state's `if`: hypers and flags, decided per group; or the param's shape too (`if ndim >= 2`),
+        decided per tensor when the state is made."""
+        sym = self.expect(s.cond, Type.BOOL, max_kind=Kind.TENSOR_SCALAR, what="a state's `if` condition", locals_={})
+        if sym is None or sym.kind <= Kind.HOST:
+            return
+        for n in ast.walk(s.cond):
+            if isinstance(n, ast.Name) and (n.id in ("step", "grad", "param") or n.id in self.states):
+                self.r.error(n.span, f"a state's `if` is decided once, when the state is made: it reads hypers, flags "
+                                     f"and the param's shape (ndim, numel, channel_numel, size(d), dtype_eps), not "
+                                     f"'{n.id}'")
+                return
+            if isinstance(n, ast.Call) and n.func in REDUCTION_FUNCTIONS | {"item": 0}:
+                self.r.error(n.span, f"a state's `if` is decided once, when the state is made: {n.func}() is not "
+                                     "known then")
+                return
 
     def check_input(self, i: ast.Input) -> None:
         """`input name = estimator(args)`: a known estimator, given the hypers and flags it takes."""
@@ -295,13 +316,16 @@ class Checker:
                                    locals_=locals_, guards=guards)
                 if cond is not None and cond.kind is Kind.TENSOR:
                     self.r.error(st.cond.span, "the condition of `if` varies per element; use `c ? a : b` for an elementwise select")
+                elif cond is not None and cond.kind.is_axis:
+                    self.r.error(st.cond.span, "the condition of `if` varies per row or column; use `c ? a : b` for a "
+                                               "select, or reduce it to one value per tensor (`amax(c)`)")
                 elif cond is not None and cond.kind is Kind.CHANNEL:
                     self.r.error(st.cond.span, "the condition of `if` varies per channel; use `c ? a : b` for a select, "
                                                "or reduce it to one value per tensor (e.g. `amax(x) < d`)")
                 per_tensor = cond is not None and cond.kind in PER_TENSOR
                 self.per_tensor_control += [st.cond] if per_tensor else []
                 then = self.block(st.then, dict(locals_), guards + _conjuncts(st.cond))
-                other = self.block(st.other, dict(locals_), guards)
+                other = self.block(st.other, dict(locals_), guards + [_complement(st.cond)])
                 del self.per_tensor_control[len(self.per_tensor_control) - per_tensor:]
                 for name in sorted(set(then) | set(other)):
                     a, b = then.get(name), other.get(name)
@@ -314,9 +338,9 @@ class Checker:
                                                    f"the `if` it is known only on the device: set it with a select "
                                                    f"instead (`{name} = c ? a : b`)")
                     if a and b:
-                        locals_[name] = Local(max(a.kind, b.kind), a.type if a.type is b.type else None)
+                        locals_[name] = Local(join(a.kind, b.kind), a.type if a.type is b.type else None)
                     elif before and (a or b):
-                        locals_[name] = Local(max(before.kind, (a or b).kind), before.type)
+                        locals_[name] = Local(join(before.kind, (a or b).kind), before.type)
         return locals_
 
     def assign(self, st: ast.Assign, locals_: dict[str, Local], guards) -> None:
@@ -350,8 +374,16 @@ class Checker:
                                                 f"not a value of each tensor (`step` is one: count the steps in a "
                                                 f"group state, `{t} = {t} + 1`)")
                 self.assigned_kind[id(st)] = None if value is None else value.kind
+                own = {"row": Kind.ROW, "column": Kind.COLUMN}.get(s.shape)
+                if own is not None and value is not None and join(value.kind, own) is not own:
+                    dim = "last dim" if s.shape == "row" else "second-to-last dim"
+                    varies = "per element" if value.kind in (Kind.TENSOR, Kind.CHANNEL) else \
+                        f"per {value.kind.label}, along the {dim}"
+                    self.r.error(st.value.span, f"state '{t}' keeps one value per {s.shape} (the param's {dim} reduced "
+                                                f"to 1), but this expression varies {varies}: reduce it along the "
+                                                f"{dim} first, e.g. mean(x, {s.shape})")
                 if s.shape == "scalar" and value is not None and value.kind >= Kind.CHANNEL:
-                    per = "element" if value.kind is Kind.TENSOR else "channel"
+                    per = "element" if value.kind is Kind.TENSOR else "row or column" if value.kind.is_axis else "channel"
                     self.r.error(st.value.span, f"scalar state '{t}' needs a per-tensor value, but this expression varies per {per}")
                 elif s.shape == "scalar" and value is not None and value.kind is Kind.REDUCED:
                     self.stored_from_device.add(t)
@@ -416,6 +448,12 @@ class Checker:
             if e.index >= len(h.default):
                 self.r.error(e.span, f"index {e.index} is out of range: '{h.name}' has {len(h.default)} entries")
                 return None
+            if e.index in h.optional_entries and not self.none_guarded(e, guards):
+                ref = f"{h.name}[{e.index}]"
+                why = self.hoisted(lambda outer: self.none_guarded(e, outer), f"`if {ref} != none {{ ... }}`")
+                self.r.error(e.span, f"'{ref}' may be none; use it inside `if {ref} != none {{ ... }}` or "
+                                     f"`{ref} != none ? ... : ...`{why}")
+                return None
             return Sym(Kind.HOST, Type.NUM)
         if isinstance(e, ast.Call):
             return self.call(e, locals_, guards)
@@ -440,7 +478,7 @@ class Checker:
                 if sym.type is not want:
                     self.r.error(side.span, f"operands of `{e.op}` must be {'booleans' if logic else 'numbers'}")
                     return None
-            return Sym(max(left.kind, right.kind), want)
+            return Sym(join(left.kind, right.kind), want)
         if isinstance(e, ast.Compare) and any(isinstance(x, ast.NoneLit) for x in e.operands):
             return self.none_test(e, locals_)
         if isinstance(e, ast.Compare):
@@ -451,7 +489,7 @@ class Checker:
                 if s.type is not Type.NUM:
                     self.r.error(x.span, "comparisons take numbers; combine booleans with `and`, `or`, `not`")
                     return None
-            return Sym(max(s.kind for s in syms), Type.BOOL)
+            return Sym(join(*(s.kind for s in syms)), Type.BOOL)
         if isinstance(e, ast.Ternary):
             return self.select(e.cond, e.then, e.other, e.span, locals_, guards)
         raise AssertionError(f"unhandled node {type(e).__name__}")
@@ -471,11 +509,19 @@ class Checker:
         if a.type is not b.type:
             self.r.error(span, f"both branches of `?:` must have one type, not {a.type.value} and {b.type.value}")
             return None
-        return Sym(max(c.kind, a.kind, b.kind), a.type)
+        return Sym(join(c.kind, a.kind, b.kind), a.type)
 
     def none_test(self, e: ast.Compare, locals_) -> Sym | None:
-        """`h != none` / `h == none` on an optional hyper: a host boolean."""
+        """`h != none` / `h == none` on an optional hyper (or a tuple entry `none` by default): a host boolean."""
         names = [x for x in e.operands if not isinstance(x, ast.NoneLit)]
+        if len(names) == 1 and isinstance(names[0], ast.Index) and len(e.operands) == 2 and e.ops[0] in ("==", "!="):
+            h = self.hypers.get(names[0].target.id)
+            if h is not None and names[0].index in h.optional_entries:
+                return Sym(Kind.HOST, Type.BOOL)
+            ref = f"{names[0].target.id}[{names[0].index}]"
+            self.r.error(e.span, f"'{ref}' is never none: only a tuple entry written `none` in the hyper's default "
+                                 "is optional")
+            return None
         h = self.hypers.get(names[0].id) if len(names) == 1 and isinstance(names[0], ast.Name) else None
         if len(e.operands) != 2 or e.ops[0] not in ("==", "!=") or h is None or names[0].id in locals_:
             self.r.error(e.span, "`none` stands only beside an optional hyper: `h != none` or `h == none`")
@@ -521,7 +567,7 @@ class Checker:
                 return Sym(Kind.REDUCED if n in self.device_scalars else Kind.TENSOR_SCALAR, Type.NUM)
             if s.shape == "group":
                 return Sym(Kind.HOST, Type.NUM)
-            return Sym(Kind.TENSOR, Type.NUM)
+            return Sym({"row": Kind.ROW, "column": Kind.COLUMN}.get(s.shape, Kind.TENSOR), Type.NUM)
         if n in self.hypers:
             if self.hypers[n].is_tuple:
                 self.r.error(e.span, f"'{n}' is a tuple; use one entry, e.g. {n}[0]")
@@ -543,10 +589,13 @@ class Checker:
         self.r.error(e.span, f"unknown name '{n}'{_did_you_mean(n, options)}")
         return None
 
-    def none_guarded(self, name: str, guards) -> bool:
+    def none_guarded(self, name: "str | ast.Index", guards) -> bool:
+        """Whether a guard says optional hyper `name` (or tuple entry `h[i]`) is given: `name != none`."""
+        leaf = ast.Name if isinstance(name, str) else ast.Index
         return any(isinstance(g, ast.Compare) and g.ops == ("!=",) and len(g.operands) == 2
-                   and {type(x) for x in g.operands} == {ast.Name, ast.NoneLit}
-                   and any(isinstance(x, ast.Name) and x.id == name for x in g.operands) for g in guards)
+                   and {type(x) for x in g.operands} == {leaf, ast.NoneLit}
+                   and any((x.id == name) if isinstance(name, str) else x == name
+                           for x in g.operands if isinstance(x, leaf)) for g in guards)
 
     def reduction(self, e: ast.Call, locals_, guards) -> Sym | None:
         """sum/mean/norm/rms/amax(x[, scope]), dot(x, y[, scope]): one value per tensor (the default
@@ -583,7 +632,7 @@ class Checker:
                                  f"condition at line {at.line}, column {at.col} only the tensors taking that "
                                  f"branch would compute it: compute it before the condition and use the value there")
             return None
-        return Sym(SCOPE_KIND[scope], Type.NUM)
+        return Sym(scope_kind(scope, [s.kind for s in syms]), Type.NUM)
 
     def hoisted(self, satisfied, fix: str) -> str:
         """Inside a reduction's operand, where the guards outside the reduction would have done:
@@ -595,9 +644,10 @@ class Checker:
 
     def call(self, e: ast.Call, locals_, guards) -> Sym | None:
         if e.func in SHAPE_FUNCTIONS:
-            if len(e.args) != 1 or not isinstance(e.args[0], ast.Num) or e.args[0].value != int(e.args[0].value) \
-                    or not 0 <= e.args[0].value <= 64:
-                self.r.error(e.span, f"{e.func}() takes one dim, a whole number from 0 to 64: `{e.func}(1)`")
+            d = dim_literal(e.args[0]) if len(e.args) == 1 else None
+            if d is None or not -64 <= d <= 64:
+                self.r.error(e.span, f"{e.func}() takes one dim, a whole number from -64 to 64: `{e.func}(1)`, "
+                                     f"`{e.func}(-1)` (the last dim)")
                 return None
             return Sym(Kind.TENSOR_SCALAR, Type.NUM)
         if e.func in REDUCTION_FUNCTIONS:
@@ -631,7 +681,42 @@ class Checker:
             if s.type is not Type.NUM:
                 self.r.error(a.span, f"arguments of {e.func}() must be numbers")
                 return None
-        return Sym(max(s.kind for s in syms), Type.NUM)
+        if e.func == "item":
+            return self.item(e, syms[0])
+        return Sym(join(*(s.kind for s in syms)), Type.NUM)
+
+    def item(self, e: ast.Call, sym: Sym) -> Sym | None:
+        """item(x): one number per tensor, computed on the device, read back to the host."""
+        if sym.kind.on_host:
+            self.r.error(e.span, "item() reads a reduction's value back to the host; this value is on the host already")
+            return None
+        if sym.kind > Kind.REDUCED:
+            per = "channel" if sym.kind is Kind.CHANNEL else "row or column" if sym.kind.is_axis else "element"
+            self.r.error(e.span, f"item() reads one number per tensor back to the host, but this varies per {per}: "
+                                 "reduce it first, e.g. item(norm(x))")
+            return None
+        return Sym(Kind.TENSOR_SCALAR, Type.NUM)
+
+
+def _complement(cond: ast.Expr) -> ast.Expr:
+    """What an `else` knows: a single comparison flipped (`ndim >= 2` -> `ndim < 2`), else `not cond`."""
+    flip = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
+    if isinstance(cond, ast.Compare) and len(cond.ops) == 1 and not any(isinstance(x, ast.NoneLit) for x in cond.operands):
+        return ast.Compare(cond.span, cond.operands, (flip[cond.ops[0]],))
+    if isinstance(cond, ast.Unary) and cond.op == "not":
+        return cond.operand
+    return ast.Unary(cond.span, "not", cond)
+
+
+def dim_literal(e: ast.Expr) -> int | None:
+    """A dim written as a whole number, `1` or `-1`; None for anything else."""
+    if isinstance(e, ast.Unary) and e.op == "-" and isinstance(e.operand, ast.Num):
+        d = -e.operand.value
+    elif isinstance(e, ast.Num):
+        d = e.value
+    else:
+        return None
+    return int(d) if d == int(d) else None
 
 
 def _assigned(stmts) -> set[str]:

@@ -14,7 +14,7 @@ from .ir import Program, verify
 from .lower import lower
 from .parse import parse
 from .passes import optimize
-from .plan import PlanError
+from .plan import PlanError, fused_refusal
 from .unused import unused_declarations
 
 
@@ -82,6 +82,9 @@ def _compile(source: str, file: str, verify_ir: bool) -> Compiled:
     spec, program = _front(source, file, verify_ir)
     digest = spec_hash(source)
     name = file.rsplit("/", 1)[-1]
+    if fused_refusal(program):   # no kernel modules: fused=True raises with the reason
+        return Compiled(program, emit_eager_module(program, name, digest), "", digest,
+                        tuple(unused_declarations(spec)), "", "", source)
     try:
         cpu_source, cpp_source = emit_cpu_sources(program, name, digest)
         return Compiled(program, emit_eager_module(program, name, digest), emit_triton_module(program, name, digest),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import ast
 from .diagnostics import Diagnostic, Span
-from .ir import Program
+from .ir import HyperInfo, Program, entries_read
 from .lower import _conjuncts   # the split lowering makes: one check per part, in this order
 from .names import message_parts
 
@@ -20,6 +20,13 @@ def _text(source: str, span: Span) -> str | None:
     return lines[span.line - 1][span.col - 1:span.end_col - 1]
 
 
+def absent_entries(cond, h: HyperInfo, values: dict) -> bool:
+    """Whether check `cond` of `h` reads a tuple entry that is absent (None) in `values`: it is
+    checked only where the entry is given, as the generated __init__ does."""
+    value = values.get(h.name)
+    return value is not None and any(value[i] is None for i in entries_read(cond, h.name) & h.optional_entries)
+
+
 def default_violations(spec: ast.Spec, program: Program) -> list[Diagnostic]:
     from .interp import Interpreter
     oracle = Interpreter(program, validate=False)
@@ -28,7 +35,7 @@ def default_violations(spec: ast.Spec, program: Program) -> list[Diagnostic]:
         if info.default is None or h.where is None:
             continue
         for part, (cond, message, (name, index)) in zip(_conjuncts(h.where), info.checks):
-            if bool(oracle.host(cond)):
+            if absent_entries(cond, info, oracle.hypers) or bool(oracle.host(cond)):
                 continue
             value = _value(oracle.hypers, oracle.flags, name, index)
             shown = f"`{_text(spec.source, part.span)}`" if _text(spec.source, part.span) else "its `where` clause"

@@ -47,8 +47,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .ir import LEAF, REDUCE, Kind, Let, Op, Program, Stmt, Store, If, Value
-from .interp_math import (FLT_MAX, Bounded, Partial, Precision, _convert, _exact_apply, _num, _stored,
+from .axis_ops import reduced_shape
+from .ir import LEAF, REDUCE, Kind, Let, Op, Program, Stmt, Store, If, Value, dim_size
+from .interp_math import (FLT_EPS, FLT_MAX, reduce_to, Bounded, Partial, Precision, _convert, _exact_apply, _num, _stored,
                           bounded_apply, bounded_combine, bounded_finish, bounded_fold, exact_combine, exact_finish,
                           exact_fold, numpy_form, reduce_bounded, reduce_exact)
 
@@ -66,10 +67,13 @@ def _scalar(info) -> bool:
     return info.kind in (Kind.TENSOR_SCALAR, Kind.REDUCED)
 
 
-def _shape_input(op: Op, shape: tuple, arg=None) -> float:
-    """numel, ndim, channel_numel, size(arg) of a parameter of `shape` (as optdsl.runtime.shape_input)."""
-    if op is Op.SIZE:    # size(d): 1 past the last dim, as broadcasting reads it
-        return float(shape[d]) if (d := int(arg)) < len(shape) else 1.0
+def _shape_input(op: Op, shape: tuple, arg=None, eps: float = FLT_EPS) -> float:
+    """numel, ndim, channel_numel, size(arg), dtype_eps of a parameter of `shape` (as
+    optdsl.runtime.shape_input); `eps`: its dtype's machine epsilon."""
+    if op is Op.SIZE:    # size(d): 1 past the last dim, before the first, as broadcasting reads it
+        return float(dim_size(shape, int(arg)))
+    if op is Op.DTYPE_EPS:
+        return float(eps)
     numel = int(np.prod(shape, dtype=np.int64))
     if op is Op.NUMEL:
         return float(numel)
@@ -90,6 +94,7 @@ class _Context:
     ready: dict = field(default_factory=dict)     # group reductions already combined: Let name -> value
     sinks: dict | None = None                     # this phase's group reductions: Let name -> parts collected
     parts: list = field(default_factory=list)     # the parts this tensor gave in this phase
+    eps: float = FLT_EPS                          # the machine epsilon of the parameter's dtype (dtype_eps)
 
 
 class Interpreter:
@@ -132,6 +137,7 @@ class Interpreter:
     def validate(self) -> None:
         """The checks the generated __init__ makes: `where` clauses (an optional hyper's only where
         it is given) and `require`s. Raises ValueError."""
+        from .defaults import absent_entries
         from .runtime import check_tuple_length
         for h in self.program.hypers:
             if h.arity and self.hypers[h.name] is not None:
@@ -142,15 +148,24 @@ class Interpreter:
                     raise ValueError(f"hyper {h.name!r} is not optional: it cannot be None")
                 continue
             for check in h.checks:
+                if absent_entries(check[0], h, self.hypers):
+                    continue
                 if not bool(self.host(check[0])):
                     raise ValueError(f"{check[1]} ({h.name}={self.hypers[h.name]!r})")
         for cond, message in self.program.requires:
             if not bool(self.host(cond)):
                 raise ValueError(message)
 
-    def active_states(self) -> dict[str, Any]:
-        """name -> initial value kind of the states this group keeps (their conditions hold)."""
-        return {s.name: s.init for s in self.program.states if s.cond is None or bool(self.host(s.cond))}
+    def active_states(self, shape: tuple | None = None) -> dict[str, Any]:
+        """name -> initial value kind of the states this group keeps (their conditions hold); with
+        `shape`, those a tensor of that shape keeps (a condition on the shape: `if ndim >= 2`)."""
+        def holds(s) -> bool:
+            if s.cond is None:
+                return True
+            if s.per_tensor_cond:
+                return shape is not None and bool(self._eval(s.cond, _Context(None, None, None, {}, shape), {}, None))
+            return bool(self.host(s.cond))
+        return {s.name: s.init for s in self.program.states if holds(s)}
 
     def _initial(self, s, param_shape, prec: Precision | None):
         init = s.init
@@ -161,6 +176,8 @@ class Interpreter:
             if self.bounded:
                 return _stored(Bounded.point(value), prec.scalar_store, 1.0, prec.scalar_tiny, FLT_MAX)
             return value
+        if s.shape:   # one value per row or column: the param's last (second-to-last) dim reduced to 1
+            param_shape = reduced_shape(tuple(param_shape), s.shape)
         value = np.zeros(param_shape) if init == "zeros" else np.full(param_shape, float(init))
         if self.bounded:
             return _stored(Bounded.point(value), prec.store, prec.store_ulps, prec.store_tiny, prec.store_overflow)
@@ -227,8 +244,9 @@ class Interpreter:
                 st["step"] = step = st.get("step", 0.0) + 1.0
             else:
                 step = 0.0
+            mine = self.active_states(param.shape) if any(s.per_tensor_cond for s in p.states) else active
             for s in p.states:
-                if s.name in active and s.name not in st and s.init != "empty":
+                if s.name in mine and s.name not in st and s.init != "empty":
                     st[s.name] = self._initial(s, param.shape, prec)
             if rows is not None:   # `sparse rows`: the update runs on the touched rows, gathered
                 if rows.values.shape[0] == 0:
@@ -237,9 +255,9 @@ class Interpreter:
                 full, param, grad = param, _take(param, rows.index), rows.values
                 st = {k: _take(v, rows.index) if np.shape(_exact(v)) == full.shape else v for k, v in st.items()}
                 backs.append((i, full, rows.index, st))
-            if self.bounded:
+            if self.bounded:   # the dtype's epsilon is twice its unit roundoff
                 ctx = _Context(Bounded.point(param.copy()), Bounded.point(grad), Bounded.point(np.float64(step)),
-                               st, param.shape)
+                               st, param.shape, eps=2 * prec.store)
             else:
                 ctx = _Context(param.copy(), grad, np.float64(step), st, param.shape)
             runs.append((i, ctx, prec))
@@ -248,7 +266,7 @@ class Interpreter:
         for phase in plan.phases[:-1]:     # the group reductions, one depth at a time
             sinks: dict[str, list] = {name: [] for name in phase.sinks}
             for _, ctx, prec in runs:
-                sub = _Context(ctx.param, ctx.grad, ctx.step, ctx.state, ctx.shape, ready=ready, sinks=sinks)
+                sub = _Context(ctx.param, ctx.grad, ctx.step, ctx.state, ctx.shape, ready=ready, sinks=sinks, eps=ctx.eps)
                 self._block(phase.body, sub, prec)
                 if sub.taint:   # a part computed on a side of an `if` the bounds could not settle
                     for part in sub.parts:
@@ -343,6 +361,14 @@ class Interpreter:
             else:
                 raise InterpError(f"unknown statement {type(s).__name__}")
 
+    def _kept(self, target: str, ctx: _Context):
+        """What a store to `target` keeps of a value: broadcast to the parameter's shape, or a row or
+        column state's part of it."""
+        axis = "" if target == "param" else self.program.state(target).shape
+        if axis:
+            return lambda v: reduce_to(v, ctx.shape, axis)
+        return lambda v: np.broadcast_to(v, ctx.shape)
+
     def _store(self, target: str, value, ctx: _Context, prec) -> None:
         scalar = target != "param" and _scalar(self.program.state(target))
         if self.bounded:
@@ -351,11 +377,9 @@ class Interpreter:
                     raise InterpError(f"scalar state {target!r} stored from a per-element value")
                 value = _stored(value, prec.scalar_store, prec.scalar_store_ulps, prec.scalar_tiny, FLT_MAX)
             else:
-                shape = ctx.shape
-                value = Bounded(np.broadcast_to(value.x, shape).astype(np.float64),
-                                np.broadcast_to(value.lo, shape).astype(np.float64),
-                                np.broadcast_to(value.hi, shape).astype(np.float64),
-                                np.broadcast_to(value.unc, shape).copy())
+                kept = self._kept(target, ctx)
+                value = Bounded(kept(value.x).astype(np.float64), kept(value.lo).astype(np.float64),
+                                kept(value.hi).astype(np.float64), kept(value.unc).copy())
                 value = _stored(value, prec.store, prec.store_ulps, prec.store_tiny, prec.store_overflow)
             if ctx.taint:
                 value = value.with_unc(np.ones(np.shape(value.x), dtype=bool))
@@ -365,7 +389,7 @@ class Interpreter:
                     raise InterpError(f"scalar state {target!r} stored from a per-element value")
                 value = np.float64(value)
             else:
-                value = np.broadcast_to(np.asarray(value, dtype=np.float64), ctx.shape).copy()
+                value = self._kept(target, ctx)(np.asarray(value, dtype=np.float64)).copy()
         if target == "param":
             ctx.param = value
         else:
@@ -379,21 +403,22 @@ class Interpreter:
         elif op is Op.HYPER:
             name, index = v.arg
             value = self.hypers[name]
-            if value is None:
+            if value is None or index is not None and value[index] is None:
                 raise InterpError(f"optional hyper {name!r} is read while it is none")
             x = np.float64(value if index is None else value[index])
         elif op is Op.FLAG:
             x = np.bool_(self.flags[v.arg])
         elif op is Op.IS_SET:
-            x = np.bool_(self.hypers[v.arg] is not None)
+            name, index = v.arg if isinstance(v.arg, tuple) else (v.arg, None)
+            x = np.bool_(self.hypers[name] is not None and (index is None or self.hypers[name][index] is not None))
         elif op is Op.STEP:
             return ctx.step
         elif op is Op.PARAM:
             return ctx.param
         elif op is Op.GRAD:
             return ctx.grad
-        elif op in (Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE):
-            x = np.float64(_shape_input(op, ctx.shape, v.arg))
+        elif op in (Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE, Op.DTYPE_EPS):
+            x = np.float64(_shape_input(op, ctx.shape, v.arg, ctx.eps))
         elif op is Op.STATE:
             if v.arg not in ctx.state:
                 raise InterpError(f"state {v.arg!r} is read while it is absent (`empty` before its first "

@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .builtins import OPS, REDUCTIONS
-from .ir import ARITY, Op
+from .ir import ARITY, AXIS_SCOPES, Op, dim_size
 
 # ---- the numpy column of builtins.OPS, as functions ---------------------------------------
 
@@ -89,6 +89,7 @@ def _num(x):
 # ---- error bounds ------------------------------------------------------------------------
 
 FLT_MAX = float(np.finfo(np.float32).max)
+FLT_EPS = float(np.finfo(np.float32).eps)
 
 
 @dataclass(frozen=True)
@@ -319,6 +320,7 @@ _NUM_RULES = {
     Op.MOD: _rule_mod,
     Op.SIGN: _rule_sign,
     Op.COPY: lambda a, x: (a.lo, a.hi, None),
+    Op.ITEM: lambda a, x: (a.lo, a.hi, None),   # a float32 read into a float64: exact
     Op.ADD: lambda a, b, x: (a.lo + b.lo, a.hi + b.hi, None),
     Op.SUB: lambda a, b, x: (a.lo - b.hi, a.hi - b.lo, None),
     Op.MUL: lambda a, b, x: (*_corners(lambda p, q: p * q, a, b), None),
@@ -496,7 +498,33 @@ def scope_count(scope: str, shape: tuple) -> int:
     numel = int(np.prod(shape, dtype=np.int64))
     if scope == "channel":
         return int(np.prod(shape[1:], dtype=np.int64)) if shape else 1
+    if scope in AXIS_SCOPES:
+        return dim_size(shape, -1 if scope == "row" else -2)
     return numel
+
+
+def _axis(scope: str, shape: tuple) -> int | None:
+    """The dim a `row` (-1) or `column` (-2) reduction folds, or None where the tensor has none (one
+    element per row or column: a size-1 dim, as broadcasting reads it)."""
+    d = -1 if scope == "row" else -2
+    return d if len(shape) >= -d else None
+
+
+def axis_fold(fold, v, shape: tuple, scope: str):
+    """fold(values, axis) along a `row` or `column` scope's dim of v (broadcast to `shape`), the dim kept."""
+    v = np.broadcast_to(np.asarray(v), shape)
+    d = _axis(scope, shape)
+    if d is None:
+        return _norm(np.asarray(fold(np.expand_dims(v, -1), -1)))
+    return _norm(np.expand_dims(fold(v, d), d))
+
+
+def reduce_to(v, shape: tuple, axis: str):
+    """v (broadcast to the param's `shape`, constant along `axis`'s dim: the checker's rule) as a
+    `row` or `column` state of that param holds it."""
+    v = np.broadcast_to(np.asarray(v), shape)
+    d = _axis(axis, shape)
+    return v if d is None else np.take(v, [0], axis=d)
 
 
 @dataclass
@@ -522,6 +550,8 @@ def exact_fold(op: Op, args, shape: tuple, scope: str) -> Partial:
         m = np.broadcast_to(m, shape)
         if scope == "channel":
             return Partial(_per_channel(_fold_fn(op, channels_of(m, shape), 1), shape), scope_count(scope, shape))
+        if scope in AXIS_SCOPES:
+            return Partial(axis_fold(lambda v, ax: _fold_fn(op, v, ax), m, shape, scope), scope_count(scope, shape))
         return Partial(_norm(np.asarray(_fold_fn(op, m.reshape(-1), 0))), m.size)
 
 
@@ -599,6 +629,10 @@ def bounded_fold(op: Op, args: Sequence[Bounded], shape: tuple, scope: str, prec
             fold = lambda v: _per_channel(_fold_fn(op, channels_of(v, shape), 1), shape)  # noqa: E731
             total = lambda v: _per_channel(np.sum(channels_of(v, shape), axis=1), shape)  # noqa: E731
             anyof = lambda v: _per_channel(np.any(channels_of(v, shape), axis=1), shape)  # noqa: E731
+        elif scope in AXIS_SCOPES:
+            fold = lambda v: axis_fold(lambda x, ax: _fold_fn(op, x, ax), v, shape, scope)  # noqa: E731
+            total = lambda v: axis_fold(lambda x, ax: np.sum(x, axis=ax), v, shape, scope)  # noqa: E731
+            anyof = lambda v: axis_fold(lambda x, ax: np.any(x, axis=ax), v, shape, scope)  # noqa: E731
         else:
             fold = lambda v: _norm(np.asarray(_fold_fn(op, np.reshape(v, -1), 0)))  # noqa: E731
             total = lambda v: _norm(np.asarray(np.sum(np.reshape(v, -1))))  # noqa: E731

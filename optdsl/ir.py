@@ -11,14 +11,20 @@ from typing import Iterator
 
 
 class Kind(enum.IntEnum):
-    """Ordered: an operation's kind is the max of its operands' kinds."""
+    """An operation's kind is the join of its operands' kinds (`join`): the max, except that the
+    axis kinds are a diamond (a row value and a column value make an elementwise one)."""
     CONST = 0          # literals
     HOST = 1           # hypers, flags and math on them: once per group, on the host, float64
     TENSOR_SCALAR = 2  # one value per parameter tensor (step, scalar state), computed on the host
     REDUCED = 3        # one value per parameter tensor computed on the device: a reduction over the
                        # tensor (or over the group) and math on it; a 0-d tensor in eager code
     CHANNEL = 4        # one value per output channel (dim 0), broadcast along the other dims
-    TENSOR = 5         # elementwise, shape of the parameter
+    # The axis kinds: a reduction along the last dim (`row`) or the second-to-last (`column`), the
+    # dim kept with size 1, a state kept so, and math on them; broadcast back along the reduced dims.
+    MATRIX = 5         # one value per matrix (both last dims reduced: Adafactor's mean of its row state)
+    ROW = 6            # one value per row: the last dim reduced
+    COLUMN = 7         # one value per column: the second-to-last dim reduced
+    TENSOR = 8         # elementwise, shape of the parameter
 
     @property
     def on_host(self) -> bool:
@@ -34,6 +40,41 @@ class Kind(enum.IntEnum):
     def label(self) -> str:
         return self.name.lower()
 
+    @property
+    def is_axis(self) -> bool:
+        return self in AXIS_KINDS
+
+    def varies_along(self, scope: str) -> bool:
+        """Whether a value of this kind varies along the dim an axis scope (`row`, `column`) reduces:
+        an elementwise value does; a channel value is taken to (a 1-d tensor's channels are its elements)."""
+        if self in (Kind.TENSOR, Kind.CHANNEL):
+            return True
+        return self is (Kind.COLUMN if scope == "row" else Kind.ROW)
+
+
+AXIS_KINDS = frozenset({Kind.MATRIX, Kind.ROW, Kind.COLUMN})
+
+
+def join(*kinds: Kind) -> Kind:
+    """The kind of math on values of these kinds: the max, but a row value and a column value (or a
+    channel value and an axis one) give an elementwise value."""
+    out = Kind.CONST
+    for k in kinds:
+        lo, hi = min(out, k), max(out, k)
+        if hi.is_axis and (lo is Kind.CHANNEL or {lo, hi} == {Kind.ROW, Kind.COLUMN}):
+            out = Kind.TENSOR
+        else:
+            out = hi
+    return out
+
+
+def axis_result(scope: str, operand: Kind) -> Kind:
+    """The kind of a reduction along `scope`'s dim of an operand of this kind."""
+    if operand in (Kind.TENSOR, Kind.CHANNEL):
+        return Kind.ROW if scope == "row" else Kind.COLUMN
+    if operand.is_axis:
+        return Kind.MATRIX if operand.varies_along(scope) or operand is Kind.MATRIX else operand
+    return Kind.ROW if scope == "row" else Kind.COLUMN   # a number broadcast first, then reduced: per row
 
 class Type(enum.Enum):
     NUM = "number"
@@ -55,7 +96,8 @@ class Op(enum.Enum):
     NUMEL = enum.auto()     # the parameter's element count
     NDIM = enum.auto()      # the parameter's number of dimensions
     CHANNEL_NUMEL = enum.auto()  # elements per output channel: numel / size(0) (numel for a 0-d param)
-    SIZE = enum.auto()      # arg: a dim d; the parameter's size along d (1 past its last dim)
+    SIZE = enum.auto()      # arg: a dim d; the parameter's size along d (1 past its last dim; d < 0 from the end)
+    DTYPE_EPS = enum.auto()  # the machine epsilon of the parameter's dtype (torch.finfo(dtype).eps)
     # unary
     NEG = enum.auto()
     NOT = enum.auto()
@@ -72,6 +114,7 @@ class Op(enum.Enum):
     EXPM1 = enum.auto()     # exp(x) - 1, accurate near 0
     CBRT = enum.auto()      # the real cube root (sign kept)
     FLOOR = enum.auto()
+    ITEM = enum.auto()      # a per-tensor device value read back to the host (torch's `.item()`): host math after
     COPY = enum.auto()      # a fresh copy: breaks aliasing before an in-place store
     ON_DEVICE = enum.auto()  # a host value as a per-tensor device value (where a local joins both)
     # reductions (arg: the scope, one of SCOPES), unary ...
@@ -105,9 +148,9 @@ class Op(enum.Enum):
 
 
 LEAF = frozenset({Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY,
-                  Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE})
+                  Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE, Op.DTYPE_EPS})
 UNARY = frozenset({Op.NEG, Op.NOT, Op.SQRT, Op.RSQRT, Op.ABS, Op.SIGN, Op.EXP, Op.LOG, Op.COPY, Op.ON_DEVICE,
-                   Op.SIGMOID, Op.TANH, Op.SOFTPLUS, Op.LOG1P, Op.EXPM1, Op.CBRT, Op.FLOOR,
+                   Op.SIGMOID, Op.TANH, Op.SOFTPLUS, Op.LOG1P, Op.EXPM1, Op.CBRT, Op.FLOOR, Op.ITEM,
                    Op.SUM, Op.MEAN, Op.NORM, Op.RMS, Op.AMAX})
 BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MIN, Op.MAX,
                     Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR, Op.DOT, Op.MOD})
@@ -115,19 +158,49 @@ TERNARY = frozenset({Op.WHERE, Op.LERP, Op.CLAMP})
 COMPARE = frozenset({Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE})
 LOGIC = frozenset({Op.AND, Op.OR, Op.NOT})
 REDUCE = frozenset({Op.SUM, Op.MEAN, Op.NORM, Op.RMS, Op.AMAX, Op.DOT})
-# Where a reduction runs: over one tensor, over each output channel (dim 0) of it, or over every
-# tensor of the param group. The scope is the reduction node's `arg`.
-SCOPES = ("tensor", "channel", "group")
+# Where a reduction runs: over one tensor, over each output channel (dim 0) of it, over every
+# tensor of the param group, or along one axis: the last dim (one value per `row`) or the
+# second-to-last (one value per `column`), keeping the dim. The scope is the reduction node's `arg`.
+SCOPES = ("tensor", "channel", "group", "row", "column")
+AXIS_SCOPES = ("row", "column")
+
+
+def axis_dim(scope: str) -> int:
+    """The dim an axis scope reduces: -1 for `row`, -2 for `column`."""
+    return -1 if scope == "row" else -2
 # `on train` / `on eval`: what optimizer.train() and optimizer.eval() run on each stepped tensor
 MODES = ("train", "eval")
+# an axis scope's kind depends on its operand's (axis_result)
 SCOPE_KIND = {"tensor": Kind.REDUCED, "channel": Kind.CHANNEL, "group": Kind.REDUCED}
+
+
+def scope_kind(scope: str, operands) -> Kind:
+    """The kind of a reduction of `scope` over operands of these kinds."""
+    return axis_result(scope, join(*operands)) if scope in AXIS_SCOPES else SCOPE_KIND[scope]
 # per-tensor inputs known on the host (step is one too, but counts steps)
-SHAPE_INPUTS = frozenset({Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE})
+SHAPE_INPUTS = frozenset({Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE, Op.DTYPE_EPS})
 
 
 def shape_input_name(v: "Value") -> str:
-    """The generated name of a shape input: `numel`, `ndim`, `channel_numel`, `_size1`."""
-    return f"_size{int(v.arg)}" if v.op is Op.SIZE else v.op.name.lower()
+    """The generated name of a shape input: `numel`, `ndim`, `channel_numel`, `dtype_eps`, `_size1`,
+    `_size_m1` (size(-1))."""
+    if v.op is Op.SIZE:
+        d = int(v.arg)
+        return f"_size{d}" if d >= 0 else f"_size_m{-d}"
+    return v.op.name.lower()
+
+
+def size_dim(name: str) -> int:
+    """The dim of a size input's generated name: `_size1` -> 1, `_size_m1` -> -1."""
+    tail = name[len("_size"):]
+    return -int(tail[2:]) if tail.startswith("_m") else int(tail)
+
+
+def dim_size(shape: tuple, d: int) -> int:
+    """size(d) of a tensor of `shape`: 1 past its last dim (d >= 0) or before its first (d < 0)."""
+    return shape[d] if (d < len(shape) if d >= 0 else -d <= len(shape)) else 1
+
+
 ARITY = {**{op: 0 for op in LEAF}, **{op: 1 for op in UNARY}, **{op: 2 for op in BINARY}, **{op: 3 for op in TERNARY}}
 assert set(ARITY) == set(Op), "every Op belongs to exactly one group"
 
@@ -149,9 +222,10 @@ def const(x: float | bool) -> Value:
 
 
 def reduce(op: Op, scope: str, *args: Value) -> Value:
-    """A reduction node: its kind is its scope's (per tensor, per channel), whatever its operands'."""
+    """A reduction node: its kind is its scope's (per tensor, per channel), whatever its operands'; along
+    an axis, what is left of its operands' kind (axis_result)."""
     assert op in REDUCE and scope in SCOPES, (op, scope)
-    return Value(op, tuple(args), scope, SCOPE_KIND[scope], Type.NUM)
+    return Value(op, tuple(args), scope, scope_kind(scope, [a.kind for a in args]), Type.NUM)
 
 
 def with_args(node: Value, args: tuple[Value, ...]) -> Value:
@@ -163,9 +237,11 @@ def with_args(node: Value, args: tuple[Value, ...]) -> Value:
 
 def apply(op: Op, *args: Value) -> Value:
     """Build an operation node, inferring its kind and type."""
-    kind = max((a.kind for a in args), default=Kind.CONST)
+    kind = join(*(a.kind for a in args))
     if op is Op.ON_DEVICE:
         kind = max(kind, Kind.REDUCED)
+    if op is Op.ITEM:
+        kind = Kind.TENSOR_SCALAR
     if op in COMPARE or op in LOGIC:
         typ = Type.BOOL
     elif op in (Op.WHERE, Op.ON_DEVICE):
@@ -210,6 +286,11 @@ class HyperInfo:
     # `state x : group = 0`: a number per param group (a param_group key), read as a hyper and
     # stored by Program.group_update once per step() call; not a constructor argument
     group_state: bool = False
+    optional_entries: frozenset[int] = frozenset()   # tuple entries `none` by default: absent unless given
+
+    def entry_optional(self, index: int | None) -> bool:
+        """Whether reading this hyper (index None) or this entry of it may find None."""
+        return self.optional if index is None else self.optional or index in self.optional_entries
 
 
 @dataclass(frozen=True)
@@ -224,9 +305,23 @@ class StateInfo:
     kind: Kind                  # TENSOR; TENSOR_SCALAR (host scalar state); REDUCED (a scalar state stored
                                 # from a reduction: a 0-d float32 tensor on the parameter's device)
     init: float | str           # number, 'zeros', 'empty', or a hyper name
-    cond: Value | None          # the state exists only where this host condition holds
+    cond: Value | None          # the state exists only where this condition holds: host math, or per
+                                # tensor on its shape (`if ndim >= 2`), decided when the state is made
     key: str | None = None      # the state_dict key where it is not `name` (Adagrad's "sum")
     list_name: str | None = None  # the per-group list in generated code; None: the plural of `name`
+    # "": the parameter's shape; "row": its last dim reduced to 1 (one value per row); "column": its
+    # second-to-last reduced to 1 (one value per column). Read broadcast back to the parameter's shape.
+    shape: str = ""
+
+    @property
+    def read_kind(self) -> Kind:
+        """The kind of a read of this state: a row or column state reads as one value per row or column."""
+        return {"row": Kind.ROW, "column": Kind.COLUMN}.get(self.shape, self.kind)
+
+    @property
+    def per_tensor_cond(self) -> bool:
+        """The condition depends on the tensor (its shape), not only on hypers and flags."""
+        return self.cond is not None and self.cond.kind is Kind.TENSOR_SCALAR
 
     @property
     def storage_key(self) -> str:
@@ -344,6 +439,11 @@ def rebuild(v: Value, fn) -> Value:
     return memo[id(v)]
 
 
+def entries_read(v: Value, hyper: str) -> set[int]:
+    """The entries of tuple hyper `hyper` that `v` reads (`eps[0]` -> {0})."""
+    return {int(n.arg[1]) for n in walk_values(v) if n.op is Op.HYPER and n.arg[0] == hyper and n.arg[1] is not None}
+
+
 # ---- printing and verification ----------------------------------------------------
 _SYMBOL = {Op.ADD: "+", Op.SUB: "-", Op.MUL: "*", Op.DIV: "/", Op.POW: "^", Op.LT: "<", Op.LE: "<=",
            Op.GT: ">", Op.GE: ">=", Op.EQ: "==", Op.NE: "!=", Op.AND: "and", Op.OR: "or"}
@@ -361,7 +461,7 @@ def format_value(v: Value) -> str:
         return f"is_empty({v.arg})"
     if v.op is Op.IS_SET:
         return f"({v.arg} != none)"
-    if v.op in (Op.STEP, Op.PARAM, Op.GRAD, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL):
+    if v.op in (Op.STEP, Op.PARAM, Op.GRAD, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.DTYPE_EPS):
         return v.op.name.lower()
     if v.op is Op.SIZE:
         return f"size({v.arg})"
@@ -413,12 +513,14 @@ def verify(p: Program) -> Program:
             if node.op in (Op.STATE, Op.IS_EMPTY) and node.arg not in states:
                 raise IRError(f"unknown state {node.arg!r}")
             if node.op in REDUCE:
-                if node.arg not in SCOPES or node.kind is not SCOPE_KIND[node.arg]:
+                if node.arg not in SCOPES or node.kind is not scope_kind(node.arg, [a.kind for a in node.args]):
                     raise IRError(f"{node.op.name} over {node.arg!r} has kind {node.kind.label}")
             elif node.args:
-                want = max(a.kind for a in node.args)
+                want = join(*(a.kind for a in node.args))
                 if node.op is Op.ON_DEVICE:
                     want = max(want, Kind.REDUCED)
+                if node.op is Op.ITEM:
+                    want = Kind.TENSOR_SCALAR
                 if node.kind != want:
                     raise IRError(f"{node.op.name} has kind {node.kind.label}, operands say {want.label}")
 
@@ -433,6 +535,9 @@ def verify(p: Program) -> Program:
                     raise IRError(f"store to unknown target {s.target!r}")
                 if s.target in states and states[s.target].kind is not Kind.TENSOR and s.value.kind >= Kind.CHANNEL:
                     raise IRError(f"scalar state {s.target!r} stored from a tensor value")
+                if s.target in states and states[s.target].shape and \
+                        join(s.value.kind, states[s.target].read_kind) is not states[s.target].read_kind:
+                    raise IRError(f"{states[s.target].shape} state {s.target!r} stored from a {s.value.kind.label} value")
                 if s.target in states and states[s.target].kind is Kind.TENSOR_SCALAR and s.value.kind.on_device:
                     raise IRError(f"host scalar state {s.target!r} stored from a device value")
             else:

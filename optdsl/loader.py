@@ -94,6 +94,8 @@ def _load_text(text: str, file: str) -> type:
         files = [(eager, compiled.eager_source), (kernel, compiled.triton_source),
                  (folder / f"{mod}_cpu.py", compiled.cpu_source), (folder / f"{mod}_cpu.cpp", compiled.cpp_source)]
         for path, source in files:
+            if not source:   # no kernel modules where the fused path is refused
+                continue
             if not path.exists() or path.read_text(encoding="utf-8") != source:
                 atomic_write(path, source)
         module = import_module_file(f"optdsl._loaded.{mod}_{digest[:12]}", eager)

@@ -9,7 +9,7 @@ from . import ast
 from .builtins import (BINARY_SYMBOLS, COMPARE_SYMBOLS, CONSTANTS, FUNCTIONS, INITIAL_LR, INPUTS, REDUCTION_FUNCTIONS,
                        SHAPE_FUNCTIONS, STATE_PREDICATES)
 from .names import state_list_names
-from .ir import (MODES, SCOPES, Kind, Let, Op, Program, Stmt, Store, Type, Value, apply, const, reduce,
+from .ir import (AXIS_SCOPES, MODES, SCOPES, join, Kind, Let, Op, Program, Stmt, Store, Type, Value, apply, const, reduce,
                  FlagInfo, HyperInfo, If, StateInfo, walk_stmts, walk_values)
 
 # torch.optim's wording for invalid hypers; `{}` is the offending value's source.
@@ -69,7 +69,9 @@ class Lowerer:
             if n in self.states and self.states[n].shape == "group":
                 return Value(Op.HYPER, (), (n, None), Kind.HOST, Type.NUM)
             if n in self.states:
-                return Value(Op.STATE, (), n, self.state_kind(self.states[n]), Type.NUM)
+                s = self.states[n]
+                kind = {"row": Kind.ROW, "column": Kind.COLUMN}.get(s.shape) or self.state_kind(s)
+                return Value(Op.STATE, (), n, kind, Type.NUM)
             if n in self.hypers:
                 return Value(Op.HYPER, (), (n, None), Kind.HOST, Type.NUM)
             if n in self.flags:
@@ -87,8 +89,10 @@ class Lowerer:
                 return apply(Op.WHERE, left, right, const(False))
             return apply(BINARY_SYMBOLS[e.op], left, right)
         if isinstance(e, ast.Compare) and any(isinstance(x, ast.NoneLit) for x in e.operands):
-            name = next(x.id for x in e.operands if isinstance(x, ast.Name))
-            given = Value(Op.IS_SET, (), name, Kind.HOST, Type.BOOL)
+            ref = next(x for x in e.operands if not isinstance(x, ast.NoneLit))
+            # IS_SET's arg: an optional hyper's name, or (name, index) for a tuple entry `none` by default
+            given = Value(Op.IS_SET, (), ref.id if isinstance(ref, ast.Name) else (ref.target.id, ref.index),
+                          Kind.HOST, Type.BOOL)
             return given if e.ops[0] == "!=" else apply(Op.NOT, given)
         if isinstance(e, ast.Compare):
             operands = [self.expr(x, env) for x in e.operands]
@@ -103,7 +107,8 @@ class Lowerer:
             if e.func in STATE_PREDICATES:
                 return Value(STATE_PREDICATES[e.func], (), e.args[0].id, Kind.TENSOR_SCALAR, Type.BOOL)
             if e.func in SHAPE_FUNCTIONS:
-                return Value(SHAPE_FUNCTIONS[e.func], (), int(e.args[0].value), Kind.TENSOR_SCALAR, Type.NUM)
+                from .check import dim_literal
+                return Value(SHAPE_FUNCTIONS[e.func], (), dim_literal(e.args[0]), Kind.TENSOR_SCALAR, Type.NUM)
             if e.func in REDUCTION_FUNCTIONS:
                 op, arity = REDUCTION_FUNCTIONS[e.func]
                 args, scope = list(e.args), "tensor"
@@ -149,7 +154,7 @@ class Lowerer:
                 for n in set(env_a) | set(env_b):
                     a, b = env_a.get(n), env_b.get(n)
                     if a is not None and b is not None:
-                        kind = max(a.kind, b.kind)
+                        kind = join(a.kind, b.kind)
                         env[n] = Value(Op.VAR, (), n, kind, a.type)
                         # after the join a local may alias whatever either branch left in it
                         names[n] = apply(Op.WHERE, cond, names_a[n], names_b[n])
@@ -177,7 +182,8 @@ class Lowerer:
                 name, index = refs[0] if refs else (h.name, None)
                 checks.append((self.expr(c, {}), hyper_message(name, index), (name, index)))
         arity = len(h.default) if h.is_tuple else 0
-        return HyperInfo(h.name, h.default, arity, tuple(checks), optional=h.optional)
+        return HyperInfo(h.name, h.default, arity, tuple(checks), optional=h.optional,
+                         optional_entries=h.optional_entries)
 
     def lower(self) -> Program:
         spec = self.spec
@@ -197,7 +203,7 @@ class Lowerer:
         states = tuple(
             StateInfo(s.name, self.state_kind(s), s.init,
                       self.expr(s.cond, {}) if s.cond is not None else None,
-                      key=s.key, list_name=lists[s.name])
+                      key=s.key, list_name=lists[s.name], shape=s.shape if s.shape in AXIS_SCOPES else "")
             for s in all_states if s.shape != "group")
         group_states = tuple(HyperInfo(s.name, float(s.init), 0, group_state=True)
                              for s in spec.states if s.shape == "group")

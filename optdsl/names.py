@@ -45,6 +45,7 @@ LANGUAGE = frozenset({"param", "grad", "step", "zeros", "empty", "scalar", "tens
                       "optimizer", "hyper", "flag", "state", "require", "update", "where", "if", "else",
                       "and", "or", "not", "key", "keep", "none",
                       "channel", "group", "numel", "ndim", "channel_numel", "per", "inf", "initial_lr",
+                      "row", "column", "dtype_eps",
                       "wrapper", "inner"})
 
 

@@ -293,7 +293,7 @@ class _Builder(Transformer_NonRecursive):
         optional = bool(rest) and isinstance(rest[0], tuple) and rest[0][0] == "optional"
         where = rest[1:] if optional else rest
         if isinstance(value, tuple):
-            default: float | tuple | None = tuple(n.value for n in value[2])
+            default: float | tuple | None = tuple(None if isinstance(n, ast.NoneLit) else n.value for n in value[2])
             is_tuple, default_span = True, value[1]
         elif isinstance(value, ast.NoneLit):
             default, is_tuple, optional, default_span = None, False, True, value.span
@@ -544,6 +544,6 @@ def parse_any(source: str, file: str = "<spec>") -> ast.Spec | ast.Composed:
         return spec
     for h in spec.hypers:
         values = h.default if h.is_tuple else () if h.default is None else (h.default,)
-        if not all(math.isfinite(v) for v in values):
+        if not all(v is None or math.isfinite(v) for v in values):
             raise CompileError([Diagnostic(h.span, f"default of hyper '{h.name}' is not a finite number")], source)
     return spec

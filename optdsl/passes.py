@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from .ir import (REDUCE, walk_stmts, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, apply, const, map_values,
+from .ir import (REDUCE, join, walk_stmts, Kind, Let, Op, Program, Stmt, Store, Type, Value, If, apply, const, map_values,
                  rebuild, walk_values, verify, with_args)
 
 
@@ -112,7 +112,7 @@ def _rekind(stmts: tuple[Stmt, ...], env: dict[str, Kind], types: dict[str, Type
             for name in sorted(set(then_env) | set(other_env)):
                 if not (name in then_env and name in other_env):
                     continue    # bound on one path only: not visible after the `if`
-                joined = max(then_env[name], other_env[name])
+                joined = join(then_env[name], other_env[name])
                 # a tensor on one path and a number on the other (`v = 0.5; if c { v = grad }`): the
                 # path with the number broadcasts it at its end, so after the `if` v is a tensor
                 if joined is Kind.TENSOR and then_env[name] is not Kind.TENSOR:
@@ -121,9 +121,9 @@ def _rekind(stmts: tuple[Stmt, ...], env: dict[str, Kind], types: dict[str, Type
                     other = other + (_broadcast(name, other_env[name], types[name]),)
                 # a reduction's value on one path and a host one on the other: the host one becomes a
                 # device value at the end of its path, so after the `if` every backend has one kind
-                if joined in (Kind.REDUCED, Kind.CHANNEL) and then_env[name].on_host:
+                if (joined in (Kind.REDUCED, Kind.CHANNEL) or joined.is_axis) and then_env[name].on_host:
                     then = then + (_on_device(name, then_env[name], types[name]),)
-                if joined in (Kind.REDUCED, Kind.CHANNEL) and other_env[name].on_host:
+                if (joined in (Kind.REDUCED, Kind.CHANNEL) or joined.is_axis) and other_env[name].on_host:
                     other = other + (_on_device(name, other_env[name], types[name]),)
                 env[name] = joined
             s = If(cond, then, other)
@@ -175,17 +175,19 @@ def hoist_host(p: Program, min_kind: Kind = Kind.HOST) -> Program:
         return f"_h{counter[0]}"
 
     optional = {h.name for h in p.hypers if h.optional}
+    entries = {(h.name, i) for h in p.hypers for i in h.optional_entries}
 
     def given_only(node: Value) -> Value:
         """A hoisted value is computed on every path, but an optional hyper in it may be None where
         a select (`h != none ? h * x : y`) does not take the branch that reads it. Each read of one
         becomes `h if given else 0`: the checker guarantees the 0 is never what the update uses."""
         def guard(n: Value) -> Value:
-            if n.op is Op.HYPER and n.arg[0] in optional:
+            if n.op is Op.HYPER and (n.arg[0] in optional or n.arg in entries):
                 zero = const(False if n.type is Type.BOOL else 0.0)
-                return apply(Op.WHERE, Value(Op.IS_SET, (), n.arg[0], Kind.HOST, Type.BOOL), n, zero)
+                which = n.arg[0] if n.arg[0] in optional else n.arg
+                return apply(Op.WHERE, Value(Op.IS_SET, (), which, Kind.HOST, Type.BOOL), n, zero)
             return n
-        return rebuild(node, guard) if optional else node
+        return rebuild(node, guard) if optional or entries else node
 
     def effective(node: Value) -> Kind:
         # math on numbers that folding left alone (`rsqrt(2)`) is computed on the host like a hyper's
@@ -257,15 +259,16 @@ def _replace(p: Program, **changes) -> Program:
 def name_reductions(p: Program) -> Program:
     """Give every reduction a Let of its own (`_r1 = norm(param)`), placed just before the statement
     that reads it, innermost first: a reduction is a barrier, and the phase plan (optdsl.plan)
-    schedules these Lets."""
+    schedules these Lets. An `item()` gets one too (`_h1 = item(_r1)`): the eager paths read it
+    back there, and host math after reads the local."""
     counter = [0]
 
     def lift(v: Value, out: list[Stmt]) -> Value:
         def sub(node: Value) -> Value:
-            if node.op not in REDUCE:
+            if node.op not in REDUCE and node.op is not Op.ITEM:
                 return node
             counter[0] += 1
-            name = f"_r{counter[0]}"
+            name = f"_{'h' if node.op is Op.ITEM else 'r'}{counter[0]}"
             out.append(Let(name, node))
             return Value(Op.VAR, (), name, node.kind, node.type)
         return rebuild(v, sub)

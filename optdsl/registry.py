@@ -95,6 +95,12 @@ class Entry:
             return f"{self.reference_name} (loop)"
         return self.reference_name
 
+    def supports(self, path: str) -> bool:
+        """Whether our class has `path` ("loop", "foreach", "fused" or "cpu", the fused C++ backend): a
+        spec the fused kernels cannot run yet refuses fused=True (optdsl.plan.fused_refusal)."""
+        from . import optim
+        return path in ("loop", "foreach") or not getattr(getattr(optim, self.name), "_fused_refused", "")
+
     def make(self, params, combo: dict, path: str):
         from . import optim
         cls = getattr(optim, self.name)
@@ -429,6 +435,20 @@ register(Entry(
     "schedulefree.AdamWScheduleFree", grid=_SCHEDULE_FREE, base={"lr": 0.01},
     valid=fraction(_SCHEDULE_FREE, ("betas", ("weight_decay", "warmup_steps", "r", "weight_lr_power"))),
     reference_foreach=True, wave=4, modes=True,
+))
+
+
+# ---- factored state ------------------------------------------------------------------------------
+register(Entry(
+    "Adafactor", torch.optim.Adafactor, "torch.optim.Adafactor",
+    grid={"lr": (0.01, 0.1), "beta2_decay": (-0.8, -0.5), "eps": ((None, 1e-3), (1e-20, 1e-2)), "d": (1.0, 1.5),
+          "weight_decay": (0.0, 0.1), "maximize": (False, True)},
+    torch_class=torch.optim.Adafactor, reference_foreach=True, wave=4,
+    # ranks 0 to 4: a 0-d and a 1-d tensor keep the whole second moment, the others factor it
+    shapes=((5, 7), (3, 4, 6), (9,), (), (2, 3, 2, 4), (1, 6)),
+    foreach_against_loop="torch's foreach Adafactor multiplies the update by its step size, then adds it "
+                         "(two roundings); its loop adds with alpha= (one). Ours reads norms back to the host "
+                         "(item()) mid-update, so its foreach path takes the tensors one at a time, as the loop",
 ))
 
 

@@ -20,6 +20,8 @@ from .backends import (cpu_fused, cpu_fused_backend, fused_kernel_suffix, fused_
                        import_sibling)  # (generated code and tests read them as `_rt.`/`runtime.`)
 from .averages import StateWeights
 from .state_dicts import check_state_dict
+from .axis_ops import axis_amax, axis_mean, axis_norm, axis_rms, axis_sum  # noqa: F401  (generated code: `_rt.`)
+from .state_shapes import PerTensor, channel_numel, dtype_eps, item, new_shaped_state, shape_input, size  # noqa: F401
 from .distributed import across_ranks, foreach_copy_, launch_on_shards  # noqa: F401  (generated code reads them as `_rt.`)
 from .host_math import (  # noqa: F401 - generated code reads these as _rt.<name>
     compiling, _any_tensor, value, _like, sqrt, rsqrt, div, pow,
@@ -249,34 +251,6 @@ def small(x, like: Tensor) -> Tensor:
     return torch.full((), x, dtype=dtype, device=like.device)
 
 
-def shape_input(params: list[Tensor], what: str) -> list[int]:
-    """numel, ndim or channel_numel of each parameter as the update sees it (a complex parameter
-    as its real view, as every path computes on it)."""
-    out = []
-    for p in params:
-        shape = tuple(p.shape) + ((2,) if torch.is_complex(p) else ())
-        numel = math.prod(shape)
-        if what == "numel":
-            out.append(numel)
-        elif what == "ndim":
-            out.append(len(shape))
-        elif what.startswith("_size"):
-            d = int(what[len("_size"):])
-            out.append(shape[d] if d < len(shape) else 1)
-        else:
-            out.append(numel // shape[0] if shape and shape[0] else (numel if not shape else 0))
-    return out
-
-
-def size(x: Tensor, d: int) -> int:
-    """x's size along dim d; 1 past its last dim."""
-    return x.shape[d] if d < x.dim() else 1
-
-
-def channel_numel(x: Tensor) -> int:
-    return x.numel() // x.shape[0] if x.dim() and x.shape[0] else (x.numel() if not x.dim() else 0)
-
-
 # ---- tensors -----------------------------------------------------------------------------
 
 
@@ -436,6 +410,7 @@ class GeneratedOptimizer(StateWeights, Optimizer):
     _sparse_rows = False     # `sparse rows`: a sparse gradient updates its touched rows (optdsl/sparse_rows.py)
     _dense_refused = False   # `sparse rows only`: a dense gradient is an error
     _step_as_int = False     # `keep step as int`: state_dict() saves each tensor's step as an int
+    _state_shapes: dict[str, str] = {}   # state key -> "row" or "column": kept per row or per column
     # `keep step per group`: one step count per param group, group["step"] (a 0-d tensor, as a per-tensor
     # step is), incremented once per `step()` call, whether or not the group's params have gradients
     _step_per_group: bool = False
@@ -506,8 +481,10 @@ class GeneratedOptimizer(StateWeights, Optimizer):
             return torch.full((), value, dtype=_get_scalar_dtype(is_fused=group.get("fused")), device=p.device)
         return torch.tensor(value, dtype=_get_scalar_dtype())
 
-    def _new_state(self, kind, p: Tensor, group) -> Tensor | None:
+    def _new_state(self, kind, p: Tensor, group, name: str = "") -> Tensor | None:
         dtype = precision.state_dtype_of(p, group)
+        if name in self._state_shapes:   # one value per row or per column
+            return new_shaped_state(kind, p, self._state_shapes[name], dtype)
         if kind == "zeros":
             return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
         if kind == "empty":
@@ -567,11 +544,14 @@ class GeneratedOptimizer(StateWeights, Optimizer):
             if self._uses_step and group_step is None and "step" not in state:
                 state["step"] = self._new_step(0.0, p, group)
             for name, out in zip(self._state_names, state_lists):
-                if name in active and name not in state:
-                    init = self._new_state(active[name], p, group)
+                kind = active.get(name)
+                if isinstance(kind, PerTensor):   # kept where this tensor's shape says so
+                    kind = kind.init if kind.kept_by(p) else None
+                if kind is not None and name not in state:
+                    init = self._new_state(kind, p, group, name)
                     if init is not None:
                         state[name] = init
-                out.append(state.get(name) if name in active else None)
+                out.append(state.get(name) if kind is not None else None)
             if group_step is not None:
                 # the group's count so far, per tensor: the update adds 1 to each, as to a per-tensor
                 # step, and step() adds 1 to the group's own once
@@ -600,7 +580,8 @@ class GeneratedOptimizer(StateWeights, Optimizer):
         states = list(map(self.state.__getitem__, ps))
         try:
             steps = list(map(operator.itemgetter("step"), states)) if self._uses_step else []
-            columns = [list(map(operator.itemgetter(name), states)) if name in active else [None] * len(ps)
+            columns = [[s.get(name) for s in states] if isinstance(active.get(name), PerTensor)
+                       else list(map(operator.itemgetter(name), states)) if name in active else [None] * len(ps)
                        for name in self._state_names]
         except KeyError:   # a state not created yet (or an `empty` one still empty): the loop decides
             return None

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable
 
-from .ir import REDUCE, If, Kind, Let, Op, Program, Stmt, Store, Type, Value, apply, rebuild, walk_stmts, walk_values
+from .ir import REDUCE, If, Kind, Let, Op, Program, Stmt, Store, Type, Value, apply, rebuild, join, walk_stmts, walk_values
 
 SELECT_PREFIX = "_if"
 
@@ -121,7 +121,7 @@ def _original(key: tuple, like: Value | None, p: Program) -> Value:
         return Value(Op.VAR, (), name, like.kind if like is not None else Kind.TENSOR, like.type if like is not None else Type.NUM)
     if name == "param":
         return Value(Op.PARAM, (), None, Kind.TENSOR, Type.NUM)
-    return Value(Op.STATE, (), name, p.state(name).kind, Type.NUM)
+    return Value(Op.STATE, (), name, p.state(name).read_kind, Type.NUM)
 
 
 def _bound_in(stmts) -> set[str]:
@@ -261,7 +261,7 @@ class Selector:
                     name = self.fresh(key[1])
                     then.append(Let(name, t))
                     other.append(Let(name, o))
-                    env[key] = Value(Op.VAR, (), name, max(t.kind, o.kind), t.type)
+                    env[key] = Value(Op.VAR, (), name, join(t.kind, o.kind), t.type)
                 out.append(If(cond, tuple(then), tuple(other)))
         return out
 

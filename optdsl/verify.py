@@ -171,11 +171,11 @@ QUICK_STEPS = 20
 
 def quick_plan(entries: list[Entry], paths, steps: int | None = None) -> list[Task]:
     return [Task(e, combo, path, steps or e.quick_steps or QUICK_STEPS, QUICK_SHAPES)
-            for e in entries for combo in covering_combos(e) for path in paths]
+            for e in entries for combo in covering_combos(e) for path in paths if e.supports(path)]
 
 
 def full_plan(entries: list[Entry], paths, steps: int) -> list[Task]:
-    return [Task(e, combo, path, steps) for e in entries for combo in e.combos() for path in paths]
+    return [Task(e, combo, path, steps) for e in entries for combo in e.combos() for path in paths if e.supports(path)]
 
 
 def fused_paths() -> tuple[str, ...]:

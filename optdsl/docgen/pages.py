@@ -21,7 +21,8 @@ from ..parse import parse
 from ..compose import expand
 from ..resources import data_dir
 from ..show.math import latex_rule
-from ..show.report import KIND_WORDS, CostReport, cost_markdown, cost_report, flops_convention, kinds
+from ..plan import fused_refusal
+from ..show.report import KIND_WORDS, CostReport, cost_markdown, cost_report, flops_convention, kinds, state_lines
 from ..show.spec import Stages, compile_stages
 
 # plot(class_name, png_path) -> final losses: trains the class against AdamW and SGD and writes the PNG
@@ -99,7 +100,7 @@ class Page:
     stem: str          # the spec file's stem: the page is <stem>.md, its plot <stem>.png
     class_name: str
     doc: str
-    report: CostReport
+    report: CostReport | None   # None: no fused path (fused_refusal)
     text: str
 
 
@@ -132,7 +133,10 @@ def state_rows(spec: ast.Spec, stages: Stages) -> list[list[str]]:
                          "always, in the param group", _code(f'param_groups[i]["{s.name}"]')])
             continue
         info = infos[s.name]
-        shape = "one number per tensor (0-d float32)" if s.shape == "scalar" else "like the parameter"
+        shape = {"scalar": "one number per tensor (0-d float32)",
+                 "row": "one number per row: the parameter's shape, its last dim 1",
+                 "column": "one number per column: the parameter's shape, its second-to-last dim 1"}.get(
+            s.shape, "like the parameter")
         where = "on the parameter's device" if info.kind.on_device and s.shape == "scalar" else ""
         init = {"zeros": "zeros", "empty": "empty (absent until first stored)"}.get(str(s.init), _number(s.init)
                                                                                   if not isinstance(s.init, str)
@@ -174,7 +178,8 @@ def render_page(path: Path) -> Page:
     spec = parse(source, path.name)
     stages = compile_stages(source, path.name)
     p = stages.program
-    report = cost_report(p)
+    refused = fused_refusal(p)
+    report = None if refused else cost_report(p)
     by_kind: dict = {}
     for row in kinds(stages.math):
         by_kind.setdefault(row.kind, []).append(f"`{row.name}`")
@@ -222,15 +227,7 @@ def render_page(path: Path) -> Page:
         _table(["state", "shape", "initial value", "kept", "state_dict key"], state_rows(spec, stages)) if spec.states
         or p.uses_step else "No state.",
         "",
-        "## Cost per step (fused path)",
-        "",
-        "Per parameter element, from the plan (`optdsl show " + path.stem + "`); numbers in parentheses: with every "
-        "optional state.",
-        "",
-        cost_markdown(report),
-        "",
-        f"FLOPs per element count each elementwise operation: {flops_convention()}.",
-        "",
+        *(_cost(report, path.stem) if report is not None else _no_fused(refused, p)),
         "## Spec",
         "",
         f"[specs/{path.name}](../../specs/{path.name})",
@@ -245,10 +242,25 @@ def render_page(path: Path) -> Page:
     return Page(path.stem, p.name, p.doc, report, "\n".join(out))
 
 
+def _cost(report: CostReport, stem: str) -> list[str]:
+    return ["## Cost per step (fused path)", "",
+            "Per parameter element, from the plan (`optdsl show " + stem + "`); numbers in parentheses: with every "
+            "optional state.", "", cost_markdown(report), "",
+            f"FLOPs per element count each elementwise operation: {flops_convention()}.", ""]
+
+
+def _no_fused(why: str, p) -> list[str]:
+    return ["## Fused path", "", f"`fused=True` is refused: {why}.", "",
+            *[f"- {line}" for line in state_lines(p)], ""]
+
+
 def render_index(pages: list[Page]) -> str:
     rows = []
     for page in pages:
         report = page.report
+        if report is None:   # no fused path
+            rows.append([f"[{page.class_name}]({page.stem}.md)", _cell(page.doc), "no fused path", "—"])
+            continue
         total = f"{report.total}" + (f" ({report.total_full})" if report.total_full != report.total else "")
         rows.append([f"[{page.class_name}]({page.stem}.md)", _cell(page.doc), total, str(report.launches)])
     return "\n".join([

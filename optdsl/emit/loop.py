@@ -4,7 +4,7 @@ a loop over the tensors per phase, their parts combined between loops."""
 from __future__ import annotations
 
 from ..builtins import OPS, REDUCTIONS
-from ..ir import LEAF, REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, const
+from ..ir import AXIS_SCOPES, LEAF, REDUCE, Kind, axis_dim, Let, Op, Program, Stmt, Store, Type, Value, const
 from ..names import ident, parts_name
 from ..plan import Phase
 from .common import Writer
@@ -137,13 +137,18 @@ class LoopEmitter:
         return f"_rt.small({self.host(a)}, {like})"
 
     def reduction_operands(self, v: Value) -> list[str]:
-        """A reduction's operands, each as a tensor of the parameter's shape (`sum(1)` counts elements)."""
-        return [self.tensor(a)[0] if a.kind is Kind.TENSOR else f"_rt.expand({self.small(a)}, param)" for a in v.args]
+        """A reduction's operands, each as a tensor of the parameter's shape (`sum(1)` counts elements);
+        along an axis, an operand that varies along it as it is (a row state reduced per column)."""
+        return [self.tensor(a)[0] if a.kind is Kind.TENSOR or v.arg in AXIS_SCOPES and a.kind.varies_along(v.arg)
+                else f"_rt.expand({self.small(a)}, param)" for a in v.args]
 
     def reduction(self, v: Value) -> str:
-        """A per-tensor or per-channel reduction on the tensor at hand (group ones are phases: see body)."""
+        """A per-tensor, per-channel or per-row/column reduction on the tensor at hand (group ones are
+        phases: see body)."""
         form = REDUCTIONS[v.op]
-        assert v.arg in ("tensor", "channel"), "group reductions are computed between the loop's phases"
+        assert v.arg != "group", "group reductions are computed between the loop's phases"
+        if v.arg in AXIS_SCOPES:
+            return form.axis.format(*self.reduction_operands(v), d=axis_dim(v.arg))
         return (form.torch if v.arg == "tensor" else form.channel).format(*self.reduction_operands(v))
 
     def group_part(self, name: str, v: Value) -> str:
@@ -165,6 +170,8 @@ class LoopEmitter:
                 elif role == "inline":
                     raise AssertionError("a group reduction in the loop path is a phase barrier")
                 # ready: combined after an earlier phase's loop, read by name
+            elif isinstance(s, Let) and s.value.op is Op.ITEM:   # a reduction's value read back to the host
+                w.line(f"{ident(s.name)} = _rt.item({self.small(s.value.args[0])})")
             elif isinstance(s, Let):
                 code = self.host(s.value) if s.value.kind.on_host else self.tensor(s.value)[0]
                 w.line(f"{ident(s.name)} = {code}")

@@ -6,8 +6,8 @@ from functools import lru_cache
 import jinja2
 
 from ..builtins import ESTIMATORS, REDUCTIONS
-from ..ir import Kind, Let, Program, Store, Type
-from ..plan import make_plan
+from ..ir import SHAPE_INPUTS, Kind, Let, Program, Store, Type, entries_read, shape_input_name, size_dim, walk_values
+from ..plan import fused_refusal, make_plan
 from ..names import api_name, ident, literal, message_parts, message_source, module_name, out_name
 from ..resources import data_dir
 from .common import Writer, across_ranks
@@ -60,6 +60,8 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         for cond, message, (name, index) in h.checks:
             shown = ident(name) if index is None else f"{ident(name)}[{int(index)}]"
             given = f"{ident(h.name)} is not None and " if h.optional else ""   # None: an optional hyper left out
+            given += "".join(f"{ident(h.name)}[{i}] is not None and " for i in sorted(entries_read(cond, h.name)
+                                                                                     & h.optional_entries))
             v.line(f"if {given}not {host_expr(cond)}:")
             with v.indent():
                 prefix = message.replace("{}", "\x00").replace("{", "{{").replace("}", "}}").replace("\x00", "{" + shown + "}")
@@ -85,7 +87,11 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
             init = literal(s.init)
         else:
             init = f"({literal('fill')}, {host_expr_init(s.init)})"
-        if s.cond is not None:
+        if s.per_tensor_cond:   # decided per tensor, on its shape, when its state is made
+            shapes = sorted({shape_input_name(n) for n in walk_values(s.cond) if n.op in SHAPE_INPUTS})
+            a.line(f"active[{literal(s.storage_key)}] = _rt.PerTensor({init}, "
+                   f"lambda {', '.join(shapes)}: {host_expr(s.cond)}, {literal(tuple(shapes))})")
+        elif s.cond is not None:
             a.line(f"if {host_expr(s.cond)}:")
             with a.indent():
                 a.line(f"active[{literal(s.storage_key)}] = {init}")
@@ -125,6 +131,10 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         step_paths=step_paths, mode_paths=mode_paths, inputs=inputs,
         has_lr=any(h.name == "lr" for h in p.hypers),
         foreach_lr_per_tensor=literal(step_paths["lr_per_tensor"]),
+        fused_refused=literal(fused_refusal(p)) if fused_refusal(p) else "",
+        shaped_states="{" + ", ".join(f"{literal(s.storage_key)}: {literal(s.shape)}" for s in p.states if s.shape) + "}"
+        if any(s.shape for s in p.states) else "",
+        per_tensor_states=literal(tuple(s.storage_key for s in p.states if s.per_tensor_cond)),
     )
 
 
@@ -191,9 +201,10 @@ def eager_paths(p: Program, fn: str, mode: str | None = None) -> dict:
         "views": ", ".join(views) + ("," if len(views) == 1 else ""),
         "view_lists": ", ".join(view_lists) + ("," if len(view_lists) == 1 else ""),
         "loop_phases": loop_phases,
-        "loop_shape_inputs": [(name, LOOP_SHAPE_INPUTS.get(name) or f"_rt.size(param, {int(name[5:])})")
+        "loop_shape_inputs": [(name, LOOP_SHAPE_INPUTS.get(name) or f"_rt.size(param, {size_dim(name)})")
                               for name in loop_plan.shape_inputs],
-        "per_tensor_fn": emit_per_tensor_function(hoisted, f"_{fn}_per_tensor", cols),
+        # (host math after an item() is the loop path's: the foreach path takes its tensors one at a time)
+        "per_tensor_fn": "" if reads_back(p) else emit_per_tensor_function(hoisted, f"_{fn}_per_tensor", cols),
         "per_tensor_inputs": ", ".join(inputs),
         "per_tensor_kwargs": ", ".join(f"{n}={n}" for n in hyper_names),
         "uniform_columns": literal(tuple(uniform)) if uniform else "",
@@ -207,6 +218,12 @@ def eager_paths(p: Program, fn: str, mode: str | None = None) -> dict:
     }
 
 
+def reads_back(p: Program) -> bool:
+    """Whether the update reads a reduction back to the host (item())."""
+    from ..ir import Op, walk_stmts
+    return any(isinstance(s, Let) and s.value.op is Op.ITEM for s in walk_stmts(p.body))
+
+
 def selects_per_tensor(p) -> bool:
     """Whether the loop path converts a per-tensor `if` on the step or a scalar state into selects
     (optdsl.selects) when capturable or traced: the foreach path then takes its tensors one at a
@@ -218,7 +235,8 @@ def selects_per_tensor(p) -> bool:
 
 
 # The loop path's per-tensor shape inputs, read off the tensor at hand (a complex one's real view).
-LOOP_SHAPE_INPUTS = {"numel": "param.numel()", "ndim": "param.dim()", "channel_numel": "_rt.channel_numel(param)"}
+LOOP_SHAPE_INPUTS = {"numel": "param.numel()", "ndim": "param.dim()", "channel_numel": "_rt.channel_numel(param)",
+                     "dtype_eps": "torch.finfo(param.dtype).eps"}
 
 
 def group_combine(name: str, v) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..ir import If, Kind, Program, walk_stmts
+from ..ir import If, Kind, Let, Op, Program, stmt_values, walk_stmts, walk_values
 from ..passes import hoist_host
 from .phases import (ALL_SCOPES, GROUP_ONLY, NO_BARRIERS, Phase, PhasePlan, PlanError, is_barrier_let,  # noqa: F401
                      plan_phases, shadow)
@@ -43,12 +43,29 @@ class Plan:
     scalar_states: tuple[str, ...]   # host scalar states (the host function computes their new values)
     first_stored: tuple[str, ...]    # `empty` tensor states
     streams: tuple[str, ...]         # param, grad and the tensor states, in kernel argument order
-    # an `if` on a reduction's value branches per tensor: a list backend (foreach) then takes the
-    # tensors one at a time, as the loop path
+    # an `if` on a reduction's value branches per tensor, and host math on a reduction read back
+    # (item()) needs that tensor's reduction first: a list backend (foreach) then takes the tensors
+    # one at a time, as the loop path
     tensor_at_a_time: bool = False
 
     def column_index(self, name: str) -> int:
         return next(j for j, c in enumerate(self.columns) if c.name == name)
+
+
+def fused_refusal(p: Program) -> str:
+    """Why the fused backends (Triton, C++) do not run `p`, or "" where they do: what their one
+    pass over a flat work list cannot hold yet."""
+    values = [n for s in walk_stmts(p.body) for v in stmt_values(s) for n in walk_values(v)]
+    if any(s.shape for s in p.states) or any(n.kind.is_axis for n in values):
+        return ("its row or column values (reductions along an axis, states kept per row or column) are not "
+                "in the fused kernels yet; use foreach=True or the default loop")
+    if any(n.op is Op.ITEM for n in values):
+        return ("it reads a reduction back to the host (item()) in the middle of its update, which a fused "
+                "launch cannot; use foreach=True or the default loop")
+    if any(s.per_tensor_cond for s in p.states):
+        return ("it keeps a state only on some tensors of a group (a state's `if` on the shape), which the "
+                "fused kernels' streams cannot yet; use foreach=True or the default loop")
+    return ""
 
 
 def make_plan(p: Program, backend: str) -> Plan:
@@ -66,5 +83,6 @@ def make_plan(p: Program, backend: str) -> Plan:
         first_stored=tuple(first_stored(program)),
         streams=("param", "grad") + tuple(s.name for s in program.states if s.kind is Kind.TENSOR),
         tensor_at_a_time=backend == "foreach" and any(
-            isinstance(s, If) and s.cond.kind.on_device for s in walk_stmts(program.body)),
+            isinstance(s, If) and s.cond.kind.on_device or isinstance(s, Let) and s.value.op is Op.ITEM
+            for s in walk_stmts(program.body)),
     )

@@ -29,7 +29,8 @@ from .table import is_device_stmt
 
 FLOPS: dict[Op, int] = {
     **{op: 0 for op in (Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY,
-                        Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE, Op.COPY, Op.ON_DEVICE,
+                        Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE, Op.DTYPE_EPS, Op.COPY, Op.ON_DEVICE,
+                        Op.ITEM,
                         Op.AND, Op.OR, Op.NOT)},
     **{op: 1 for op in (Op.NEG, Op.SQRT, Op.ABS, Op.SIGN, Op.EXP, Op.LOG, Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW,
                         Op.MIN, Op.MAX, Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.WHERE)},

@@ -191,7 +191,7 @@ def _stored_targets(stmts) -> list[str]:
 def _functionalize(p: Program, stored: list[str]) -> tuple[Stmt, ...]:
     """Stores become Lets of shadow locals, initialised from the state at the top."""
     def kind_of(target: str) -> Kind:
-        return Kind.TENSOR if target == "param" else p.state(target).kind
+        return Kind.TENSOR if target == "param" else p.state(target).read_kind
 
     def read(node: Value) -> Value:
         if node.op is Op.STATE and node.arg in stored:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..names import ident, is_empty_name
-from ..ir import SHAPE_INPUTS, If, Kind, shape_input_name, Let, Op, Program, Stmt, Store, Type, Value, stmt_values, walk_stmts, walk_values
+from ..ir import SHAPE_INPUTS, size_dim, If, Kind, shape_input_name, Let, Op, Program, Stmt, Store, Type, Value, stmt_values, walk_stmts, walk_values
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,8 @@ def shape_inputs(p: Program) -> list[str]:
     """`numel`, `ndim`, `channel_numel` where host math reads them: inputs of the per-tensor host function."""
     used = {shape_input_name(n) for s in walk_stmts(p.body) for v in stmt_values(s) for n in walk_values(v)
             if n.op in SHAPE_INPUTS}
-    fixed = [name for name in ("numel", "ndim", "channel_numel") if name in used]
-    return fixed + sorted(used - set(fixed), key=lambda name: int(name[len("_size"):]))
+    fixed = [name for name in ("numel", "ndim", "channel_numel", "dtype_eps") if name in used]
+    return fixed + sorted(used - set(fixed), key=size_dim)
 
 
 def scalar_states(p: Program) -> list[str]:

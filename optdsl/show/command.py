@@ -70,6 +70,7 @@ def code(compiled, path: str) -> str:
 def main(args) -> int:
     from ..compiler import compile_spec
     from .math import latex_rule
+    from ..plan import fused_refusal
     from .report import cost_report
     from .spec import SpecNotFound, compile_stages, find_spec, format_stages
     try:
@@ -103,7 +104,8 @@ def main(args) -> int:
         if args.state_dtype:
             dtype = with_state_dtype(stages.program, dtype, args.state_dtype)
         math = specialize_flags(stages.math, flags) if flags else stages.math
-        report = cost_report(stages.program, flags, dtype)
+        refused = fused_refusal(stages.program)
+        report = refused or cost_report(stages.program, flags, dtype)   # a str: why there is no fused path
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

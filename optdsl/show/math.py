@@ -250,7 +250,8 @@ def _is_empty(r: Renderer, v: Value):
 
 def _is_set(r: Renderer, v: Value):
     ne = "\\neq" if r.latex else "≠"
-    return f"{r.sym(str(v.arg))} {ne} {r.word('none')}", CMP
+    ref = r.sym(*v.arg) if isinstance(v.arg, tuple) else r.sym(str(v.arg))   # a tuple entry `none` by default
+    return f"{ref} {ne} {r.word('none')}", CMP
 
 
 def _neg(r: Renderer, v: Value):
@@ -349,13 +350,13 @@ RULES = {
     Op.CONST: _const, Op.HYPER: _hyper, Op.FLAG: _leaf_name, Op.STATE: _leaf_name, Op.VAR: _leaf_name,
     Op.STEP: _input, Op.PARAM: _input, Op.GRAD: _input,
     Op.IS_EMPTY: _is_empty, Op.IS_SET: _is_set,
-    Op.NUMEL: _shape, Op.NDIM: _shape, Op.CHANNEL_NUMEL: _shape, Op.SIZE: _shape,
+    Op.NUMEL: _shape, Op.NDIM: _shape, Op.CHANNEL_NUMEL: _shape, Op.SIZE: _shape, Op.DTYPE_EPS: _shape,
     Op.NEG: _neg, Op.NOT: _not, Op.SQRT: _sqrt, Op.RSQRT: _rsqrt, Op.ABS: _abs,
     Op.SIGN: _call("sign"), Op.EXP: _call("exp"), Op.LOG: _call("log"),
     Op.SIGMOID: _call("sigmoid"), Op.TANH: _call("tanh"), Op.SOFTPLUS: _call("softplus"),
     Op.LOG1P: _call("log1p"), Op.EXPM1: _call("expm1"), Op.CBRT: _call("cbrt"), Op.FLOOR: _call("floor"),
     Op.MOD: _call("mod"),
-    Op.COPY: _transparent, Op.ON_DEVICE: _transparent,
+    Op.COPY: _transparent, Op.ON_DEVICE: _transparent, Op.ITEM: _transparent,
     **{op: _reduction for op in REDUCE},
     Op.ADD: _add, Op.SUB: _sub, Op.MUL: _mul, Op.DIV: _div, Op.POW: _pow,
     Op.MIN: _call("min"), Op.MAX: _call("max"),

@@ -3,9 +3,10 @@ value, and the fused path's cost per phase (optdsl.plan.cost, the source the ker
 bytes come from too)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from ..ir import Kind, Let, Op, Program, walk_stmts, walk_values, stmt_values
+from ..ir import Kind, Let, join, Op, Program, walk_stmts, walk_values, stmt_values
 from ..plan import make_plan
 from ..plan.cost import FLOPS, ITEMSIZE, Bytes, PhaseCost, optional_streams, phase_bytes, phase_costs, specialize_flags
 
@@ -16,6 +17,9 @@ KIND_WORDS = {
     Kind.TENSOR_SCALAR: ("per tensor", "once per tensor, on the host (float64)"),
     Kind.REDUCED: ("per tensor, on the device", "a reduction's value: once per tensor, a 0-d tensor"),
     Kind.CHANNEL: ("per channel", "a per-channel reduction's value: once per output channel, on the device"),
+    Kind.MATRIX: ("per matrix", "reduced along both last dims: once per matrix, on the device"),
+    Kind.ROW: ("per row", "reduced along the last dim: once per row, on the device"),
+    Kind.COLUMN: ("per column", "reduced along the second-to-last dim: once per column, on the device"),
     Kind.TENSOR: ("elementwise", "per element: torch ops, foreach ops or the Triton kernel"),
 }
 assert set(KIND_WORDS) == set(Kind)
@@ -44,11 +48,12 @@ def kinds(p: Program) -> list[KindRow]:
         rows.append(KindRow(name, "input", kind))
     rows += [KindRow(h.name, "hyper" + (" (optional)" if h.optional else ""), Kind.HOST) for h in p.hypers]
     rows += [KindRow(f.name, "flag", Kind.HOST) for f in p.flags]
-    rows += [KindRow(s.name, "state" + (" (scalar)" if s.kind is not Kind.TENSOR else ""), s.kind) for s in p.states]
+    rows += [KindRow(s.name, "state" + (" (scalar)" if s.kind is not Kind.TENSOR else f" ({s.shape})" if s.shape else ""),
+                     s.read_kind) for s in p.states]
     locals_: dict[str, Kind] = {}
     for s in walk_stmts(p.body):
         if isinstance(s, Let):
-            locals_[s.name] = max(locals_.get(s.name, Kind.CONST), s.value.kind)
+            locals_[s.name] = join(locals_.get(s.name, Kind.CONST), s.value.kind)
     rows += [KindRow(name, "local", kind) for name, kind in locals_.items()]
     return rows
 
@@ -201,3 +206,37 @@ def cost_markdown(report: CostReport) -> str:
     lines.append("")
     lines += [f"- {line.strip()}" for line in cost_summary(report)]
     return "\n".join(lines)
+
+
+# ---- the eager paths' state, where the fused path is refused ---------------------------------------
+
+# the shapes whose state the report states: a large matrix (factored state pays off there) and a vector
+EXAMPLE_SHAPES = ((4096, 4096), (4096,))
+
+
+def state_bytes(p: Program, shape: tuple[int, ...], itemsize: int = 4) -> dict[str, int]:
+    """Bytes of each tensor state a param of `shape` keeps (the defaults' hypers and flags): a row or
+    column state is the param's size over its reduced dim."""
+    from ..axis_ops import reduced_shape
+    from ..interp import Interpreter
+    active = Interpreter(p, validate=False).active_states(tuple(shape))
+    return {s.name: math.prod(reduced_shape(tuple(shape), s.shape) if s.shape else shape) * itemsize
+            for s in p.states if s.kind is Kind.TENSOR and s.name in active}
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= scale:
+            return f"{n / scale:g} {unit}"
+    return f"{n} B"
+
+
+def state_lines(p: Program) -> list[str]:
+    """The state a large matrix and a vector keep, against one full-shape fp32 state."""
+    out = []
+    for shape in EXAMPLE_SHAPES:
+        per = state_bytes(p, shape)
+        parts = ", ".join(f"{name} {_size(n)}" for name, n in per.items()) or "none"
+        out.append(f"state of a {'×'.join(map(str, shape))} fp32 param: {_size(sum(per.values()))} ({parts}); "
+                   f"one full-shape state is {_size(math.prod(shape) * 4)}")
+    return out

@@ -13,10 +13,11 @@ from rich.text import Text
 from ..ir import Program
 from .lexer import OptLexer
 from .math import lines
-from .report import COST_HEADER, KIND_WORDS, CostReport, cost_rows, cost_summary, kinds
+from .report import COST_HEADER, KIND_WORDS, CostReport, cost_rows, cost_summary, kinds, state_lines
 
 KIND_STYLE = {"constant": "dim", "host": "cyan", "per tensor": "green", "per tensor, on the device": "yellow",
-              "per channel": "magenta", "elementwise": "bold red"}
+              "per channel": "magenta", "per matrix": "blue", "per row": "blue", "per column": "blue",
+              "elementwise": "bold red"}
 
 
 def console(file=None, color: bool = True) -> Console:
@@ -72,7 +73,8 @@ def cost_table(report: CostReport) -> Group:
     return Group(t, *streams, Text(""), *summary)
 
 
-def show(out: Console, math: Program, report: CostReport, source: str, title: str) -> None:
+def show(out: Console, math: Program, report: CostReport | str, source: str, title: str) -> None:
+    """`report`: the fused path's cost, or why there is no fused path (its eager state is shown then)."""
     out.print(Text(title, style="bold"))
     out.print()
     out.print(Panel(rule_table(math), title="update rule", title_align="left", box=box.ROUNDED, expand=False))
@@ -81,8 +83,14 @@ def show(out: Console, math: Program, report: CostReport, source: str, title: st
                         title_align="left", box=box.ROUNDED, expand=False))
     out.print(Text("kinds", style="bold"))
     out.print(kinds_table(math))
-    out.print(Text("cost of one step, fused path (per parameter element)", style="bold"))
-    out.print(cost_table(report))
+    if isinstance(report, str):
+        out.print(Text("fused path", style="bold"))
+        out.print(f"fused=True is refused: {report}")
+        for line in state_lines(math):
+            out.print(line)
+    else:
+        out.print(Text("cost of one step, fused path (per parameter element)", style="bold"))
+        out.print(cost_table(report))
     out.print()
     out.print(Text("spec", style="bold"))
     out.print(Syntax(source.rstrip("\n"), OptLexer(), theme="ansi_dark", background_color="default",

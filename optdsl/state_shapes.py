@@ -1,0 +1,75 @@
+"""Per-tensor facts of a parameter's shape (numel, ndim, size(d), dtype_eps), and the states that
+depend on it: those kept only where the shape allows (`state v = zeros if ndim < 2`) and those
+kept per row or per column (`state row_var : row = zeros`)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .axis_ops import reduced_shape
+from .host_math import value
+from .ir import dim_size, size_dim
+
+
+def shape_input(params: list[Tensor], what: str) -> list[int]:
+    """numel, ndim or channel_numel of each parameter as the update sees it (a complex parameter
+    as its real view, as every path computes on it)."""
+    out = []
+    for p in params:
+        shape = tuple(p.shape) + ((2,) if torch.is_complex(p) else ())
+        numel = math.prod(shape)
+        if what == "numel":
+            out.append(numel)
+        elif what == "ndim":
+            out.append(len(shape))
+        elif what.startswith("_size"):
+            out.append(dim_size(shape, size_dim(what)))
+        elif what == "dtype_eps":
+            out.append(dtype_eps(p))
+        else:
+            out.append(numel // shape[0] if shape and shape[0] else (numel if not shape else 0))
+    return out
+
+
+def size(x: Tensor, d: int) -> int:
+    """x's size along dim d; 1 past its last dim (d >= 0) or before its first (d < 0)."""
+    return dim_size(tuple(x.shape), d)
+
+
+def dtype_eps(x: Tensor) -> float:
+    """The machine epsilon of x's (real) dtype: torch.finfo(dtype).eps."""
+    return torch.finfo(x.dtype).eps
+
+
+def item(x) -> float:
+    """A per-tensor device value read back to the host: `.item()`, as torch.optim's Adafactor reads
+    `param.norm(2).item()` (a Python float: host math on it is float64)."""
+    return value(x)
+
+
+def channel_numel(x: Tensor) -> int:
+    return x.numel() // x.shape[0] if x.dim() and x.shape[0] else (x.numel() if not x.dim() else 0)
+
+
+
+class PerTensor:
+    """A state kept only on the tensors whose shape satisfies its condition: `init` is how it starts
+    there; `holds(*inputs)` decides from the shape inputs named in `inputs` (numel, ndim, _size1, ...)."""
+    __slots__ = ("init", "holds", "inputs")
+
+    def __init__(self, init, holds, inputs: tuple[str, ...]):
+        self.init, self.holds, self.inputs = init, holds, inputs
+
+    def kept_by(self, p: Tensor) -> bool:
+        return bool(self.holds(*(shape_input([p], name)[0] for name in self.inputs)))
+
+
+def new_shaped_state(kind, p: Tensor, axis: str, dtype: torch.dtype) -> Tensor:
+    """A `row` or `column` state of p: its last (second-to-last) dim reduced to 1, starting at zeros
+    or at a number (`kind`: "zeros" or ("fill", value))."""
+    shape = reduced_shape(tuple(p.shape), axis)
+    if kind == "zeros":
+        return p.new_zeros(shape, dtype=dtype)
+    return p.new_full(shape, float(kind[1]), dtype=dtype)
