@@ -11,6 +11,7 @@ from .builtins import (CONSTANTS, ESTIMATORS, FUNCTION_GROUPS, FUNCTIONS, INITIA
 from .check_sparse import check_sparse
 from .definite import stored_on_every_path, unguarded_empty_reads
 from .ir import AXIS_SCOPES, MODES, SCOPES, join, scope_kind
+from .check_shapes import complement, dim_literal, item, state_condition
 from .diagnostics import Reporter, Span
 from .ir import Kind, Type
 from .names import message_parts, problem_with_class_name, problem_with_name
@@ -210,24 +211,7 @@ class Checker:
                     f"{s.init if s.init in INPUTS else 'grad'} : ...`")
                 self.r.error(s.span, f"unknown initial value '{s.init}' for state '{s.name}'{hint}")
         if s.cond is not None:
-            self.state_condition(s)
-
-    def state_condition(self, s: ast.State) -> None:
-        """A state's `if`: hypers and flags, decided per group; or the param's shape too (`if ndim >= 2`),
-        decided per tensor when the state is made."""
-        sym = self.expect(s.cond, Type.BOOL, max_kind=Kind.TENSOR_SCALAR, what="a state's `if` condition", locals_={})
-        if sym is None or sym.kind <= Kind.HOST:
-            return
-        for n in ast.walk(s.cond):
-            if isinstance(n, ast.Name) and (n.id in ("step", "grad", "param") or n.id in self.states):
-                self.r.error(n.span, f"a state's `if` is decided once, when the state is made: it reads hypers, flags "
-                                     f"and the param's shape (ndim, numel, channel_numel, size(d), dtype_eps), not "
-                                     f"'{n.id}'")
-                return
-            if isinstance(n, ast.Call) and n.func in REDUCTION_FUNCTIONS | {"item": 0}:
-                self.r.error(n.span, f"a state's `if` is decided once, when the state is made: {n.func}() is not "
-                                     "known then")
-                return
+            state_condition(self, s)
 
     def check_input(self, i: ast.Input) -> None:
         """`input name = estimator(args)`: a known estimator, given the hypers and flags it takes."""
@@ -325,7 +309,7 @@ class Checker:
                 per_tensor = cond is not None and cond.kind in PER_TENSOR
                 self.per_tensor_control += [st.cond] if per_tensor else []
                 then = self.block(st.then, dict(locals_), guards + _conjuncts(st.cond))
-                other = self.block(st.other, dict(locals_), guards + [_complement(st.cond)])
+                other = self.block(st.other, dict(locals_), guards + [complement(st.cond)])
                 del self.per_tensor_control[len(self.per_tensor_control) - per_tensor:]
                 for name in sorted(set(then) | set(other)):
                     a, b = then.get(name), other.get(name)
@@ -682,41 +666,9 @@ class Checker:
                 self.r.error(a.span, f"arguments of {e.func}() must be numbers")
                 return None
         if e.func == "item":
-            return self.item(e, syms[0])
+            return item(self, e, syms[0])
         return Sym(join(*(s.kind for s in syms)), Type.NUM)
 
-    def item(self, e: ast.Call, sym: Sym) -> Sym | None:
-        """item(x): one number per tensor, computed on the device, read back to the host."""
-        if sym.kind.on_host:
-            self.r.error(e.span, "item() reads a reduction's value back to the host; this value is on the host already")
-            return None
-        if sym.kind > Kind.REDUCED:
-            per = "channel" if sym.kind is Kind.CHANNEL else "row or column" if sym.kind.is_axis else "element"
-            self.r.error(e.span, f"item() reads one number per tensor back to the host, but this varies per {per}: "
-                                 "reduce it first, e.g. item(norm(x))")
-            return None
-        return Sym(Kind.TENSOR_SCALAR, Type.NUM)
-
-
-def _complement(cond: ast.Expr) -> ast.Expr:
-    """What an `else` knows: a single comparison flipped (`ndim >= 2` -> `ndim < 2`), else `not cond`."""
-    flip = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
-    if isinstance(cond, ast.Compare) and len(cond.ops) == 1 and not any(isinstance(x, ast.NoneLit) for x in cond.operands):
-        return ast.Compare(cond.span, cond.operands, (flip[cond.ops[0]],))
-    if isinstance(cond, ast.Unary) and cond.op == "not":
-        return cond.operand
-    return ast.Unary(cond.span, "not", cond)
-
-
-def dim_literal(e: ast.Expr) -> int | None:
-    """A dim written as a whole number, `1` or `-1`; None for anything else."""
-    if isinstance(e, ast.Unary) and e.op == "-" and isinstance(e.operand, ast.Num):
-        d = -e.operand.value
-    elif isinstance(e, ast.Num):
-        d = e.value
-    else:
-        return None
-    return int(d) if d == int(d) else None
 
 
 def _assigned(stmts) -> set[str]:

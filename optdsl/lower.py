@@ -107,7 +107,7 @@ class Lowerer:
             if e.func in STATE_PREDICATES:
                 return Value(STATE_PREDICATES[e.func], (), e.args[0].id, Kind.TENSOR_SCALAR, Type.BOOL)
             if e.func in SHAPE_FUNCTIONS:
-                from .check import dim_literal
+                from .check_shapes import dim_literal
                 return Value(SHAPE_FUNCTIONS[e.func], (), dim_literal(e.args[0]), Kind.TENSOR_SCALAR, Type.NUM)
             if e.func in REDUCTION_FUNCTIONS:
                 op, arity = REDUCTION_FUNCTIONS[e.func]

@@ -580,7 +580,9 @@ class GeneratedOptimizer(StateWeights, Optimizer):
         states = list(map(self.state.__getitem__, ps))
         try:
             steps = list(map(operator.itemgetter("step"), states)) if self._uses_step else []
-            columns = [[s.get(name) for s in states] if isinstance(active.get(name), PerTensor)
+            # a state kept where a tensor's shape says: missing there (KeyError) until it is made
+            columns = [[s[name] if active[name].kept_by(p) else None for s, p in zip(states, ps)]
+                       if isinstance(active.get(name), PerTensor)
                        else list(map(operator.itemgetter(name), states)) if name in active else [None] * len(ps)
                        for name in self._state_names]
         except KeyError:   # a state not created yet (or an `empty` one still empty): the loop decides

@@ -6,6 +6,9 @@ from typing import Any
 
 from torch import Tensor
 
+from .axis_ops import reduced_shape
+from .state_shapes import PerTensor
+
 
 def check_state_dict(opt, state_dict: dict[str, Any]) -> None:
     """Refuse, before changing anything, a state_dict this optimizer cannot continue from: another
@@ -44,6 +47,9 @@ def check_state_dict(opt, state_dict: dict[str, Any]) -> None:
             active = opt._active_states({**opt.defaults, **g_saved})
         except Exception:   # a group this optimizer cannot read: judge the keys alone
             active = {}
+        # a state kept on some tensors only (its `if` on the shape): needed where this one's shape says
+        active = {n: (kind.init if isinstance(kind, PerTensor) else kind) for n, kind in active.items()
+                  if not isinstance(kind, PerTensor) or kind.kept_by(p)}
         if entry:
             needed = {n for n, kind in active.items() if kind != "empty" and n not in opt._inputs} \
                 | ({"step"} if per_tensor_step else set())
@@ -55,8 +61,11 @@ def check_state_dict(opt, state_dict: dict[str, Any]) -> None:
             if k == "step" or not isinstance(t, Tensor):
                 continue
             scalar = isinstance(active.get(k), tuple) and active[k][0] in ("scalar", "device_scalar")
-            want = () if scalar else tuple(p.shape)
+            axis = opt._state_shapes.get(k)
+            want = () if scalar else reduced_shape(tuple(p.shape), axis) if axis else tuple(p.shape)
             if tuple(t.shape) != want and not (scalar and t.numel() == 1):
+                what = f" (the parameter's shape, one number per {axis})" if axis else "" if scalar \
+                    else " (the parameter's shape)"
                 raise ValueError(f"{name}.load_state_dict: state {k!r} of parameter {key!r} has shape {tuple(t.shape)}, "
-                                 f"expected {want}" + ("" if scalar else " (the parameter's shape)")
+                                 f"expected {want}" + what
                                  + "; was this state_dict saved for other parameters?")

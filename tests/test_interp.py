@@ -44,7 +44,7 @@ CASES = [(name, i, combo) for name, entry in REGISTRY.items() if name in PROGRAM
 # the fused path (the Triton interpreter: seconds per step for the channel-reduction specs) on the
 # last combination only, the one with most flags on; tests/test_fuzz.py and verify cover the rest
 PATH_CASES = [(name, i, combo, path) for name, i, combo in CASES for path in ("loop", "foreach", "fused")
-              if path != "fused" or i == len(_combos(REGISTRY[name])) - 1]
+              if REGISTRY[name].supports(path) and (path != "fused" or i == len(_combos(REGISTRY[name])) - 1)]
 
 
 def _split(program, values: dict):

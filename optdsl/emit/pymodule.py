@@ -131,7 +131,7 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         step_paths=step_paths, mode_paths=mode_paths, inputs=inputs,
         has_lr=any(h.name == "lr" for h in p.hypers),
         foreach_lr_per_tensor=literal(step_paths["lr_per_tensor"]),
-        fused_refused=literal(fused_refusal(p)) if fused_refusal(p) else "",
+        fused_refused=literal(fused_refusal(p)) if fused_refusal(p) else "", reads_back=reads_back(p),
         shaped_states="{" + ", ".join(f"{literal(s.storage_key)}: {literal(s.shape)}" for s in p.states if s.shape) + "}"
         if any(s.shape for s in p.states) else "",
         per_tensor_states=literal(tuple(s.storage_key for s in p.states if s.per_tensor_cond)),
