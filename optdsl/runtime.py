@@ -533,6 +533,9 @@ class GeneratedOptimizer(StateWeights, Optimizer):
                                    f"{self._param_label(group, i)} has a sparse gradient")
             if self._dense_refused and not p.grad.is_sparse:
                 raise sparse_rows.dense_refused(type(self).__name__, self._param_label(group, i))
+            if self._state_shapes and hasattr(p, "placements"):
+                raise RuntimeError(f"{type(self).__name__} does not support DTensor (FSDP2) params yet: its reductions "
+                                   f"along the last two dims would cross shards ({self._param_label(group, i)})")
             if torch.is_complex(p):
                 if not self._supports_complex:
                     raise RuntimeError(f"{type(self).__name__} does not support complex parameters: "

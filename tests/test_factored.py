@@ -144,3 +144,12 @@ def test_axis_reductions_of_small_operands_broadcast_first_and_else_knows_the_co
     _run(opt, p, 1)
     assert torch.equal(opt.state[p[0]]["r"], torch.full((2, 1), 3.0)) and "v" not in opt.state[p[0]]
     assert "r" not in opt.state[p[1]]
+
+
+def test_a_dtensor_param_is_refused_with_the_reason():
+    class Sharded(torch.Tensor):   # what the runtime checks of a DTensor: its placements
+        placements = ()
+    p = torch.randn(3, 4).as_subclass(Sharded).requires_grad_()
+    p.grad = torch.randn(3, 4)
+    with pytest.raises(RuntimeError, match="does not support DTensor"):
+        Adafactor([p]).step()

@@ -66,7 +66,7 @@ OP_CLASSES: dict[str, tuple[tuple[Op, ...], float]] = {
     # conversion every host operand of device math gets, optdsl.interp_math._convert)
     # (FLOOR: its jumps are decisions, as SIGN's: optdsl.interp_math._rule_floor)
     "exact": ((Op.NEG, Op.ABS, Op.SIGN, Op.MIN, Op.MAX, Op.CLAMP, Op.COPY, Op.ON_DEVICE, Op.WHERE, Op.NOT, Op.AND, Op.OR,
-               Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.FLOOR), 0.0),
+               Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.FLOOR, Op.ITEM), 0.0),
     # one correctly rounded operation
     "arithmetic": ((Op.ADD, Op.SUB, Op.MUL), 1.0),
     # mod: torch's exact fmod then `+ b`, or Triton's fma(-q, b, a) then `+ b`: one rounding where the
