@@ -163,7 +163,8 @@ def test_the_generator_writes_every_construct():
     missing = coverage.missing()
     assert not missing, "the program generator never produced: " + "; ".join(missing)
     print("programs reducing over each scope:", coverage.scopes)
-    assert all(n >= COVERED // 20 for n in coverage.scopes.values()), coverage.scopes
+    drawn = {scope: n for scope, n in coverage.scopes.items() if f"a reduction over scope {scope!r}" not in coverage.NOT_DRAWN_YET}
+    assert all(n >= COVERED // 20 for n in drawn.values()), coverage.scopes
 
 
 def test_coverage_notices_what_was_never_generated():
