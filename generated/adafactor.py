@@ -198,7 +198,7 @@ def _single_tensor_adafactor(params, grads, row_vars, col_vars, variances, state
         one_minus_beta2_t = _rt.pow(step, beta2_decay)
         rho_t = _rt.minimum(lr, _rt.div(1.0, _rt.pow(step, 0.5)))
         _r1 = torch.linalg.vector_norm(param)
-        _h2 = _rt.item(_r1)
+        _h2 = _rt.value(_r1)
         alpha = (_rt.maximum(eps[1], _rt.div(_h2, _rt.pow(numel, 0.5))) * rho_t)
         if (weight_decay != 0.0):
             param.mul_((1.0 - (lr * weight_decay)))
@@ -214,7 +214,7 @@ def _single_tensor_adafactor(params, grads, row_vars, col_vars, variances, state
             var_estimate = variance
         upd = torch.maximum(var_estimate, torch.full_like(param, (eps1 * eps1))).rsqrt_().mul_(g)
         _r6 = torch.linalg.vector_norm(upd)
-        _h7 = _rt.item(_r6)
+        _h7 = _rt.value(_r6)
         denom = _rt.maximum(1.0, _rt.div(_h7, (_rt.pow(numel, 0.5) * d)))
         if capturable:
             _rt.add_(param, upd, (-_rt.div(alpha, denom)))

@@ -51,9 +51,9 @@ OPS: dict[Op, Form] = {
     Op.CBRT:  Form("_rt.cbrt({0})", "_rt.cbrt({0})", None, "_cbrt({0})", "np.cbrt({0})", "std::cbrt({0})"),
     Op.FLOOR: Form("_rt.floor({0})", "torch.floor({0})", "_foreach_floor", "tl.floor({0})", "np.floor({0})", "std::floor({0})"),
     Op.ON_DEVICE: Form("{0}", "_rt.on_device({0})", None, "{0}", "{0}", "{0}"),
-    # `.item()`: the eager paths read the 0-d tensor back as a Python float (a sync, as torch.optim's
-    # Adafactor does); the fused backends do not run it (optdsl.plan.fused_refusal)
-    Op.ITEM:  Form("{0}", "_rt.item({0})", None, "{0}", "{0}", "{0}"),
+    # `.item()`: the eager paths read the 0-d tensor back as a Python float (torch.optim's `_get_value`:
+    # a sync, as torch's Adafactor does); the fused backends do not run it (optdsl.plan.fused_refusal)
+    Op.ITEM:  Form("{0}", "_rt.value({0})", None, "{0}", "{0}", "{0}"),
     Op.COPY:  Form("{0}", "torch.clone({0})", "_foreach_clone", "{0}", "np.array({0}, copy=True)", "{0}"),
     Op.ADD:   Form("({0} + {1})", "({0} + {1})", "_foreach_add", "({0} + {1})", "({0} + {1})", "({0} + {1})"),
     Op.SUB:   Form("({0} - {1})", "({0} - {1})", "_foreach_sub", "({0} - {1})", "({0} - {1})", "({0} - {1})"),

@@ -21,7 +21,7 @@ from .backends import (cpu_fused, cpu_fused_backend, fused_kernel_suffix, fused_
 from .averages import StateWeights
 from .state_dicts import check_state_dict
 from .axis_ops import axis_amax, axis_mean, axis_norm, axis_rms, axis_sum  # noqa: F401  (generated code: `_rt.`)
-from .state_shapes import PerTensor, channel_numel, dtype_eps, item, new_shaped_state, shape_input, size  # noqa: F401
+from .state_shapes import PerTensor, channel_numel, dtype_eps, new_shaped_state, shape_input, size  # noqa: F401
 from .distributed import across_ranks, foreach_copy_, launch_on_shards  # noqa: F401  (generated code reads them as `_rt.`)
 from .host_math import (  # noqa: F401 - generated code reads these as _rt.<name>
     compiling, _any_tensor, value, _like, sqrt, rsqrt, div, pow,

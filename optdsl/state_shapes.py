@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from .axis_ops import reduced_shape
-from .host_math import value
 from .ir import dim_size, size_dim
 
 
@@ -41,12 +40,6 @@ def size(x: Tensor, d: int) -> int:
 def dtype_eps(x: Tensor) -> float:
     """The machine epsilon of x's (real) dtype: torch.finfo(dtype).eps."""
     return torch.finfo(x.dtype).eps
-
-
-def item(x) -> float:
-    """A per-tensor device value read back to the host: `.item()`, as torch.optim's Adafactor reads
-    `param.norm(2).item()` (a Python float: host math on it is float64)."""
-    return value(x)
 
 
 def channel_numel(x: Tensor) -> int:

@@ -171,7 +171,7 @@ class LoopEmitter:
                     raise AssertionError("a group reduction in the loop path is a phase barrier")
                 # ready: combined after an earlier phase's loop, read by name
             elif isinstance(s, Let) and s.value.op is Op.ITEM:   # a reduction's value read back to the host
-                w.line(f"{ident(s.name)} = _rt.item({self.small(s.value.args[0])})")
+                w.line(f"{ident(s.name)} = {OPS[Op.ITEM].torch.format(self.small(s.value.args[0]))}")
             elif isinstance(s, Let):
                 code = self.host(s.value) if s.value.kind.on_host else self.tensor(s.value)[0]
                 w.line(f"{ident(s.name)} = {code}")
