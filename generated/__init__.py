@@ -20,6 +20,7 @@ OPTIMIZERS = {
     'Lion': 'lion',
     'LookaheadAdam': 'lookaheadadam',
     'LookaheadSGD': 'lookaheadsgd',
+    'Muon': 'muon',
     'NAdam': 'nadam',
     'NvNovoGrad': 'nvnovograd',
     'RAdam': 'radam',

@@ -25,6 +25,7 @@ class Adafactor(_rt.GeneratedOptimizer):
     _foreach_lr_per_tensor = True
     _state_shapes = {'row_var': 'row', 'col_var': 'column'}   # kept per row (last dim 1) or per column (second-to-last dim 1)
     _supports_complex = False   # a complex param's real view has no rows to reduce
+    _dtensor_refused = 'its reductions along the last two dims would cross shards'   # why a DTensor (FSDP2) shard cannot be stepped alone
     _fused_refused = 'its row or column values (reductions along an axis, states kept per row or column) are not in the fused kernels yet; use foreach=True or the default loop'   # why fused=True is refused
     _capturable_refused = True   # item(): the update reads device values back to the host
 
@@ -228,7 +229,7 @@ def _single_tensor_adafactor(params, grads, row_vars, col_vars, variances, state
 def _multi_tensor_adafactor(params, grads, row_vars, col_vars, variances, state_steps, *, lr, beta2_decay, eps, d, weight_decay, maximize, capturable=False):
     if len(params) == 0:
         return
-    # An `if` on a reduction's value branches per tensor: the tensors are taken one at a time.
+    # item() reads each tensor's reduction back to the host: the tensors are taken one at a time.
     return _single_tensor_adafactor(params, grads, row_vars, col_vars, variances, state_steps, lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay, maximize=maximize, capturable=capturable)
 
 

@@ -32,7 +32,7 @@ class ScheduleFreeAdamW(_modes.ModeSwitches, _rt.GeneratedOptimizer):
         betas=(0.9, 0.999),
         eps=1e-08,
         weight_decay=0.0,
-        warmup_steps=0.0,
+        warmup_steps=0,
         r=0.0,
         weight_lr_power=2.0,
         *,

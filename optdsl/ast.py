@@ -29,6 +29,12 @@ class NoneLit(Node):
 
 
 @dataclass(frozen=True)
+class StrLit(Node):
+    """A quoted string in an expression: only beside a choice hyper, `adjust_lr_fn == "original"`."""
+    value: str
+
+
+@dataclass(frozen=True)
 class Name(Node):
     id: str
 
@@ -102,6 +108,10 @@ class Hyper(Node):
     where: Expr | None
     optional: bool = False      # `= none` or `= 1.0 or none`: None from Python means absent
     default_span: Span | None = field(default=None, compare=False, repr=False)   # where the default is written
+    # `hyper f = none | "original" | "match_rms_adamw"`: one of these values (None for `none`), the
+    # first the default; `choice_message` replaces the default message for any other value
+    choices: tuple[str | None, ...] = ()
+    choice_message: str | None = None
 
     @property
     def optional_entries(self) -> frozenset[int]:

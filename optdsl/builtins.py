@@ -75,6 +75,12 @@ OPS: dict[Op, Form] = {
     Op.OR:    Form("({0} or {1})", "torch.logical_or({0}, {1})", None, "({0} | {1})", "np.logical_or({0}, {1})", "({0} || {1})"),
     Op.WHERE: Form("({1} if {0} else {2})", "torch.where({0}, {1}, {2})", None, "tl.where({0}, {1}, {2})", "np.where({0}, {1}, {2})", "({0} ? {1} : {2})"),
     Op.LERP:  Form("_rt.lerp({0}, {1}, {2})", "torch.lerp({0}, {1}, {2})", "_foreach_lerp", "_lerp({0}, {1}, {2})", "_lerp({0}, {1}, {2})", "_lerp({0}, {1}, {2})"),
+    # Muon's Newton-Schulz orthogonalization, in bfloat16 as torch.optim.Muon computes it, the result
+    # back in x's dtype (bf16 -> fp32 is exact); a whole-matrix op: no foreach, Triton or C++ form (the
+    # fused paths refuse it: optdsl.plan.fused_refusal); the interpreter's is float64 (optdsl.matrix_ops)
+    Op.NEWTON_SCHULZ: Form("_rt.no_host_matrix_op()", "_rt.newton_schulz({0}, {1}, {2}, {3}, {4}, {5})", None,
+                           "_no_fused_matrix_op({0})", "_newton_schulz({0}, {1}, {2}, {3}, {4}, {5})",
+                           "_no_fused_matrix_op({0})"),
     Op.CLAMP: Form("_rt.clamp({0}, {1}, {2})", "torch.clamp({0}, {1}, {2})", None, "_minimum(_maximum({0}, {1}), {2})", "np.minimum(np.maximum({0}, {1}), {2})", "_minimum(_maximum({0}, {1}), {2})"),
 }
 
@@ -142,6 +148,7 @@ FUNCTIONS: dict[str, tuple[Op, int]] = {
     "expm1": (Op.EXPM1, 1), "cbrt": (Op.CBRT, 1), "floor": (Op.FLOOR, 1), "mod": (Op.MOD, 2),
     "min": (Op.MIN, 2), "max": (Op.MAX, 2), "pow": (Op.POW, 2),
     "clamp": (Op.CLAMP, 3), "lerp": (Op.LERP, 3), "where": (Op.WHERE, 3), "item": (Op.ITEM, 1),
+    "newton_schulz": (Op.NEWTON_SCHULZ, 6),
 }
 # Reductions: name -> (Op, arity without the optional scope). `norm(x)` is per tensor;
 # `norm(x, channel)` per output channel; `norm(x, group)` over every tensor of the param group.
@@ -180,7 +187,7 @@ CONSTANTS: dict[str, float] = {"inf": math.inf}
 NONE = "none"
 
 missing = set(Op) - set(OPS) - {Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY,
-                                 Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE, Op.DTYPE_EPS}
+                                 Op.IS_SET, Op.CHOICE, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE, Op.DTYPE_EPS}
 assert not missing, f"ops without backend forms: {missing}"
 
 # The spec-level functions by what they do, in the order diagnostics list them (`unknown function`).

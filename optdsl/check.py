@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from . import ast
 from .builtins import (CONSTANTS, ESTIMATORS, FUNCTION_GROUPS, FUNCTIONS, INITIAL_LR, INPUTS, REDUCTION_FUNCTIONS,
                        SHAPE_FUNCTIONS, STATE_PREDICATES)
+from .check_group import check_group_update
 from .check_sparse import check_sparse
 from .definite import stored_on_every_path, unguarded_empty_reads
 from .ir import AXIS_SCOPES, MODES, SCOPES, join, scope_kind
-from .check_shapes import complement, dim_literal, item, state_condition
+from .check_choices import check_choice, choice_test, is_choice_test, misread
+from .check_shapes import (MATRIX_FUNCTIONS, PARAM_FACTS, complement, dim_literal, item, matrix_op, reads_shape,
+                           shape_condition)
 from .diagnostics import Reporter, Span
 from .ir import Kind, Type
 from .names import message_parts, problem_with_class_name, problem_with_name
@@ -98,6 +101,8 @@ class Checker:
                 self.r.error(s.span, f"state '{s.name}' is stored under the key '{key}', as is state '{keys[key].name}'")
             keys.setdefault(key, s)
         for h in spec.hypers:
+            if h.choices:
+                check_choice(self, h)
             if h.is_tuple and len(h.default) > MAX_TUPLE:
                 self.r.error(h.span, f"a hyper tuple has at most {MAX_TUPLE} entries")
             if h.where is not None:   # an optional hyper's check runs where it is given
@@ -127,11 +132,13 @@ class Checker:
         if len(pers) > 1:
             self.r.error(spec.keeps[-1].span, "the step is counted either per tensor or per group, not both")
         for req in spec.requires:
-            self.expect(req.cond, Type.BOOL, max_kind=Kind.HOST, what="a `require` condition", locals_={})
+            per_tensor = reads_shape(self, req.cond) and shape_condition(self, req.cond, "a `require` condition")
+            if not per_tensor:
+                self.expect(req.cond, Type.BOOL, max_kind=Kind.HOST, what="a `require` condition", locals_={})
             if not req.message.isprintable():
                 self.r.error(req.span, "a `require` message must be printable text on one line")
             else:
-                self.check_message(req)
+                self.check_message(req, per_tensor=per_tensor)
         self.in_update = True
         self.infer_device_scalars()
         self.block(spec.body, {}, guards=[])
@@ -139,7 +146,7 @@ class Checker:
             self.r.error(read.span, f"state '{read.id}' starts `empty`, and this read can come before its first store "
                                     f"(on the first step it has no value): guard it with `is_empty({read.id})`, "
                                     f"e.g. `is_empty({read.id}) ? grad : {read.id}`, or store '{read.id}' before reading it")
-        self.check_group_update(spec)
+        check_group_update(self, spec)
         self.check_modes(spec)
         if not self.param_stored and spec.kind != "wrapper":   # a wrapper's `inner` assigns it
             self.r.error(spec.span, "the update block never assigns 'param'")
@@ -162,23 +169,28 @@ class Checker:
         finally:
             self.r, self.param_stored = real, stored
 
-    def check_message(self, req: ast.Require) -> None:
-        """`{name}` / `{name[0]}` in a message show a hyper's or flag's value, as torch's messages do."""
+    def check_message(self, req: ast.Require, what: str = "`require`", per_tensor: bool = False) -> None:
+        """`{name}` / `{name[0]}` in a message show a hyper's or flag's value, as torch's messages do; a
+        per-tensor `require`'s message may show the param's `{shape}`, `{ndim}` and `{numel}` too."""
         try:
             parts = message_parts(req.message)
         except ValueError as err:
-            self.r.error(req.span, f"in the `require` message: {err}")
+            self.r.error(req.span, f"in the {what} message: {err}")
             return
         for part in parts:
             if isinstance(part, str):
                 continue
             name, index = part
             h = self.hypers.get(name)
+            if per_tensor and name in PARAM_FACTS and index is None:
+                continue
             if h is None and name not in self.flags:
-                self.r.error(req.span, f"the `require` message shows '{{{name}}}', which is not a hyper or flag"
-                                       f"{_did_you_mean(name, {*self.hypers, *self.flags})}")
+                self.r.error(req.span, f"the {what} message shows '{{{name}}}', which is not a hyper or flag"
+                                       + (" (a `require` on the param's shape may show {shape}, {ndim}, {numel})"
+                                          if name in PARAM_FACTS else "")
+                                       + f"{_did_you_mean(name, {*self.hypers, *self.flags})}")
             elif index is not None and (h is None or not h.is_tuple or index >= len(h.default)):
-                self.r.error(req.span, f"the `require` message shows '{name}[{index}]', which is not an entry of a tuple hyper")
+                self.r.error(req.span, f"the {what} message shows '{name}[{index}]', which is not an entry of a tuple hyper")
 
     def check_state(self, s: ast.State) -> None:
         if s.shape not in ("tensor", "scalar", "group", *AXIS_SCOPES):
@@ -211,7 +223,7 @@ class Checker:
                     f"{s.init if s.init in INPUTS else 'grad'} : ...`")
                 self.r.error(s.span, f"unknown initial value '{s.init}' for state '{s.name}'{hint}")
         if s.cond is not None:
-            state_condition(self, s)
+            shape_condition(self, s.cond, "a state's `if` condition")
 
     def check_input(self, i: ast.Input) -> None:
         """`input name = estimator(args)`: a known estimator, given the hypers and flags it takes."""
@@ -231,37 +243,6 @@ class Checker:
             if not ok:
                 self.r.error(span, f"the `{role}` of {i.estimator} is a {'flag' if what == 'flag' else 'hyper (one number, not optional)'}"
                                    f" of this spec; '{arg}' is not one")
-
-    def check_group_update(self, spec: ast.Spec) -> None:
-        """Stores to group states run once per param group and step() call, before the tensors'
-        update: they stand at the top level of the update, before every statement that is not host
-        math (a local from hypers, flags, numbers, group states) or such a store, and no local
-        there reads a group state before its last store (the tensors' update sees the new value)."""
-        group = {s.name for s in spec.states if s.shape == "group"}
-        if not group:
-            return
-        top = list(spec.body)
-        stores = [i for i, st in enumerate(top) if isinstance(st, ast.Assign) and st.target in group]
-        last = stores[-1] if stores else -1
-        nested = [x for st in top if isinstance(st, ast.If)
-                  for x in _assigns_in(st.then + st.other) if x.target in group]
-        for st in nested:
-            self.r.error(st.target_span, f"group state '{st.target}' is stored once per step, before the tensors' "
-                                         "update: store it at the top level of the update, not inside an `if` "
-                                         f"(a select works: `{st.target} = c ? a : {st.target}`)")
-        for i, st in enumerate(top[:last] if stores else ()):
-            if isinstance(st, ast.If) or (st.target not in group and (st.target == "param" or st.target in self.states
-                                                                      or self.assigned_kind.get(id(st), Kind.HOST)
-                                                                      > Kind.HOST)):
-                self.r.error(st.span, "the update's group states are stored before the tensors' update: only host "
-                                      "math (a local from hypers, flags, numbers, group states) may come before the "
-                                      f"last store to one (line {top[last].span.line})")
-                break
-            later = {x.target for x in top[i + 1:last + 1] if isinstance(x, ast.Assign) and x.target in group}
-            read = sorted(later & {n.id for n in ast.walk(st.value) if isinstance(n, ast.Name)} - {st.target})
-            if read and st.target not in group:
-                self.r.error(st.value.span, f"'{st.target}' reads group state '{read[0]}' before its store below; "
-                                            "the tensors' update reads the stored value: read it after the store")
 
     def check_modes(self, spec: ast.Spec) -> None:
         """`on train` / `on eval`: each once, both or neither, in an optimizer (a wrapper's wrapped
@@ -463,8 +444,13 @@ class Checker:
                     self.r.error(side.span, f"operands of `{e.op}` must be {'booleans' if logic else 'numbers'}")
                     return None
             return Sym(join(left.kind, right.kind), want)
+        if isinstance(e, ast.Compare) and is_choice_test(self, e, locals_):
+            return Sym(Kind.HOST, Type.BOOL) if choice_test(self, e, locals_) else None
         if isinstance(e, ast.Compare) and any(isinstance(x, ast.NoneLit) for x in e.operands):
             return self.none_test(e, locals_)
+        if isinstance(e, ast.StrLit):
+            self.r.error(e.span, "a quoted string stands only beside a choice hyper: `adjust_lr_fn == \"original\"`")
+            return None
         if isinstance(e, ast.Compare):
             syms = [self.infer(x, locals_, guards) for x in e.operands]
             if any(s is None for s in syms):
@@ -552,6 +538,9 @@ class Checker:
             if s.shape == "group":
                 return Sym(Kind.HOST, Type.NUM)
             return Sym({"row": Kind.ROW, "column": Kind.COLUMN}.get(s.shape, Kind.TENSOR), Type.NUM)
+        if n in self.hypers and self.hypers[n].choices:
+            misread(self, e)
+            return None
         if n in self.hypers:
             if self.hypers[n].is_tuple:
                 self.r.error(e.span, f"'{n}' is a tuple; use one entry, e.g. {n}[0]")
@@ -667,6 +656,8 @@ class Checker:
                 return None
         if e.func == "item":
             return item(self, e, syms[0])
+        if e.func in MATRIX_FUNCTIONS:
+            return matrix_op(self, e, syms, guards)
         return Sym(join(*(s.kind for s in syms)), Type.NUM)
 
 
@@ -694,14 +685,3 @@ def _source(source: str, span: Span) -> str:
 def check(spec: ast.Spec) -> ast.Spec:
     Checker(spec).check()
     return spec
-
-
-def _assigns_in(stmts):
-    out, stack = [], list(stmts)
-    while stack:
-        st = stack.pop()
-        if isinstance(st, ast.Assign):
-            out.append(st)
-        else:
-            stack.extend(st.then + st.other)
-    return out

@@ -113,8 +113,26 @@ _BUILD = {"digits": _digits, "rosenbrock": _rosenbrock, "lstsq": _lstsq}
 
 def default_lr(cls: type) -> float:
     """The lr an optimizer class uses when none is given (its constructor's default)."""
-    probe = torch.zeros(1, requires_grad=True)
+    probe = next(p for p in (torch.zeros(1, requires_grad=True), torch.zeros(1, 1, requires_grad=True))
+                 if takes(cls, p))   # a matrix optimizer (Muon) refuses the vector
     return float(cls([probe]).defaults["lr"])
+
+
+def takes(cls: type, p: torch.Tensor) -> bool:
+    """Whether `cls` takes `p` (torch.optim.Muon and a spec with `require ndim == 2` refuse a vector)."""
+    try:
+        cls([torch.zeros_like(p, requires_grad=True)])
+    except ValueError:
+        return False
+    return True
+
+
+def takes_all(cls: type, problem: str) -> bool:
+    return all(takes(cls, p) for p in _BUILD[problem](SEED)[0])
+
+
+def takes_any(cls: type, problem: str) -> bool:
+    return any(takes(cls, p) for p in _BUILD[problem](SEED)[0])
 
 
 def train(cls: type, problem: str, steps: int | None = None, lr: float | None = None, label: str | None = None,
@@ -130,10 +148,16 @@ def train(cls: type, problem: str, steps: int | None = None, lr: float | None = 
     torch.set_num_threads(1)
     try:
         params, loss_fn = _BUILD[problem](seed)
-        opt = cls(params, lr=lr)
+        mine = [p for p in params if takes(cls, p)]
+        opt = cls(mine, lr=lr)
+        # the params it refuses (Muon's biases) go to AdamW at its own default lr, as torch's Muon documents
+        rest = [p for p in params if all(p is not q for q in mine)]
+        others = torch.optim.AdamW(rest, lr=1e-3 * LR_SCALE[problem]) if rest else None
         losses = []
         for _ in range(steps):
             opt.zero_grad()
+            if others is not None:
+                others.zero_grad()
             loss = loss_fn()
             losses.append(float(loss.detach()))
             # a spec with an `input` (Adahessian's Hessian estimate) reads the gradients' graph
@@ -143,6 +167,8 @@ def train(cls: type, problem: str, steps: int | None = None, lr: float | None = 
                     if p.grad is not None:
                         p.grad = p.grad.to_sparse(1)
             opt.step()
+            if others is not None:
+                others.step()
         with torch.no_grad():
             losses.append(float(loss_fn()))
     finally:
@@ -240,7 +266,9 @@ def write_convergence_plot(spec_name: str, png_path: Path) -> dict:
     'AdamW (torch)', 'SGD (torch)'; nan or inf where a run diverged). A few seconds per spec (the
     baselines train once per process)."""
     label, cls = resolve(spec_name)
-    curves = {p: [train(cls, p, label=label)] + [_baseline(name, p) for name in BASELINES] for p in PROBLEMS}
+    # a problem with no param the class takes (a vector for a matrix optimizer) shows the baselines only
+    curves = {p: ([train(cls, p, label=label if takes_all(cls, p) else f"{label} + AdamW for the rest")]
+                  if takes_any(cls, p) else []) + [_baseline(name, p) for name in BASELINES] for p in PROBLEMS}
     plot(curves, png_path, f"{label} against AdamW and SGD (seed {SEED})")
     return {p: {c.label: c.final for c in cs} for p, cs in curves.items()}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import ast
 from .diagnostics import Diagnostic, Span
-from .ir import HyperInfo, Program, entries_read
+from .ir import HyperInfo, Kind, Program, entries_read
 from .lower import _conjuncts   # the split lowering makes: one check per part, in this order
 from .names import message_parts
 
@@ -45,6 +45,8 @@ def default_violations(spec: ast.Spec, program: Program) -> list[Diagnostic]:
             break
     if not out:   # a `require` reading a refused default would only repeat the error above
         for req, (cond, message) in zip(spec.requires, program.requires):
+            if cond.kind is Kind.TENSOR_SCALAR:   # on the param's shape: no default to fail
+                continue
             if not bool(oracle.host(cond)):
                 shown = "".join(p if isinstance(p, str) else str(_value(oracle.hypers, oracle.flags, *p))
                                 for p in message_parts(message))

@@ -143,6 +143,8 @@ class Interpreter:
             if h.arity and self.hypers[h.name] is not None:
                 check_tuple_length(h.name, self.hypers[h.name], h.arity)
         for h in self.program.hypers:
+            if h.choices and self.hypers[h.name] not in h.choices:
+                raise ValueError(f"{self.hypers[h.name]!r} is not a choice of {h.name}: {h.choices}")
             if self.hypers[h.name] is None:
                 if not h.optional:
                     raise ValueError(f"hyper {h.name!r} is not optional: it cannot be None")
@@ -153,7 +155,13 @@ class Interpreter:
                 if not bool(self.host(check[0])):
                     raise ValueError(f"{check[1]} ({h.name}={self.hypers[h.name]!r})")
         for cond, message in self.program.requires:
-            if not bool(self.host(cond)):
+            if cond.kind.on_host and cond.kind is not Kind.TENSOR_SCALAR and not bool(self.host(cond)):
+                raise ValueError(message)
+
+    def validate_param(self, shape: tuple) -> None:
+        """The `require`s on the param's shape (`require ndim == 2`), for a param of this shape."""
+        for cond, message in self.program.requires:
+            if cond.kind is Kind.TENSOR_SCALAR and not bool(self._eval(cond, _Context(None, None, None, {}, shape), {}, None)):
                 raise ValueError(message)
 
     def active_states(self, shape: tuple | None = None) -> dict[str, Any]:
@@ -221,6 +229,7 @@ class Interpreter:
             self.group_update()
         for i, (param, grad) in enumerate(zip(params, grads)):
             param = np.asarray(param, dtype=np.float64)
+            self.validate_param(param.shape)
             if grad is None:
                 out[i] = Bounded.point(param.copy()) if self.bounded else param.copy()
                 continue
@@ -411,6 +420,8 @@ class Interpreter:
         elif op is Op.IS_SET:
             name, index = v.arg if isinstance(v.arg, tuple) else (v.arg, None)
             x = np.bool_(self.hypers[name] is not None and (index is None or self.hypers[name][index] is not None))
+        elif op is Op.CHOICE:
+            x = np.bool_(self.hypers[v.arg[0]] == v.arg[1])
         elif op is Op.STEP:
             return ctx.step
         elif op is Op.PARAM:

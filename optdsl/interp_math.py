@@ -36,6 +36,7 @@ import numpy as np
 
 from .builtins import OPS, REDUCTIONS
 from .ir import ARITY, AXIS_SCOPES, Op, dim_size
+from .matrix_ops import newton_schulz_float64
 
 # ---- the numpy column of builtins.OPS, as functions ---------------------------------------
 
@@ -53,7 +54,7 @@ def _sigmoid(x):
     return np.where(x >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
 
 
-_NAMESPACE = {"np": np, "_lerp": _lerp, "_sigmoid": _sigmoid}
+_NAMESPACE = {"np": np, "_lerp": _lerp, "_sigmoid": _sigmoid, "_newton_schulz": newton_schulz_float64}
 _NUMPY: dict[Op, Any] = {}
 
 
@@ -318,6 +319,9 @@ _NUM_RULES = {
     Op.CBRT: _monotone_rule(np.cbrt),
     Op.FLOOR: _rule_floor,
     Op.MOD: _rule_mod,
+    # bfloat16 matmuls, iterated: no interval this table can state holds them (the fuzzer does not draw
+    # newton_schulz; optdsl verify checks it against torch.optim.Muon)
+    Op.NEWTON_SCHULZ: lambda m, a, b, c, steps, eps, x: (np.full(np.shape(x), -np.inf), np.full(np.shape(x), np.inf), None),
     Op.SIGN: _rule_sign,
     Op.COPY: lambda a, x: (a.lo, a.hi, None),
     Op.ITEM: lambda a, x: (a.lo, a.hi, None),   # a float32 read into a float64: exact

@@ -93,6 +93,7 @@ class Op(enum.Enum):
     VAR = enum.auto()       # arg: name of a Let
     IS_EMPTY = enum.auto()  # arg: state name; true until the state is first stored
     IS_SET = enum.auto()    # arg: name of an optional hyper; false where it is None
+    CHOICE = enum.auto()    # arg: (name of a choice hyper, one of its values): true where it holds that value
     NUMEL = enum.auto()     # the parameter's element count
     NDIM = enum.auto()      # the parameter's number of dimensions
     CHANNEL_NUMEL = enum.auto()  # elements per output channel: numel / size(0) (numel for a 0-d param)
@@ -144,17 +145,22 @@ class Op(enum.Enum):
     # ternary
     WHERE = enum.auto()     # (cond, then, other)
     LERP = enum.auto()      # (start, end, weight)
-    CLAMP = enum.auto()     # (x, lo, hi)
+    CLAMP = enum.auto()
+    # a whole-matrix op: its operand read as one 2-D matrix, not element by element
+    NEWTON_SCHULZ = enum.auto()  # (x, a, b, c, steps, eps): Muon's orthogonalization of x (torch.optim.Muon's)     # (x, lo, hi)
 
 
 LEAF = frozenset({Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY,
-                  Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE, Op.DTYPE_EPS})
+                  Op.IS_SET, Op.CHOICE, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE, Op.DTYPE_EPS})
 UNARY = frozenset({Op.NEG, Op.NOT, Op.SQRT, Op.RSQRT, Op.ABS, Op.SIGN, Op.EXP, Op.LOG, Op.COPY, Op.ON_DEVICE,
                    Op.SIGMOID, Op.TANH, Op.SOFTPLUS, Op.LOG1P, Op.EXPM1, Op.CBRT, Op.FLOOR, Op.ITEM,
                    Op.SUM, Op.MEAN, Op.NORM, Op.RMS, Op.AMAX})
 BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MIN, Op.MAX,
                     Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR, Op.DOT, Op.MOD})
 TERNARY = frozenset({Op.WHERE, Op.LERP, Op.CLAMP})
+# Ops that read their operand as a whole matrix (the param's last two dims): on the eager paths a torch
+# function per tensor; on a fused path a barrier (optdsl.plan.fused_refusal)
+MATRIX_OPS = frozenset({Op.NEWTON_SCHULZ})
 COMPARE = frozenset({Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE})
 LOGIC = frozenset({Op.AND, Op.OR, Op.NOT})
 REDUCE = frozenset({Op.SUM, Op.MEAN, Op.NORM, Op.RMS, Op.AMAX, Op.DOT})
@@ -201,7 +207,8 @@ def dim_size(shape: tuple, d: int) -> int:
     return shape[d] if (d < len(shape) if d >= 0 else -d <= len(shape)) else 1
 
 
-ARITY = {**{op: 0 for op in LEAF}, **{op: 1 for op in UNARY}, **{op: 2 for op in BINARY}, **{op: 3 for op in TERNARY}}
+ARITY = {**{op: 0 for op in LEAF}, **{op: 1 for op in UNARY}, **{op: 2 for op in BINARY}, **{op: 3 for op in TERNARY},
+         Op.NEWTON_SCHULZ: 6}
 assert set(ARITY) == set(Op), "every Op belongs to exactly one group"
 
 
@@ -242,6 +249,8 @@ def apply(op: Op, *args: Value) -> Value:
         kind = max(kind, Kind.REDUCED)
     if op is Op.ITEM:
         kind = Kind.TENSOR_SCALAR
+    if op in MATRIX_OPS:
+        kind = Kind.TENSOR
     if op in COMPARE or op in LOGIC:
         typ = Type.BOOL
     elif op in (Op.WHERE, Op.ON_DEVICE):
@@ -287,6 +296,8 @@ class HyperInfo:
     # stored by Program.group_update once per step() call; not a constructor argument
     group_state: bool = False
     optional_entries: frozenset[int] = frozenset()   # tuple entries `none` by default: absent unless given
+    choices: tuple[str | None, ...] = ()   # a choice hyper's values (None for `none`), the default first
+    choice_message: str | None = None      # its message for another value (None: optdsl's own)
 
     def entry_optional(self, index: int | None) -> bool:
         """Whether reading this hyper (index None) or this entry of it may find None."""
@@ -342,6 +353,9 @@ class Program:
     requires: tuple[tuple[str, str], ...]   # (python condition source, message)
     body: tuple[Stmt, ...]
     uses_step: bool = True
+    # the constructor's arguments (hypers and flags) in the spec's order, which is the reference's
+    # (torch.optim.Muon's `nesterov` comes before its `ns_coefficients`); () : hypers, then flags
+    argument_order: tuple[str, ...] = ()
     step_per_group: bool = False    # `keep step per group`: one step count per param group (group["step"])
     reads_initial_lr: bool = False  # the update reads `initial_lr`: group["initial_lr"], the lr at construction
     # the update's leading host statements that store group states (`state x : group`), run once

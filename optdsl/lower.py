@@ -88,6 +88,11 @@ class Lowerer:
                 # so this is `flag ? m > 0 : false`, which every backend evaluates one side of
                 return apply(Op.WHERE, left, right, const(False))
             return apply(BINARY_SYMBOLS[e.op], left, right)
+        if isinstance(e, ast.Compare) and any(isinstance(x, ast.StrLit) for x in e.operands):
+            name = next(x.id for x in e.operands if isinstance(x, ast.Name))
+            holds = Value(Op.CHOICE, (), (name, next(x.value for x in e.operands if isinstance(x, ast.StrLit))),
+                          Kind.HOST, Type.BOOL)
+            return holds if e.ops[0] == "==" else apply(Op.NOT, holds)
         if isinstance(e, ast.Compare) and any(isinstance(x, ast.NoneLit) for x in e.operands):
             ref = next(x for x in e.operands if not isinstance(x, ast.NoneLit))
             # IS_SET's arg: an optional hyper's name, or (name, index) for a tuple entry `none` by default
@@ -183,7 +188,7 @@ class Lowerer:
                 checks.append((self.expr(c, {}), hyper_message(name, index), (name, index)))
         arity = len(h.default) if h.is_tuple else 0
         return HyperInfo(h.name, h.default, arity, tuple(checks), optional=h.optional,
-                         optional_entries=h.optional_entries)
+                         optional_entries=h.optional_entries, choices=h.choices, choice_message=h.choice_message)
 
     def lower(self) -> Program:
         spec = self.spec
@@ -219,6 +224,7 @@ class Lowerer:
             group_update=group_update,
             flags=tuple(FlagInfo(f.name, f.default) for f in spec.flags),
             states=states, requires=requires, body=body,
+            argument_order=_argument_order(spec),
             uses_step=self.uses_step or any(k.name == "step" for k in spec.keeps), source_file=spec.span.file,
             step_per_group=any(k.name == "step" and k.per == "group" for k in spec.keeps),
             reads_initial_lr=self.reads_initial_lr, modes=modes,
@@ -277,3 +283,12 @@ def _drop_dead_copies(stmts: list[Stmt]) -> list[Stmt]:
 
 def lower(spec: ast.Spec) -> Program:
     return Lowerer(spec).lower()
+
+
+def _argument_order(spec: ast.Spec) -> tuple[str, ...]:
+    """The hypers and flags in the order one file declares them; () for a composition (its parts come
+    from several files: hypers, then flags)."""
+    decls = (*spec.hypers, *spec.flags)
+    if len({d.span.file for d in decls}) > 1:
+        return ()
+    return tuple(d.name for d in sorted(decls, key=lambda d: (d.span.line, d.span.col)))

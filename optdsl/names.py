@@ -5,6 +5,7 @@ identifiers) or `literal()` (repr of a str/float/bool), so no spec can inject co
 from __future__ import annotations
 
 import builtins
+import hashlib
 import keyword
 import math
 import re
@@ -132,6 +133,14 @@ def dtype_name(name: str) -> str:
 
 def set_name(name: str) -> str:
     return f"_SET_{ident(name).upper()}"
+
+
+def choice_name(name: str, value: str) -> str:
+    """The constexpr of `name == "value"`: the value upper-cased where it is lower-case letters, digits
+    and underscores (so two values never meet), else its letters and digits and a hash."""
+    letters = re.sub(r"[^A-Za-z0-9]", "_", value).upper()
+    tag = "" if re.fullmatch(r"[a-z0-9_]+", value) else "_" + hashlib.sha1(value.encode()).hexdigest()[:8].upper()
+    return f"_IS_{ident(name).upper()}_{letters}{tag}"
 
 
 # the upper-case families above stay apart from a flag's constexpr (its name upper-cased, or `_<NAME>_`)

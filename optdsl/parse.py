@@ -131,6 +131,10 @@ def _parser() -> Lark:
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
 
 
+def _unquote(tok) -> str:
+    return str(tok)[1:-1]
+
+
 def _span(file: str, meta_or_token) -> Span:
     m = meta_or_token
     if getattr(m, "empty", False):
@@ -297,10 +301,27 @@ class _Builder(Transformer_NonRecursive):
             is_tuple, default_span = True, value[1]
         elif isinstance(value, ast.NoneLit):
             default, is_tuple, optional, default_span = None, False, True, value.span
-        else:
-            default, is_tuple, default_span = value.value, False, value.span
+        else:   # a whole number written without a point is an int, as torch's defaults are (Muon's ns_steps = 5)
+            whole = value.text.lstrip("-").isdigit() and abs(value.value) < 2 ** 53
+            default, is_tuple, default_span = int(value.value) if whole else value.value, False, value.span
         return ast.Hyper(self._s(tok), str(tok), default, is_tuple, where[0] if where else None, optional,
                          default_span)
+
+    @v_args(meta=True)
+    def choice_hyper(self, meta, children):
+        tok, *entries = children
+        message = entries.pop()[1] if entries and isinstance(entries[-1], tuple) else None
+        choices = tuple(None if isinstance(x, ast.NoneLit) else _unquote(x) for x in entries)
+        first = entries[0]
+        return ast.Hyper(self._s(tok), str(tok), choices[0], False, None, None in choices,
+                         first.span if isinstance(first, ast.NoneLit) else self._s(first), choices, message)
+
+    def choice_message(self, children):
+        return ("message", _unquote(children[0]))
+
+    @v_args(meta=True)
+    def string_lit(self, meta, children):
+        return ast.StrLit(self._s(meta), _unquote(children[0]))
 
     def hyper_optional(self, children):
         return ("optional",)
@@ -543,7 +564,7 @@ def parse_any(source: str, file: str = "<spec>") -> ast.Spec | ast.Composed:
     if isinstance(spec, ast.Composed):
         return spec
     for h in spec.hypers:
-        values = h.default if h.is_tuple else () if h.default is None else (h.default,)
+        values = h.default if h.is_tuple else () if h.default is None or h.choices else (h.default,)
         if not all(v is None or math.isfinite(v) for v in values):
             raise CompileError([Diagnostic(h.span, f"default of hyper '{h.name}' is not a finite number")], source)
     return spec

@@ -197,7 +197,7 @@ def hoist_host(p: Program, min_kind: Kind = Kind.HOST) -> Program:
         if not v.kind.on_device and not whole:
             return v
         def visit(node: Value) -> Value:
-            if node.kind.on_device or not node.args and node.op in (Op.CONST, Op.HYPER, Op.FLAG, Op.IS_SET):
+            if node.kind.on_device or not node.args and node.op in (Op.CONST, Op.HYPER, Op.FLAG, Op.IS_SET, Op.CHOICE):
                 return node
             if reads_rebound(node):
                 pass
@@ -228,7 +228,7 @@ def hoist_host(p: Program, min_kind: Kind = Kind.HOST) -> Program:
                 cond = s.cond
                 if cond.kind.on_device:   # a condition on a reduction: its host parts are hoisted
                     cond = hoist_value(cond, out, memo)
-                elif cond.op not in (Op.VAR, Op.CONST, Op.FLAG, Op.IS_SET) and effective(cond) >= min_kind or reads_rebound(cond):
+                elif cond.op not in (Op.VAR, Op.CONST, Op.FLAG, Op.IS_SET, Op.CHOICE) and effective(cond) >= min_kind or reads_rebound(cond):
                     name = fresh()
                     out.append(Let(name, cond))
                     cond = Value(Op.VAR, (), name, cond.kind, cond.type)

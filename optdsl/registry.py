@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import itertools
+import math
 import sys
 import types
 from dataclasses import dataclass, field
@@ -70,6 +71,9 @@ class Entry:
     # `sparse rows only` (SparseAdam) refuses dense ones. verify.run_against draws them by
     # registry.sparse_gradient.
     sparse_grads: bool = False
+    # The param ranks the reference accepts (None: any); shared tests give such a spec params of these
+    # ranks only (torch.optim.Muon: 2)
+    ranks: tuple[int, ...] | None = None
 
     def combos(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
@@ -94,6 +98,13 @@ class Entry:
         if self.reference_foreach and path == "foreach" and self.foreach_against_loop:
             return f"{self.reference_name} (loop)"
         return self.reference_name
+
+    def shapes_for(self, shapes) -> tuple:
+        """`shapes`, each of a rank the reference accepts: where it takes matrices only (torch.optim.Muon),
+        a shape of another rank becomes the 2-D one of as many elements (rows: its first dim)."""
+        if self.ranks is None:
+            return tuple(shapes)
+        return tuple(tuple(s) if len(s) in self.ranks else ((s[0] if s else 1), math.prod(s[1:])) for s in shapes)
 
     def supports(self, path: str) -> bool:
         """Whether our class has `path` ("loop", "foreach", "fused" or "cpu", the fused C++ backend): a
@@ -449,6 +460,18 @@ register(Entry(
     foreach_against_loop="torch's foreach Adafactor multiplies the update by its step size, then adds it "
                          "(two roundings); its loop adds with alpha= (one). Ours reads norms back to the host "
                          "(item()) mid-update, so its foreach path takes the tensors one at a time, as the loop",
+))
+
+
+# ---- matrix updates --------------------------------------------------------------------------------
+register(Entry(
+    "Muon", torch.optim.Muon, "torch.optim.Muon",
+    grid={"lr": (0.02, 0.1), "momentum": (0.95, 0.5), "nesterov": (True, False), "weight_decay": (0.1, 0.0),
+          "adjust_lr_fn": (None, "original", "match_rms_adamw"), "ns_steps": (5, 2),
+          "ns_coefficients": ((3.4445, -4.7750, 2.0315), (2.0, -1.5, 0.5)), "eps": (1e-7, 1e-2)},
+    torch_class=torch.optim.Muon, wave=4, ranks=(2,),
+    # 2-D only (torch.optim.Muon's rule): wide, tall (transposed for the iteration), square, a row, a column
+    shapes=((5, 7), (8, 3), (4, 4), (1, 6), (6, 1)),
 ))
 
 

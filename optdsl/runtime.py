@@ -20,6 +20,7 @@ from .backends import (cpu_fused, cpu_fused_backend, fused_kernel_suffix, fused_
                        import_sibling)  # (generated code and tests read them as `_rt.`/`runtime.`)
 from .averages import StateWeights
 from .state_dicts import check_state_dict
+from .matrix_ops import newton_schulz, no_host_matrix_op  # noqa: F401  (generated code: `_rt.`)
 from .axis_ops import axis_amax, axis_mean, axis_norm, axis_rms, axis_sum  # noqa: F401  (generated code: `_rt.`)
 from .state_shapes import PerTensor, channel_numel, dtype_eps, new_shaped_state, shape_input, size  # noqa: F401
 from .distributed import across_ranks, foreach_copy_, launch_on_shards  # noqa: F401  (generated code reads them as `_rt.`)
@@ -411,6 +412,7 @@ class GeneratedOptimizer(StateWeights, Optimizer):
     _dense_refused = False   # `sparse rows only`: a dense gradient is an error
     _step_as_int = False     # `keep step as int`: state_dict() saves each tensor's step as an int
     _state_shapes: dict[str, str] = {}   # state key -> "row" or "column": kept per row or per column
+    _dtensor_refused: str = ""   # why a DTensor shard cannot be stepped on its own (generated; "" where it can)
     # `keep step per group`: one step count per param group, group["step"] (a 0-d tensor, as a per-tensor
     # step is), incremented once per `step()` call, whether or not the group's params have gradients
     _step_per_group: bool = False
@@ -436,6 +438,12 @@ class GeneratedOptimizer(StateWeights, Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
+        if hasattr(self, "_check_params"):   # the spec's `require`s on the param's shape
+            try:
+                self._check_params(self.param_groups[-1])
+            except ValueError:
+                self.param_groups.pop()   # a refused group is not kept
+                raise
         if self._reads_initial_lr:
             group = self.param_groups[-1]
             lr = group["lr"]
@@ -533,9 +541,9 @@ class GeneratedOptimizer(StateWeights, Optimizer):
                                    f"{self._param_label(group, i)} has a sparse gradient")
             if self._dense_refused and not p.grad.is_sparse:
                 raise sparse_rows.dense_refused(type(self).__name__, self._param_label(group, i))
-            if self._state_shapes and hasattr(p, "placements"):
-                raise RuntimeError(f"{type(self).__name__} does not support DTensor (FSDP2) params yet: its reductions "
-                                   f"along the last two dims would cross shards ({self._param_label(group, i)})")
+            if self._dtensor_refused and hasattr(p, "placements"):
+                raise RuntimeError(f"{type(self).__name__} does not support DTensor (FSDP2) params yet: "
+                                   f"{self._dtensor_refused} ({self._param_label(group, i)})")
             if torch.is_complex(p):
                 if not self._supports_complex:
                     raise RuntimeError(f"{type(self).__name__} does not support complex parameters: "

@@ -12,12 +12,13 @@ from .axis_ops import reduced_shape
 from .ir import dim_size, size_dim
 
 
-def shape_input(params: list[Tensor], what: str) -> list[int]:
+def shape_input(params: list[Tensor], what: str, real_view: bool = True) -> list[int]:
     """numel, ndim or channel_numel of each parameter as the update sees it (a complex parameter
-    as its real view, as every path computes on it)."""
+    as its real view, as every path computes on it; `real_view=False`: as torch.optim's argument
+    checks see it, the complex shape itself)."""
     out = []
     for p in params:
-        shape = tuple(p.shape) + ((2,) if torch.is_complex(p) else ())
+        shape = tuple(p.shape) + ((2,) if torch.is_complex(p) and real_view else ())
         numel = math.prod(shape)
         if what == "numel":
             out.append(numel)

@@ -16,7 +16,7 @@ import torch
 
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from test_api_parity import (NAMES, assert_params_close, combo_of, cpu_capturable, make_params,  # noqa: E402,F401
+from test_api_parity import (NAMES, skip_refused, assert_params_close, combo_of, cpu_capturable, make_params,  # noqa: E402,F401
                              ours, reference, set_grads, twin)
 
 # Steps that reach both sides of every per-tensor branch: RAdam's rho_t > 5 from step 6 on; ASGD's
@@ -58,7 +58,7 @@ def test_compile_step_fullgraph(name, path):
     """No graph break on any spec; results equal the eager step (bitwise where BITWISE says) and the
     reference's within assert_close."""
     torch._dynamo.reset()
-    a = make_params(0)
+    a = make_params(name, 0)
     b, c = twin(a), twin(a)
     opt_a, opt_b = _make(name, a, path), _make(name, b, path)
     opt_c = reference(name, _groups(name, c), {**combo_of(name), **BRANCHING.get(name, {})})
@@ -77,7 +77,7 @@ def test_compile_step_fullgraph(name, path):
 def test_compile_inductor_adam():
     """One real compile (inductor, C++ on CPU) of the foreach path, fullgraph, against eager torch."""
     torch._dynamo.reset()
-    a = make_params(0)
+    a = make_params("Adam", 0)
     b = twin(a)
     from optdsl import optim
     opt_a = optim.Adam(a, lr=0.01, weight_decay=0.1, amsgrad=True, foreach=True)
@@ -143,9 +143,10 @@ def test_capturable_step_reads_nothing_back(name, path, cpu_capturable, monkeypa
     cls = getattr(optim, name)
     if getattr(cls, "_capturable_refused", False):   # item(): a sync by design; refused (tests/test_factored.py)
         with pytest.raises(ValueError, match="capturable=True is not supported"):
-            cls(make_params(0), capturable=True)
+            cls(make_params(name, 0), capturable=True)
         return
-    a = make_params(0)
+    skip_refused(name, path)
+    a = make_params(name, 0)
     b = twin(a)
     opt_a, opt_b = _make(name, a, path, capturable=True), _make(name, b, path)
     # the interpreter runs AdamP's and SGDP's channel reductions slowly; their branches are on
@@ -172,7 +173,7 @@ def test_capturable_step_in_a_cuda_graph(name, path):
     """The capturable step captured in a CUDA graph and replayed equals eager capturable steps."""
     if path == "fused" and os.environ.get("TRITON_INTERPRET") == "1":
         pytest.skip("the Triton interpreter copies to the host; run with TRITON_INTERPRET=0 on a GPU")
-    a = [p.detach().cuda().requires_grad_() for p in make_params(0)]
+    a = [p.detach().cuda().requires_grad_() for p in make_params(name, 0)]
     b = [p.detach().clone().requires_grad_() for p in a]
     opt_a, opt_b = _make(name, a, path, capturable=True), _make(name, b, path, capturable=True)
     for p in a:

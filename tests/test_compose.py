@@ -18,7 +18,7 @@ import torch
 from pytorch_optimizer import Lookahead
 
 import optdsl
-from optdsl.registry import separable_loss
+from optdsl.registry import REGISTRY, separable_loss
 from optdsl import kernel_runtime
 from optdsl.compiler import compile_ir, compile_spec
 from optdsl.compose import Source, compose, expand
@@ -55,8 +55,8 @@ def _params(seed=0, shapes=SHAPES):
     return [torch.randn(s, generator=g).requires_grad_() for s in shapes]
 
 
-def _twins(seed=0):
-    base = _params(seed)
+def _twins(seed=0, shapes=SHAPES):
+    base = _params(seed, shapes)
     return [p.detach().clone().requires_grad_() for p in base], [p.detach().clone().requires_grad_() for p in base]
 
 
@@ -359,7 +359,8 @@ def test_every_shipped_spec_can_be_wrapped(stem):
         compile_ir(f"optimizer Wrapped = {wrapper}({stem})\n")
     cls = optdsl.load(f"optimizer Lookahead{stem.title().replace('_', '')} = lookahead({stem})\n")
     inner = optdsl.load(ROOT / "specs" / f"{stem}.opt")
-    ours, theirs = _twins(8)
+    e = REGISTRY.get(inner.__name__)   # params of the ranks the spec takes (Muon: matrices)
+    ours, theirs = _twins(8, e.shapes_for(SHAPES) if e else SHAPES)
     a = cls(ours, lookahead_k=2, foreach=False)
     b = Lookahead(inner(theirs, foreach=False), k=2, alpha=0.5)
     _train([(a, ours), (b, theirs)], 5, objective=separable_loss if inner._inputs else None)

@@ -235,7 +235,7 @@ CASES = [
      "state 'm' starts `empty`, and this read can come before its first store", 1, 70),
     ('optimizer A "x" hyper lr = -1 where lr > 0 update { param = param - lr * grad }',
      "the default of hyper 'lr' fails `lr > 0`: built with its defaults, the class would raise ValueError: "
-     "Invalid learning rate: -1.0", 1, 28),
+     "Invalid learning rate: -1", 1, 28),
     ('optimizer A "x" hyper betas = (0.9, 1.5) where 0 <= betas[0] < 1 and 0 <= betas[1] < 1 '
      'update { param = param - betas[0] * betas[1] * grad }',
      "the default of hyper 'betas' fails `0 <= betas[1] < 1`: built with its defaults, the class would raise "

@@ -46,11 +46,19 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning") 
 
 
 def cases():
-    # (a spec with row or column states refuses DTensor shards: tests/test_factored.py)
-    names = sorted(n for n in with_set_gradients() if not import_shipped(n)._state_shapes)
+    # (a spec with row or column states, or a whole-matrix op, refuses DTensor shards:
+    # tests/test_factored.py, tests/test_muon.py)
+    names = sorted(n for n in with_set_gradients() if not import_shipped(n)._dtensor_refused)
     cases = [(name, list(PATHS)[k % 3]) for k, name in enumerate(names)]
     cases += [(name, path) for name in ("Adam", "Lamb") for path in PATHS if (name, path) not in cases]
     return cases + [("NvNovoGrad", "cpu"), ("SGDP", "cpu")]
+
+
+def whole_param_cases():
+    """The specs that refuse DTensor shards (row or column states, a whole-matrix op: tests/test_factored.py,
+    tests/test_muon.py): under ZeRO and DDP each rank steps whole params, on the paths they have."""
+    names = sorted(n for n in with_set_gradients() if import_shipped(n)._dtensor_refused)
+    return [(name, path) for name in names for path in ("loop", "foreach")]
 
 
 def backend(path: str):
@@ -63,9 +71,17 @@ def options(name: str) -> dict:
     return dict(REGISTRY[name].base)
 
 
-def make_params():
+def make_params(name=None):
+    """The params of SHAPES (each of a rank the spec's reference takes: Muon's matrices, Entry.shapes_for)."""
     g = torch.Generator().manual_seed(0)
-    return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in SHAPES]
+    shapes = REGISTRY[name].shapes_for(SHAPES) if name else SHAPES
+    return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+
+
+def taken(name, params):
+    """The params the spec takes (Muon: the weights; the biases then stay as they are)."""
+    ranks = REGISTRY[name].ranks
+    return [p for p in params if ranks is None or p.ndim in ranks]
 
 
 def set_grads(params, step):
@@ -124,8 +140,8 @@ def _worker(rank, init, out):
         results["empty_group"] = None
     except ValueError as e:
         results["empty_group"] = str(e)
-    for name, path in cases():
-        params = make_params()
+    for name, path in cases() + whole_param_cases():
+        params = make_params(name)
         cls = import_shipped(name)
         opt = ZeroRedundancyOptimizer(params, optimizer_class=cls, partitioned=True, **options(name), **PATHS[path])
         with backend(path):
@@ -138,10 +154,10 @@ def _worker(rank, init, out):
             run(opt, params, CONTINUE_STEPS, ZERO_STEPS)
         if rank == 0:
             results["zero"][(name, path)] = (after, state, [p.detach().clone() for p in params])
-    for name, path in cases():
+    for name, path in cases() + whole_param_cases():
         model = make_model()
         ddp = torch.nn.parallel.DistributedDataParallel(model)
-        opt = import_shipped(name)(ddp.parameters(), **options(name), **PATHS[path])
+        opt = import_shipped(name)(taken(name, ddp.parameters()), **options(name), **PATHS[path])
         with backend(path):
             train(ddp, opt, DDP_STEPS, part=rank)
         if rank == 0:
@@ -183,11 +199,11 @@ def _same(a, b, exact: bool) -> bool:
     return all(torch.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("name,path", cases())
+@pytest.mark.parametrize("name,path", cases() + whole_param_cases())
 def test_zero_shards_state_and_matches_single_process(ranks, name, path):
     after, state, continued = ranks["zero"][(name, path)]
     cls = import_shipped(name)
-    params = make_params()
+    params = make_params(name)
     single = cls(params, **options(name), **PATHS[path])
     with backend(path):
         run(single, params, ZERO_STEPS)
@@ -209,10 +225,10 @@ def test_an_unjoined_group_norm_differs(ranks):
     assert not _same(ranks["zero_unjoined"], params, exact=False)
 
 
-@pytest.mark.parametrize("name,path", cases())
+@pytest.mark.parametrize("name,path", cases() + whole_param_cases())
 def test_ddp_matches_single_process_on_the_global_batch(ranks, name, path):
     model = make_model()
-    opt = import_shipped(name)(model.parameters(), **options(name), **PATHS[path])
+    opt = import_shipped(name)(taken(name, model.parameters()), **options(name), **PATHS[path])
     with backend(path):
         train(model, opt, DDP_STEPS)
     got = ranks["ddp"][(name, path)]

@@ -12,6 +12,7 @@ import torch  # noqa: E402
 
 from optdsl.compiler import compile_ir  # noqa: E402
 from optdsl.interp import Bounded, Interpreter, InterpError, Precision, SparseGrad, run  # noqa: E402
+from optdsl.plan import reads_whole_matrix  # noqa: E402
 from optdsl.registry import REGISTRY, sparse_gradient  # noqa: E402
 from optdsl.resources import data_dir  # noqa: E402
 
@@ -55,12 +56,12 @@ def _split(program, values: dict):
     return hypers, flags
 
 
-def _data(seed: int):
+def _data(seed: int, shapes=SHAPES):
     rng = np.random.default_rng(seed)
-    init = [rng.standard_normal(s).astype(np.float32).astype(np.float64) for s in SHAPES]
+    init = [rng.standard_normal(s).astype(np.float32).astype(np.float64) for s in shapes]
     grads = []
     for k in range(STEPS):
-        row = [rng.standard_normal(s).astype(np.float32).astype(np.float64) for s in SHAPES]
+        row = [rng.standard_normal(s).astype(np.float32).astype(np.float64) for s in shapes]
         if k % 3 == 1:
             row[2] = None          # this tensor has no grad now and then: its step lags behind
         grads.append(row)
@@ -76,7 +77,10 @@ def test_shipped_spec_matches_interpreter(name, index, combo, path):
     entry, program = REGISTRY[name], PROGRAMS[name]
     values = {**entry.base, **combo}
     hypers, flags = _split(program, values)
-    init, grads = _data(hash((name, index)) % 2 ** 32)
+    init, grads = _data(hash((name, index)) % 2 ** 32, entry.shapes_for(SHAPES))
+    # newton_schulz runs in bfloat16 on the eager paths and in float64 in the interpreter: 2^-8 of each
+    # update (an lr-sized step), over the run; the states it does not reach stay at the usual tolerance
+    rtol, atol = (2e-2, 2e-2) if reads_whole_matrix(program) else (RTOL, ATOL)
 
     params = [torch.tensor(a, dtype=torch.float32, requires_grad=entry.objective is not None) for a in init]
     opt = entry.make(params, combo, path)
@@ -102,7 +106,7 @@ def test_shipped_spec_matches_interpreter(name, index, combo, path):
 
     keys = {s.name: getattr(s, "storage_key", s.name) for s in program.states}
     for i, (p, want) in enumerate(zip(params, expected)):
-        np.testing.assert_allclose(p.detach().double().numpy(), want, rtol=RTOL, atol=ATOL,
+        np.testing.assert_allclose(p.detach().double().numpy(), want, rtol=rtol, atol=atol,
                                    err_msg=f"{name} {combo} {path}: param {i}")
         state = opt.state[p]
         mine = interp.state.get(i, {})

@@ -15,9 +15,11 @@ from optdsl.triton_lib import _stochastic_bf16
 PATHS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
 
-def _params(dtype=torch.float32):
+def _params(dtype=torch.float32, name=None):
     g = torch.Generator().manual_seed(0)
-    return [torch.nn.Parameter(torch.randn(s, generator=g).to(dtype)) for s in ((9, 4), (6,), ())]
+    shapes = ((9, 4), (6,), ())
+    shapes = REGISTRY[name].shapes_for(shapes) if name else shapes
+    return [torch.nn.Parameter(torch.randn(s, generator=g).to(dtype)) for s in shapes]
 
 
 def _steps(opt, params, n, first=0):
@@ -35,7 +37,7 @@ def test_bf16_state_for_every_spec_and_path(name, path):
     fp32 (so the result tracks the fp32 run to bf16's precision), on every path."""
     cls = import_shipped(name)
     base = dict(REGISTRY[name].base)
-    low, full = _params(), _params()
+    low, full = _params(name=name), _params(name=name)
     opt = cls(low, state_dtype=torch.bfloat16, **base, **PATHS[path])
     ref = cls(full, **base, **PATHS[path])
     _steps(opt, low, 4)

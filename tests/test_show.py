@@ -40,6 +40,7 @@ def _leaf(op: Op) -> Value:
         Op.FLAG: Value(Op.FLAG, (), "f", Kind.HOST, Type.BOOL), Op.STATE: Value(Op.STATE, (), "m", Kind.TENSOR),
         Op.VAR: Value(Op.VAR, (), "tmp", Kind.TENSOR), Op.IS_EMPTY: Value(Op.IS_EMPTY, (), "m", Kind.TENSOR_SCALAR, Type.BOOL),
         Op.IS_SET: Value(Op.IS_SET, (), "lr", Kind.HOST, Type.BOOL), Op.SIZE: Value(Op.SIZE, (), 1, Kind.TENSOR_SCALAR),
+        Op.CHOICE: Value(Op.CHOICE, (), ("mode", "a_b"), Kind.HOST, Type.BOOL),
     }.get(op, Value(op, (), None, Kind.TENSOR if op in (Op.PARAM, Op.GRAD) else Kind.TENSOR_SCALAR))
 
 

@@ -64,7 +64,9 @@ def _number(x) -> str:
         return "none"
     if isinstance(x, tuple):
         return "(" + ", ".join(_number(v) for v in x) + ")"
-    return repr(float(x))
+    if isinstance(x, str):   # a choice
+        return f'"{x}"'
+    return repr(x) if isinstance(x, int) else repr(float(x))
 
 
 def _modes(p) -> list[str]:
@@ -112,6 +114,10 @@ def hyper_rows(spec: ast.Spec, stages: Stages) -> list[list[str]]:
         info = infos[h.name]
         default = _number(h.default) + (" or none" if h.optional and h.default is not None else "")
         conjuncts = _conjuncts(h.where) if h.where is not None else []
+        if h.choices:
+            rows.append([_code(h.name), _code(default), "one of " + ", ".join(_code(_number(c)) for c in h.choices),
+                         _code("ValueError: " + _message(h.choice_message)) if h.choice_message else ""])
+            continue
         if not conjuncts:
             rows.append([_code(h.name), _code(default), "", ""])
             continue
@@ -161,8 +167,10 @@ def _reference(class_name: str) -> list[str]:
     entry = REGISTRY.get(class_name)
     if entry is None:
         return ["- **Reference:** none registered"]
-    out = [f"- **Reference:** `{entry.reference_name}`: `optdsl verify {class_name}` checks the loop, foreach and "
-           "fused paths against it, step for step, over its flag and hyper grid"]
+    paths = ", ".join(p for p in ("loop", "foreach", "fused") if entry.supports(p))
+    out = [f"- **Reference:** `{entry.reference_name}`: `optdsl verify {class_name}` checks the "
+           f"{paths.replace(', fused', ' and fused') if entry.supports('fused') else paths.replace(', ', ' and ')} "
+           "paths against it, step for step, over its flag and hyper grid"]
     if entry.torch_class is not None:
         name = entry.reference_name if entry.torch_class is entry.reference else entry.torch_class.__qualname__
         out.append(f"- **state_dict:** interchangeable with `{name}`'s")

@@ -17,7 +17,9 @@ TORCH_NUMBER_ARGS = {Op.WHERE: (1, 2), Op.CLAMP: (1, 2), Op.POW: (0, 1), Op.LERP
                       Op.LT: (0, 1), Op.LE: (0, 1), Op.GT: (0, 1), Op.GE: (0, 1), Op.EQ: (0, 1), Op.NE: (0, 1),
                       # Python operators: `number / tensor` is torch.optim's own form (RAdam's
                       # `bias_correction2**0.5 / exp_avg_sq_sqrt`, a reciprocal-multiply)
-                      Op.ADD: (0, 1), Op.SUB: (0, 1), Op.MUL: (0, 1), Op.DIV: (0, 1)}
+                      Op.ADD: (0, 1), Op.SUB: (0, 1), Op.MUL: (0, 1), Op.DIV: (0, 1),
+                      # the iteration's coefficients, steps and eps are Python numbers, as torch.optim.Muon's
+                      Op.NEWTON_SCHULZ: (1, 2, 3, 4, 5)}
 
 
 def holds_reduction(v: Value, p: Program) -> bool:

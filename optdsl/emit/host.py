@@ -27,6 +27,8 @@ def host_leaf(v: Value, scalar_state=lambda n: f"({n} if capturable else _rt.val
         if isinstance(v.arg, tuple):   # a tuple entry `none` by default
             return f"({ident(v.arg[0])}[{int(v.arg[1])}] is not None)"
         return f"({ident(str(v.arg))} is not None)"
+    if v.op is Op.CHOICE:
+        return f"({ident(v.arg[0])} == {literal(v.arg[1])})"
     if v.op is Op.STATE:
         return scalar_state(ident(str(v.arg)))
     if v.op is Op.IS_EMPTY:

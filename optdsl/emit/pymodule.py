@@ -7,7 +7,7 @@ import jinja2
 
 from ..builtins import ESTIMATORS, REDUCTIONS
 from ..ir import SHAPE_INPUTS, Kind, Let, Program, Store, Type, entries_read, shape_input_name, size_dim, walk_values
-from ..plan import fused_refusal, make_plan
+from ..plan import dtensor_refusal, fused_refusal, make_plan, reads_whole_matrix
 from ..names import api_name, ident, literal, message_parts, message_source, module_name, out_name
 from ..resources import data_dir
 from .common import Writer, across_ranks
@@ -42,9 +42,11 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
 
     # __init__: positional hypers then flags, as torch.optim orders them; a group state is no
     # argument, it starts at its number in every group (a default, as schedulefree keeps its own)
-    init_args = [f"{api_name(h.name)}={literal(h.default)}" for h in p.hypers if not h.group_state]
-    init_args += [f"{api_name(f.name)}: bool = {literal(f.default)}" for f in p.flags]
-    arguments = [api_name(h.name) for h in p.hypers if not h.group_state] + [api_name(f.name) for f in p.flags]
+    declared = {h.name: f"{api_name(h.name)}={literal(h.default)}" for h in p.hypers if not h.group_state}
+    declared.update({f.name: f"{api_name(f.name)}: bool = {literal(f.default)}" for f in p.flags})
+    order = [n for n in p.argument_order if n in declared] or list(declared)
+    init_args = [declared[n] for n in order]
+    arguments = [api_name(n) for n in order]
     group_state_defaults = [(api_name(h.name), literal(h.default)) for h in p.hypers if h.group_state]
     v = Writer(2)
     for line in from_group:
@@ -57,6 +59,16 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         elif h.arity:
             v.line(f"_rt.check_tuple_length({literal(h.name)}, {ident(h.name)}, {int(h.arity)})")
     for h in p.hypers:
+        if h.choices:
+            v.line(f"if {ident(h.name)} not in {literal(h.choices)}:")
+            with v.indent():
+                if h.choice_message:
+                    shown = message_source(message_parts(h.choice_message),
+                                           lambda ref: ident(ref[0]) if ref[1] is None else f"{ident(ref[0])}[{int(ref[1])}]")
+                else:
+                    listing = ", ".join(repr(c) for c in h.choices)
+                    shown = f"{literal(api_name(h.name) + ' must be one of ' + listing + ', not ')} + repr({ident(h.name)})"
+                v.line(f"raise ValueError({shown})")
         for cond, message, (name, index) in h.checks:
             shown = ident(name) if index is None else f"{ident(name)}[{int(index)}]"
             given = f"{ident(h.name)} is not None and " if h.optional else ""   # None: an optional hyper left out
@@ -67,6 +79,8 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
                 prefix = message.replace("{}", "\x00").replace("{", "{{").replace("}", "}}").replace("\x00", "{" + shown + "}")
                 v.line(f"raise ValueError(f{literal(prefix)})")
     for cond, message in p.requires:
+        if cond.kind is Kind.TENSOR_SCALAR:   # on the param's shape: _check_params
+            continue
         v.line(f"if not {host_expr(cond)}:")
         with v.indent():
             shown = message_source(message_parts(message),
@@ -134,8 +148,37 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         fused_refused=literal(fused_refusal(p)) if fused_refusal(p) else "", reads_back=reads_back(p),
         shaped_states="{" + ", ".join(f"{literal(s.storage_key)}: {literal(s.shape)}" for s in p.states if s.shape) + "}"
         if any(s.shape for s in p.states) else "",
+        dtensor_refused=literal(dtensor_refusal(p)) if dtensor_refusal(p) else "",
+        no_complex=("a complex param's real view has no rows to reduce" if any(s.shape for s in p.states) else
+                    "a complex param's real view is no matrix to orthogonalize" if reads_whole_matrix(p) else ""),
+        per_tensor_requires=per_tensor_requires(p),
         per_tensor_states=literal(tuple(s.storage_key for s in p.states if s.per_tensor_cond)),
     )
+
+
+def per_tensor_requires(p: Program) -> str:
+    """The body of `_check_params(group)`: each `require` on the param's shape (`require ndim == 2`),
+    for every param of the group; "" where the spec has none."""
+    requires = [(cond, message) for cond, message in p.requires if cond.kind is Kind.TENSOR_SCALAR]
+    if not requires:
+        return ""
+    w = Writer(2)
+    for h in p.hypers:
+        w.line(f"{ident(h.name)} = group[{literal(api_name(h.name))}]")
+    for f in p.flags:
+        w.line(f"{ident(f.name)} = group[{literal(api_name(f.name))}]")
+    shown = {"shape": "_p.size()", "ndim": "_p.ndim", "numel": "_p.numel()"}   # as torch's messages print them
+    w.line("for _p in group['params']:")
+    with w.indent():
+        for name in sorted({shape_input_name(n) for cond, _ in requires for n in walk_values(cond) if n.op in SHAPE_INPUTS}):
+            w.line(f"{name} = _rt.shape_input([_p], {literal(name)}, real_view=False)[0]")
+        for cond, message in requires:
+            w.line(f"if not {host_expr(cond)}:")
+            with w.indent():
+                text = message_source(message_parts(message), lambda ref: shown[ref[0]] if ref[0] in shown and ref[1] is None
+                                      else ident(ref[0]) if ref[1] is None else f"{ident(ref[0])}[{int(ref[1])}]")
+                w.line(f"raise ValueError({text})")
+    return w.text()
 
 
 def eager_paths(p: Program, fn: str, mode: str | None = None) -> dict:
@@ -204,13 +247,13 @@ def eager_paths(p: Program, fn: str, mode: str | None = None) -> dict:
         "loop_shape_inputs": [(name, LOOP_SHAPE_INPUTS.get(name) or f"_rt.size(param, {size_dim(name)})")
                               for name in loop_plan.shape_inputs],
         # (host math after an item() is the loop path's: the foreach path takes its tensors one at a time)
-        "per_tensor_fn": "" if reads_back(p) else emit_per_tensor_function(hoisted, f"_{fn}_per_tensor", cols),
+        "per_tensor_fn": "" if reads_back(p) or reads_whole_matrix(p) else emit_per_tensor_function(hoisted, f"_{fn}_per_tensor", cols),
         "per_tensor_inputs": ", ".join(inputs),
         "per_tensor_kwargs": ", ".join(f"{n}={n}" for n in hyper_names),
         "uniform_columns": literal(tuple(uniform)) if uniform else "",
         "foreach_selects_in_loop": selects_per_tensor(p),
         "foreach_columns": fc.text(), "foreach_body": fe.w.text(),
-        "foreach_runs_loop": foreach_plan.tensor_at_a_time, "scalar_writeback": wb.text(),
+        "foreach_runs_loop": foreach_plan.tensor_at_a_time, "at_a_time_reason": foreach_plan.at_a_time_reason, "scalar_writeback": wb.text(),
         "empty_state_lists": [{"plural": ident(s.list), "out": out_name(s.list)} for s in p.states if s.init == "empty"],
         "capturable_scalars": "".join([", scalar_states={"] + [
             f"{literal(ident(p.list_name(n)))}: {ident(p.list_name(n))}" + (", " if k + 1 < len(foreach_plan.scalar_states) else "")

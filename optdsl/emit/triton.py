@@ -14,7 +14,7 @@ import re
 
 from ..builtins import OPS
 from ..ir import REDUCE, Kind, Let, Op, Program, Stmt, Store, Type, Value, stmt_values, walk_stmts, walk_values
-from ..names import dtype_name, entry_name, has_name, ident, literal, module_name, new_name, part_name, ptrs_name, set_name
+from ..names import dtype_name, entry_name, has_name, ident, literal, module_name, new_name, part_name, ptrs_name, set_name, choice_name
 from ..plan import make_plan
 from ..plan.cost import PhaseCost, optional_streams, phase_bytes, phase_costs
 from .common import BlockSyntax, Writer, device_body, float_literal
@@ -65,6 +65,10 @@ class KernelEmitter:
         if v.op is Op.IS_SET:   # an optional hyper given (not None): a constexpr, as a flag
             name = set_name(str(v.arg))
             self.constexprs[name] = f"({ident(str(v.arg))} is not None)"
+            return name
+        if v.op is Op.CHOICE:   # a choice hyper holding a value: a constexpr, as a flag
+            name = choice_name(*v.arg)
+            self.constexprs[name] = f"({ident(v.arg[0])} == {literal(v.arg[1])})"
             return name
         if v.op is Op.VAR:
             name = str(v.arg)

@@ -56,7 +56,14 @@ class Coverage:
     # state's `if` on the shape, item(), dtype_eps and tuple entries `none` by default.
     # tests/test_factored.py checks them against torch.optim.Adafactor and the interpreter.
     NOT_DRAWN_YET = {"builtin item()", "a reduction over scope 'row'", "a reduction over scope 'column'",
-                     "IR op ITEM", "IR op DTYPE_EPS", "grammar production `tuple_entry: NONE -> none_lit`"}
+                     "IR op ITEM", "IR op DTYPE_EPS", "grammar production `tuple_entry: NONE -> none_lit`",
+                     # Muon's: newton_schulz() (2-D params, bfloat16 matmuls: open error bounds), choice
+                     # hypers and the strings they compare with (tests/test_muon.py runs them on every path)
+                     "builtin newton_schulz()", "IR op NEWTON_SCHULZ", "IR op CHOICE", "terminal VBAR ('|')",
+                     "grammar production `hyper: HYPER NAME EQUAL choice_entry __hyper_plus_3 choice_message -> choice_hyper`",
+                     "grammar production `hyper: HYPER NAME EQUAL choice_entry __hyper_plus_3 -> choice_hyper`",
+                     "grammar production `choice_message: ELSE STRING`", "grammar production `choice_entry: STRING`",
+                     "grammar production `choice_entry: NONE -> none_lit`", "grammar production `atom: STRING -> string_lit`"}
     EXEMPT_TERMINALS = {"INPUT": "as `decl: input`", "AS": "as `keep: KEEP NAME keep_as`"}
 
     def __init__(self):

@@ -350,8 +350,9 @@ class Recipes:
         """Builtins without a recipe above (added to builtins.FUNCTIONS later): arguments >= 0.5."""
         known = {"sqrt", "rsqrt", "abs", "sign", "exp", "log", "min", "max", "pow", "clamp", "lerp", "where",
                  "sigmoid", "tanh", "softplus", "log1p", "expm1", "cbrt", "floor", "mod"}
-        # item() reads a reduction back to the host: not drawn yet (NOT_DRAWN_YET in optdsl/fuzz/coverage.py)
-        others = sorted(set(FUNCTIONS) - known - {"item"})
+        # item() reads a reduction back to the host, newton_schulz() needs a 2-D param and runs in bfloat16:
+        # not drawn yet (NOT_DRAWN_YET in optdsl/fuzz/coverage.py)
+        others = sorted(set(FUNCTIONS) - known - {"item", "newton_schulz"})
         if not others:
             return self.r_add(scope, k, dd)
         name = self.pick(others)

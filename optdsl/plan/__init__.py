@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..ir import If, Kind, Let, Op, Program, stmt_values, walk_stmts, walk_values
+from ..ir import MATRIX_OPS, If, Kind, Let, Op, Program, stmt_values, walk_stmts, walk_values
 from ..passes import hoist_host
 from .phases import (ALL_SCOPES, GROUP_ONLY, NO_BARRIERS, Phase, PhasePlan, PlanError, is_barrier_let,  # noqa: F401
                      plan_phases, shadow)
@@ -45,17 +45,49 @@ class Plan:
     streams: tuple[str, ...]         # param, grad and the tensor states, in kernel argument order
     # an `if` on a reduction's value branches per tensor, and host math on a reduction read back
     # (item()) needs that tensor's reduction first: a list backend (foreach) then takes the tensors
-    # one at a time, as the loop path
+    # one at a time, as the loop path. So does an update with a whole-matrix op: its matmuls are per
+    # tensor anyway, and torch's foreach ops round a Python number to a bf16 list's dtype where the
+    # loop's do not, so one at a time its foreach path is its loop path in every dtype
     tensor_at_a_time: bool = False
+    at_a_time_reason: str = ""       # why, in a sentence (the generated foreach function says it)
 
     def column_index(self, name: str) -> int:
         return next(j for j, c in enumerate(self.columns) if c.name == name)
+
+
+def _at_a_time(p: Program) -> str:
+    """Why a list backend (foreach) takes `p`'s tensors one at a time, or ""."""
+    if reads_whole_matrix(p):
+        return "A whole-matrix op runs per tensor: the tensors are taken one at a time, rounded as the loop."
+    for s in walk_stmts(p.body):
+        if isinstance(s, If) and s.cond.kind.on_device:
+            return "An `if` on a reduction's value branches per tensor: the tensors are taken one at a time."
+        if isinstance(s, Let) and s.value.op is Op.ITEM:
+            return "item() reads each tensor's reduction back to the host: the tensors are taken one at a time."
+    return ""
+
+
+def reads_whole_matrix(p: Program) -> bool:
+    """Whether the update reads a value as one matrix (newton_schulz()), not element by element."""
+    return any(n.op in MATRIX_OPS for s in walk_stmts(p.body) for v in stmt_values(s) for n in walk_values(v))
+
+
+def dtensor_refusal(p: Program) -> str:
+    """Why a DTensor (FSDP2) shard cannot be stepped on its own, or "": what it would need of the rest."""
+    if any(s.shape for s in p.states):
+        return "its reductions along the last two dims would cross shards"
+    if reads_whole_matrix(p):
+        return "newton_schulz() orthogonalizes each param's whole matrix, of which a shard holds a part"
+    return ""
 
 
 def fused_refusal(p: Program) -> str:
     """Why the fused backends (Triton, C++) do not run `p`, or "" where they do: what their one
     pass over a flat work list cannot hold yet."""
     values = [n for s in walk_stmts(p.body) for v in stmt_values(s) for n in walk_values(v)]
+    if reads_whole_matrix(p):
+        return ("its whole-matrix op (newton_schulz()) runs as torch matmuls between elementwise phases, which "
+                "the fused kernels do not split around yet; use foreach=True or the default loop")
     if any(s.shape for s in p.states) or any(n.kind.is_axis for n in values):
         return ("its row or column values (reductions along an axis, states kept per row or column) are not "
                 "in the fused kernels yet; use foreach=True or the default loop")
@@ -82,7 +114,6 @@ def make_plan(p: Program, backend: str) -> Plan:
         scalar_states=tuple(scalar_states(program)),
         first_stored=tuple(first_stored(program)),
         streams=("param", "grad") + tuple(s.name for s in program.states if s.kind is Kind.TENSOR),
-        tensor_at_a_time=backend == "foreach" and any(
-            isinstance(s, If) and s.cond.kind.on_device or isinstance(s, Let) and s.value.op is Op.ITEM
-            for s in walk_stmts(program.body)),
+        tensor_at_a_time=bool(_at_a_time(program)) and backend == "foreach",
+        at_a_time_reason=_at_a_time(program) if backend == "foreach" else "",
     )

@@ -29,7 +29,7 @@ from .table import is_device_stmt
 
 FLOPS: dict[Op, int] = {
     **{op: 0 for op in (Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY,
-                        Op.IS_SET, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE, Op.DTYPE_EPS, Op.COPY, Op.ON_DEVICE,
+                        Op.IS_SET, Op.CHOICE, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE, Op.DTYPE_EPS, Op.COPY, Op.ON_DEVICE,
                         Op.ITEM,
                         Op.AND, Op.OR, Op.NOT)},
     **{op: 1 for op in (Op.NEG, Op.SQRT, Op.ABS, Op.SIGN, Op.EXP, Op.LOG, Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW,
@@ -37,6 +37,9 @@ FLOPS: dict[Op, int] = {
     **{op: 1 for op in (Op.SIGMOID, Op.TANH, Op.SOFTPLUS, Op.LOG1P, Op.EXPM1, Op.CBRT, Op.FLOOR)},
     Op.RSQRT: 2, Op.CLAMP: 2, Op.LERP: 3, Op.MOD: 3,
     Op.SUM: 1, Op.MEAN: 1, Op.NORM: 2, Op.RMS: 2, Op.AMAX: 2, Op.DOT: 2,
+    # matmuls: their FLOPs per element grow with the matrix's size (a few times its short side per
+    # iteration); the per-element count here is the elementwise part's only, which is all a fused phase runs
+    Op.NEWTON_SCHULZ: 0,
 }
 assert set(FLOPS) == set(Op), "every Op has a FLOP count"
 

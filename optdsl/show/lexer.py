@@ -43,7 +43,7 @@ class OptLexer(RegexLexer):
             (words(INPUT_NAMES + SCOPES, suffix=r"\b"), Name.Builtin.Pseudo),
             (IDENT, Name),
             (rf"{NUMBER}(?![A-Za-z0-9_])", Number.Float),
-            (r"<=|>=|==|!=|[<>+\-*/^?:=]", Operator),
+            (r"<=|>=|==|!=|[<>+\-*/^?:=|]", Operator),
             (r"[(){}\[\],]", Punctuation),
         ],
     }

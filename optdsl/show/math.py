@@ -254,6 +254,13 @@ def _is_set(r: Renderer, v: Value):
     return f"{ref} {ne} {r.word('none')}", CMP
 
 
+def _choice(r: Renderer, v: Value):
+    name, value = v.arg
+    escaped = value.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("{", "\\{").replace("}", "\\}")
+    text = "\\text{``" + escaped + "''}" if r.latex else f'"{value}"'
+    return f"{r.sym(name)} = {text}", CMP
+
+
 def _neg(r: Renderer, v: Value):
     return ("-" if r.latex else "−") + r.at(v.args[0], MUL), ADD
 
@@ -349,7 +356,8 @@ def _rsqrt(r: Renderer, v: Value):
 RULES = {
     Op.CONST: _const, Op.HYPER: _hyper, Op.FLAG: _leaf_name, Op.STATE: _leaf_name, Op.VAR: _leaf_name,
     Op.STEP: _input, Op.PARAM: _input, Op.GRAD: _input,
-    Op.IS_EMPTY: _is_empty, Op.IS_SET: _is_set,
+    Op.IS_EMPTY: _is_empty, Op.IS_SET: _is_set, Op.CHOICE: _choice,
+    Op.NEWTON_SCHULZ: _call("newton_schulz"),
     Op.NUMEL: _shape, Op.NDIM: _shape, Op.CHANNEL_NUMEL: _shape, Op.SIZE: _shape, Op.DTYPE_EPS: _shape,
     Op.NEG: _neg, Op.NOT: _not, Op.SQRT: _sqrt, Op.RSQRT: _rsqrt, Op.ABS: _abs,
     Op.SIGN: _call("sign"), Op.EXP: _call("exp"), Op.LOG: _call("log"),

@@ -46,7 +46,8 @@ def kinds(p: Program) -> list[KindRow]:
     for name in sorted(seen_inputs, key=lambda x: (order.index(x) if x in order else len(order), x)):
         kind = Kind.TENSOR if name in ("param", "grad") else Kind.TENSOR_SCALAR
         rows.append(KindRow(name, "input", kind))
-    rows += [KindRow(h.name, "hyper" + (" (optional)" if h.optional else ""), Kind.HOST) for h in p.hypers]
+    rows += [KindRow(h.name, "hyper" + (" (a choice)" if h.choices else " (optional)" if h.optional else ""), Kind.HOST)
+             for h in p.hypers]
     rows += [KindRow(f.name, "flag", Kind.HOST) for f in p.flags]
     rows += [KindRow(s.name, "state" + (" (scalar)" if s.kind is not Kind.TENSOR else f" ({s.shape})" if s.shape else ""),
                      s.read_kind) for s in p.states]
