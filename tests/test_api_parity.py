@@ -136,7 +136,7 @@ def paths_of(name) -> list[str]:
 
 def skip_refused(name, path) -> None:
     if not entry(name).supports(path):
-        pytest.skip(f"{name} refuses {path}=True (tests/test_factored.py checks the refusal)")
+        pytest.skip(f"{name} refuses {path}=True (tests/test_factored.py and tests/test_muon.py check the refusal)")
 
 
 def ours(name, params, combo, path="loop", **extra):

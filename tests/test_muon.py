@@ -183,6 +183,24 @@ def test_a_choice_reaches_every_path():
         cls(_params(((3,),)), how="triple")
 
 
+def test_a_choice_decides_states_requires_and_branches():
+    cls = load('optimizer C2 "c"\nhyper lr = 0.1\nhyper mode = "sgd" | "momentum"\nhyper beta = 0.9\n'
+               'require mode != "momentum" or beta < 1 else "beta must be < 1 with momentum, not {beta}"\n'
+               'state buf = zeros if mode == "momentum"\n'
+               'update { if mode == "momentum" { buf = beta * buf + grad  param = param - lr * buf } '
+               'else { param = param - lr * grad } }')
+    for mode, want, states in (("sgd", 0.8, []), ("momentum", 1 - 0.1 - 0.1 * 1.9, ["buf"])):
+        for foreach in (False, True):
+            p = [torch.ones(3, requires_grad=True)]
+            opt = cls(p, mode=mode, foreach=foreach)
+            for _ in range(2):
+                p[0].grad = torch.ones(3)
+                opt.step()
+            assert torch.allclose(p[0].detach(), torch.full((3,), want)) and list(opt.state[p[0]]) == states
+    with pytest.raises(ValueError, match="^beta must be < 1 with momentum, not 1.5$"):
+        cls([torch.ones(2, requires_grad=True)], mode="momentum", beta=1.5)
+
+
 HEAD = 'optimizer T "t"\nhyper lr = 0.1\nhyper mode = none | "a" | "b"\n'
 SPEC_ERRORS = [
     ("update { param = newton_schulz(grad, 1, 1, 1, 5, 1e-7) }", "needs a 2-D param, and nothing here says"),
