@@ -286,9 +286,6 @@ def lower(spec: ast.Spec) -> Program:
 
 
 def _argument_order(spec: ast.Spec) -> tuple[str, ...]:
-    """The hypers and flags in the order one file declares them; () for a composition (its parts come
-    from several files: hypers, then flags)."""
-    decls = (*spec.hypers, *spec.flags)
-    if len({d.span.file for d in decls}) > 1:
-        return ()
-    return tuple(d.name for d in sorted(decls, key=lambda d: (d.span.line, d.span.col)))
+    """The hypers and flags in the order the spec's text declares them (a composition's: the text it
+    expands to, the wrapped spec's declarations first)."""
+    return tuple(d.name for d in sorted((*spec.hypers, *spec.flags), key=lambda d: (d.span.line, d.span.col)))

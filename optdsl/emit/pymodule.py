@@ -7,7 +7,7 @@ import jinja2
 
 from ..builtins import ESTIMATORS, REDUCTIONS
 from ..ir import SHAPE_INPUTS, Kind, Let, Program, Store, Type, entries_read, shape_input_name, size_dim, walk_values
-from ..plan import dtensor_refusal, fused_refusal, make_plan, reads_whole_matrix
+from ..plan import complex_refusal, dtensor_refusal, fused_refusal, make_plan, reads_whole_matrix
 from ..names import api_name, ident, literal, message_parts, message_source, module_name, out_name
 from ..resources import data_dir
 from .common import Writer, across_ranks
@@ -40,7 +40,8 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
     hyper_names = [ident(n) for n in p.group_value_names]
     group_names = [api_name(n) for n in p.group_value_names]
 
-    # __init__: positional hypers then flags, as torch.optim orders them; a group state is no
+    # __init__: hypers and flags positionally in the spec's order, which is its reference's
+    # (Program.argument_order; a Program built without one: hypers, then flags); a group state is no
     # argument, it starts at its number in every group (a default, as schedulefree keeps its own)
     declared = {h.name: f"{api_name(h.name)}={literal(h.default)}" for h in p.hypers if not h.group_state}
     declared.update({f.name: f"{api_name(f.name)}: bool = {literal(f.default)}" for f in p.flags})
@@ -149,8 +150,7 @@ def emit_eager_module(p: Program, source_name: str, spec_hash: str) -> str:
         shaped_states="{" + ", ".join(f"{literal(s.storage_key)}: {literal(s.shape)}" for s in p.states if s.shape) + "}"
         if any(s.shape for s in p.states) else "",
         dtensor_refused=literal(dtensor_refusal(p)) if dtensor_refusal(p) else "",
-        no_complex=("a complex param's real view has no rows to reduce" if any(s.shape for s in p.states) else
-                    "a complex param's real view is no matrix to orthogonalize" if reads_whole_matrix(p) else ""),
+        no_complex=complex_refusal(p),
         per_tensor_requires=per_tensor_requires(p),
         per_tensor_states=literal(tuple(s.storage_key for s in p.states if s.per_tensor_cond)),
     )

@@ -81,6 +81,15 @@ def dtensor_refusal(p: Program) -> str:
     return ""
 
 
+def complex_refusal(p: Program) -> str:
+    """Why a complex param (stepped as its real view elsewhere) is refused, or ""."""
+    if any(s.shape for s in p.states):
+        return "a complex param's real view has no rows to reduce"
+    if reads_whole_matrix(p):
+        return "a complex param's real view is no matrix to orthogonalize"
+    return ""
+
+
 def fused_refusal(p: Program) -> str:
     """Why the fused backends (Triton, C++) do not run `p`, or "" where they do: what their one
     pass over a flat work list cannot hold yet."""
