@@ -127,12 +127,9 @@ def takes(cls: type, p: torch.Tensor) -> bool:
     return True
 
 
-def takes_all(cls: type, problem: str) -> bool:
-    return all(takes(cls, p) for p in _BUILD[problem](SEED)[0])
-
-
-def takes_any(cls: type, problem: str) -> bool:
-    return any(takes(cls, p) for p in _BUILD[problem](SEED)[0])
+def taken(cls: type, problem: str) -> list[bool]:
+    """For each param of `problem`, whether `cls` takes it."""
+    return [takes(cls, p) for p in _BUILD[problem](SEED)[0]]
 
 
 def train(cls: type, problem: str, steps: int | None = None, lr: float | None = None, label: str | None = None,
@@ -267,8 +264,11 @@ def write_convergence_plot(spec_name: str, png_path: Path) -> dict:
     baselines train once per process)."""
     label, cls = resolve(spec_name)
     # a problem with no param the class takes (a vector for a matrix optimizer) shows the baselines only
-    curves = {p: ([train(cls, p, label=label if takes_all(cls, p) else f"{label} + AdamW for the rest")]
-                  if takes_any(cls, p) else []) + [_baseline(name, p) for name in BASELINES] for p in PROBLEMS}
+    curves = {}
+    for p in PROBLEMS:
+        which = taken(cls, p)
+        mine = [train(cls, p, label=label if all(which) else f"{label} + AdamW for the rest")] if any(which) else []
+        curves[p] = mine + [_baseline(name, p) for name in BASELINES]
     plot(curves, png_path, f"{label} against AdamW and SGD (seed {SEED})")
     return {p: {c.label: c.final for c in cs} for p, cs in curves.items()}
 

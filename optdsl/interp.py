@@ -155,7 +155,7 @@ class Interpreter:
                 if not bool(self.host(check[0])):
                     raise ValueError(f"{check[1]} ({h.name}={self.hypers[h.name]!r})")
         for cond, message in self.program.requires:
-            if cond.kind.on_host and cond.kind is not Kind.TENSOR_SCALAR and not bool(self.host(cond)):
+            if cond.kind <= Kind.HOST and not bool(self.host(cond)):   # on the shape: validate_param
                 raise ValueError(message)
 
     def validate_param(self, shape: tuple) -> None:

@@ -7,7 +7,7 @@ import jinja2
 
 from ..builtins import ESTIMATORS, REDUCTIONS
 from ..ir import SHAPE_INPUTS, Kind, Let, Program, Store, Type, entries_read, shape_input_name, size_dim, walk_values
-from ..plan import complex_refusal, dtensor_refusal, fused_refusal, make_plan, reads_whole_matrix
+from ..plan import complex_refusal, dtensor_refusal, fused_refusal, make_plan, reads_back, reads_whole_matrix
 from ..names import api_name, ident, literal, message_parts, message_source, module_name, out_name
 from ..resources import data_dir
 from .common import Writer, across_ranks
@@ -259,12 +259,6 @@ def eager_paths(p: Program, fn: str, mode: str | None = None) -> dict:
             f"{literal(ident(p.list_name(n)))}: {ident(p.list_name(n))}" + (", " if k + 1 < len(foreach_plan.scalar_states) else "")
             for k, n in enumerate(foreach_plan.scalar_states)] + ["}"]) if foreach_plan.scalar_states else "",
     }
-
-
-def reads_back(p: Program) -> bool:
-    """Whether the update reads a reduction back to the host (item())."""
-    from ..ir import Op, walk_stmts
-    return any(isinstance(s, Let) and s.value.op is Op.ITEM for s in walk_stmts(p.body))
 
 
 def selects_per_tensor(p) -> bool:

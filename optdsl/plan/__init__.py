@@ -59,12 +59,16 @@ def _at_a_time(p: Program) -> str:
     """Why a list backend (foreach) takes `p`'s tensors one at a time, or ""."""
     if reads_whole_matrix(p):
         return "A whole-matrix op runs per tensor: the tensors are taken one at a time, rounded as the loop."
-    for s in walk_stmts(p.body):
-        if isinstance(s, If) and s.cond.kind.on_device:
-            return "An `if` on a reduction's value branches per tensor: the tensors are taken one at a time."
-        if isinstance(s, Let) and s.value.op is Op.ITEM:
-            return "item() reads each tensor's reduction back to the host: the tensors are taken one at a time."
+    if reads_back(p):
+        return "item() reads each tensor's reduction back to the host: the tensors are taken one at a time."
+    if any(isinstance(s, If) and s.cond.kind.on_device for s in walk_stmts(p.body)):
+        return "An `if` on a reduction's value branches per tensor: the tensors are taken one at a time."
     return ""
+
+
+def reads_back(p: Program) -> bool:
+    """Whether the update reads a reduction back to the host (item())."""
+    return any(n.op is Op.ITEM for s in walk_stmts(p.body) for v in stmt_values(s) for n in walk_values(v))
 
 
 def reads_whole_matrix(p: Program) -> bool:
@@ -72,22 +76,23 @@ def reads_whole_matrix(p: Program) -> bool:
     return any(n.op in MATRIX_OPS for s in walk_stmts(p.body) for v in stmt_values(s) for n in walk_values(v))
 
 
+def _reads_beyond_elements(p: Program) -> str:
+    """What of a param's layout the update reads beyond its elements: "rows" (states kept per row or
+    column), "matrix" (a whole-matrix op), or ""."""
+    return "rows" if any(s.shape for s in p.states) else "matrix" if reads_whole_matrix(p) else ""
+
+
 def dtensor_refusal(p: Program) -> str:
     """Why a DTensor (FSDP2) shard cannot be stepped on its own, or "": what it would need of the rest."""
-    if any(s.shape for s in p.states):
-        return "its reductions along the last two dims would cross shards"
-    if reads_whole_matrix(p):
-        return "newton_schulz() orthogonalizes each param's whole matrix, of which a shard holds a part"
-    return ""
+    return {"rows": "its reductions along the last two dims would cross shards",
+            "matrix": "newton_schulz() orthogonalizes each param's whole matrix, of which a shard holds a part",
+            }.get(_reads_beyond_elements(p), "")
 
 
 def complex_refusal(p: Program) -> str:
     """Why a complex param (stepped as its real view elsewhere) is refused, or ""."""
-    if any(s.shape for s in p.states):
-        return "a complex param's real view has no rows to reduce"
-    if reads_whole_matrix(p):
-        return "a complex param's real view is no matrix to orthogonalize"
-    return ""
+    return {"rows": "a complex param's real view has no rows to reduce",
+            "matrix": "a complex param's real view is no matrix to orthogonalize"}.get(_reads_beyond_elements(p), "")
 
 
 def fused_refusal(p: Program) -> str:
@@ -100,7 +105,7 @@ def fused_refusal(p: Program) -> str:
     if any(s.shape for s in p.states) or any(n.kind.is_axis for n in values):
         return ("its row or column values (reductions along an axis, states kept per row or column) are not "
                 "in the fused kernels yet; use foreach=True or the default loop")
-    if any(n.op is Op.ITEM for n in values):
+    if reads_back(p):
         return ("it reads a reduction back to the host (item()) in the middle of its update, which a fused "
                 "launch cannot; use foreach=True or the default loop")
     if any(s.per_tensor_cond for s in p.states):
