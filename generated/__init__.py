@@ -28,6 +28,7 @@ OPTIMIZERS = {
     'Rprop': 'rprop',
     'SGD': 'sgd',
     'SGDP': 'sgdp',
+    'SM3': 'sm3',
     'ScheduleFreeAdamW': 'schedulefreeadamw',
     'SparseAdam': 'sparseadam',
     'SwaSGD': 'swasgd',

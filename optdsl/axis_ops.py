@@ -66,3 +66,66 @@ def reduced_shape(shape: tuple[int, ...], axis: str) -> tuple[int, ...]:
     out = list(shape)
     out[d] = 1
     return tuple(out)
+
+
+# ---- the `cover` scope: one accumulator per dim (SM3's) ------------------------------------------
+# For each dim i, the fold over every other dim, the dims kept: shape [1]*i + [n_i] + [1]*(r-1-i). A
+# 0-d tensor has one accumulator, itself folded (0-d); a 1-d one's only accumulator folds one element
+# per entry. Each is a new tensor, never the operand itself.
+
+def cover_shapes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The shapes of a cover state of a param of `shape`, one per dim (one 0-d for a 0-d param)."""
+    r = len(shape)
+    return [()] if r == 0 else [(1,) * i + (shape[i],) + (1,) * (r - 1 - i) for i in range(r)]
+
+
+def _others(x: Tensor) -> list[tuple[int, ...]]:
+    r = x.dim()
+    return [()] if r == 0 else [tuple(d for d in range(r) if d != i) for i in range(r)]
+
+
+def cover_sum(x: Tensor) -> list[Tensor]:
+    return [torch.sum(x, dim=dims, keepdim=True) if dims else torch.clone(x) for dims in _others(x)]
+
+
+def cover_mean(x: Tensor) -> list[Tensor]:
+    return [torch.mean(x, dim=dims, keepdim=True) if dims else torch.clone(x) for dims in _others(x)]
+
+
+def cover_norm(x: Tensor) -> list[Tensor]:
+    return [torch.linalg.vector_norm(x, 2, dim=dims, keepdim=True) if dims else torch.abs(x) for dims in _others(x)]
+
+
+def cover_rms(x: Tensor) -> list[Tensor]:
+    return [torch.linalg.vector_norm(x, 2, dim=dims, keepdim=True) / math.sqrt(math.prod(x.shape[d] for d in dims))
+            if dims else torch.abs(x) for dims in _others(x)]
+
+
+def cover_amax(x: Tensor) -> list[Tensor]:
+    """max |x| over every other dim, per dim: 0 where those dims hold no elements."""
+    out = []
+    for i, dims in enumerate(_others(x)):
+        if not dims:
+            out.append(torch.abs(x))
+        elif x.numel() == 0:
+            out.append(x.new_zeros(cover_shapes(tuple(x.shape))[i]))
+        else:
+            out.append(torch.linalg.vector_norm(x, math.inf, dim=dims, keepdim=True))
+    return out
+
+
+def cover_min(accumulators: list[Tensor]) -> Tensor:
+    """A cover read elementwise: the min over its accumulators, broadcast to the param's shape (SM3's
+    estimate, in its order: the first accumulator copied, then each next one's minimum)."""
+    out = torch.clone(accumulators[0])
+    for a in accumulators[1:]:
+        out = torch.minimum(out, a)
+    return out
+
+
+def stored_shapes(shape: tuple[int, ...], state_shape: str) -> list[tuple[int, ...]]:
+    """The shapes of the tensors a state of a param of `shape` keeps: its own ("": elementwise), the
+    reduced one of a `row` or `column` state, or one per dim of a `cover` state."""
+    if state_shape == "cover":
+        return cover_shapes(tuple(shape))
+    return [reduced_shape(tuple(shape), state_shape) if state_shape else tuple(shape)]

@@ -55,6 +55,10 @@ OPS: dict[Op, Form] = {
     # a sync, as torch's Adafactor does); the fused backends do not run it (optdsl.plan.fused_refusal)
     Op.ITEM:  Form("{0}", "_rt.value({0})", None, "{0}", "{0}", "{0}"),
     Op.COPY:  Form("{0}", "torch.clone({0})", "_foreach_clone", "{0}", "np.array({0}, copy=True)", "{0}"),
+    # a cover (one accumulator per dim) read elementwise: the min over its accumulators, broadcast
+    # (SM3's estimate); numpy holds a cover stacked on a leading axis, one accumulator broadcast per entry
+    Op.COVER_MIN: Form("{0}", "_rt.cover_min({0})", None, "_no_fused_cover({0})", "np.min({0}, axis=0)",
+                       "_no_fused_cover({0})"),
     Op.ADD:   Form("({0} + {1})", "({0} + {1})", "_foreach_add", "({0} + {1})", "({0} + {1})", "({0} + {1})"),
     Op.SUB:   Form("({0} - {1})", "({0} - {1})", "_foreach_sub", "({0} - {1})", "({0} - {1})", "({0} - {1})"),
     Op.MUL:   Form("({0} * {1})", "({0} * {1})", "_foreach_mul", "({0} * {1})", "({0} * {1})", "({0} * {1})"),
@@ -105,6 +109,7 @@ class Reduction:
       numpy      the interpreter's map (float64), folded by `fold` and finished by `finish_numpy`
       cpp        the fused CPU backend's map (C++ on fp32 scalars)
       axis       along one dim ({d}: -1 for `row`, -2 for `column`), the dim kept (size 1), on one tensor
+      cover      over all dims but i, for each dim i of one tensor: a list, one accumulator per dim
     """
     torch: str
     channel: str
@@ -118,23 +123,24 @@ class Reduction:
     finish_numpy: str
     cpp: str
     axis: str
+    cover: str
 
 
 REDUCTIONS: dict[Op, Reduction] = {
     Op.SUM:  Reduction("torch.sum({0})", "_rt.channel_sum({0})", None, "torch.sum({0})",
-                       "torch.sum(torch.stack({parts}))", "{0}", "sum", "{r}", "{0}", "{r}", "{0}", "_rt.axis_sum({0}, {d})"),
+                       "torch.sum(torch.stack({parts}))", "{0}", "sum", "{r}", "{0}", "{r}", "{0}", "_rt.axis_sum({0}, {d})", "_rt.cover_sum({0})"),
     Op.MEAN: Reduction("torch.mean({0})", "_rt.channel_mean({0})", None, "torch.sum({0})",
-                       "(torch.sum(torch.stack({parts})) / {n})", "{0}", "sum", "({r} / {n})", "{0}", "({r} / {n})", "{0}", "_rt.axis_mean({0}, {d})"),
+                       "(torch.sum(torch.stack({parts})) / {n})", "{0}", "sum", "({r} / {n})", "{0}", "({r} / {n})", "{0}", "_rt.axis_mean({0}, {d})", "_rt.cover_mean({0})"),
     Op.NORM: Reduction("torch.linalg.vector_norm({0})", "_rt.channel_norm({0})", "torch._foreach_norm({0})",
                        "torch.linalg.vector_norm({0})", "torch.linalg.vector_norm(torch.stack({parts}))",
-                       "({0} * {0})", "sum", "torch.sqrt({r})", "({0} * {0})", "np.sqrt({r})", "({0} * {0})", "_rt.axis_norm({0}, {d})"),
+                       "({0} * {0})", "sum", "torch.sqrt({r})", "({0} * {0})", "np.sqrt({r})", "({0} * {0})", "_rt.axis_norm({0}, {d})", "_rt.cover_norm({0})"),
     Op.RMS:  Reduction("_rt.rms({0})", "_rt.channel_rms({0})", None, "torch.linalg.vector_norm({0})",
                        "(torch.linalg.vector_norm(torch.stack({parts})) / _rt.sqrt({n}))",
-                       "({0} * {0})", "sum", "torch.sqrt({r} / {n})", "({0} * {0})", "np.sqrt({r} / {n})", "({0} * {0})", "_rt.axis_rms({0}, {d})"),
+                       "({0} * {0})", "sum", "torch.sqrt({r} / {n})", "({0} * {0})", "np.sqrt({r} / {n})", "({0} * {0})", "_rt.axis_rms({0}, {d})", "_rt.cover_rms({0})"),
     Op.AMAX: Reduction("_rt.amax({0})", "_rt.channel_amax({0})", None, "_rt.amax({0})",
-                       "torch.amax(torch.stack({parts}))", "tl.abs({0})", "max", "{r}", "np.abs({0})", "{r}", "std::fabs({0})", "_rt.axis_amax({0}, {d})"),
+                       "torch.amax(torch.stack({parts}))", "tl.abs({0})", "max", "{r}", "np.abs({0})", "{r}", "std::fabs({0})", "_rt.axis_amax({0}, {d})", "_rt.cover_amax({0})"),
     Op.DOT:  Reduction("torch.sum({0} * {1})", "_rt.channel_sum({0} * {1})", None, "torch.sum({0} * {1})",
-                       "torch.sum(torch.stack({parts}))", "({0} * {1})", "sum", "{r}", "({0} * {1})", "{r}", "({0} * {1})", "_rt.axis_sum({0} * {1}, {d})"),
+                       "torch.sum(torch.stack({parts}))", "({0} * {1})", "sum", "{r}", "({0} * {1})", "{r}", "({0} * {1})", "_rt.axis_sum({0} * {1}, {d})", "_rt.cover_sum({0} * {1})"),
 }
 assert set(REDUCTIONS) == REDUCE, "every reduction has its forms"
 for _op, _r in REDUCTIONS.items():

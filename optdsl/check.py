@@ -12,6 +12,7 @@ from .check_group import check_group_update
 from .check_sparse import check_sparse
 from .definite import stored_on_every_path, unguarded_empty_reads
 from .ir import AXIS_SCOPES, MODES, SCOPES, join, scope_kind
+
 from .check_choices import check_choice, choice_test, is_choice_test, misread
 from .check_shapes import (MATRIX_FUNCTIONS, PARAM_FACTS, complement, dim_literal, item, matrix_op, reads_shape,
                            shape_condition)
@@ -19,6 +20,9 @@ from .diagnostics import Reporter, Span
 from .ir import Kind, Type
 from .names import message_parts, problem_with_class_name, problem_with_name
 
+# a state's annotation (`state v : row = zeros`) and the kind of value it holds
+STATE_SHAPES = ("tensor", "scalar", "group", *AXIS_SCOPES, "cover")
+STATE_KIND = {"row": Kind.ROW, "column": Kind.COLUMN, "cover": Kind.COVER}
 MAX_TUPLE = 8
 PER_TENSOR = (Kind.TENSOR_SCALAR, Kind.REDUCED)   # conditions that may differ from tensor to tensor
 
@@ -193,10 +197,10 @@ class Checker:
                 self.r.error(req.span, f"the {what} message shows '{name}[{index}]', which is not an entry of a tuple hyper")
 
     def check_state(self, s: ast.State) -> None:
-        if s.shape not in ("tensor", "scalar", "group", *AXIS_SCOPES):
-            self.r.error(s.span, f"unknown state shape '{s.shape}' (expected 'scalar', 'group', 'row' or 'column'; "
-                                 f"tensor state needs no annotation){_did_you_mean(s.shape, ('scalar', 'group', *AXIS_SCOPES))}")
-        if s.shape in AXIS_SCOPES and s.init == "empty":
+        if s.shape not in STATE_SHAPES:
+            self.r.error(s.span, f"unknown state shape '{s.shape}' (expected 'scalar', 'group', 'row', 'column' or "
+                                 f"'cover'; tensor state needs no annotation){_did_you_mean(s.shape, STATE_SHAPES[1:])}")
+        if s.shape in (*AXIS_SCOPES, "cover") and s.init == "empty":
             self.r.error(s.span, f"a {s.shape} state starts as `zeros`, a number or a hyper's value, not `empty`")
         if s.shape == "group":
             # one number per param group: a param_group key and a keyword of the functional form
@@ -281,8 +285,9 @@ class Checker:
                                    locals_=locals_, guards=guards)
                 if cond is not None and cond.kind is Kind.TENSOR:
                     self.r.error(st.cond.span, "the condition of `if` varies per element; use `c ? a : b` for an elementwise select")
-                elif cond is not None and cond.kind.is_axis:
-                    self.r.error(st.cond.span, "the condition of `if` varies per row or column; use `c ? a : b` for a "
+                elif cond is not None and (cond.kind.is_axis or cond.kind is Kind.COVER):
+                    per = "accumulator" if cond.kind is Kind.COVER else "row or column"
+                    self.r.error(st.cond.span, f"the condition of `if` varies per {per}; use `c ? a : b` for a "
                                                "select, or reduce it to one value per tensor (`amax(c)`)")
                 elif cond is not None and cond.kind is Kind.CHANNEL:
                     self.r.error(st.cond.span, "the condition of `if` varies per channel; use `c ? a : b` for a select, "
@@ -339,6 +344,11 @@ class Checker:
                                                 f"not a value of each tensor (`step` is one: count the steps in a "
                                                 f"group state, `{t} = {t} + 1`)")
                 self.assigned_kind[id(st)] = None if value is None else value.kind
+                if s.shape == "cover" and value is not None and join(value.kind, Kind.COVER) is not Kind.COVER:
+                    self.r.error(st.value.span, f"state '{t}' keeps one accumulator per dim (a cover), but this "
+                                                f"expression varies per {'element' if value.kind is Kind.TENSOR else value.kind.label}: "
+                                                f"reduce it to a cover first, e.g. amax(x, cover), or combine covers "
+                                                f"(max({t}, amax(x, cover)))")
                 own = {"row": Kind.ROW, "column": Kind.COLUMN}.get(s.shape)
                 if own is not None and value is not None and join(value.kind, own) is not own:
                     dim = "last dim" if s.shape == "row" else "second-to-last dim"
@@ -348,7 +358,8 @@ class Checker:
                                                 f"to 1), but this expression varies {varies}: reduce it along the "
                                                 f"{dim} first, e.g. mean(x, {s.shape})")
                 if s.shape == "scalar" and value is not None and value.kind >= Kind.CHANNEL:
-                    per = "element" if value.kind is Kind.TENSOR else "row or column" if value.kind.is_axis else "channel"
+                    per = "element" if value.kind is Kind.TENSOR else "row or column" if value.kind.is_axis \
+                        else "accumulator of a cover" if value.kind is Kind.COVER else "channel"
                     self.r.error(st.value.span, f"scalar state '{t}' needs a per-tensor value, but this expression varies per {per}")
                 elif s.shape == "scalar" and value is not None and value.kind is Kind.REDUCED:
                     self.stored_from_device.add(t)
@@ -537,7 +548,7 @@ class Checker:
                 return Sym(Kind.REDUCED if n in self.device_scalars else Kind.TENSOR_SCALAR, Type.NUM)
             if s.shape == "group":
                 return Sym(Kind.HOST, Type.NUM)
-            return Sym({"row": Kind.ROW, "column": Kind.COLUMN}.get(s.shape, Kind.TENSOR), Type.NUM)
+            return Sym(STATE_KIND.get(s.shape, Kind.TENSOR), Type.NUM)
         if n in self.hypers and self.hypers[n].choices:
             misread(self, e)
             return None

@@ -67,7 +67,8 @@ def item(checker, e: ast.Call, sym):
         checker.r.error(e.span, "item() reads a reduction's value back to the host; this value is on the host already")
         return None
     if sym.kind > Kind.REDUCED:
-        per = "channel" if sym.kind is Kind.CHANNEL else "row or column" if sym.kind.is_axis else "element"
+        per = "channel" if sym.kind is Kind.CHANNEL else "row or column" if sym.kind.is_axis \
+            else "accumulator of a cover" if sym.kind is Kind.COVER else "element"
         checker.r.error(e.span, f"item() reads one number per tensor back to the host, but this varies per {per}: "
                                 "reduce it first, e.g. item(norm(x))")
         return None

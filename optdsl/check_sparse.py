@@ -30,7 +30,7 @@ def check_sparse(spec: ast.Spec, report, did_you_mean) -> None:
                                      f"gradient is then an error){did_you_mean(decl.only, ('only',))}")
     why = "the update runs at a sparse gradient's touched rows only (`sparse rows`)"
     for s in spec.states:
-        if s.shape in ("row", "column") or s.cond is not None and any(
+        if s.shape in ("row", "column", "cover") or s.cond is not None and any(
                 isinstance(n, ast.Name) and n.id in INPUTS for n in ast.walk(s.cond)):
             report.error(s.span, f"state '{s.name}' depends on the parameter's shape: {why}, which have another")
         elif s.init == "empty":

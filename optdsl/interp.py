@@ -49,7 +49,8 @@ import numpy as np
 
 from .axis_ops import reduced_shape
 from .ir import LEAF, REDUCE, Kind, Let, Op, Program, Stmt, Store, If, Value, dim_size
-from .interp_math import (FLT_EPS, FLT_MAX, reduce_to, Bounded, Partial, Precision, _convert, _exact_apply, _num, _stored,
+from .interp_axes import cover_split, cover_stack, reduce_to
+from .interp_math import (FLT_EPS, FLT_MAX, Bounded, Partial, Precision, _convert, _exact_apply, _num, _stored,
                           bounded_apply, bounded_combine, bounded_finish, bounded_fold, exact_combine, exact_finish,
                           exact_fold, numpy_form, reduce_bounded, reduce_exact)
 
@@ -171,7 +172,7 @@ class Interpreter:
             if s.cond is None:
                 return True
             if s.per_tensor_cond:
-                return shape is not None and bool(self._eval(s.cond, _Context(None, None, None, {}, shape), {}, None))
+                return shape is not None and bool(_exact(self._eval(s.cond, _Context(None, None, None, {}, shape), {}, None)))
             return bool(self.host(s.cond))
         return {s.name: s.init for s in self.program.states if holds(s)}
 
@@ -184,7 +185,9 @@ class Interpreter:
             if self.bounded:
                 return _stored(Bounded.point(value), prec.scalar_store, 1.0, prec.scalar_tiny, FLT_MAX)
             return value
-        if s.shape:   # one value per row or column: the param's last (second-to-last) dim reduced to 1
+        if s.shape == "cover":   # one accumulator per dim, each broadcast back, stacked on a leading axis
+            param_shape = (max(len(param_shape), 1), *param_shape)
+        elif s.shape:   # one value per row or column: the param's last (second-to-last) dim reduced to 1
             param_shape = reduced_shape(tuple(param_shape), s.shape)
         value = np.zeros(param_shape) if init == "zeros" else np.full(param_shape, float(init))
         if self.bounded:
@@ -197,12 +200,26 @@ class Interpreter:
         st: dict[str, Any] = {}
         if step is not None:
             st["step"] = float(step)
+        covers = {s.name for s in self.program.states if s.shape == "cover"}
         for name, value in states.items():
             if value is None:
                 continue
+            if name in covers and isinstance(value, (list, tuple)):   # a backend's accumulators
+                value = cover_stack(value, np.broadcast_shapes(*(np.shape(a) for a in value)))
             value = np.asarray(value, dtype=np.float64).copy() if np.ndim(value) else np.float64(value)
             st[name] = Bounded.point(value) if self.bounded else value
         self.state[i] = st
+
+    def stored(self, i: int, name: str):
+        """Tensor i's state `name` as a backend keeps it (exact values): a cover state as its list of
+        accumulators (optdsl.interp_axes.cover_split), the others as they are; None where absent."""
+        value = self.state.get(i, {}).get(name)
+        if value is None:
+            return None
+        value = _exact(value)
+        if self.program.state(name).shape == "cover":
+            return cover_split(value, np.shape(value)[1:])
+        return value
 
     # ---- one step ----------------------------------------------------------------------------
     def phases(self):
@@ -374,6 +391,8 @@ class Interpreter:
         """What a store to `target` keeps of a value: broadcast to the parameter's shape, or a row or
         column state's part of it."""
         axis = "" if target == "param" else self.program.state(target).shape
+        if axis == "cover":
+            return lambda v: np.broadcast_to(v, (max(len(ctx.shape), 1), *ctx.shape))
         if axis:
             return lambda v: reduce_to(v, ctx.shape, axis)
         return lambda v: np.broadcast_to(v, ctx.shape)

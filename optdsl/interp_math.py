@@ -35,6 +35,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .builtins import OPS, REDUCTIONS
+from .interp_axes import axis_fold, cover_counts, cover_fold
 from .ir import ARITY, AXIS_SCOPES, Op, dim_size
 from .matrix_ops import newton_schulz_float64
 
@@ -324,6 +325,8 @@ _NUM_RULES = {
     Op.NEWTON_SCHULZ: lambda m, a, b, c, steps, eps, x: (np.full(np.shape(x), -np.inf), np.full(np.shape(x), np.inf), None),
     Op.SIGN: _rule_sign,
     Op.COPY: lambda a, x: (a.lo, a.hi, None),
+    # a cover stacked on a leading axis: the min of each end (monotone, exact)
+    Op.COVER_MIN: lambda a, x: (np.min(a.lo, axis=0), np.min(a.hi, axis=0), None),
     Op.ITEM: lambda a, x: (a.lo, a.hi, None),   # a float32 read into a float64: exact
     Op.ADD: lambda a, b, x: (a.lo + b.lo, a.hi + b.hi, None),
     Op.SUB: lambda a, b, x: (a.lo - b.hi, a.hi - b.lo, None),
@@ -374,6 +377,8 @@ def bounded_apply(op: Op, args: Sequence[Bounded], tensor: bool, prec: Precision
     unc = args[0].unc
     for a in args[1:]:
         unc = unc | a.unc
+    if op is Op.COVER_MIN:   # a cover's accumulators (the leading axis) to one value per element
+        unc = np.any(unc, axis=0)
     with np.errstate(all="ignore"):
         if op in (Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE):
             a, b = args
@@ -504,31 +509,9 @@ def scope_count(scope: str, shape: tuple) -> int:
         return int(np.prod(shape[1:], dtype=np.int64)) if shape else 1
     if scope in AXIS_SCOPES:
         return dim_size(shape, -1 if scope == "row" else -2)
+    if scope == "cover":
+        return cover_counts(shape)
     return numel
-
-
-def _axis(scope: str, shape: tuple) -> int | None:
-    """The dim a `row` (-1) or `column` (-2) reduction folds, or None where the tensor has none (one
-    element per row or column: a size-1 dim, as broadcasting reads it)."""
-    d = -1 if scope == "row" else -2
-    return d if len(shape) >= -d else None
-
-
-def axis_fold(fold, v, shape: tuple, scope: str):
-    """fold(values, axis) along a `row` or `column` scope's dim of v (broadcast to `shape`), the dim kept."""
-    v = np.broadcast_to(np.asarray(v), shape)
-    d = _axis(scope, shape)
-    if d is None:
-        return _norm(np.asarray(fold(np.expand_dims(v, -1), -1)))
-    return _norm(np.expand_dims(fold(v, d), d))
-
-
-def reduce_to(v, shape: tuple, axis: str):
-    """v (broadcast to the param's `shape`, constant along `axis`'s dim: the checker's rule) as a
-    `row` or `column` state of that param holds it."""
-    v = np.broadcast_to(np.asarray(v), shape)
-    d = _axis(axis, shape)
-    return v if d is None else np.take(v, [0], axis=d)
 
 
 @dataclass
@@ -556,6 +539,8 @@ def exact_fold(op: Op, args, shape: tuple, scope: str) -> Partial:
             return Partial(_per_channel(_fold_fn(op, channels_of(m, shape), 1), shape), scope_count(scope, shape))
         if scope in AXIS_SCOPES:
             return Partial(axis_fold(lambda v, ax: _fold_fn(op, v, ax), m, shape, scope), scope_count(scope, shape))
+        if scope == "cover":
+            return Partial(cover_fold(lambda v, ax: _fold_fn(op, v, ax), m, shape), scope_count(scope, shape))
         return Partial(_norm(np.asarray(_fold_fn(op, m.reshape(-1), 0))), m.size)
 
 
@@ -637,6 +622,10 @@ def bounded_fold(op: Op, args: Sequence[Bounded], shape: tuple, scope: str, prec
             fold = lambda v: axis_fold(lambda x, ax: _fold_fn(op, x, ax), v, shape, scope)  # noqa: E731
             total = lambda v: axis_fold(lambda x, ax: np.sum(x, axis=ax), v, shape, scope)  # noqa: E731
             anyof = lambda v: axis_fold(lambda x, ax: np.any(x, axis=ax), v, shape, scope)  # noqa: E731
+        elif scope == "cover":
+            fold = lambda v: cover_fold(lambda x, ax: _fold_fn(op, x, ax), v, shape)  # noqa: E731
+            total = lambda v: cover_fold(lambda x, ax: np.sum(x, axis=ax), v, shape)  # noqa: E731
+            anyof = lambda v: cover_fold(lambda x, ax: np.any(x, axis=ax), v, shape)  # noqa: E731
         else:
             fold = lambda v: _norm(np.asarray(_fold_fn(op, np.reshape(v, -1), 0)))  # noqa: E731
             total = lambda v: _norm(np.asarray(np.sum(np.reshape(v, -1))))  # noqa: E731
@@ -646,7 +635,7 @@ def bounded_fold(op: Op, args: Sequence[Bounded], shape: tuple, scope: str, prec
         if REDUCTIONS[op].fold == "sum":
             k_add = prec.ulps.get(Op.ADD, prec.default_ulps)
             k_map = prec.ulps.get(Op.MUL, prec.default_ulps) if rounds else 0.0
-            err = _gamma(k_add * max(n - 1, 0), prec.accumulate) * mag + k_map * prec.compute * mag \
+            err = _gamma(k_add * np.maximum(n - 1, 0), prec.accumulate) * mag + k_map * prec.compute * mag \
                 + (k_add + k_map) * n * prec.tiny
         else:
             err = 0.0

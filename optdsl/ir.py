@@ -24,7 +24,10 @@ class Kind(enum.IntEnum):
     MATRIX = 5         # one value per matrix (both last dims reduced: Adafactor's mean of its row state)
     ROW = 6            # one value per row: the last dim reduced
     COLUMN = 7         # one value per column: the second-to-last dim reduced
-    TENSOR = 8         # elementwise, shape of the parameter
+    # One accumulator per dim (SM3's cover): for each dim i, one value per index along i, the other
+    # dims reduced (shape [1]*i + [n_i] + [1]*...). Read elementwise as the min over its accumulators.
+    COVER = 8
+    TENSOR = 9         # elementwise, shape of the parameter
 
     @property
     def on_host(self) -> bool:
@@ -57,11 +60,14 @@ AXIS_KINDS = frozenset({Kind.MATRIX, Kind.ROW, Kind.COLUMN})
 
 def join(*kinds: Kind) -> Kind:
     """The kind of math on values of these kinds: the max, but a row value and a column value (or a
-    channel value and an axis one) give an elementwise value."""
+    channel value and an axis one) give an elementwise value, and so does a cover beside anything
+    that varies along a dim (it is read as its min there: cover_min)."""
     out = Kind.CONST
     for k in kinds:
         lo, hi = min(out, k), max(out, k)
-        if hi.is_axis and (lo is Kind.CHANNEL or {lo, hi} == {Kind.ROW, Kind.COLUMN}):
+        if hi is Kind.COVER and Kind.CHANNEL <= lo < Kind.COVER:
+            out = Kind.TENSOR
+        elif hi.is_axis and (lo is Kind.CHANNEL or {lo, hi} == {Kind.ROW, Kind.COLUMN}):
             out = Kind.TENSOR
         else:
             out = hi
@@ -117,6 +123,7 @@ class Op(enum.Enum):
     FLOOR = enum.auto()
     ITEM = enum.auto()      # a per-tensor device value read back to the host (torch's `.item()`): host math after
     COPY = enum.auto()      # a fresh copy: breaks aliasing before an in-place store
+    COVER_MIN = enum.auto()  # a cover read elementwise: the min over its accumulators, broadcast (SM3's estimate)
     ON_DEVICE = enum.auto()  # a host value as a per-tensor device value (where a local joins both)
     # reductions (arg: the scope, one of SCOPES), unary ...
     SUM = enum.auto()
@@ -145,14 +152,14 @@ class Op(enum.Enum):
     # ternary
     WHERE = enum.auto()     # (cond, then, other)
     LERP = enum.auto()      # (start, end, weight)
-    CLAMP = enum.auto()
+    CLAMP = enum.auto()     # (x, lo, hi)
     # a whole-matrix op: its operand read as one 2-D matrix, not element by element
-    NEWTON_SCHULZ = enum.auto()  # (x, a, b, c, steps, eps): Muon's orthogonalization of x (torch.optim.Muon's)     # (x, lo, hi)
+    NEWTON_SCHULZ = enum.auto()  # (x, a, b, c, steps, eps): Muon's orthogonalization of x (torch.optim.Muon's)
 
 
 LEAF = frozenset({Op.CONST, Op.HYPER, Op.FLAG, Op.STEP, Op.PARAM, Op.GRAD, Op.STATE, Op.VAR, Op.IS_EMPTY,
                   Op.IS_SET, Op.CHOICE, Op.NUMEL, Op.NDIM, Op.CHANNEL_NUMEL, Op.SIZE, Op.DTYPE_EPS})
-UNARY = frozenset({Op.NEG, Op.NOT, Op.SQRT, Op.RSQRT, Op.ABS, Op.SIGN, Op.EXP, Op.LOG, Op.COPY, Op.ON_DEVICE,
+UNARY = frozenset({Op.NEG, Op.NOT, Op.SQRT, Op.RSQRT, Op.ABS, Op.SIGN, Op.EXP, Op.LOG, Op.COPY, Op.COVER_MIN, Op.ON_DEVICE,
                    Op.SIGMOID, Op.TANH, Op.SOFTPLUS, Op.LOG1P, Op.EXPM1, Op.CBRT, Op.FLOOR, Op.ITEM,
                    Op.SUM, Op.MEAN, Op.NORM, Op.RMS, Op.AMAX})
 BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MIN, Op.MAX,
@@ -166,8 +173,9 @@ LOGIC = frozenset({Op.AND, Op.OR, Op.NOT})
 REDUCE = frozenset({Op.SUM, Op.MEAN, Op.NORM, Op.RMS, Op.AMAX, Op.DOT})
 # Where a reduction runs: over one tensor, over each output channel (dim 0) of it, over every
 # tensor of the param group, or along one axis: the last dim (one value per `row`) or the
-# second-to-last (one value per `column`), keeping the dim. The scope is the reduction node's `arg`.
-SCOPES = ("tensor", "channel", "group", "row", "column")
+# second-to-last (one value per `column`), keeping the dim; or over all dims but one, for each dim
+# (`cover`: one accumulator per dim). The scope is the reduction node's `arg`.
+SCOPES = ("tensor", "channel", "group", "row", "column", "cover")
 AXIS_SCOPES = ("row", "column")
 
 
@@ -177,7 +185,7 @@ def axis_dim(scope: str) -> int:
 # `on train` / `on eval`: what optimizer.train() and optimizer.eval() run on each stepped tensor
 MODES = ("train", "eval")
 # an axis scope's kind depends on its operand's (axis_result)
-SCOPE_KIND = {"tensor": Kind.REDUCED, "channel": Kind.CHANNEL, "group": Kind.REDUCED}
+SCOPE_KIND = {"tensor": Kind.REDUCED, "channel": Kind.CHANNEL, "group": Kind.REDUCED, "cover": Kind.COVER}
 
 
 def scope_kind(scope: str, operands) -> Kind:
@@ -232,7 +240,13 @@ def reduce(op: Op, scope: str, *args: Value) -> Value:
     """A reduction node: its kind is its scope's (per tensor, per channel), whatever its operands'; along
     an axis, what is left of its operands' kind (axis_result)."""
     assert op in REDUCE and scope in SCOPES, (op, scope)
-    return Value(op, tuple(args), scope, scope_kind(scope, [a.kind for a in args]), Type.NUM)
+    args = tuple(read_cover(a) for a in args)
+    return Value(op, args, scope, scope_kind(scope, [a.kind for a in args]), Type.NUM)
+
+
+def read_cover(a: Value) -> Value:
+    """`a` where an elementwise value is wanted: a cover as the min over its accumulators."""
+    return Value(Op.COVER_MIN, (a,), None, Kind.TENSOR, a.type) if a.kind is Kind.COVER else a
 
 
 def with_args(node: Value, args: tuple[Value, ...]) -> Value:
@@ -243,8 +257,13 @@ def with_args(node: Value, args: tuple[Value, ...]) -> Value:
 
 
 def apply(op: Op, *args: Value) -> Value:
-    """Build an operation node, inferring its kind and type."""
+    """Build an operation node, inferring its kind and type. A cover operand of an op whose value is
+    not a cover (beside an elementwise value, in newton_schulz()) is read as its min (read_cover)."""
     kind = join(*(a.kind for a in args))
+    if op is Op.COVER_MIN:
+        return Value(op, tuple(args), None, Kind.TENSOR, args[0].type)
+    if kind is not Kind.COVER or op in MATRIX_OPS:
+        args = tuple(read_cover(a) for a in args)
     if op is Op.ON_DEVICE:
         kind = max(kind, Kind.REDUCED)
     if op is Op.ITEM:
@@ -322,12 +341,13 @@ class StateInfo:
     list_name: str | None = None  # the per-group list in generated code; None: the plural of `name`
     # "": the parameter's shape; "row": its last dim reduced to 1 (one value per row); "column": its
     # second-to-last reduced to 1 (one value per column). Read broadcast back to the parameter's shape.
+    # "cover": one accumulator per dim (state_dict keys name_0, name_1, ...), read as their min.
     shape: str = ""
 
     @property
     def read_kind(self) -> Kind:
         """The kind of a read of this state: a row or column state reads as one value per row or column."""
-        return {"row": Kind.ROW, "column": Kind.COLUMN}.get(self.shape, self.kind)
+        return {"row": Kind.ROW, "column": Kind.COLUMN, "cover": Kind.COVER}.get(self.shape, self.kind)
 
     @property
     def per_tensor_cond(self) -> bool:
@@ -535,6 +555,10 @@ def verify(p: Program) -> Program:
                     want = max(want, Kind.REDUCED)
                 if node.op is Op.ITEM:
                     want = Kind.TENSOR_SCALAR
+                if node.op is Op.COVER_MIN:
+                    want = Kind.TENSOR
+                elif node.kind is not Kind.COVER and any(a.kind is Kind.COVER for a in node.args):
+                    raise IRError(f"{node.op.name} reads a cover without cover_min")
                 if node.kind != want:
                     raise IRError(f"{node.op.name} has kind {node.kind.label}, operands say {want.label}")
 

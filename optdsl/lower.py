@@ -70,7 +70,7 @@ class Lowerer:
                 return Value(Op.HYPER, (), (n, None), Kind.HOST, Type.NUM)
             if n in self.states:
                 s = self.states[n]
-                kind = {"row": Kind.ROW, "column": Kind.COLUMN}.get(s.shape) or self.state_kind(s)
+                kind = {"row": Kind.ROW, "column": Kind.COLUMN, "cover": Kind.COVER}.get(s.shape) or self.state_kind(s)
                 return Value(Op.STATE, (), n, kind, Type.NUM)
             if n in self.hypers:
                 return Value(Op.HYPER, (), (n, None), Kind.HOST, Type.NUM)
@@ -208,7 +208,7 @@ class Lowerer:
         states = tuple(
             StateInfo(s.name, self.state_kind(s), s.init,
                       self.expr(s.cond, {}) if s.cond is not None else None,
-                      key=s.key, list_name=lists[s.name], shape=s.shape if s.shape in AXIS_SCOPES else "")
+                      key=s.key, list_name=lists[s.name], shape=s.shape if s.shape in (*AXIS_SCOPES, "cover") else "")
             for s in all_states if s.shape != "group")
         group_states = tuple(HyperInfo(s.name, float(s.init), 0, group_state=True)
                              for s in spec.states if s.shape == "group")

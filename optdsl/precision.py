@@ -74,7 +74,9 @@ class WorkingCopies:
         self.originals = {"param": params, **lists}
         self.params = [_fp32(p) for p in params]
         self.grads = [_fp32(g) for g in grads]
-        self.lists = {name: [None if t is None else _fp32(t) for t in ts] for name, ts in lists.items()}
+        # a cover state (one accumulator per dim) is a list of tensors per param
+        self.lists = {name: [None if t is None else [_fp32(a) for a in t] if isinstance(t, list) else _fp32(t)
+                             for t in ts] for name, ts in lists.items()}
         self.state_dtypes = {name: [state_dtype_of(p, group) for p in params] for name in lists}
 
     def _generator(self, device, k: int, i: int) -> torch.Generator:
@@ -99,7 +101,10 @@ class WorkingCopies:
             for i, (dst, src) in enumerate(zip(originals, copies)):
                 if src is None:
                     continue
-                if dst is None:   # created by this step
+                if isinstance(dst, list):   # a cover state's accumulators
+                    for j, (d, c) in enumerate(zip(dst, src)):
+                        self._round_into(d, c, k, i * 64 + j)
+                elif dst is None:   # created by this step
                     new = torch.empty_like(src, dtype=self.state_dtypes[name][i])
                     self._round_into(new, src, k, i)
                     originals[i] = new
@@ -169,7 +174,8 @@ def working_copies(group, params, grads, lists: dict[str, list], in_kernel: bool
     low_state = group.get("state_dtype") in LOW
     if not sr and not (low_state and (eager or not group.get("fused"))):
         return None
-    tensors = list(params) + [t for ts in lists.values() for t in ts if t is not None]
+    tensors = list(params) + [a for ts in lists.values() for t in ts if t is not None
+                              for a in (t if isinstance(t, list) else (t,))]
     rounds = sr and any(t.dtype == torch.bfloat16 for t in tensors)
     if rounds or low_state and any(t.dtype in LOW for t in tensors):
         group.setdefault(ROUNDING_STEP, 0)

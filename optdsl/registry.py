@@ -463,6 +463,22 @@ register(Entry(
 ))
 
 
+def _sm3_reference(params, **kw):
+    import pytorch_optimizer
+    return pytorch_optimizer.SM3(params, foreach=False, **kw)
+
+
+_SM3 = {"lr": (0.1, 0.01), "momentum": (0.0, 0.9), "beta": (0.0, 0.9), "eps": (1e-30, 1e-3), "maximize": (False, True)}
+register(Entry(
+    # pytorch_optimizer's foreach path runs its for-loop's per-tensor rule, so its loop is the reference
+    # for both of ours; its accumulators are state_dict keys accumulator_0, accumulator_1, ... as ours
+    "SM3", _sm3_reference, "pytorch_optimizer.SM3", grid=_SM3,
+    valid=fraction(_SM3, ("maximize", ("lr", "momentum", "beta", "eps"))), wave=4,
+    # ranks 0 to 4: one accumulator per dim (a 0-d tensor keeps one number)
+    shapes=((5, 7), (3, 4, 6), (9,), (), (2, 3, 2, 4), (1, 6)),
+))
+
+
 # ---- matrix updates --------------------------------------------------------------------------------
 register(Entry(
     "Muon", torch.optim.Muon, "torch.optim.Muon",

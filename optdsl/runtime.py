@@ -21,8 +21,10 @@ from .backends import (cpu_fused, cpu_fused_backend, fused_kernel_suffix, fused_
 from .averages import StateWeights
 from .state_dicts import check_state_dict
 from .matrix_ops import newton_schulz, no_host_matrix_op  # noqa: F401  (generated code: `_rt.`)
-from .axis_ops import axis_amax, axis_mean, axis_norm, axis_rms, axis_sum  # noqa: F401  (generated code: `_rt.`)
-from .state_shapes import PerTensor, channel_numel, dtype_eps, new_shaped_state, shape_input, size  # noqa: F401
+from .axis_ops import (axis_amax, axis_mean, axis_norm, axis_rms, axis_sum, cover_amax, cover_mean,  # noqa: F401
+                       cover_min, cover_norm, cover_rms, cover_sum)  # (generated code: `_rt.`)
+from .state_shapes import (PerTensor, channel_numel, cover_lists, dtype_eps, make_cover, new_shaped_state,  # noqa: F401
+                           shape_input, size)
 from .distributed import across_ranks, foreach_copy_, launch_on_shards  # noqa: F401  (generated code reads them as `_rt.`)
 from .host_math import (  # noqa: F401 - generated code reads these as _rt.<name>
     compiling, _any_tensor, value, _like, sqrt, rsqrt, div, pow,
@@ -411,7 +413,7 @@ class GeneratedOptimizer(StateWeights, Optimizer):
     _sparse_rows = False     # `sparse rows`: a sparse gradient updates its touched rows (optdsl/sparse_rows.py)
     _dense_refused = False   # `sparse rows only`: a dense gradient is an error
     _step_as_int = False     # `keep step as int`: state_dict() saves each tensor's step as an int
-    _state_shapes: dict[str, str] = {}   # state key -> "row" or "column": kept per row or per column
+    _state_shapes: dict[str, str] = {}   # state key -> "row", "column" or "cover" (one accumulator per dim)
     _dtensor_refused: str = ""   # why a DTensor shard cannot be stepped on its own (generated; "" where it can)
     # `keep step per group`: one step count per param group, group["step"] (a 0-d tensor, as a per-tensor
     # step is), incremented once per `step()` call, whether or not the group's params have gradients
@@ -491,7 +493,7 @@ class GeneratedOptimizer(StateWeights, Optimizer):
 
     def _new_state(self, kind, p: Tensor, group, name: str = "") -> Tensor | None:
         dtype = precision.state_dtype_of(p, group)
-        if name in self._state_shapes:   # one value per row or per column
+        if name in self._state_shapes:   # one value per row or per column, or one accumulator per dim
             return new_shaped_state(kind, p, self._state_shapes[name], dtype)
         if kind == "zeros":
             return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
@@ -558,6 +560,10 @@ class GeneratedOptimizer(StateWeights, Optimizer):
                 kind = active.get(name)
                 if isinstance(kind, PerTensor):   # kept where this tensor's shape says so
                     kind = kind.init if kind.kept_by(p) else None
+                if self._state_shapes.get(name) == "cover":   # its list: step() reads it from self.state
+                    new = None if kind is None else lambda: self._new_state(kind, p, group, name)
+                    out.append(make_cover(state, name, p, new))
+                    continue
                 if kind is not None and name not in state:
                     init = self._new_state(kind, p, group, name)
                     if init is not None:
@@ -628,6 +634,9 @@ class GeneratedOptimizer(StateWeights, Optimizer):
             if not params:
                 continue
             lists = dict(zip(self._state_names, state_lists))
+            for name in self._state_shapes:   # a cover's accumulators, read here where torch.compile can trace them
+                if self._state_shapes[name] == "cover":
+                    lists[name] = cover_lists(self.state, name, params, lists[name])
             rows = None
             if self._sparse_rows and sparse_rows.has_sparse(grads):   # the touched rows, gathered
                 rows = sparse_rows.gather(params, grads, lists, steps, self._uses_step and not self._step_per_group)

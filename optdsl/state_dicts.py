@@ -6,8 +6,8 @@ from typing import Any
 
 from torch import Tensor
 
-from .axis_ops import reduced_shape
-from .state_shapes import PerTensor
+from .axis_ops import cover_shapes, reduced_shape
+from .state_shapes import PerTensor, cover_keys
 
 
 def check_state_dict(opt, state_dict: dict[str, Any]) -> None:
@@ -31,11 +31,15 @@ def check_state_dict(opt, state_dict: dict[str, Any]) -> None:
             ids[key] = (p, g_saved)
     per_tensor_step = opt._uses_step and not opt._step_per_group   # else the step is in the group
     # an `input`'s estimate and its count of steps (optdsl.inputs); a state without them estimates afresh
-    known = set(opt._state_names) | ({"step"} if per_tensor_step else set()) | {f"{k} step" for k in opt._inputs}
+    covers = {n for n in opt._state_names if opt._state_shapes.get(n) == "cover"}
+    known_all = set(opt._state_names) - covers | ({"step"} if per_tensor_step else set()) | {f"{k} step" for k in opt._inputs}
     for key, entry in state_dict["state"].items():
         if key not in ids:
             continue   # torch.optim keeps state that matches no parameter as it is
         p, g_saved = ids[key]
+        # a cover state is kept as one accumulator per dim of this param, under name_0, name_1, ...
+        cover_of = {k: (n, i) for n in covers for i, k in enumerate(cover_keys(n, p))}
+        known = known_all | set(cover_of)
         if not isinstance(entry, dict):
             raise ValueError(f"{name}.load_state_dict: the state of parameter {key!r} is a {type(entry).__name__}, "
                              "expected a dict of tensors")
@@ -51,7 +55,8 @@ def check_state_dict(opt, state_dict: dict[str, Any]) -> None:
         active = {n: (kind.init if isinstance(kind, PerTensor) else kind) for n, kind in active.items()
                   if not isinstance(kind, PerTensor) or kind.kept_by(p)}
         if entry:
-            needed = {n for n, kind in active.items() if kind != "empty" and n not in opt._inputs} \
+            needed = {k for n, kind in active.items() if kind != "empty" and n not in opt._inputs
+                      for k in (cover_keys(n, p) if n in covers else (n,))} \
                 | ({"step"} if per_tensor_step else set())
             missing = sorted(needed - set(entry))
             if missing:
@@ -62,7 +67,11 @@ def check_state_dict(opt, state_dict: dict[str, Any]) -> None:
                 continue
             scalar = isinstance(active.get(k), tuple) and active[k][0] in ("scalar", "device_scalar")
             axis = opt._state_shapes.get(k)
-            want = () if scalar else reduced_shape(tuple(p.shape), axis) if axis else tuple(p.shape)
+            if k in cover_of:
+                axis = f"index of dim {cover_of[k][1]}" if p.dim() else "tensor"
+                want = cover_shapes(tuple(p.shape))[cover_of[k][1]]
+            else:
+                want = () if scalar else reduced_shape(tuple(p.shape), axis) if axis else tuple(p.shape)
             if tuple(t.shape) != want and not (scalar and t.numel() == 1):
                 what = f" (the parameter's shape, one number per {axis})" if axis else "" if scalar \
                     else " (the parameter's shape)"

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from .axis_ops import reduced_shape
+from .axis_ops import cover_shapes, reduced_shape
 from .ir import dim_size, size_dim
 
 
@@ -60,10 +60,52 @@ class PerTensor:
         return bool(self.holds(*(shape_input([p], name)[0] for name in self.inputs)))
 
 
-def new_shaped_state(kind, p: Tensor, axis: str, dtype: torch.dtype) -> Tensor:
+def new_shaped_state(kind, p: Tensor, axis: str, dtype: torch.dtype) -> Tensor | list[Tensor]:
     """A `row` or `column` state of p: its last (second-to-last) dim reduced to 1, starting at zeros
-    or at a number (`kind`: "zeros" or ("fill", value))."""
+    or at a number (`kind`: "zeros" or ("fill", value)); a `cover` state: new_cover_state."""
+    if axis == "cover":
+        return new_cover_state(kind, p, dtype)
     shape = reduced_shape(tuple(p.shape), axis)
     if kind == "zeros":
         return p.new_zeros(shape, dtype=dtype)
     return p.new_full(shape, float(kind[1]), dtype=dtype)
+
+
+def cover_keys(name: str, p: Tensor) -> list[str]:
+    """The state_dict keys of cover state `name` of p: one per dim, `name_0`, `name_1`, ... (one for a 0-d p)."""
+    return [f"{name}_{i}" for i in range(max(p.dim(), 1))]
+
+
+def new_cover_state(kind, p: Tensor, dtype: torch.dtype) -> list[Tensor]:
+    """A `cover` state of p: for each dim i, one value per index along i (shape [1]*i + [n_i] + [1]*...),
+    starting at zeros or at a number (`kind`: "zeros" or ("fill", value))."""
+    fill = 0.0 if kind == "zeros" else float(kind[1])
+    return [p.new_full(shape, fill, dtype=dtype) for shape in cover_shapes(tuple(p.shape))]
+
+
+def kept_state(state: dict, key: str, shape: str, p: Tensor):
+    """What a param's state dict keeps of a spec state (storage key `key`, annotation `shape`): its
+    tensor, or a cover's list of accumulators (`key_0`, `key_1`, ...); None where it has none."""
+    if shape != "cover":
+        return state.get(key)
+    keys = cover_keys(key, p)
+    return [state[k] for k in keys] if keys[0] in state else None
+
+
+def make_cover(state: dict, name: str, p: Tensor, new) -> bool | None:
+    """_init_group's part for cover state `name` of p: its accumulators made where `new()` (None: the
+    state is off for p) makes them and p has none yet. True where p keeps it (step() then reads the
+    list, cover_lists), None where not: under torch.compile, dynamo runs _init_group eagerly and
+    cannot take lists of new tensors back out of it."""
+    if new is None:
+        return None
+    keys = cover_keys(name, p)
+    if keys[0] not in state:
+        for key, accumulator in zip(keys, new()):
+            state[key] = accumulator
+    return True
+
+
+def cover_lists(states, name: str, params: list[Tensor], kept: list) -> list:
+    """Each param's list of accumulators of cover state `name` (None where it keeps none)."""
+    return [None if k is None else [states[p][key] for key in cover_keys(name, p)] for p, k in zip(params, kept)]

@@ -42,6 +42,7 @@ TORCH_ONLY_GROUP_KEYS = {"AdamW": {"decoupled_weight_decay"}}
 # of the optimizer, not group keys).
 # pytorch_optimizer.Lookahead takes k and alpha in its constructor, for every group.
 TORCH_IGNORES_GROUP_VALUE = {"Adagrad": {"initial_accumulator_value"}, "Amos": {"c_coef", "d_coef", "maximize"},
+                             "SM3": {"maximize"},   # pytorch_optimizer.SM3 keeps maximize on the optimizer
                              "LookaheadAdam": {"lookahead_k", "lookahead_alpha"},
                              "LookaheadSGD": {"lookahead_k", "lookahead_alpha"}}
 # Differs from the (non-torch) reference: it counts steps per param group, also on a step where no

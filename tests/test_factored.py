@@ -13,26 +13,14 @@ from optdsl.diagnostics import CompileError
 from optdsl.interp import Interpreter
 from optdsl.optim import Adafactor
 from optdsl.show.report import state_bytes
+from stepping import dtensor_like, make_params, run as _run, set_grads as _grads
 
 SHAPES = ((5, 7), (3, 4, 6), (9,), (), (2, 3, 2, 4), (1, 6))
 COMBOS = [{}, {"weight_decay": 0.1, "lr": 0.1}, {"maximize": True, "eps": (1e-20, 1e-2), "d": 1.5, "beta2_decay": -0.5}]
 
 
 def _params(seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(s, generator=g).requires_grad_() for s in SHAPES]
-
-
-def _grads(params, step):
-    g = torch.Generator().manual_seed(100 + step)
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=g)
-
-
-def _run(opt, params, steps, start=0):
-    for k in range(start, start + steps):
-        _grads(params, k)
-        opt.step()
+    return make_params(SHAPES, seed=seed)
 
 
 @pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
@@ -147,9 +135,35 @@ def test_axis_reductions_of_small_operands_broadcast_first_and_else_knows_the_co
 
 
 def test_a_dtensor_param_is_refused_with_the_reason():
-    class Sharded(torch.Tensor):   # what the runtime checks of a DTensor: its placements
-        placements = ()
-    p = torch.randn(3, 4).as_subclass(Sharded).requires_grad_()
-    p.grad = torch.randn(3, 4)
     with pytest.raises(RuntimeError, match="does not support DTensor"):
-        Adafactor([p]).step()
+        Adafactor([dtensor_like(3, 4)]).step()
+
+
+def test_foreach_reduces_along_the_axis_of_each_tensor():
+    """Without item() the foreach path runs over the whole group: a reduction along a row or a column
+    is still one per row or column of each tensor (the fuzzer found it summed over the group), equal
+    to the loop's, a row state read per column too."""
+    spec = (HEAD + "state r : row = zeros if ndim >= 2\nstate c : column = zeros\n"
+            "update { c = lerp(c, mean(grad * grad, column), 0.1)\n"
+            "  if ndim >= 2 { r = lerp(r, mean(grad * grad, row), 0.1)\n"
+            "    param = param - lr * grad * rsqrt(r * c / max(mean(r, column), 0.001) + 0.01) }\n"
+            "  else { param = param - lr * grad * rsqrt(c + 0.01) } }")
+    cls = load(spec)
+    a, b = _params(), _params()
+    loop, foreach = cls(a, foreach=False), cls(b, foreach=True)
+    _run(loop, a, 3)
+    _run(foreach, b, 3)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+        for k, v in loop.state[x].items():
+            assert torch.equal(v, foreach.state[y][k]), k
+    assert not torch.equal(loop.state[a[0]]["r"][0], loop.state[a[0]]["r"][1])   # one value per row
+
+
+def test_bounded_interpreter_keeps_a_shape_conditioned_state_where_the_shape_says():
+    program = compile_spec(HEAD + "state r : row = zeros if ndim >= 2\nupdate { if ndim >= 2 { r = mean(grad, row) } "
+                           "param = param - lr * grad }", "t.opt").program
+    for bounds in (False, True):
+        oracle = Interpreter(program, bounds=bounds)
+        oracle.step([np.ones((2, 3)), np.ones(4), np.float64(1.0)], [np.ones((2, 3)), np.ones(4), np.float64(1.0)])
+        assert ["r" in oracle.state[i] for i in range(3)] == [True, False, False], bounds

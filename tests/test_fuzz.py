@@ -28,7 +28,7 @@ from optdsl.fuzz import text as text_fuzz  # noqa: E402
 from optdsl.fuzz.execute import Case, Group, check_case, run_case  # noqa: E402
 from optdsl.fuzz.coverage import Coverage  # noqa: E402
 from optdsl.compose import shipped_dirs  # noqa: E402
-from optdsl.fuzz.programs import MODED, SPARSE, WRAPPED, cases  # noqa: E402
+from optdsl.fuzz.programs import MODED, SHAPED, SPARSE, WRAPPED, cases  # noqa: E402
 
 # Hypothesis mixes into its draws constants it finds in the modules imported so far (its "local
 # constants"): the derandomized slice would then hang on which modules the suite has loaded and on
@@ -48,6 +48,7 @@ WRAPPED_PROGRAMS = 40   # the wrapped slice: programs inside wrappers
 WRAPPED_SHARDS = 2
 MODED_PROGRAMS = 24     # the moded slice: programs with `on train` / `on eval`, switched mid-run
 SPARSE_PROGRAMS = 24    # the sparse slice: programs with `sparse rows`, stepped on sparse gradients
+SHAPED_PROGRAMS = 30    # the shaped slice: programs with row, column and cover states, params of rank 0 to 4
 COVERED = 400     # programs the coverage test draws and compiles
 MUTATIONS = 2000
 CORPUS = Path(__file__).parent / "fuzz_corpus"
@@ -70,6 +71,21 @@ def _sparse_slice() -> list[Case]:
 
     draw()
     return list(drawn.values())[:SPARSE_PROGRAMS]
+
+
+@functools.cache
+def _shaped_slice() -> list[Case]:
+    """The first SHAPED_PROGRAMS distinct cases with reduced-shape states (optdsl.fuzz.shaped)."""
+    drawn: dict[str, Case] = {}
+
+    @settings(max_examples=2 * SHAPED_PROGRAMS, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+    @given(cases(steps=6, fused_steps=2, shaped=1.0))
+    def draw(case):
+        drawn.setdefault(case.dumps(), case)
+
+    draw()
+    return list(drawn.values())[:SHAPED_PROGRAMS]
 
 
 @functools.cache
@@ -125,8 +141,19 @@ def test_programs_with_sparse_rows_agree_with_the_interpreter_on_sparse_gradient
     _agree(drawn, 0, 1, tmp_path)
 
 
+def test_programs_with_reduced_shape_states_agree_with_the_interpreter(tmp_path):
+    """Generated programs with `: row`, `: column` and `: cover` states (some kept `if ndim >= 2`) and
+    axis reductions, on params of rank 0 to 4: every path against the interpreter's."""
+    drawn = _shaped_slice()
+    for scope in ("row", "column", "cover"):
+        assert any(f": {scope} = " in case.text for case in drawn), scope
+    assert any(len(shape) == 4 for case in drawn for g in case.groups for shape in g.shapes)
+    assert any(len(shape) == 0 for case in drawn for g in case.groups for shape in g.shapes)
+    _agree(drawn, 0, 1, tmp_path)
+
+
 def _agree(drawn: list[Case], shard: int, shards: int, tmp_path) -> None:
-    assert len(drawn) in (PROGRAMS, WRAPPED_PROGRAMS, MODED_PROGRAMS, SPARSE_PROGRAMS)
+    assert len(drawn) in (PROGRAMS, WRAPPED_PROGRAMS, MODED_PROGRAMS, SPARSE_PROGRAMS, SHAPED_PROGRAMS)
     totals = {"programs": 0, "steps": 0, "compared": 0, "boundary": 0, "unsettled": 0, "unbounded": 0}
     failures = []
     for case in drawn[shard::shards]:
@@ -155,11 +182,13 @@ def test_the_generator_writes_every_construct():
 
     @settings(max_examples=COVERED, derandomize=True, database=None, deadline=None,
               suppress_health_check=list(HealthCheck), phases=[Phase.generate])
-    @given(cases(steps=6, fused_steps=2, wrapped=WRAPPED, moded=MODED, sparse=SPARSE))
+    @given(cases(steps=6, fused_steps=2, wrapped=WRAPPED, moded=MODED, sparse=SPARSE, shaped=SHAPED))
     def program(case):
         coverage.add(case.text, compile_ir(case.text, "<fuzz>"), case.parts)
 
     program()
+    for case in _sparse_slice():   # `sparse rows only` needs every param with rows: the sparse slice has some
+        coverage.add(case.text, compile_ir(case.text, "<fuzz>"), case.parts)
     missing = coverage.missing()
     assert not missing, "the program generator never produced: " + "; ".join(missing)
     print("programs reducing over each scope:", coverage.scopes)

@@ -10,6 +10,7 @@ from optdsl import load
 from optdsl.compiler import compile_spec
 from optdsl.diagnostics import CompileError
 from optdsl.optim import Muon
+from stepping import assert_same_state, dtensor_like, make_params, run as _run
 
 SHAPES = ((5, 7), (8, 3), (4, 4), (1, 6), (6, 1), (1, 1))
 COMBOS = [{}, {"nesterov": False, "momentum": 0.5, "weight_decay": 0.0},
@@ -18,24 +19,7 @@ COMBOS = [{}, {"nesterov": False, "momentum": 0.5, "weight_decay": 0.0},
 
 
 def _params(shapes=SHAPES, dtype=torch.float32, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(s, generator=g).to(dtype).requires_grad_() for s in shapes]
-
-
-def _run(opt, params, steps, start=0):
-    for k in range(start, start + steps):
-        g = torch.Generator().manual_seed(100 + k)
-        for p in params:
-            p.grad = torch.randn(p.shape, generator=g).to(p.dtype)
-        opt.step()
-
-
-def _same(ref, ours, a, b):
-    for x, y in zip(a, b):
-        assert torch.equal(x, y)
-        assert ref.state[x].keys() == ours.state[y].keys()
-        for k, v in ref.state[x].items():
-            assert torch.equal(v, ours.state[y][k]), k
+    return make_params(shapes, dtype, seed)
 
 
 @pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
@@ -45,7 +29,7 @@ def test_bit_identical_to_torch_muon(combo, foreach):
     ref, ours = torch.optim.Muon(a, **combo), Muon(b, foreach=foreach, **combo)
     _run(ref, a, 6)
     _run(ours, b, 6)
-    _same(ref, ours, a, b)
+    assert_same_state(ref, ours, a, b)
 
 
 def test_transposed_and_low_precision_params():
@@ -56,13 +40,13 @@ def test_transposed_and_low_precision_params():
     ref, ours = torch.optim.Muon(a), Muon(b)
     _run(ref, a, 4)
     _run(ours, b, 4)
-    _same(ref, ours, a, b)
+    assert_same_state(ref, ours, a, b)
     for dtype in (torch.bfloat16, torch.float16):
         a, b = _params(dtype=dtype), _params(dtype=dtype)
         ref, ours = torch.optim.Muon(a), Muon(b, foreach=True)
         _run(ref, a, 4)
         _run(ours, b, 4)
-        _same(ref, ours, a, b)
+        assert_same_state(ref, ours, a, b)
 
 
 def test_torch_scales_a_bf16_buffer_in_place_without_nesterov_and_ours_keeps_it():
@@ -120,13 +104,8 @@ def test_what_muon_refuses_as_torch_does():
     e.grad = torch.zeros(5, 3).to_sparse()
     with pytest.raises(RuntimeError, match="does not support sparse gradients"):
         Muon([e]).step()
-
-    class Sharded(torch.Tensor):   # what the runtime checks of a DTensor: its placements
-        placements = ()
-    s = torch.randn(3, 4).as_subclass(Sharded).requires_grad_()
-    s.grad = torch.randn(3, 4)
     with pytest.raises(RuntimeError, match="does not support DTensor .*whole matrix"):
-        Muon([s]).step()
+        Muon([dtensor_like(3, 4)]).step()
 
 
 MIXED = '''optimizer MuonSGD "Muon for the matrices, SGD for the rest"

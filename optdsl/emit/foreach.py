@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from ..builtins import OPS, REDUCTIONS
-from ..ir import LEAF, REDUCE, UNARY, Kind, Let, Op, Program, Stmt, Store, Type, Value
+from ..ir import AXIS_SCOPES, LEAF, REDUCE, UNARY, Kind, Let, Op, Program, Stmt, Store, Type, Value, axis_dim
 from ..names import ident, out_name
 from .common import Writer, across_ranks, float_literal
 from .forms import alpha_scaled, holds_reduction, is_target, neg, number_args, reads, rest_forms, split_accumulate
@@ -124,9 +124,15 @@ class ForeachEmitter:
         one, else one torch call per tensor; a group reduction combines the per-tensor parts and
         gives every tensor the group's value."""
         form = REDUCTIONS[v.op]
-        lists = [self.operand_list(a) for a in v.args]
+        # along an axis, an operand that varies along it is reduced as it is (a row state per column),
+        # as the loop path does
+        lists = [self.small_list(a)[0] if v.arg in AXIS_SCOPES and a.kind.on_device and a.kind is not Kind.TENSOR
+                 and a.kind.varies_along(v.arg) else self.operand_list(a) for a in v.args]
         names = [f"_x{j}" for j in range(len(lists))]
         zipped = comprehension(names, lists)
+        if v.arg in AXIS_SCOPES:
+            return f"[{form.axis.format(*names, d=axis_dim(v.arg))} {zipped}]"
+        assert v.arg != "cover", "a cover's foreach path takes the tensors one at a time (plan.tensor_at_a_time)"
         if v.arg == "channel":
             return f"[{form.channel.format(*names)} {zipped}]"
         if v.arg == "tensor":

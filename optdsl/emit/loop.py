@@ -38,6 +38,8 @@ class LoopEmitter:
         """(source, fresh): fresh results are new tensors the caller may modify in place."""
         if v.kind.on_host:
             return self.host(v), False
+        if v.kind is Kind.COVER:   # one accumulator per dim: a list
+            return self.cover(v), False
         if v.kind is not Kind.TENSOR:   # one value per tensor or per channel: a small tensor
             return self.small(v), False
         if v.op in LEAF:
@@ -110,6 +112,8 @@ class LoopEmitter:
         `torch.where(w_norm > 0, trust, 1.0)`)."""
         if v.kind.on_host:
             return self.host(v)
+        if v.kind is Kind.COVER:
+            return self.cover(v)
         if v.op in LEAF:
             return ident(str(v.arg))
         if v.op in REDUCE:
@@ -127,6 +131,31 @@ class LoopEmitter:
         numbers = number_args(v)
         return OPS[v.op].torch.format(*(self.small(a) if a.kind.on_device or i in numbers else self.small_operand(a, v)
                                         for i, a in enumerate(v.args)))
+
+    def cover(self, v: Value) -> str:
+        """A cover value (one accumulator per dim): a list of tensors. A cover state or local, a
+        reduction per dim (`amax(x, cover)`), or math on covers, per accumulator:
+        `[torch.maximum(_a0, _a1) for _a0, _a1 in zip(accumulator, nu)]`, host and per-tensor
+        operands as they are."""
+        if v.op in LEAF:
+            return ident(str(v.arg))
+        if v.op in REDUCE:
+            return self.reduction(v)
+        if v.op is Op.WHERE and v.args[0].kind.on_host:
+            return f"({self.cover(v.args[1])} if {self.host(v.args[0])} else {self.cover(v.args[2])})"
+        lists: list[str] = []
+
+        def one_accumulator(n: Value) -> Value:   # n with each cover it reads as a whole as one of its accumulators
+            if n.kind is not Kind.COVER:
+                return n
+            if n.op in LEAF or n.op in REDUCE or n.op is Op.WHERE and n.args[0].kind.on_host:
+                lists.append(self.cover(n))
+                return Value(Op.VAR, (), f"_a{len(lists) - 1}", Kind.REDUCED, n.type)
+            return Value(n.op, tuple(one_accumulator(a) for a in n.args), n.arg, Kind.REDUCED, n.type)
+        body = self.small(one_accumulator(v))
+        names = ", ".join(f"_a{j}" for j in range(len(lists)))
+        source = lists[0] if len(lists) == 1 else f"zip({', '.join(lists)})"
+        return f"[{body} for {names} in {source}]"
 
     def small_operand(self, a: Value, parent: Value) -> str:
         """`a` as a tensor beside the other operands of `parent`: a host number becomes a 0-d tensor of
@@ -149,6 +178,8 @@ class LoopEmitter:
         assert v.arg != "group", "group reductions are computed between the loop's phases"
         if v.arg in AXIS_SCOPES:
             return form.axis.format(*self.reduction_operands(v), d=axis_dim(v.arg))
+        if v.arg == "cover":
+            return form.cover.format(*self.reduction_operands(v))
         return (form.torch if v.arg == "tensor" else form.channel).format(*self.reduction_operands(v))
 
     def group_part(self, name: str, v: Value) -> str:
@@ -236,6 +267,16 @@ class LoopEmitter:
             w.line("else:")
             with w.indent():
                 self.store_into(d, target, v.args[2], w)
+            return
+        if target != "param" and self.p.state(target).shape == "cover":   # into each accumulator
+            if v.kind is Kind.COVER:
+                w.line(f"for _accumulator, _value in zip({d}, {self.cover(v)}):")
+                with w.indent():
+                    w.line("_accumulator.copy_(_value)")
+            else:
+                w.line(f"for _accumulator in {d}:")
+                with w.indent():
+                    w.line(f"_accumulator.{'fill_' if v.kind.on_host else 'copy_'}({self.tensor(v)[0]})")
             return
         if target in self.scalar:
             form = scalar_store(target, v)

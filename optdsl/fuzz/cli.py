@@ -75,7 +75,7 @@ def fuzz_programs(seed: int, count: int, deadline: float | None, out=sys.stdout,
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
     from .execute import check_case
-    from .programs import MODED, SPARSE, WRAPPED, cases
+    from .programs import MODED, SHAPED, SPARSE, WRAPPED, cases
 
     stats = ProgramStats()
     start = time.perf_counter()
@@ -117,7 +117,8 @@ def fuzz_programs(seed: int, count: int, deadline: float | None, out=sys.stdout,
 
         test = settings(max_examples=max(1, count - stats.programs), database=None, deadline=None, derandomize=False,
                         suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink],
-                        report_multiple_bugs=False)(given(cases(fused=fused, wrapped=WRAPPED, moded=MODED, sparse=SPARSE))(body))
+                        report_multiple_bugs=False)(given(cases(fused=fused, wrapped=WRAPPED, moded=MODED, sparse=SPARSE,
+                                                                 shaped=SHAPED))(body))
         test = hseed(run_seed)(test)
         try:
             test()

@@ -52,11 +52,9 @@ class Coverage:
         "keep: KEEP NAME keep_per keep_as": "as `keep: KEEP NAME keep_as`",
         "keep_as: AS NAME": "as `keep: KEEP NAME keep_as`",
     }
-    # What the fuzzer does not draw yet (issue 9, part 5): reduced-shape states, axis reductions, a
-    # state's `if` on the shape, item(), dtype_eps and tuple entries `none` by default.
-    # tests/test_factored.py checks them against torch.optim.Adafactor and the interpreter.
-    NOT_DRAWN_YET = {"builtin item()", "a reduction over scope 'row'", "a reduction over scope 'column'",
-                     "IR op ITEM", "IR op DTYPE_EPS", "grammar production `tuple_entry: NONE -> none_lit`",
+    # What the fuzzer does not draw yet: item(), dtype_eps and tuple entries `none` by default
+    # (tests/test_factored.py checks them against torch.optim.Adafactor and the interpreter).
+    NOT_DRAWN_YET = {"builtin item()", "IR op ITEM", "IR op DTYPE_EPS", "grammar production `tuple_entry: NONE -> none_lit`",
                      # Muon's: newton_schulz() (2-D params, bfloat16 matmuls: open error bounds), choice
                      # hypers and the strings they compare with (tests/test_muon.py runs them on every path)
                      "builtin newton_schulz()", "IR op NEWTON_SCHULZ", "IR op CHOICE", "terminal VBAR ('|')",

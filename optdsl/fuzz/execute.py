@@ -326,11 +326,22 @@ def _load(opt, tensors, interps, keys, program, group_step) -> list[list]:
         row = []
         for ti, t in enumerate(ts):
             st = opt.state.get(t, {})
-            states = {name: _as_array(st.get(key)) for name, key in keys.items()}
+            states = {name: _backend_state(st, key, program.state(name).shape, t) for name, key in keys.items()}
             interps[gi].load(ti, _as_array(st.get("step")), states)
             row.append(_as_array(t))
         before.append(row)
     return before
+
+
+def _backend_state(st: dict, key: str, shape: str, t):
+    """A param's state as the interpreter holds it: a tensor as an array, a cover's accumulators
+    stacked (optdsl.interp_axes); None where the param has none."""
+    from ..interp_axes import cover_stack
+    from ..state_shapes import kept_state
+    got = kept_state(st, key, shape, t)
+    if shape == "cover" and got is not None:
+        return cover_stack([_as_array(a) for a in got], tuple(t.shape))
+    return _as_array(got)
 
 
 def _compare_group(out: Outcome, opt, ts, new, interp, program, keys, at: dict, target: str = "") -> None:
@@ -345,12 +356,12 @@ def _compare_group(out: Outcome, opt, ts, new, interp, program, keys, at: dict, 
             if (got_step is None) != (want is None) or (want is not None and got_step != want):
                 _missing(out, {**where, "target": "step" + target}, f"step {got_step} != {want}")
         for s in program.states:
-            got_state, want_state = st.get(keys[s.name]), mine.get(s.name)
+            got_state, want_state = _backend_state(st, keys[s.name], s.shape, t), mine.get(s.name)
             if (got_state is None) != (want_state is None):
                 _missing(out, {**where, "target": s.name + target},
                          "exists in the backend only" if got_state is not None else "missing in the backend")
             elif want_state is not None:
-                compare(out, _as_array(got_state), want_state, {**where, "target": s.name + target})
+                compare(out, got_state, want_state, {**where, "target": s.name + target})
 
 
 def run_case(case: Case, cls=None, program=None, cache: str | None = None) -> Outcome:

@@ -162,6 +162,13 @@ class State:
     cond: list[str] | None          # conjuncts of the condition, None: unconditional
     key: str | None = None
 
+    @property
+    def device(self) -> bool:
+        """A scalar state the program may store a reduction's value into, so read as a device value
+        everywhere: the checker decides a scalar state's kind from all its stores at once, also for
+        the reads written before them (those starting at zeros; the others stay host values)."""
+        return self.scalar and self.init == "zeros"
+
 
 @dataclass
 class Scope:

@@ -32,32 +32,12 @@ from .expr import (BOOL, CHAN, CONST, HOST, NUM, NUMBERS, P_AND, P_NOT, PARAM_MA
                    TENSOR, TS, E, Hyper, Scope, State, atom, binary, call, compare, has_group_reduction, neg,
                    conjunct_texts, not_, paren, per_tensor, reduction, spell, ternary)
 from .modes import mode_blocks, switch_steps
+from .shaped import declare_shaped
 from .sparse import declare_sparse_rows
 from .recipes import Recipes
+from .vocabulary import BETA_DEFAULTS, HYPER_FAMILIES, NAME_POOL
 
-
-# (value, lo, hi) families for hypers
-HYPER_FAMILIES = {
-    "rate": (0.01, 0.001, 0.1),
-    "beta": (0.9, 0.5, 0.999),
-    "eps": (1e-8, 1e-10, 1e-3),
-    "coef": (0.5, 0.0, 2.0),
-    "negative": (-0.5, -1.0, -0.1),
-    "decay": (0.01, 0.0, 0.2),
-}
-BETA_DEFAULTS = (0.9, 0.99, 0.999, 0.5, 0.95)
-
-# names generated code uses itself (template locals, imports, builtins) or derives from a spec's
-# others (`s0_ptrs`, `s0s`, `hb0_0`): a spec may take any of them (generated code renames its own),
-# and nothing may change. (As many as before the renaming: the draws, and so the programs, stay
-# those of the CI slice; only their names change.)
-NAME_POOL = ("rows", "streams", "index", "view", "copies", "numels", "ptrs", "head", "table", "inputs",
-             "hypers", "states", "stored", "func", "per_tensor", "steps", "original_params", "kernels",
-             "reason", "active", "value", "t", "p", "x", "i", "j", "mask", "offs", "pid", "self", "torch",
-             "tl", "math", "params", "grads", "state_steps", "block", "capturable", "foreach", "defaults",
-             "super", "n_columns", "work_tensor", "step_t", "s0_ptrs", "has_s0", "s0_dtype", "s0s", "s0_list",
-             "s0_new", "s0_part", "hb0_0", "v1_ptrs", "h1", "size0", "max", "min", "len", "sum", "abs", "str",
-             "dict", "list", "bool", "any", "zip", "pow", "type", "match")
+REDUCTION_NAMES = ("sum", "mean", "norm", "rms", "amax", "dot")
 
 
 class ProgramGen(Recipes):
@@ -332,6 +312,8 @@ class ProgramGen(Recipes):
         if not options:
             return None
         s = self.pick(options)
+        if s.scalar and not s.device and self.device_control:   # host math there: refused (see s_scalar)
+            return None
         if s.scalar:
             return self.s_scalar(scope, s)
         if s.init == "empty" and s.name not in scope.nonempty:
@@ -391,8 +373,9 @@ class ProgramGen(Recipes):
         return e
 
     def s_scalar(self, scope: Scope, s: State) -> tuple:
-        me = atom(s.name, TS, NUM, STATE_MAG, True)
-        e = self.bounded(self.num(scope, self.pick((TS, RED)), 2), 10.0)   # RED: a reduction may go in
+        me = atom(s.name, RED if s.device else TS, NUM, STATE_MAG, True)
+        kind = self.pick((TS, RED))   # RED: a reduction may go in, into a device one
+        e = self.bounded(self.num(scope, kind if s.device else TS, 2), 10.0)
         form = self.d(st.integers(0, 5))
         if form == 0:
             v = binary(me, "*", self.beta(scope), STATE_MAG)
@@ -409,10 +392,11 @@ class ProgramGen(Recipes):
             v = self.bounded(v, STATE_MAG)
         else:
             v = e
-        if self.device_control and v.kind < RED:
-            # under an `if` on a reduction a scalar state is stored from a device value (the planner
-            # refuses host math there): times a reduction that is 1 on every tensor, with no draw, so
-            # the programs drawn before this rule stay as they were
+        if s.device and not any(f"{r}(" in v.text for r in REDUCTION_NAMES):
+            # a device scalar state is stored from a reduction's value on every store, so the checker
+            # (which decides its kind from its stores) reads it on the device as the generator does,
+            # also under an `if` on a reduction, where the planner refuses host math: times a
+            # reduction that is 1 on every tensor, with no draw
             one = atom("1", CONST, NUM, 1.0)
             v = binary(paren(v), "*", call("max", [reduction("amax", [one], None, 1.0), one], 1.0), v.mag)
         return self.assign(s.name, v)
@@ -620,12 +604,13 @@ DTYPES = ["float32", "bfloat16"]
 
 @st.composite
 def cases(draw, fused: bool = True, steps: int = 6, fused_steps: int = 2, wrapped: float = 0.0,
-          moded: float = 0.0, sparse: float = 0.0) -> Case:
+          moded: float = 0.0, sparse: float = 0.0, shaped: float = 0.0) -> Case:
     """A fuzz case: a random program and a random way to run it; with chance `moded`, the program
     has `on train` / `on eval` blocks and the run switches modes (optdsl.fuzz.modes); with chance
     `wrapped`, it runs inside a wrapper (see `_wrap`); with chance `sparse`, a program that is not
     wrapped and that `sparse rows` allows declares it, and its gradients are sparse (see
-    optdsl.fuzz.sparse). With all 0 nothing more is drawn, so the cases are those drawn before
+    optdsl.fuzz.sparse); with chance `shaped`, one neither wrapped nor sparse gains reduced-shape states
+    and axis reductions, on params of rank 0 to 4 (optdsl.fuzz.shaped). With all 0 nothing more is drawn, so the cases are those drawn before
     any existed (the CI slice's)."""
     serial = draw(st.integers(0, 10 ** 6))
     gen = ProgramGen(draw)
@@ -663,11 +648,14 @@ def cases(draw, fused: bool = True, steps: int = 6, fused_steps: int = 2, wrappe
         _wrap(draw, case, gen, f"Fz{serial}")
     elif sparse and (sparse >= 1 or draw(st.integers(0, 99)) < sparse * 100):   # (here small ones say yes)
         declare_sparse_rows(draw, case)
+    elif shaped and (shaped >= 1 or draw(st.integers(0, 99)) < shaped * 100):
+        declare_shaped(draw, case, gen)
     return case
 
 
 WRAPPED = 0.25                         # of the cases `optdsl fuzz` runs inside a wrapper (optdsl.compose)
 SPARSE = 0.3                           # of the others, `sparse rows` where the program allows it
+SHAPED = 0.3                           # of the rest, reduced-shape states and axis reductions
 MODED = 0.2                            # of the cases `optdsl fuzz` draws with `on train` / `on eval`
 SHIPPED_WRAPPER_SHARE = 0.3            # of those, inside a shipped wrapper (specs/wrappers/)
 

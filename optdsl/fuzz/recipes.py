@@ -51,7 +51,7 @@ class Recipes:
             if max_kind >= TENSOR:
                 out += [atom("param", TENSOR, NUM, PARAM_MAG, "param" in self.dirty), atom("grad", TENSOR, NUM, 40.0)]
             for s in self.states:
-                kind = TS if s.scalar else TENSOR
+                kind = (RED if s.device else TS) if s.scalar else TENSOR
                 if kind <= max_kind and self.accessible(s, scope):
                     out.append(atom(s.name, kind, NUM, STATE_MAG, self.state_dirty(s)))
         else:

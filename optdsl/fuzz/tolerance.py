@@ -66,7 +66,7 @@ OP_CLASSES: dict[str, tuple[tuple[Op, ...], float]] = {
     # (ON_DEVICE: a host number moved onto the device; its rounding to the compute dtype is the
     # conversion every host operand of device math gets, optdsl.interp_math._convert)
     # (FLOOR: its jumps are decisions, as SIGN's: optdsl.interp_math._rule_floor)
-    "exact": ((Op.NEG, Op.ABS, Op.SIGN, Op.MIN, Op.MAX, Op.CLAMP, Op.COPY, Op.ON_DEVICE, Op.WHERE, Op.NOT, Op.AND, Op.OR,
+    "exact": ((Op.NEG, Op.ABS, Op.SIGN, Op.MIN, Op.MAX, Op.CLAMP, Op.COPY, Op.COVER_MIN, Op.ON_DEVICE, Op.WHERE, Op.NOT, Op.AND, Op.OR,
                Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.FLOOR, Op.ITEM), 0.0),
     # one correctly rounded operation
     "arithmetic": ((Op.ADD, Op.SUB, Op.MUL), 1.0),

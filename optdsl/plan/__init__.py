@@ -59,6 +59,8 @@ def _at_a_time(p: Program) -> str:
     """Why a list backend (foreach) takes `p`'s tensors one at a time, or ""."""
     if reads_whole_matrix(p):
         return "A whole-matrix op runs per tensor: the tensors are taken one at a time, rounded as the loop."
+    if any(s.shape == "cover" for s in p.states):
+        return "A cover state keeps one accumulator per dim, as many as each tensor has: the tensors are taken one at a time."
     if reads_back(p):
         return "item() reads each tensor's reduction back to the host: the tensors are taken one at a time."
     if any(isinstance(s, If) and s.cond.kind.on_device for s in walk_stmts(p.body)):
@@ -77,21 +79,25 @@ def reads_whole_matrix(p: Program) -> bool:
 
 
 def _reads_beyond_elements(p: Program) -> str:
-    """What of a param's layout the update reads beyond its elements: "rows" (states kept per row or
-    column), "matrix" (a whole-matrix op), or ""."""
+    """What of a param's layout the update reads beyond its elements: "cover" (a state kept per dim),
+    "rows" (states kept per row or column), "matrix" (a whole-matrix op), or ""."""
+    if any(s.shape == "cover" for s in p.states):
+        return "cover"
     return "rows" if any(s.shape for s in p.states) else "matrix" if reads_whole_matrix(p) else ""
 
 
 def dtensor_refusal(p: Program) -> str:
     """Why a DTensor (FSDP2) shard cannot be stepped on its own, or "": what it would need of the rest."""
-    return {"rows": "its reductions along the last two dims would cross shards",
+    return {"cover": "its reductions over all dims but one would cross shards",
+            "rows": "its reductions along the last two dims would cross shards",
             "matrix": "newton_schulz() orthogonalizes each param's whole matrix, of which a shard holds a part",
             }.get(_reads_beyond_elements(p), "")
 
 
 def complex_refusal(p: Program) -> str:
     """Why a complex param (stepped as its real view elsewhere) is refused, or ""."""
-    return {"rows": "a complex param's real view has no rows to reduce",
+    return {"cover": "a complex param's real view has one more dim than the param, so another cover",
+            "rows": "a complex param's real view has no rows to reduce",
             "matrix": "a complex param's real view is no matrix to orthogonalize"}.get(_reads_beyond_elements(p), "")
 
 
@@ -102,6 +108,9 @@ def fused_refusal(p: Program) -> str:
     if reads_whole_matrix(p):
         return ("its whole-matrix op (newton_schulz()) runs as torch matmuls between elementwise phases, which "
                 "the fused kernels do not split around yet; use foreach=True or the default loop")
+    if any(s.shape == "cover" for s in p.states) or any(n.kind is Kind.COVER for n in values):
+        return ("its cover states (one accumulator per dim, a different number per tensor) are not in the "
+                "fused kernels yet; use foreach=True or the default loop")
     if any(s.shape for s in p.states) or any(n.kind.is_axis for n in values):
         return ("its row or column values (reductions along an axis, states kept per row or column) are not "
                 "in the fused kernels yet; use foreach=True or the default loop")

@@ -40,6 +40,7 @@ FLOPS: dict[Op, int] = {
     # matmuls: their FLOPs per element grow with the matrix's size (a few times its short side per
     # iteration); the per-element count here is the elementwise part's only, which is all a fused phase runs
     Op.NEWTON_SCHULZ: 0,
+    Op.COVER_MIN: 1,   # one min per accumulator after the first: about one per element
 }
 assert set(FLOPS) == set(Op), "every Op has a FLOP count"
 

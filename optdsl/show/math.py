@@ -358,6 +358,7 @@ RULES = {
     Op.STEP: _input, Op.PARAM: _input, Op.GRAD: _input,
     Op.IS_EMPTY: _is_empty, Op.IS_SET: _is_set, Op.CHOICE: _choice,
     Op.NEWTON_SCHULZ: _call("newton_schulz"),
+    Op.COVER_MIN: _call("cover_min"),
     Op.NUMEL: _shape, Op.NDIM: _shape, Op.CHANNEL_NUMEL: _shape, Op.SIZE: _shape, Op.DTYPE_EPS: _shape,
     Op.NEG: _neg, Op.NOT: _not, Op.SQRT: _sqrt, Op.RSQRT: _rsqrt, Op.ABS: _abs,
     Op.SIGN: _call("sign"), Op.EXP: _call("exp"), Op.LOG: _call("log"),

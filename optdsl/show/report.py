@@ -20,6 +20,7 @@ KIND_WORDS = {
     Kind.MATRIX: ("per matrix", "reduced along both last dims: once per matrix, on the device"),
     Kind.ROW: ("per row", "reduced along the last dim: once per row, on the device"),
     Kind.COLUMN: ("per column", "reduced along the second-to-last dim: once per column, on the device"),
+    Kind.COVER: ("per dim", "one accumulator per dim (a cover): per index of each dim, on the device"),
     Kind.TENSOR: ("elementwise", "per element: torch ops, foreach ops or the Triton kernel"),
 }
 assert set(KIND_WORDS) == set(Kind)
@@ -217,11 +218,11 @@ EXAMPLE_SHAPES = ((4096, 4096), (4096,))
 
 def state_bytes(p: Program, shape: tuple[int, ...], itemsize: int = 4) -> dict[str, int]:
     """Bytes of each tensor state a param of `shape` keeps (the defaults' hypers and flags): a row or
-    column state is the param's size over its reduced dim."""
-    from ..axis_ops import reduced_shape
+    column state is the param's size over its reduced dim, a cover state the sum of its dims' sizes."""
+    from ..axis_ops import stored_shapes
     from ..interp import Interpreter
     active = Interpreter(p, validate=False).active_states(tuple(shape))
-    return {s.name: math.prod(reduced_shape(tuple(shape), s.shape) if s.shape else shape) * itemsize
+    return {s.name: sum(math.prod(t) for t in stored_shapes(tuple(shape), s.shape)) * itemsize
             for s in p.states if s.kind is Kind.TENSOR and s.name in active}
 
 

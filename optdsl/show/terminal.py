@@ -16,7 +16,7 @@ from .math import lines
 from .report import COST_HEADER, KIND_WORDS, CostReport, cost_rows, cost_summary, kinds, state_lines
 
 KIND_STYLE = {"constant": "dim", "host": "cyan", "per tensor": "green", "per tensor, on the device": "yellow",
-              "per channel": "magenta", "per matrix": "blue", "per row": "blue", "per column": "blue",
+              "per channel": "magenta", "per matrix": "blue", "per row": "blue", "per column": "blue", "per dim": "blue",
               "elementwise": "bold red"}
 
 
