@@ -192,7 +192,7 @@ def _sm3_per_tensor(ndim, *, lr, momentum, beta, eps, maximize):
 def _multi_tensor_sm3(params, grads, momentum_buffers, accumulators, *, lr, momentum, beta, eps, maximize, capturable=False):
     if len(params) == 0:
         return
-    # A cover state keeps one accumulator per dim, as many as each tensor has: the tensors are taken one at a time.
+    # A cover keeps one accumulator per dim, as many as each tensor has: the tensors are taken one at a time.
     return _single_tensor_sm3(params, grads, momentum_buffers, accumulators, lr=lr, momentum=momentum, beta=beta, eps=eps, maximize=maximize, capturable=capturable)
 
 

@@ -395,10 +395,10 @@ class Program:
 
     def mode_program(self, mode: str) -> "Program":
         """The `on mode` block as a program of its own, for the passes, the plan and the emitters:
-        the same hypers, flags and states, no step, no group update."""
+        the same hypers, flags and states, no step, no group update, and no gradient, so no sparse one."""
         from dataclasses import replace
         body = next(b for m, b in self.modes if m == mode)
-        return replace(self, body=body, group_update=(), uses_step=False, step_per_group=False, modes=())
+        return replace(self, body=body, group_update=(), uses_step=False, step_per_group=False, modes=(), sparse="")
 
     @property
     def group_value_names(self) -> list[str]:

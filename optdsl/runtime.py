@@ -592,8 +592,9 @@ class GeneratedOptimizer(StateWeights, Optimizer):
                     or self._dense_refused:
                 return None
             has_complex = not COMPLEX_DTYPES.isdisjoint(set(map(_DTYPE, ps)))
-        if has_complex and not self._supports_complex:
-            return None
+        refused = self._dtensor_refused and any(hasattr(p, "placements") for p in ps)   # a DTensor shard
+        if (has_complex and not self._supports_complex) or refused:
+            return None   # the loop raises the error
         states = list(map(self.state.__getitem__, ps))
         try:
             steps = list(map(operator.itemgetter("step"), states)) if self._uses_step else []

@@ -167,3 +167,13 @@ def test_bounded_interpreter_keeps_a_shape_conditioned_state_where_the_shape_say
         oracle = Interpreter(program, bounds=bounds)
         oracle.step([np.ones((2, 3)), np.ones(4), np.float64(1.0)], [np.ones((2, 3)), np.ones(4), np.float64(1.0)])
         assert ["r" in oracle.state[i] for i in range(3)] == [True, False, False], bounds
+
+
+def test_an_axis_or_cover_reduction_without_its_state_is_refused_on_a_shard_too():
+    """A reduction along an axis, or over all dims but one, crosses shards whether or not a state keeps
+    it: the DTensor refusal reads the values, not only the states."""
+    for scope, reason in (("row", "along the last two dims"), ("cover", "over all dims but one")):
+        cls = load(HEAD + f"update {{ param = param - lr * grad / (abs(amax(grad, {scope})) + 1) }}")
+        assert reason in cls._dtensor_refused
+        with pytest.raises(RuntimeError, match="does not support DTensor"):
+            cls([dtensor_like(3, 4)]).step()

@@ -59,8 +59,8 @@ def _at_a_time(p: Program) -> str:
     """Why a list backend (foreach) takes `p`'s tensors one at a time, or ""."""
     if reads_whole_matrix(p):
         return "A whole-matrix op runs per tensor: the tensors are taken one at a time, rounded as the loop."
-    if any(s.shape == "cover" for s in p.states):
-        return "A cover state keeps one accumulator per dim, as many as each tensor has: the tensors are taken one at a time."
+    if _reads_beyond_elements(p) == "cover":
+        return "A cover keeps one accumulator per dim, as many as each tensor has: the tensors are taken one at a time."
     if reads_back(p):
         return "item() reads each tensor's reduction back to the host: the tensors are taken one at a time."
     if any(isinstance(s, If) and s.cond.kind.on_device for s in walk_stmts(p.body)):
@@ -79,11 +79,15 @@ def reads_whole_matrix(p: Program) -> bool:
 
 
 def _reads_beyond_elements(p: Program) -> str:
-    """What of a param's layout the update reads beyond its elements: "cover" (a state kept per dim),
-    "rows" (states kept per row or column), "matrix" (a whole-matrix op), or ""."""
-    if any(s.shape == "cover" for s in p.states):
+    """What of a param's layout the update reads beyond its elements: "cover" (a state kept per dim or
+    a reduction over all dims but one), "rows" (states kept per row or column, reductions along an
+    axis), "matrix" (a whole-matrix op), or ""."""
+    kinds = {n.kind for s in walk_stmts(p.body) for v in stmt_values(s) for n in walk_values(v)}
+    if any(s.shape == "cover" for s in p.states) or Kind.COVER in kinds:
         return "cover"
-    return "rows" if any(s.shape for s in p.states) else "matrix" if reads_whole_matrix(p) else ""
+    if any(s.shape for s in p.states) or any(k.is_axis for k in kinds):
+        return "rows"
+    return "matrix" if reads_whole_matrix(p) else ""
 
 
 def dtensor_refusal(p: Program) -> str:
