@@ -11,18 +11,17 @@ from .builtins import (CONSTANTS, ESTIMATORS, FUNCTION_GROUPS, FUNCTIONS, INITIA
 from .check_group import check_group_update
 from .check_sparse import check_sparse
 from .definite import stored_on_every_path, unguarded_empty_reads
-from .ir import AXIS_SCOPES, MODES, SCOPES, join, scope_kind
+from .ir import MODES, SCOPES, join, scope_kind
 
 from .check_choices import check_choice, choice_test, is_choice_test, misread
 from .check_shapes import (MATRIX_FUNCTIONS, PARAM_FACTS, complement, dim_literal, item, matrix_op, reads_shape,
                            shape_condition)
 from .diagnostics import Reporter, Span
-from .ir import Kind, Type
+from .ir import SHAPED_STATE_KIND, Kind, Type
 from .names import message_parts, problem_with_class_name, problem_with_name
 
-# a state's annotation (`state v : row = zeros`) and the kind of value it holds
-STATE_SHAPES = ("tensor", "scalar", "group", *AXIS_SCOPES, "cover")
-STATE_KIND = {"row": Kind.ROW, "column": Kind.COLUMN, "cover": Kind.COVER}
+# a state's annotation (`state v : row = zeros`)
+STATE_SHAPES = ("tensor", "scalar", "group", *SHAPED_STATE_KIND)
 MAX_TUPLE = 8
 PER_TENSOR = (Kind.TENSOR_SCALAR, Kind.REDUCED)   # conditions that may differ from tensor to tensor
 
@@ -200,7 +199,7 @@ class Checker:
         if s.shape not in STATE_SHAPES:
             self.r.error(s.span, f"unknown state shape '{s.shape}' (expected 'scalar', 'group', 'row', 'column' or "
                                  f"'cover'; tensor state needs no annotation){_did_you_mean(s.shape, STATE_SHAPES[1:])}")
-        if s.shape in (*AXIS_SCOPES, "cover") and s.init == "empty":
+        if s.shape in SHAPED_STATE_KIND and s.init == "empty":
             self.r.error(s.span, f"a {s.shape} state starts as `zeros`, a number or a hyper's value, not `empty`")
         if s.shape == "group":
             # one number per param group: a param_group key and a keyword of the functional form
@@ -548,7 +547,7 @@ class Checker:
                 return Sym(Kind.REDUCED if n in self.device_scalars else Kind.TENSOR_SCALAR, Type.NUM)
             if s.shape == "group":
                 return Sym(Kind.HOST, Type.NUM)
-            return Sym(STATE_KIND.get(s.shape, Kind.TENSOR), Type.NUM)
+            return Sym(SHAPED_STATE_KIND.get(s.shape, Kind.TENSOR), Type.NUM)
         if n in self.hypers and self.hypers[n].choices:
             misread(self, e)
             return None

@@ -49,7 +49,7 @@ import numpy as np
 
 from .axis_ops import reduced_shape
 from .ir import LEAF, REDUCE, Kind, Let, Op, Program, Stmt, Store, If, Value, dim_size
-from .interp_axes import cover_split, cover_stack, reduce_to
+from .interp_axes import cover_split, cover_stack, reduce_to, stacked_shape
 from .interp_math import (FLT_EPS, FLT_MAX, Bounded, Partial, Precision, _convert, _exact_apply, _num, _stored,
                           bounded_apply, bounded_combine, bounded_finish, bounded_fold, exact_combine, exact_finish,
                           exact_fold, numpy_form, reduce_bounded, reduce_exact)
@@ -186,7 +186,7 @@ class Interpreter:
                 return _stored(Bounded.point(value), prec.scalar_store, 1.0, prec.scalar_tiny, FLT_MAX)
             return value
         if s.shape == "cover":   # one accumulator per dim, each broadcast back, stacked on a leading axis
-            param_shape = (max(len(param_shape), 1), *param_shape)
+            param_shape = stacked_shape(tuple(param_shape))
         elif s.shape:   # one value per row or column: the param's last (second-to-last) dim reduced to 1
             param_shape = reduced_shape(tuple(param_shape), s.shape)
         value = np.zeros(param_shape) if init == "zeros" else np.full(param_shape, float(init))
@@ -392,7 +392,7 @@ class Interpreter:
         column state's part of it."""
         axis = "" if target == "param" else self.program.state(target).shape
         if axis == "cover":
-            return lambda v: np.broadcast_to(v, (max(len(ctx.shape), 1), *ctx.shape))
+            return lambda v: np.broadcast_to(v, stacked_shape(ctx.shape))
         if axis:
             return lambda v: reduce_to(v, ctx.shape, axis)
         return lambda v: np.broadcast_to(v, ctx.shape)

@@ -64,6 +64,11 @@ def cover_fold(fold, v, shape: tuple):
     return _norm(np.stack(out))
 
 
+def stacked_shape(shape: tuple) -> tuple:
+    """The shape the interpreter holds a cover of a param of `shape` in: one entry per accumulator."""
+    return (max(len(shape), 1), *shape)
+
+
 def cover_stack(accumulators, shape: tuple):
     """A cover state's accumulators (a backend's, shape [1]*i + [n_i] + [1]*...) as the interpreter holds it."""
     return np.stack([np.broadcast_to(np.asarray(a, dtype=np.float64), shape) for a in accumulators])

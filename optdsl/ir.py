@@ -56,6 +56,8 @@ class Kind(enum.IntEnum):
 
 
 AXIS_KINDS = frozenset({Kind.MATRIX, Kind.ROW, Kind.COLUMN})
+# a reduced-shape state's annotation (`state v : row`) -> the kind of its reads
+SHAPED_STATE_KIND = {"row": Kind.ROW, "column": Kind.COLUMN, "cover": Kind.COVER}
 
 
 def join(*kinds: Kind) -> Kind:
@@ -72,6 +74,12 @@ def join(*kinds: Kind) -> Kind:
         else:
             out = hi
     return out
+
+
+def reduced_as_is(scope: str, operand: Kind) -> bool:
+    """Whether a reduction along `scope` takes an operand of this kind as it is (elementwise, or a row
+    or column value that varies along the scope's dim), not broadcast to the param's shape first."""
+    return operand is Kind.TENSOR or scope in AXIS_SCOPES and operand.varies_along(scope)
 
 
 def axis_result(scope: str, operand: Kind) -> Kind:
@@ -347,7 +355,7 @@ class StateInfo:
     @property
     def read_kind(self) -> Kind:
         """The kind of a read of this state: a row or column state reads as one value per row or column."""
-        return {"row": Kind.ROW, "column": Kind.COLUMN, "cover": Kind.COVER}.get(self.shape, self.kind)
+        return SHAPED_STATE_KIND.get(self.shape, self.kind)
 
     @property
     def per_tensor_cond(self) -> bool:

@@ -9,7 +9,7 @@ from . import ast
 from .builtins import (BINARY_SYMBOLS, COMPARE_SYMBOLS, CONSTANTS, FUNCTIONS, INITIAL_LR, INPUTS, REDUCTION_FUNCTIONS,
                        SHAPE_FUNCTIONS, STATE_PREDICATES)
 from .names import state_list_names
-from .ir import (AXIS_SCOPES, MODES, SCOPES, join, Kind, Let, Op, Program, Stmt, Store, Type, Value, apply, const, reduce,
+from .ir import (SHAPED_STATE_KIND, MODES, SCOPES, join, Kind, Let, Op, Program, Stmt, Store, Type, Value, apply, const, reduce,
                  FlagInfo, HyperInfo, If, StateInfo, walk_stmts, walk_values)
 
 # torch.optim's wording for invalid hypers; `{}` is the offending value's source.
@@ -70,7 +70,7 @@ class Lowerer:
                 return Value(Op.HYPER, (), (n, None), Kind.HOST, Type.NUM)
             if n in self.states:
                 s = self.states[n]
-                kind = {"row": Kind.ROW, "column": Kind.COLUMN, "cover": Kind.COVER}.get(s.shape) or self.state_kind(s)
+                kind = SHAPED_STATE_KIND.get(s.shape) or self.state_kind(s)
                 return Value(Op.STATE, (), n, kind, Type.NUM)
             if n in self.hypers:
                 return Value(Op.HYPER, (), (n, None), Kind.HOST, Type.NUM)
@@ -208,7 +208,7 @@ class Lowerer:
         states = tuple(
             StateInfo(s.name, self.state_kind(s), s.init,
                       self.expr(s.cond, {}) if s.cond is not None else None,
-                      key=s.key, list_name=lists[s.name], shape=s.shape if s.shape in (*AXIS_SCOPES, "cover") else "")
+                      key=s.key, list_name=lists[s.name], shape=s.shape if s.shape in SHAPED_STATE_KIND else "")
             for s in all_states if s.shape != "group")
         group_states = tuple(HyperInfo(s.name, float(s.init), 0, group_state=True)
                              for s in spec.states if s.shape == "group")

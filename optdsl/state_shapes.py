@@ -108,4 +108,4 @@ def make_cover(state: dict, name: str, p: Tensor, new) -> bool | None:
 
 def cover_lists(states, name: str, params: list[Tensor], kept: list) -> list:
     """Each param's list of accumulators of cover state `name` (None where it keeps none)."""
-    return [None if k is None else [states[p][key] for key in cover_keys(name, p)] for p, k in zip(params, kept)]
+    return [None if k is None else kept_state(states[p], name, "cover", p) for p, k in zip(params, kept)]

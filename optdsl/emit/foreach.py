@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from ..builtins import OPS, REDUCTIONS
-from ..ir import AXIS_SCOPES, LEAF, REDUCE, UNARY, Kind, Let, Op, Program, Stmt, Store, Type, Value, axis_dim
+from ..ir import AXIS_SCOPES, LEAF, REDUCE, UNARY, Kind, Let, Op, Program, Stmt, Store, Type, Value, axis_dim, reduced_as_is
 from ..names import ident, out_name
 from .common import Writer, across_ranks, float_literal
 from .forms import alpha_scaled, holds_reduction, is_target, neg, number_args, reads, rest_forms, split_accumulate
@@ -126,8 +126,8 @@ class ForeachEmitter:
         form = REDUCTIONS[v.op]
         # along an axis, an operand that varies along it is reduced as it is (a row state per column),
         # as the loop path does
-        lists = [self.small_list(a)[0] if v.arg in AXIS_SCOPES and a.kind.on_device and a.kind is not Kind.TENSOR
-                 and a.kind.varies_along(v.arg) else self.operand_list(a) for a in v.args]
+        lists = [self.small_list(a)[0] if a.kind is not Kind.TENSOR and reduced_as_is(v.arg, a.kind)
+                 else self.operand_list(a) for a in v.args]
         names = [f"_x{j}" for j in range(len(lists))]
         zipped = comprehension(names, lists)
         if v.arg in AXIS_SCOPES:

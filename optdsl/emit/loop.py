@@ -4,7 +4,7 @@ a loop over the tensors per phase, their parts combined between loops."""
 from __future__ import annotations
 
 from ..builtins import OPS, REDUCTIONS
-from ..ir import AXIS_SCOPES, LEAF, REDUCE, Kind, axis_dim, Let, Op, Program, Stmt, Store, Type, Value, const
+from ..ir import AXIS_SCOPES, LEAF, REDUCE, Kind, axis_dim, Let, Op, Program, Stmt, Store, Type, Value, const, reduced_as_is
 from ..names import ident, parts_name
 from ..plan import Phase
 from .common import Writer
@@ -168,7 +168,7 @@ class LoopEmitter:
     def reduction_operands(self, v: Value) -> list[str]:
         """A reduction's operands, each as a tensor of the parameter's shape (`sum(1)` counts elements);
         along an axis, an operand that varies along it as it is (a row state reduced per column)."""
-        return [self.tensor(a)[0] if a.kind is Kind.TENSOR or v.arg in AXIS_SCOPES and a.kind.varies_along(v.arg)
+        return [self.tensor(a)[0] if reduced_as_is(v.arg, a.kind)
                 else f"_rt.expand({self.small(a)}, param)" for a in v.args]
 
     def reduction(self, v: Value) -> str:
